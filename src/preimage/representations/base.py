@@ -1,0 +1,283 @@
+"""Φ: a network truncated at a layer, fed with images in paper units, with measured geometry.
+
+Paper units: RGB (or grey) in 0–255 minus the representation's mean colour, N×C×H×W. A representation maps
+them to what its network expects ((x/255 − mean)/std) inside its own forward, so the energy's constants
+(B=80, B+=160, V=B/6.5) carry across models.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..errors import PreimageError
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One optimizer stage: ``iters`` steps at ``lr_scale``·lr0, with or without jitter."""
+
+    iters: int
+    lr_scale: float = 1.0
+    jitter: bool = True
+
+
+#: The IJCV inversion schedule: 300 steps with jitter, then 50 at lr0/10 without (paper-notes §1.2).
+CNN_INVERSION = (Stage(300, 1.0, True), Stage(50, 0.1, False))
+#: The IJCV HOG/DSIFT schedule: 300 steps, no jitter (paper-notes §2.3).
+SHALLOW_INVERSION = (Stage(300, 1.0, False),)
+
+
+@dataclass(frozen=True)
+class TaskDefaults:
+    """Per-model defaults for inversion: data-term weight C, schedule, input size (None = the image's own)."""
+
+    C: float = 100.0
+    schedule: tuple[Stage, ...] = CNN_INVERSION
+    size: tuple[int, int] | None = (224, 224)
+
+
+@dataclass
+class ModelSpec:
+    """What a model builder returns: the network and how to feed it."""
+
+    name: str
+    module: nn.Module
+    mean: tuple[float, ...]  # normalization mean, in [0, 1] units (torchvision convention)
+    std: tuple[float, ...]
+    channels: int = 3
+    defaults: TaskDefaults = field(default_factory=TaskDefaults)
+    layer_aliases: dict[str, str] = field(default_factory=dict)  # e.g. "13" → "conv5"
+    default_layer: str | None = None  # None: the whole network's output
+    weights_id: str = "random"  # identifies the weights (for caches keyed by model and weights)
+    classifier_layer: str | None = None  # the layer whose output is class logits, if any
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Stride and receptive field of a layer (pixels, (rows, cols)); ``None`` for non-spatial outputs."""
+
+    shape: tuple[int, ...]  # one sample's output shape at the measured input size
+    stride: tuple[int, int] | None
+    receptive_field: tuple[int, int] | None
+    global_field: bool = False  # the field covers the whole input (attention, global pooling, SE gates)
+
+    @property
+    def jitter(self) -> int:
+        """Jitter amount J = max(round(s/4), 1) from the stride (paper-notes §1.6; MATLAB rounding)."""
+        s = max(self.stride) if self.stride else 32
+        return max(int((s / 4) + 0.5), 1)
+
+
+class _Stop(Exception):
+    """Raised by the truncation hook so the network stops right after the target layer."""
+
+
+def _named_layers(net: nn.Module) -> dict[str, nn.Module]:
+    return {name: m for name, m in net.named_modules() if name}
+
+
+def resolve_layer(spec: ModelSpec, layer: str | None) -> str | None:
+    """Map a user's layer name (module name or alias such as "13") to a module name, or fail clearly."""
+    if layer is None or layer == "":
+        return spec.default_layer
+    layer = spec.layer_aliases.get(layer, layer)
+    names = _named_layers(spec.module)
+    if layer in names:
+        return layer
+    close = difflib.get_close_matches(layer, list(names) + list(spec.layer_aliases), n=4, cutoff=0.5)
+    hint = f"; close matches: {', '.join(close)}" if close else "; run 'preimage layers --model ...' to list them"
+    raise PreimageError(f"unknown layer '{layer}' for model '{spec.name}'{hint}")
+
+
+def truncated_forward(net: nn.Module, x: torch.Tensor, target: nn.Module | None) -> torch.Tensor:
+    """Run ``net`` on ``x`` only as far as ``target``'s output (the whole net if ``target`` is None)."""
+    if target is None:
+        return net(x)
+    box: list[torch.Tensor] = []
+
+    def hook(_m: nn.Module, _i: object, out: object) -> None:
+        box.append(out)
+        raise _Stop
+
+    handle = target.register_forward_hook(hook)
+    try:
+        net(x)
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    if not box:
+        raise PreimageError("the target layer was never called in the network's forward pass")
+    out = box[0]
+    if not isinstance(out, torch.Tensor):
+        raise PreimageError("the target layer does not output a single tensor; choose another layer")
+    return out
+
+
+class Representation(nn.Module):
+    """Φ(x): paper-unit images N×C×H×W → features N×D×h×w (or N×D) at one layer of a frozen network."""
+
+    def __init__(self, spec: ModelSpec, layer: str | None = None) -> None:
+        super().__init__()
+        self.spec = spec
+        self.name = spec.name
+        self.net = spec.module.eval().requires_grad_(False)
+        self.layer = resolve_layer(spec, layer)
+        self._target = _named_layers(self.net)[self.layer] if self.layer else None
+        c = spec.channels
+        mean = torch.as_tensor(spec.mean, dtype=torch.float32).reshape(-1)
+        std = torch.as_tensor(spec.std, dtype=torch.float32).reshape(-1)
+        if mean.numel() not in (1, c) or std.numel() not in (1, c):
+            raise PreimageError(f"mean/std must have 1 or {c} entries")
+        # Paper units to network input: (x + 255·mean)/255 − mean)/std = x / (255·std).
+        self.register_buffer("mean", (mean.expand(c) * 255.0).clone())
+        self.register_buffer("scale", (1.0 / (255.0 * std.expand(c))).reshape(1, c, 1, 1).clone())
+        self._geometry: Geometry | None = None
+
+    @property
+    def channels(self) -> int:
+        return self.spec.channels
+
+    @property
+    def defaults(self) -> TaskDefaults:
+        return self.spec.defaults
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: N×C×H×W in paper units → features N×... (the target layer's output)."""
+        return truncated_forward(self.net, x * self.scale, self._target)
+
+    def to_paper_units(self, img: torch.Tensor) -> torch.Tensor:
+        """N×C×H×W image in 0–255 → paper units (mean colour subtracted)."""
+        return img - self.mean.view(1, -1, 1, 1)
+
+    def to_image(self, x: torch.Tensor) -> torch.Tensor:
+        """Paper units → 0–255 image units (mean colour added back; not clipped)."""
+        return x + self.mean.view(1, -1, 1, 1)
+
+    def geometry(self) -> Geometry:
+        """Stride and receptive field of this layer, measured on the network once (at the default size)."""
+        if self._geometry is None:
+            size = self.spec.defaults.size or (224, 224)
+            key = self.layer or ""
+            self._geometry = measure_geometry(self.net, {key: self._target}, self.channels, size)[key]
+        return self._geometry
+
+    def device_dtype(self) -> tuple[torch.device, torch.dtype]:
+        return self.scale.device, self.scale.dtype
+
+
+_NONLINEAR = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
+              nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.Mish, nn.Softplus, nn.Hardtanh,
+              nn.Dropout, nn.Dropout2d)
+
+
+def _linearized_copy(net: nn.Module) -> nn.Module:
+    """A float64 copy of ``net`` with positive weights, identity activations and average pools.
+
+    In such a network the gradient of an output neuron is strictly positive exactly on its receptive
+    field (no dead ReLUs, no max-pool argmax sparsity, no sign cancellation), so its support *is* the field.
+    """
+    lin = copy.deepcopy(net).double().eval()
+    for parent in lin.modules():
+        for cname, child in list(parent.named_children()):
+            if isinstance(child, _NONLINEAR):
+                setattr(parent, cname, nn.Identity())
+            elif isinstance(child, nn.MaxPool2d):
+                setattr(parent, cname, nn.AvgPool2d(child.kernel_size, child.stride, child.padding,
+                                                    ceil_mode=child.ceil_mode))
+            elif isinstance(child, nn.AdaptiveMaxPool2d):
+                setattr(parent, cname, nn.AdaptiveAvgPool2d(child.output_size))
+    with torch.no_grad():
+        for p in lin.parameters():
+            p.abs_().add_(1e-3)
+    return lin.requires_grad_(False)
+
+
+def _support(g: torch.Tensor) -> tuple[int, int, int, int]:
+    """Bounding box (r0, r1, c0, c1) of the nonzero entries of a C×H×W gradient."""
+    m = g.abs().sum(0) > 0
+    rows = torch.nonzero(m.any(1)).flatten()
+    cols = torch.nonzero(m.any(0)).flatten()
+    if rows.numel() == 0:
+        return 0, -1, 0, -1
+    return int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+
+
+def _layer_outputs(net: nn.Module, x: torch.Tensor,
+                   targets: dict[str, nn.Module | None]) -> dict[str, torch.Tensor]:
+    """Outputs of several modules (None: the whole net) in one forward pass; stops early for one target."""
+    if len(targets) == 1:
+        (name, mod), = targets.items()
+        return {name: truncated_forward(net, x, mod)}
+    outs: dict[str, torch.Tensor] = {}
+    handles = []
+    for name, mod in targets.items():
+        if mod is None:
+            continue
+
+        def hook(_m, _i, o, name=name):  # reused modules report their first call
+            if name not in outs and isinstance(o, torch.Tensor):
+                outs[name] = o
+
+        handles.append(mod.register_forward_hook(hook))
+    try:
+        final = net(x)
+    finally:
+        for hd in handles:
+            hd.remove()
+    for name, mod in targets.items():
+        if mod is None:
+            outs[name] = final
+    return outs
+
+
+def measure_geometry(net: nn.Module, layers: dict[str, nn.Module | None], channels: int,
+                     size: tuple[int, int], max_size: int = 1024) -> dict[str, Geometry]:
+    """Measure output shape, stride and receptive field of several layers of ``net`` in one forward pass.
+
+    The receptive field is the support of the gradient of the centre output neuron in a linearized copy
+    of the network; the stride is how far that support moves for the neighbouring neuron. Fields that
+    reach the input's border are measured again on a larger input (up to ``max_size``).
+    """
+    lin = _linearized_copy(net)
+    lin_mods = _named_layers(lin)
+    result: dict[str, Geometry] = {}
+    todo = dict(layers)
+    h, w = size
+    first_shapes: dict[str, tuple[int, ...]] = {}
+    while todo:
+        x = torch.ones(3, channels, h, w, dtype=torch.float64, requires_grad=True)
+        outs = _layer_outputs(lin, x, {name: (lin_mods[name] if mod is not None else None)
+                                       for name, mod in todo.items()})
+        retry: dict[str, nn.Module | None] = {}
+        for name in list(todo):
+            y = outs.get(name)
+            if y is None:
+                result[name] = Geometry((), None, None)
+                continue
+            first_shapes.setdefault(name, tuple(y.shape[1:]))
+            if y.ndim != 4:
+                result[name] = Geometry(first_shapes[name], None, None, global_field=True)
+                continue
+            oh, ow = y.shape[-2:]
+            cy, cx = (oh - 1) // 2, (ow - 1) // 2  # keeps a neighbour at +1
+            obj = y[0, :, cy, cx].sum() + y[1, :, cy, min(cx + 1, ow - 1)].sum() \
+                + y[2, :, min(cy + 1, oh - 1), cx].sum()
+            (g,) = torch.autograd.grad(obj, x, retain_graph=True)
+            r0, r1, c0, c1 = _support(g[0])
+            touches = r0 <= 0 or c0 <= 0 or r1 >= h - 1 or c1 >= w - 1
+            if touches and 2 * max(h, w) <= max_size:
+                retry[name] = todo[name]
+                continue
+            sy = _support(g[2])[0] - r0 if oh > 1 else round(h / oh)
+            sx = _support(g[1])[2] - c0 if ow > 1 else round(w / ow)
+            result[name] = Geometry(first_shapes[name], (max(sy, 1), max(sx, 1)), (r1 - r0 + 1, c1 - c0 + 1),
+                                    global_field=touches)
+        todo = retry
+        h, w = 2 * h, 2 * w
+    return {name: result[name] for name in layers}
