@@ -5,8 +5,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import (CNN_INVERSION, SHALLOW_INVERSION, Geometry, ModelSpec, Representation, Stage, TaskDefaults,
-                   measure_geometry)
+from .base import (
+    CNN_INVERSION,
+    SHALLOW_INVERSION,
+    Geometry,
+    ModelSpec,
+    Representation,
+    Stage,
+    TaskDefaults,
+    measure_geometry,
+)
 from .zoo import IMAGENET_MEAN, IMAGENET_STD, build, list_models, register_model
 
 __all__ = ["CNN_INVERSION", "SHALLOW_INVERSION", "Geometry", "ModelSpec", "Representation", "Stage",

@@ -1,0 +1,17 @@
+"""preimage: natural pre-images of image representations (Mahendran & Vedaldi, IJCV 2016).
+
+>>> import preimage
+>>> rep = preimage.load("efficientnet_lite0", layer="blocks.3")
+>>> result = preimage.invert(rep, "sample:chelsea", C=100)
+>>> float(result.metrics["error"][0])  # ‖Φ(x)−Φ0‖/‖Φ0‖
+"""
+
+from .errors import PreimageError
+from .inversion import invert
+from .optimize import Energy, optimize
+from .representations import Representation, Stage, list_models, load
+from .result import Result
+
+__all__ = ["Energy", "PreimageError", "Representation", "Result", "Stage", "invert", "list_models", "load",
+           "optimize"]
+__version__ = "0.1.0"

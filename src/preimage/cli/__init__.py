@@ -1,0 +1,52 @@
+"""The ``preimage`` command line. Each command module registers itself on ``app``."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+
+from ..errors import PreimageError
+from .common import app, err_console
+
+# Command modules register on import (keep this list the one place that names them).
+_COMMANDS = ("core", "activation", "shallow", "evaluation", "bench")
+
+
+def _register() -> None:
+    import importlib
+
+    for name in _COMMANDS:
+        try:
+            importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{name}":
+                raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: every bad input ends in one line on stderr and exit status 2."""
+    _register()
+    command = typer.main.get_command(app)
+    try:
+        rv = command.main(args=argv, prog_name="preimage", standalone_mode=False)
+    except PreimageError as e:
+        err_console.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
+        return _exit(2, argv)
+    except click.exceptions.UsageError as e:
+        err_console.print(f"error: {e.format_message()}", markup=False, highlight=False, soft_wrap=True)
+        return _exit(2, argv)
+    except click.exceptions.Abort:
+        err_console.print("aborted", markup=False)
+        return _exit(130, argv)
+    except KeyboardInterrupt:
+        err_console.print("interrupted", markup=False)
+        return _exit(130, argv)
+    return _exit(rv if isinstance(rv, int) else 0, argv)
+
+
+def _exit(code: int, argv: list[str] | None) -> int:
+    if argv is None:  # called as the console script
+        sys.exit(code)
+    return code

@@ -1,0 +1,77 @@
+"""What every command shares: the app, consoles, model options, progress bars, JSON output."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ..representations import Representation, load
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None, help="Natural pre-images: see what image representations see.")
+out_console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False)
+
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="efficientnet_lite0, a torchvision name, "
+                                       "timm:NAME, caffenet, vgg-m, hog, hogb, dsift, ...")]
+LayerOpt = Annotated[str | None, typer.Option("--layer", "-l", help="module name (see 'preimage layers') or alias; "
+                                              "default: the model's")]
+WeightsOpt = Annotated[str | None, typer.Option("--weights", help="local weights file")]
+RandomOpt = Annotated[bool, typer.Option("--random-weights", help="random initialization (no download)")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, mps")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="overwrite existing output files")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="random seed (same seed, same output)")]
+
+
+def load_rep(model: str, layer: str | None, weights: str | None, random_weights: bool,
+             device: str = "cpu", **kw: Any) -> Representation:
+    """Load Φ for a command, on the requested device."""
+    import torch
+
+    from ..errors import PreimageError
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise PreimageError(f"unknown device '{device}'") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise PreimageError("--device cuda was asked for, but no CUDA GPU is available")
+    return load(model, layer, weights=weights, random_weights=random_weights, device=dev, **kw)
+
+
+@contextmanager
+def progress_bar(description: str, enabled: bool = True) -> Iterator[Callable[[int, int], None]]:
+    """A rich progress bar on stderr; yields ``update(done, total)``."""
+    if not enabled:
+        yield lambda done, total: None
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=False) as prog:
+        task = prog.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            prog.update(task, completed=done, total=total)
+
+        yield update
+
+
+def emit(obj: dict[str, Any], as_json: bool, human: Callable[[], None]) -> None:
+    """Print the result: one JSON object on stdout, or the human summary."""
+    if as_json:
+        print(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+    else:
+        human()
+
+
+def fmt_pair(p: tuple[int, int] | None) -> Any:
+    """(a, a) → a; (a, b) → [a, b]; None → None (for JSON and tables)."""
+    if p is None:
+        return None
+    return p[0] if p[0] == p[1] else list(p)

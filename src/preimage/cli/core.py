@@ -1,0 +1,156 @@
+"""Core commands: layers, invert, demo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import PreimageError
+from ..images import save_png
+from ..report import OutputDir, write_json
+from .common import (
+    DeviceOpt,
+    ForceOpt,
+    JsonOpt,
+    LayerOpt,
+    ModelOpt,
+    RandomOpt,
+    SeedOpt,
+    WeightsOpt,
+    app,
+    emit,
+    err_console,
+    fmt_pair,
+    load_rep,
+    out_console,
+    progress_bar,
+)
+
+
+@app.command()
+def layers(model: ModelOpt = "efficientnet_lite0", weights: WeightsOpt = None, random_weights: RandomOpt = False,
+           size: Annotated[int | None, typer.Option(help="input size for shapes (default: the model's)")] = None,
+           as_json: JsonOpt = False) -> None:
+    """List a model's layers with output shape, stride and receptive field (measured on the model)."""
+    from ..representations.base import measure_geometry
+
+    rep = load_rep(model, None, weights, random_weights)
+    mods = {n: m for n, m in rep.net.named_modules() if n}
+    hw = (size, size) if size else (rep.defaults.size or (224, 224))
+    geo = measure_geometry(rep.net, mods, rep.channels, hw)
+    aliases: dict[str, list[str]] = {}
+    for a, target in rep.spec.layer_aliases.items():
+        aliases.setdefault(target, []).append(a)
+    rows = [{"name": n, "type": type(mods[n]).__name__, "shape": list(g.shape), "stride": fmt_pair(g.stride),
+             "receptive_field": fmt_pair(g.receptive_field), "aliases": aliases.get(n, [])}
+            for n, g in geo.items() if g.shape]
+
+    def human() -> None:
+        from rich.table import Table
+
+        t = Table(title=f"{rep.name} at {hw[0]}×{hw[1]}")
+        for c in ("layer", "type", "output shape", "stride", "receptive field"):
+            t.add_column(c)
+        for r in rows:
+            name = r["name"] + (f" ({', '.join(r['aliases'])})" if r["aliases"] else "")
+            t.add_row(name, r["type"], "×".join(map(str, r["shape"])), str(r["stride"] or "-"),
+                      str(r["receptive_field"] or "global"))
+        out_console.print(t)
+
+    emit({"model": rep.name, "input_size": list(hw), "layers": rows}, as_json, human)
+
+
+@app.command()
+def invert(image: Annotated[str, typer.Argument(help="image path or sample:NAME (e.g. sample:chelsea)")],
+           model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None, weights: WeightsOpt = None,
+           random_weights: RandomOpt = False,
+           C: Annotated[str | None, typer.Option("--C", "-C", help="data-term weight(s), e.g. 100 or 1,20,100,300 "
+                                                 "(default: the model's, 100 for CNNs)")] = None,
+           iters: Annotated[int | None, typer.Option(help="total iterations (default: the paper's 300+50)")] = None,
+           size: Annotated[int | None, typer.Option(help="input size in pixels (default: the model's)")] = None,
+           restarts: Annotated[int, typer.Option(help="random restarts per image and C")] = 1,
+           seed: SeedOpt = 0,
+           optimizer: Annotated[str, typer.Option(help="paper (momentum+AdaGrad) or adam")] = "paper",
+           mask: Annotated[str | None, typer.Option(help="neigh:5 or channels:first-half|second-half|A:B")] = None,
+           out: Annotated[Path, typer.Option(help="output folder")] = Path("preimage-out"),
+           png_scale: Annotated[str, typer.Option(help="minmax (the paper's) or clip")] = "minmax",
+           force: ForceOpt = False, device: DeviceOpt = "cpu", as_json: JsonOpt = False) -> None:
+    """Invert IMAGE's representation at a layer: the image whose features match it."""
+    from ..images import image_name
+    from ..inversion import invert as run_invert
+
+    cs = _parse_floats(C, "--C")
+    rep = load_rep(model, layer, weights, random_weights, device)
+    stem = f"{image_name(image)}-{_safe(rep.name)}-{_safe(rep.layer or 'output')}"
+    n_c = len(cs) if cs else 1
+    names = [f"{stem}-C{_num(c)}" + (f"-r{r}" if restarts > 1 else "") for c in (cs or [rep.defaults.C])
+             for r in range(restarts)] if n_c * restarts > 1 else [stem]
+    outdir = OutputDir(out, force)
+    outdir.claim([f"{n}.png" for n in names] + [f"{stem}.json"])
+    with progress_bar(f"invert {rep.layer or 'output'}") as update:
+        res = run_invert(rep, image, C=cs, restarts=restarts, size=size, iters=iters, seed=seed,
+                         optimizer=optimizer, mask=mask, progress=update)
+    records = res.records()
+    for rec, name, img in zip(records, names, res.images, strict=True):
+        rec["image"] = str(save_png(img, outdir / f"{name}.png", png_scale))
+    summary = {"model": res.model, "layer": res.layer, "input": image, "error": records[0]["error"],
+               "image": records[0]["image"], "iterations": res.iterations, "seconds": round(res.seconds, 3),
+               "seed": seed, "optimizer": optimizer, "size": res.info["size"], "stages": res.info["stages"],
+               "results": records}
+    summary["json"] = str(write_json(outdir / f"{stem}.json", summary))
+
+    def human() -> None:
+        for r in records:
+            out_console.print(f"C={_num(r['C'])} restart {r['restart']}: error {100 * r['error']:.1f}%  → {r['image']}")
+        out_console.print(f"{res.iterations} iterations in {res.seconds:.1f} s")
+
+    emit(summary, as_json, human)
+
+
+@app.command()
+def demo(out: Annotated[Path, typer.Option(help="output folder")] = Path("preimage-demo"),
+         image: Annotated[str, typer.Option(help="image path or sample:NAME")] = "sample:chelsea",
+         layers: Annotated[str, typer.Option(help="comma-separated layers")] = ",".join(
+             f"blocks.{i}" for i in range(1, 7)),
+         size: Annotated[int, typer.Option(help="input size in pixels")] = 224,
+         iters: Annotated[int | None, typer.Option(help="iterations per layer (default: 300+50)")] = None,
+         C: Annotated[float, typer.Option("--C", "-C", help="data-term weight")] = 100.0,
+         seed: SeedOpt = 0, force: ForceOpt = False, device: DeviceOpt = "cpu", as_json: JsonOpt = False) -> None:
+    """The main job: invert a sample through several layers of efficientnet_lite0; write PNGs and an HTML page."""
+    from ..demo import run_demo
+
+    layer_list = [s.strip() for s in layers.split(",") if s.strip()]
+    with progress_bar("demo", True) as update:
+        info = run_demo(out, image=image, layers=layer_list, size=size, iters=iters, C=C, seed=seed, force=force,
+                        device=device, progress=update)
+
+    def human() -> None:
+        for r in info["layers"]:
+            out_console.print(f"{r['layer']:>10}: error {100 * r['error']:.1f}%")
+        out_console.print(f"open {info['page']}")
+
+    emit(info, as_json, human)
+    if not as_json:
+        err_console.print(f"done in {info['seconds']:.0f} s", markup=False)
+
+
+def _parse_floats(s: str | None, opt: str) -> list[float] | None:
+    if s is None:
+        return None
+    try:
+        vals = [float(v) for v in s.split(",") if v.strip()]
+    except ValueError:
+        raise PreimageError(f"{opt} takes numbers separated by commas, got '{s}'") from None
+    if not vals or any(v <= 0 or v != v for v in vals):
+        raise PreimageError(f"{opt} values must be positive numbers, got '{s}'")
+    return vals
+
+
+def _num(v: float) -> str:
+    return f"{v:g}"
+
+
+def _safe(s: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in s)

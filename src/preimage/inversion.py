@@ -1,0 +1,116 @@
+"""Inversion: the image whose representation matches Φ0 = Φ(x0) (paper-notes §1.2)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .errors import PreimageError
+from .images import load_image, resize, rgb_to_grey
+from .objectives import Inversion, channel_mask, neighbourhood_mask
+from .optimize import Energy, Progress, optimize, scale_schedule
+from .representations import Representation, Stage, load
+from .result import Result
+
+
+def as_representation(model: Representation | str, layer: str | None = None, **kw: object) -> Representation:
+    """A Representation, or one loaded by name."""
+    return model if isinstance(model, Representation) else load(model, layer, **kw)
+
+
+def prepare_images(rep: Representation, images: str | Sequence[str] | torch.Tensor,
+                   size: int | tuple[int, int] | None) -> tuple[torch.Tensor, list[str]]:
+    """Image specs or a tensor → N×C×H×W in 0–255 at the network's input size, with names.
+
+    size: None means the model's default (the image's own resolution for HOG/DSIFT).
+    """
+    from .images import image_name
+
+    if size is None:
+        size = rep.defaults.size
+    if isinstance(images, torch.Tensor):
+        x = images if images.ndim == 4 else images[None]
+        names = [f"image{i}" for i in range(x.shape[0])]
+        x = resize(x.float(), size) if size is not None else x.float()
+    else:
+        specs = [images] if isinstance(images, str) else list(images)
+        loaded = [load_image(s, size) for s in specs]
+        if len({tuple(t.shape) for t in loaded}) > 1:
+            raise PreimageError("images of different sizes cannot share a batch; pass --size")
+        x, names = torch.cat(loaded), [image_name(s) for s in specs]
+    if rep.channels == 1:
+        x = rgb_to_grey(x)
+    elif x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    return x.to(rep.scale.device), names
+
+
+def reference_features(rep: Representation, x: torch.Tensor) -> torch.Tensor:
+    """Φ0 = Φ(x) without gradients, or a clear error if the image is too small for the layer."""
+    try:
+        with torch.no_grad():
+            phi = rep(x)
+    except RuntimeError as e:
+        if any(s in str(e) for s in ("too small", "can't be greater", "Padding size should be", "non-empty")):
+            raise PreimageError(_too_small(rep, x)) from None
+        raise
+    if phi.numel() == 0 or (phi.ndim == 4 and min(phi.shape[-2:]) == 0):
+        raise PreimageError(_too_small(rep, x))
+    return phi
+
+
+def _too_small(rep: Representation, x: torch.Tensor) -> str:
+    return (f"image {x.shape[-2]}×{x.shape[-1]} is too small for layer '{rep.layer}' of {rep.name}: "
+            "its output map would be empty; use a larger --size")
+
+
+def parse_mask(spec: str | torch.Tensor | None, shape: tuple[int, ...]) -> torch.Tensor | None:
+    """``neigh:N`` (central N×N neurons), ``channels:first-half|second-half|A:B``, a tensor, or None."""
+    if spec is None or isinstance(spec, torch.Tensor):
+        return spec
+    kind, _, arg = spec.partition(":")
+    try:
+        if kind == "neigh":
+            if len(shape) < 3:
+                raise PreimageError("a neighbourhood mask needs a layer with a spatial map")
+            return neighbourhood_mask(shape, int(arg or 5))
+        if kind == "channels":
+            return channel_mask(shape, arg or "first-half")
+    except ValueError:
+        pass
+    raise PreimageError(f"bad mask '{spec}' (use neigh:5, channels:first-half, channels:second-half or channels:A:B)")
+
+
+def invert(model: Representation | str, images: str | Sequence[str] | torch.Tensor, *, layer: str | None = None,
+           C: float | Sequence[float] | None = None, restarts: int = 1, size: int | tuple[int, int] | None = None,
+           iters: int | None = None, schedule: Sequence[Stage] | None = None, seed: int = 0,
+           optimizer: str = "paper", mask: str | torch.Tensor | None = None, energy: Energy = Energy(),
+           progress: Progress | None = None) -> Result:
+    """Reconstruct images from their representation: one problem per (image, C, restart), batched.
+
+    images: a path, ``sample:NAME``, a list of them, or N×C×H×W in 0–255. C: the data-term weight(s)
+    (default: the model's, 100 for CNNs). Returns a Result with metric ``error`` = ‖Φ(x)−Φ0‖/‖Φ0‖ on the
+    final image without jitter (masked when a mask is given).
+    """
+    rep = as_representation(model, layer)
+    img, names = prepare_images(rep, images, size)
+    cs = [rep.defaults.C] if C is None else ([float(C)] if isinstance(C, (int, float)) else [float(c) for c in C])
+    if restarts < 1:
+        raise PreimageError("--restarts must be at least 1")
+    problems = [{"input": nm, "C": c, "restart": r} for nm in names for c in cs for r in range(restarts)]
+    rep_idx = torch.arange(len(names), device=img.device).repeat_interleave(len(cs) * restarts)
+    x0 = rep.to_paper_units(img)
+    phi0 = reference_features(rep, x0)[rep_idx]
+    m = parse_mask(mask, tuple(phi0.shape[1:]))
+    c_vec = torch.tensor(cs, dtype=phi0.dtype).repeat_interleave(restarts).repeat(len(names))
+    obj = Inversion(phi0, c_vec.to(phi0.device), None if m is None else m.to(phi0.device))
+    sched = scale_schedule(schedule or rep.defaults.schedule, iters)
+    trace = optimize(rep, obj, len(problems), tuple(img.shape[-2:]), sched, seed=seed, optimizer=optimizer,
+                     energy=energy, progress=progress)
+    with torch.no_grad():
+        error = obj.error(rep(trace.x))
+    return Result(rep.to_image(trace.x), problems, {"error": error}, rep.name, rep.layer, trace.iterations,
+                  trace.seconds, trace.energy, {"stages": trace.stages, "size": list(img.shape[-2:]),
+                                                 "optimizer": optimizer, "seed": seed, "mask": str(mask) if mask
+                                                 is not None else None, "reference": img})

@@ -1,0 +1,198 @@
+"""The one optimizer loop: minimize data(Φ(τ(x))) + λ_α R_α(x) + λ_β R_TVβ(x) over a batch of N problems.
+
+Paper-notes §1.1: noise initialization, jitter canvas, momentum + leaky AdaGrad with lr = H·W·lr0, projection
+of every pixel's colour onto the ball of radius B+ after each step, stages that restart the optimizer state.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from .errors import PreimageError
+from .regularizers import alpha_norm, project_ball, tv_beta
+from .representations.base import Representation, Stage
+from .transforms import centre_crop, place_on_canvas, random_crop
+
+Objective = Callable[[torch.Tensor], torch.Tensor]
+#: progress(iterations done, total iterations)
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Energy:
+    """The regularizers' constants, in paper units (paper-notes §1.1 table)."""
+
+    alpha: float = 6.0
+    beta: float = 2.0
+    B: float = 80.0
+    B_plus: float = 160.0
+    regularize: bool = True  # False: the no-regularizer baseline (λ_α = λ_β = 0, B+ = ∞, paper-notes §1.5)
+
+    @property
+    def V(self) -> float:
+        return self.B / 6.5
+
+    @property
+    def lambda_alpha(self) -> float:
+        return self.B ** -self.alpha if self.regularize else 0.0
+
+    @property
+    def lambda_beta(self) -> float:
+        return self.V ** -self.beta if self.regularize else 0.0
+
+    @property
+    def bound(self) -> float:
+        return self.B_plus if self.regularize else float("inf")
+
+    @property
+    def lr0(self) -> float:
+        """Base learning rate 0.05·B²/α (53.33 with the defaults)."""
+        return 0.05 * self.B ** 2 / self.alpha
+
+    def regularizer(self, x: torch.Tensor) -> torch.Tensor:
+        """λ_α R_α(x) + λ_β R_TVβ(x), N×C×H×W → N."""
+        if not self.regularize:
+            return x.new_zeros(x.shape[0])
+        return self.lambda_alpha * alpha_norm(x, self.alpha) + self.lambda_beta * tv_beta(x, self.beta)
+
+
+class PaperStep:
+    """Momentum ρ + leaky AdaGrad (no (1−ρ) factor), as the authors' code: G ← ρG + g²;
+    Δ ← ρΔ − g/(1/η + √G); x ← x + Δ. ``lr`` is η (already multiplied by H·W)."""
+
+    def __init__(self, x: torch.Tensor, lr: float, rho: float = 0.9) -> None:
+        self.inv_lr, self.rho = 1.0 / lr, rho
+        self.G = torch.zeros_like(x)
+        self.D = torch.zeros_like(x)
+        self._den = torch.empty_like(x)
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, g: torch.Tensor) -> None:
+        self.G.mul_(self.rho).addcmul_(g, g)
+        torch.sqrt(self.G, out=self._den).add_(self.inv_lr)
+        self.D.mul_(self.rho).addcdiv_(g, self._den, value=-1.0)
+        x.add_(self.D)
+
+
+class AdamStep:
+    """Adam on the pixels, ``lr`` in paper units per step (0–255 scale)."""
+
+    def __init__(self, x: torch.Tensor, lr: float, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8) -> None:
+        self.lr, (self.b1, self.b2), self.eps = lr, betas, eps
+        self.m = torch.zeros_like(x)
+        self.v = torch.zeros_like(x)
+        self.t = 0
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, g: torch.Tensor) -> None:
+        self.t += 1
+        self.m.mul_(self.b1).add_(g, alpha=1 - self.b1)
+        self.v.mul_(self.b2).addcmul_(g, g, value=1 - self.b2)
+        step = self.lr * math.sqrt(1 - self.b2 ** self.t) / (1 - self.b1 ** self.t)
+        x.addcdiv_(self.m, self.v.sqrt().add_(self.eps), value=-step)
+
+
+OPTIMIZERS = ("paper", "adam")
+ADAM_LR = 2.0  # paper units per step at stage scale 1
+
+
+def make_step(name: str, x: torch.Tensor, size: tuple[int, int], energy: Energy, lr_scale: float):
+    """The optimizer for one stage; the paper's η = H·W·lr0·scale (H·W: network input, not the canvas)."""
+    if name == "paper":
+        return PaperStep(x, size[0] * size[1] * energy.lr0 * lr_scale)
+    if name == "adam":
+        return AdamStep(x, ADAM_LR * lr_scale)
+    raise PreimageError(f"unknown optimizer '{name}' (choose {', '.join(OPTIMIZERS)})")
+
+
+def noise_init(n: int, channels: int, size: tuple[int, int], B: float, generator: torch.Generator) -> torch.Tensor:
+    """U[−1,1] noise scaled per sample so its 0.95-quantile is B/√3 (paper-notes §1.1). → N×C×H×W."""
+    x = torch.rand(n, channels, *size, generator=generator) * 2 - 1
+    q = torch.quantile(x.flatten(1), 0.95, dim=1).clamp_min(1e-12)
+    return x * (B / math.sqrt(3) / q).view(n, 1, 1, 1)
+
+
+def scale_schedule(schedule: Sequence[Stage], iters: int | None) -> tuple[Stage, ...]:
+    """Rescale a schedule to ``iters`` iterations in total, keeping the stages' proportions."""
+    if iters is None:
+        return tuple(schedule)
+    if iters < 1:
+        raise PreimageError("--iters must be at least 1")
+    total = sum(s.iters for s in schedule)
+    out, left = [], iters
+    for i, s in enumerate(schedule):
+        k = left if i == len(schedule) - 1 else min(max(round(iters * s.iters / total), 1), left)
+        if k > 0:
+            out.append(Stage(k, s.lr_scale, s.jitter))
+        left -= k
+    return tuple(out)
+
+
+@dataclass
+class Trace:
+    """What the loop returns: the final images (paper units, centre crop) and the energy history."""
+
+    x: torch.Tensor  # N×C×H×W, paper units
+    energy: torch.Tensor  # T×N, energy per iteration (with the jitter of that iteration)
+    iterations: int
+    seconds: float
+    stages: list[dict] = field(default_factory=list)
+
+
+def optimize(rep: Representation, objective: Objective, n: int, size: tuple[int, int],
+             schedule: Sequence[Stage], *, init: torch.Tensor | None = None, seed: int = 0,
+             optimizer: str = "paper", energy: Energy = Energy(), jitter: int | None = None,
+             progress: Progress | None = None, check_every: int = 20) -> Trace:
+    """Minimize the energy for N problems at once.
+
+    rep: Φ; objective: features → N data terms; size: (H, W) of the network input; init: N×C×H×W in paper
+    units (None: noise); jitter: J (default from the layer's measured stride). Raises PreimageError if the
+    energy becomes NaN/inf. Deterministic for a given seed.
+    """
+    device, dtype = rep.device_dtype()
+    gen = torch.Generator().manual_seed(seed)
+    if init is None:
+        x = noise_init(n, rep.channels, size, energy.B, gen)
+    else:
+        x = init.detach().to("cpu", dtype)
+    if jitter is None and any(s.jitter for s in schedule):
+        jitter = rep.geometry().jitter
+    total = sum(s.iters for s in schedule)
+    history = torch.empty(total, n, dtype=dtype, device=device)
+    t = 0
+    t0 = time.perf_counter()
+    stage_log = []
+    for stage in schedule:
+        J = jitter if stage.jitter and jitter else 1
+        # Each stage starts afresh from the previous result's centre, as a new call of the authors' routine.
+        canvas = place_on_canvas(x.to(device, dtype), J).requires_grad_(True)
+        step = make_step(optimizer, canvas, size, energy, stage.lr_scale)
+        for _ in range(stage.iters):
+            crop = random_crop(canvas, size, gen)
+            e = objective(rep(crop)) + energy.regularizer(canvas)
+            (g,) = torch.autograd.grad(e.sum(), canvas)
+            step(canvas.data, g)
+            project_ball(canvas.data, energy.bound)
+            history[t] = e.detach()
+            t += 1
+            if t % check_every == 0 or t == total:
+                _check_finite(history[t - 1], t)
+                if progress:
+                    progress(t, total)
+        x = centre_crop(canvas.detach(), size)
+        stage_log.append({"iters": stage.iters, "lr": stage.lr_scale, "jitter": J})
+    if total == 0:
+        x = x.to(device, dtype)
+    return Trace(x.contiguous(), history, total, time.perf_counter() - t0, stage_log)
+
+
+def _check_finite(e: torch.Tensor, t: int) -> None:
+    if not bool(torch.isfinite(e).all()):
+        raise PreimageError(f"the optimization diverged (energy is NaN/inf at iteration {t}); "
+                            "try a smaller C or learning rate; no result was written")
