@@ -33,33 +33,42 @@ def gradient_magnitude(gx: torch.Tensor, gy: torch.Tensor) -> torch.Tensor:
     return torch.sqrt(gx * gx + gy * gy + _SQRT_EPS**2) - _SQRT_EPS
 
 
-def orientation_weights(gx: torch.Tensor, gy: torch.Tensor, num_bins: int, hard: bool) -> torch.Tensor:
+def orientation_histogram(gx: torch.Tensor, gy: torch.Tensor, num_bins: int, hard: bool,
+                          magnitude: torch.Tensor | None = None) -> torch.Tensor:
     """Assign gradient directions to ``num_bins`` directed bins at angles 2πk/num_bins.
 
-    gx, gy: N×1×H×W → N×num_bins×H×W weights (summing to 1 at each pixel). ``hard``: the nearest bin
-    (one-hot, ties to the lower axis as VLFeat); else bilinear, a triangle of half-width 2π/num_bins.
+    gx, gy: N×1×H×W → N×num_bins×H×W: ``magnitude`` (default 1, i.e. the weights) split among the bins.
+    ``hard``: all to the nearest bin (ties to the lower axis, as VLFeat); else bilinearly between the two
+    nearest, i.e. a triangle of half-width 2π/num_bins.
     """
+    mass = torch.ones_like(gx) if magnitude is None else magnitude
+    out = torch.zeros(gx.shape[0], num_bins, *gx.shape[2:], dtype=mass.dtype, device=mass.device)
     if hard:
         if num_bins % 2:
             raise PreimageError("hard orientation binning needs an even number of directed bins")
         half = num_bins // 2
-        # VLFeat scores the O undirected axes in float32 and keeps the first maximum of |score|; the same
-        # float32-rounded constants make exact ties (vertical gradients fall between two bins) resolve alike.
+        # VLFeat's loop: score the undirected axes with float32-rounded constants and keep the first
+        # maximum of |score|, so exact ties (vertical gradients fall between two bins) resolve alike.
         ang = torch.arange(half, dtype=torch.float64) * (math.pi / half)
-        cos = torch.cos(ang).float().to(gx).view(1, -1, 1, 1)
-        sin = torch.sin(ang).float().to(gx).view(1, -1, 1, 1)
-        score = gx * cos + gy * sin
-        axis = score.abs().argmax(1, keepdim=True)
-        directed = axis + half * (torch.gather(score, 1, axis) < 0)
-        return torch.zeros(gx.shape[0], num_bins, *gx.shape[2:], dtype=gx.dtype, device=gx.device).scatter_(
-            1, directed, 1.0)
+        cos, sin = torch.cos(ang).float().tolist(), torch.sin(ang).float().tolist()
+        with torch.no_grad():
+            best = torch.full_like(gx, -1.0)
+            directed = torch.zeros_like(gx, dtype=torch.long)
+            for k in range(half):
+                score = gx * cos[k] + gy * sin[k]
+                better = score.abs() > best
+                best = torch.where(better, score.abs(), best)
+                directed = torch.where(better, k + half * (score < 0), directed)
+        return out.scatter_(1, directed, mass)
     nonzero = (gx != 0) | (gy != 0)
     # atan2 has no derivative at (0, 0); there the magnitude is 0 anyway, so any fixed angle will do.
     phi = torch.atan2(torch.where(nonzero, gy, 0.0), torch.where(nonzero, gx, 1.0))
-    step = 2 * math.pi / num_bins
-    centers = torch.arange(num_bins, dtype=gx.dtype, device=gx.device).view(1, -1, 1, 1) * step
-    diff = torch.remainder(phi - centers + math.pi, 2 * math.pi) - math.pi
-    return torch.relu(1 - diff.abs() / step)
+    t = torch.remainder(phi * (num_bins / (2 * math.pi)), num_bins)
+    lo = t.detach().floor()
+    frac = t - lo
+    lo = lo.long() % num_bins  # t may round up to num_bins itself
+    # Only two bins are nonzero: scattering them costs far less than a triangle over all bins.
+    return out.scatter_add_(1, lo, mass * (1 - frac)).scatter_add_(1, (lo + 1) % num_bins, mass * frac)
 
 
 def _hog_gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,7 +127,7 @@ class HOG(nn.Module):
         if h < 1 or w < 1 or min(x.shape[-2:]) < 3:
             raise PreimageError(f"image {tuple(x.shape[-2:])} is smaller than one HOG cell of {b} pixels")
         gx, gy = _hog_gradients(x)
-        hist = gradient_magnitude(gx, gy) * orientation_weights(gx, gy, 2 * no, hard=self.variant == "hog")
+        hist = orientation_histogram(gx, gy, 2 * no, self.variant == "hog", gradient_magnitude(gx, gy))
         # Pixels past the last cell centre still feed it (VLFeat drops only what falls outside the grid).
         hist = F.pad(hist, (self._pad, b, self._pad, b))
         weight = self.kernel.to(hist).expand(2 * no, 1, 2 * b, 2 * b)
