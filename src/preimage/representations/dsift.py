@@ -29,7 +29,7 @@ from torch import nn
 
 from ..errors import PreimageError
 from .base import SHALLOW_INVERSION, ModelSpec, TaskDefaults
-from .hog import gradient_magnitude, orientation_weights
+from .hog import gradient_magnitude, orientation_histogram
 from .zoo import register_model
 
 
@@ -126,7 +126,7 @@ class DSIFT(nn.Module):
             raise PreimageError(f"image {tuple(x.shape[-2:])} is smaller than one DSIFT descriptor "
                                 f"({self.support} pixels)")
         gx, gy = _sift_gradients(x)
-        hist = gradient_magnitude(gx, gy) * orientation_weights(gx, gy, self.num_orientations, hard=False)
+        hist = orientation_histogram(gx, gy, self.num_orientations, False, gradient_magnitude(gx, gy))
         out = F.conv2d(hist, self.weight.to(hist), stride=self.step, groups=self.num_orientations)
         n, _, p, q = out.shape
         nb = self.num_bins
