@@ -4,8 +4,10 @@ The network of the paper's ``hog_net`` (paper-notes §2.1): gradients, orientati
 bilinear for HOGb), bilinear spatial pooling into cells, normalization by the four 2×2 blocks around each
 cell, clamp at 0.2, and the UoCTTI sum ``0.5·(h1+h2+h3+h4)``. Constants and borders follow VLFeat's
 ``vl/hog.c``, so the features equal ``vl_hog(im, cell, 'variant', 'uoctti')`` on every cell (up to float
-rounding) when H and W are multiples of the cell size; ``hog_net`` differs from that only at the border
-cells (it zero-pads where VLFeat replicates block norms) and by the ε of the normalization.
+rounding) when H and W are multiples of the cell size. ``hog_net`` differs from that only at the border
+cells (its zero padding adds gradients on the image frame, which VLFeat ignores, and gives border cells fewer
+blocks, where VLFeat replicates block norms), and by its halved gradients and ε, which matter only in
+near-flat blocks.
 
 Output channels per cell (VLFeat's order): ``2·O`` directed orientations (bin k at angle 2πk/(2O), measured
 from +x, pointing right, towards +y, pointing down), then ``O`` undirected ones (bins k and k+O folded),
