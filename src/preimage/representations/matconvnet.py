@@ -69,7 +69,8 @@ class MaxPool2d(nn.MaxPool2d):
     then see the same windows; the forward pass always applies the exact padding.
     """
 
-    def __init__(self, kernel: tuple[int, int], stride: tuple[int, int], pad: tuple[int, int, int, int]) -> None:
+    def __init__(self, kernel: tuple[int, int], stride: tuple[int, int],
+                 pad: tuple[int, int, int, int]) -> None:
         t, b, left, r = pad
         kh, kw = kernel
         ceil = b > t or r > left
@@ -152,11 +153,17 @@ def output_sizes(layers: list[McnLayer], size: tuple[int, int]) -> list[tuple[in
     return out
 
 
-def build_sequential(layers: list[McnLayer], in_channels: int = 3) -> nn.Sequential:
-    """Modules for ``layers`` named by the layers' names; weights come from torch's default init.
+def build_sequential(layers: list[McnLayer], in_channels: int = 3, init: bool = True) -> nn.Sequential:
+    """Modules for ``layers`` named by the layers' names, with torch's default init.
 
     Grouped convolutions are inferred as MatConvNet does: groups = input channels / filter depth.
+    ``init=False`` leaves the weights uninitialized, for callers that load every tensor next (drawing
+    random numbers for VGG-16's 138M weights takes seconds).
     """
+    if not init:
+        with torch.device("meta"):
+            net = build_sequential(layers, in_channels)
+        return net.to_empty(device="cpu")
     mods: OrderedDict[str, nn.Module] = OrderedDict()
     c = in_channels
     for ly in layers:
@@ -203,7 +210,8 @@ def load_weights(net: nn.Sequential, layers: list[McnLayer], source: str) -> Non
                 raise PreimageError(f"weights in {source} do not fit layer {ly.name}: filters "
                                     f"{_dims(f.shape)}, the model needs {_dims(ly.shape)}")
             conv.weight.copy_(w)
-            bias = np.zeros(w.shape[0], np.float32) if ly.biases is None else np.asarray(ly.biases, np.float32)
+            bias = np.zeros(w.shape[0], np.float32) if ly.biases is None else np.asarray(ly.biases,
+                                                                                         np.float32)
             if bias.size != w.shape[0]:
                 raise PreimageError(f"weights in {source} do not fit layer {ly.name}: {bias.size} biases for "
                                     f"{w.shape[0]} filters")
@@ -391,8 +399,8 @@ def _parse_layer(cell: dict[str, Any], t: str, name: str, src: str) -> McnLayer:
             p = np.array([5, 1, 1e-4 / 5, 0.75])  # vl_simplenn_tidy's default
         p = np.asarray(p, dtype=np.float64).ravel()
         if p.size != 4:
-            raise PreimageError(f"{src}: layer {name} has a 'param' of {p.size} numbers, expected [N kappa alpha "
-                                "beta]")
+            raise PreimageError(f"{src}: layer {name} has a 'param' of {p.size} numbers, expected "
+                                "[N kappa alpha beta]")
         return McnLayer(name, t, param=(float(p[0]), float(p[1]), float(p[2]), float(p[3])))
     stride = _ints(cell.get("stride"), 2, "stride", name, src, (1, 1))
     pad = _ints(cell.get("pad"), 4, "pad", name, src, (0, 0, 0, 0))
@@ -435,10 +443,9 @@ def _mean_colour(avg: Any) -> tuple[float, float, float] | None:
     a = np.asarray(avg, dtype=np.float64)
     if a.size == 3:
         return tuple(float(x) for x in a.ravel())
-    if a.ndim >= 3 and a.shape[2] == 3:
+    if a.ndim == 3 and a.shape[2] == 3:
         # the IJCV scripts replace the mean image by its spatial mean (paper-notes §1.1)
-        return tuple(float(x) for x in a.reshape(-1, 3, *a.shape[3:]).mean(axis=(0,) + tuple(
-            range(2, a.ndim - 1))).ravel()[:3])
+        return tuple(float(x) for x in a.mean(axis=(0, 1)))
     return None  # e.g. the importer's [0 0] placeholder when no average was given
 
 
