@@ -296,7 +296,8 @@ def vgg16(weights: str | None = None, random_weights: bool = False, **kw: object
     """VGG-16 as ``imagenet-vgg-verydeep-16`` (224×224; conv1_1 … fc8, aliases 1 … 36).
 
     Weights: a MatConvNet ``.mat``; a torchvision ``vgg16`` state dict file; or, with neither,
-    torchvision's pretrained download. Torchvision weights keep torchvision's input scaling.
+    torchvision's pretrained download. Torchvision weights keep torchvision's input scaling; a state dict
+    saved from this module itself is taken as MatConvNet's (0–255 minus the VGG mean colour).
     """
     net = PAPER_NETS["vgg16"]
     _check("vgg16", weights, random_weights, kw)
