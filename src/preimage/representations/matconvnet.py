@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import OrderedDict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -458,8 +458,3 @@ def _image_size(sz: Any) -> tuple[int, int] | None:
     if h < 1 or w < 1 or not (math.isfinite(h) and math.isfinite(w)):
         return None
     return int(h), int(w)
-
-
-def architecture_only(layers: list[McnLayer]) -> list[McnLayer]:
-    """The layers without their weight arrays (a description to build or compare)."""
-    return [replace(ly, filters=None, biases=None) for ly in layers]
