@@ -82,9 +82,14 @@ def _named_layers(net: nn.Module) -> dict[str, nn.Module]:
 
 
 def resolve_layer(spec: ModelSpec, layer: str | None) -> str | None:
-    """Map a user's layer name (module name or alias such as "13") to a module name, or fail clearly."""
+    """Map a user's layer name (module name or alias such as "13") to a module name, or fail clearly.
+
+    None/"" → the model's default layer; "output" → None, the whole network's output.
+    """
     if layer is None or layer == "":
         return spec.default_layer
+    if layer == "output":
+        return None
     layer = spec.layer_aliases.get(layer, layer)
     names = _named_layers(spec.module)
     if layer in names:
@@ -246,12 +251,14 @@ def measure_geometry(net: nn.Module, layers: dict[str, nn.Module | None], channe
     """
     lin = _linearized_copy(net)
     lin_mods = _named_layers(lin)
+    gen = torch.Generator().manual_seed(0)
     result: dict[str, Geometry] = {}
     todo = dict(layers)
     h, w = size
     first_shapes: dict[str, tuple[int, ...]] = {}
     while todo:
-        x = torch.ones(3, channels, h, w, dtype=torch.float64, requires_grad=True)
+        # Positive and non-constant: shallow nets (HOG) have zero gradient on a constant image.
+        x = (1 + torch.rand(3, channels, h, w, dtype=torch.float64, generator=gen)).requires_grad_(True)
         outs = _layer_outputs(lin, x, {name: (lin_mods[name] if mod is not None else None)
                                        for name, mod in todo.items()})
         retry: dict[str, nn.Module | None] = {}
