@@ -51,6 +51,8 @@ def _read(spec: str) -> np.ndarray:
 
         if name not in SAMPLES:
             raise PreimageError(f"unknown sample '{name}'; choose one of: {', '.join(SAMPLES)}")
+        if name == "motorcycle_left":  # scikit-image ships it as the left view of stereo_motorcycle()
+            return np.asarray(skimage.data.stereo_motorcycle()[0])
         return np.asarray(getattr(skimage.data, name)())
     path = Path(spec)
     if not path.exists():
