@@ -90,6 +90,9 @@ def test_shapes_dtypes_batch_and_registry() -> None:
     assert load("hog", cell_size=4, texture=True)(torch.rand(1, 1, 32, 32) * 255).shape == (1, 31, 8, 8)
     with pytest.raises(PreimageError):
         HOG(8)(torch.rand(1, 1, 7, 30))
+    with pytest.raises(PreimageError, match="two HOG cells"):
+        HOG(8)(torch.rand(1, 1, 15, 40))  # one cell high: no block to normalize it
+    assert HOG(8)(torch.rand(1, 1, 16, 40)).shape == (1, 27, 2, 5)
     with pytest.raises(PreimageError):
         HOG(8, "dalal")  # type: ignore[arg-type]
 

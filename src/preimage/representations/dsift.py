@@ -123,8 +123,8 @@ class DSIFT(nn.Module):
         if x.shape[1] != 1:
             raise PreimageError(f"DSIFT takes a grey image (1 channel), got {x.shape[1]}")
         if min(x.shape[-2:]) < self.support:
-            raise PreimageError(f"image {tuple(x.shape[-2:])} is smaller than one DSIFT descriptor "
-                                f"({self.support} pixels)")
+            raise PreimageError(f"image {x.shape[-2]}×{x.shape[-1]} is smaller than one DSIFT descriptor "
+                                f"({self.support}×{self.support} pixels)")
         gx, gy = _sift_gradients(x)
         hist = orientation_histogram(gx, gy, self.num_orientations, False, gradient_magnitude(gx, gy))
         out = F.conv2d(hist, self.weight.to(hist), stride=self.step, groups=self.num_orientations)

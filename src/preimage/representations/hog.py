@@ -126,8 +126,10 @@ class HOG(nn.Module):
         """Unnormalized directed histograms: N×C×H×W → N×2O×⌊H/cell⌋×⌊W/cell⌋."""
         b, no = self.cell_size, self.num_orientations
         h, w = x.shape[-2] // b, x.shape[-1] // b
-        if h < 1 or w < 1 or min(x.shape[-2:]) < 3:
-            raise PreimageError(f"image {tuple(x.shape[-2:])} is smaller than one HOG cell of {b} pixels")
+        if h < 2 or w < 2 or min(x.shape[-2:]) < 3:
+            # One cell has no 2×2 block to be normalized by: VLFeat's replicated norms make it meaningless.
+            raise PreimageError(f"image {x.shape[-2]}×{x.shape[-1]} is smaller than two HOG cells "
+                                f"({2 * b}×{2 * b} pixels)")
         gx, gy = _hog_gradients(x)
         hist = orientation_histogram(gx, gy, 2 * no, self.variant == "hog", gradient_magnitude(gx, gy))
         # Pixels past the last cell centre still feed it (VLFeat drops only what falls outside the grid).
