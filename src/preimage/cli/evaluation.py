@@ -1,0 +1,149 @@
+"""``preimage reproduce ...``: the paper's experiments. Other modules add commands to ``reproduce_app``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import PreimageError
+from .common import (
+    DeviceOpt,
+    ForceOpt,
+    JsonOpt,
+    ModelOpt,
+    RandomOpt,
+    SeedOpt,
+    WeightsOpt,
+    app,
+    emit,
+    err_console,
+    out_console,
+)
+
+reproduce_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                            help="Reproduce the paper's tables and figures on any folder of images.")
+app.add_typer(reproduce_app, name="reproduce")
+
+
+def _log(msg: str) -> None:
+    err_console.print(msg, markup=False, highlight=False, soft_wrap=True)
+
+
+def _floats(s: str, opt: str) -> list[float]:
+    try:
+        vals = [float(v) for v in s.split(",") if v.strip()]
+    except ValueError:
+        raise PreimageError(f"{opt} takes numbers separated by commas, got '{s}'") from None
+    if not vals or any(not v > 0 for v in vals):
+        raise PreimageError(f"{opt} values must be positive numbers, got '{s}'")
+    return vals
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise PreimageError(f"unknown device '{device}'") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise PreimageError("--device cuda was asked for, but no CUDA GPU is available")
+
+
+def _names(s: str | None) -> list[str] | None:
+    return [v.strip() for v in s.split(",") if v.strip()] if s else None
+
+
+@reproduce_app.command("cnn-layers")
+def cnn_layers(model: ModelOpt = "efficientnet_lite0",
+               images: Annotated[str, typer.Option(help="a folder of images, or 'samples' (scikit-image's colour "
+                                                   "samples)")] = "samples",
+               layers: Annotated[str | None, typer.Option(help="comma-separated layers (default: all of the "
+                                                          "network's main layers)")] = None,
+               C: Annotated[str, typer.Option("--C", "-C", help="data-term weights")] = "1,20,100,300",
+               restarts: Annotated[int, typer.Option(help="random restarts per image, layer and C")] = 1,
+               size: Annotated[int | None, typer.Option(help="input size in pixels (default 96; --paper: the "
+                                                        "model's)")] = None,
+               iters: Annotated[int | None, typer.Option(help="iterations per inversion (default 60; --paper: "
+                                                         "300+50)")] = None,
+               paper: Annotated[bool, typer.Option("--paper", help="the paper's size and iterations")] = False,
+               noreg: Annotated[bool, typer.Option("--noreg", help="add the no-regularizer baseline (C=1)")] = False,
+               batch: Annotated[int, typer.Option(help="most problems optimized at once")] = 32,
+               eval_scale: Annotated[str, typer.Option(help="how pre-images are evaluated: minmax (the paper's "
+                                                       "saved PNG), clip or raw")] = "minmax",
+               out: Annotated[Path, typer.Option(help="output folder (rerun to resume)")] = Path(
+                   "preimage-cnn-layers"),
+               seed: SeedOpt = 0, weights: WeightsOpt = None, random_weights: RandomOpt = False,
+               force: ForceOpt = False, device: DeviceOpt = "cpu", as_json: JsonOpt = False) -> None:
+    """The IJCV CNN protocol: error, label agreement and naturalness per layer and C (resumable)."""
+    from ..metrics import EVAL_SCALES
+    from ..reproduce.cnn_layers import markdown_table, run_cnn_layers
+    from .common import progress_bar
+
+    if eval_scale not in EVAL_SCALES:
+        raise PreimageError(f"--eval-scale must be one of {', '.join(EVAL_SCALES)}, got '{eval_scale}'")
+    if size is not None and size < 16:
+        raise PreimageError("--size must be at least 16")
+    cs = _floats(C, "--C")
+    _check_device(device)
+    with progress_bar("cnn-layers") as update:
+        info = run_cnn_layers(model, images, out, layers=_names(layers), C=cs, restarts=restarts, size=size,
+                              iters=iters, paper=paper, noreg=noreg, seed=seed, batch=batch, eval_scale=eval_scale,
+                              force=force, device=device, weights=weights, random_weights=random_weights,
+                              progress=update, log=_log)
+
+    def human() -> None:
+        out_console.print(markdown_table(info), markup=False)
+        out_console.print(f"{info['units']['computed']} units computed, {info['units']['reused']} reused from disk; "
+                          f"{info['seconds']:.0f} s; open {info['files']['page']}", markup=False)
+
+    emit(info, as_json, human)
+
+
+@reproduce_app.command("figures")
+def figures(model: ModelOpt = "efficientnet_lite0",
+            image: Annotated[str, typer.Option(help="image path or sample:NAME")] = "sample:chelsea",
+            layers: Annotated[str | None, typer.Option(help="comma-separated layers (default: the network's main "
+                                                       "layers)")] = None,
+            sections: Annotated[str | None, typer.Option(help="comma-separated sections (default: all): "
+                                                         "all-layers, restarts, neighbourhoods, channel-halves, "
+                                                         "jitter-beta, noreg-inversion, maximize, classes, "
+                                                         "caricatures, noreg-activation")] = None,
+            size: Annotated[int | None, typer.Option(help="input size in pixels (default 96)")] = None,
+            iters: Annotated[int | None, typer.Option(help="iterations per optimization (default 60)")] = None,
+            paper: Annotated[bool, typer.Option("--paper", help="the paper's size, iterations, all layers")] = False,
+            out: Annotated[Path, typer.Option(help="output folder")] = Path("preimage-figures"),
+            seed: SeedOpt = 0, weights: WeightsOpt = None, random_weights: RandomOpt = False,
+            force: ForceOpt = False, device: DeviceOpt = "cpu", as_json: JsonOpt = False) -> None:
+    """The paper's qualitative experiments in one HTML report."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..reproduce.figures import run_figures
+
+    _check_device(device)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console) as prog:
+        sec_task = prog.add_task("sections", total=None)
+        it_task = prog.add_task("  optimization", total=None)
+
+        def on_section(i: int, n: int, name: str) -> None:
+            prog.update(sec_task, completed=i, total=n, description=f"section {name}")
+
+        def update(done: int, total: int) -> None:
+            prog.update(it_task, completed=done, total=total)
+
+        info = run_figures(model, out, image=image, layers=_names(layers), sections=_names(sections), size=size,
+                           iters=iters, paper=paper,
+                           seed=seed, force=force, device=device, weights=weights, random_weights=random_weights,
+                           progress=update, on_section=on_section, log=_log)
+
+    def human() -> None:
+        for s in info["sections"]:
+            note = f" (skipped: {s['skipped']})" if s["skipped"] else ""
+            out_console.print(f"{s['name']:>17}: {len(s['figures'])} figures, {s['seconds']:.0f} s{note}",
+                              markup=False)
+        out_console.print(f"open {info['page']}", markup=False)
+
+    emit(info, as_json, human)

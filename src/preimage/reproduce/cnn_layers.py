@@ -1,0 +1,462 @@
+"""The IJCV CNN protocol (paper-notes §3.2) on any folder: invert every image at every layer for every C,
+then report the feature-space error, the image-space error, top-1 label agreement, naturalness and the spread
+across restarts, as mean ± 95% CI per (layer, C).
+
+Resumable: the work is cut into units (layer × condition × chunk of images), each written as PNGs and then one
+JSON record, atomically and only when complete. A rerun loads the finished units whose stored configuration
+matches, computes the rest, and refuses records from a different configuration (unless ``force``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import PreimageError
+from ..images import COLOR_SAMPLES, atomic_write_bytes, image_name, load_image, save_png
+from ..inversion import invert
+from ..metrics import EVAL_SCALES, as_saved, classifier_for, mean_ci, mean_pairwise_distance, naturalness, top1
+from ..optimize import Energy, scale_schedule
+from ..report import html_page, write_json
+from ..report.plots import metric_vs_layer
+from ..representations import ModelSpec, Representation, Stage, load
+
+PROTOCOL = "ijcv-cnn-layers/1"
+PAPER_C = (1.0, 20.0, 100.0, 300.0)
+#: Defaults that finish in minutes on two CPU cores; ``paper=True`` gives the paper's 224 px and 300+50 iterations.
+FAST_SIZE = 96
+FAST_ITERS = 60
+PAPER_ITERS = 350
+#: Modules whose output equals their input's: not worth a layer of their own.
+_PASS_THROUGH = (nn.Dropout, nn.Dropout2d, nn.Identity, nn.Flatten, nn.Softmax, nn.LogSoftmax)
+
+Log = Callable[[str], None]
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One column of the experiment: a data-term weight C, with or without the regularizers."""
+
+    C: float
+    regularize: bool = True
+
+    @property
+    def name(self) -> str:
+        return f"C{self.C:g}" if self.regularize else f"noreg-C{self.C:g}"
+
+    @property
+    def label(self) -> str:
+        return f"C={self.C:g}" if self.regularize else f"no regularizer (C={self.C:g})"
+
+
+def default_layers(spec: ModelSpec) -> list[str]:
+    """The layers to sweep: MatConvNet's numbered layers for the paper networks, else the network's top-level
+    modules with sequential containers opened one level (e.g. ``conv_stem, bn1, blocks.0 … blocks.6, conv_head,
+    bn2, global_pool, classifier``), skipping dropout/identity/flatten/softmax."""
+    mods = dict(spec.module.named_modules())
+    if spec.layer_aliases and all(k.isdigit() for k in spec.layer_aliases):
+        names = [spec.layer_aliases[k] for k in sorted(spec.layer_aliases, key=int)]
+    else:
+        names = []
+        for name, child in spec.module.named_children():
+            if isinstance(child, (nn.Sequential, nn.ModuleList)) and len(child) > 0:
+                names += [f"{name}.{sub}" for sub, _ in child.named_children()]
+            else:
+                names.append(name)
+    return [n for n in names if n in mods and not isinstance(mods[n], _PASS_THROUGH)]
+
+
+def list_images(images: str | Sequence[str], log: Log = _stderr) -> tuple[list[str], list[str]]:
+    """Image specs from a folder, the word ``samples`` (scikit-image's colour samples), one file, or a list.
+
+    Returns (readable specs in sorted order, skipped files). Unreadable files are skipped with one warning line
+    each; a folder without any image is an error.
+    """
+    if isinstance(images, str) and images == "samples":
+        return [f"sample:{n}" for n in COLOR_SAMPLES], []
+    if isinstance(images, str):
+        p = Path(images)
+        if not p.exists():
+            raise PreimageError(f"image folder not found: {images}")
+        candidates = [str(f) for f in sorted(p.iterdir()) if f.is_file() and not f.name.startswith(".")] \
+            if p.is_dir() else [str(p)]
+    else:
+        candidates = list(images)
+    good, skipped = [], []
+    for spec in candidates:
+        try:
+            load_image(spec, 8)
+            good.append(spec)
+        except PreimageError as e:
+            if isinstance(images, str) and Path(images).is_dir():
+                log(f"warning: skipping {spec}: {e}")
+                skipped.append(spec)
+            else:
+                raise
+    if not good:
+        raise PreimageError(f"no readable images in {images}" + (f" ({len(skipped)} files skipped)" if skipped
+                                                                  else ""))
+    return good, skipped
+
+
+def _fingerprint(spec: str) -> str:
+    if spec.startswith("sample:"):
+        return spec
+    return hashlib.sha1(Path(spec).read_bytes()).hexdigest()[:16]
+
+
+def _unique_names(specs: Sequence[str]) -> list[str]:
+    names, seen = [], set()
+    for s in specs:
+        base = name = image_name(s)
+        k = 2
+        while name in seen:
+            name, k = f"{base}-{k}", k + 1
+        seen.add(name)
+        names.append(name)
+    return names
+
+
+def _safe(s: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in s)
+
+
+def _normalized(obj: Any) -> Any:
+    """As it reads back from JSON (tuples become lists), so stored and current configurations compare equal."""
+    return json.loads(json.dumps(obj))
+
+
+def _first_difference(a: dict, b: dict) -> str:
+    for k in sorted(set(a) | set(b)):
+        if a.get(k) != b.get(k):
+            return f"{k}: {json.dumps(a.get(k))[:60]} on disk, {json.dumps(b.get(k))[:60]} now"
+    return "?"
+
+
+def _nan_to_none(v: float) -> float | None:
+    return None if v != v else round(v, 6)
+
+
+class _Store:
+    """Finished units on disk: ``runs/<layer>/<condition>/part-<k>.json`` plus the PNGs it lists."""
+
+    def __init__(self, root: Path, config: dict[str, Any], force: bool) -> None:
+        self.root, self.config, self.force = root, _normalized(config), force
+
+    def unit_dir(self, layer: str, cond: Condition) -> Path:
+        return self.root / "runs" / _safe(layer) / cond.name
+
+    def record_path(self, layer: str, cond: Condition, part: int) -> Path:
+        return self.unit_dir(layer, cond) / f"part-{part}.json"
+
+    def load(self, path: Path, unit: dict[str, Any]) -> dict[str, Any] | None:
+        """The finished record at ``path``, None if absent or incomplete; an error if from another configuration."""
+        if self.force or not path.exists():
+            return None
+        try:
+            rec = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None  # unreadable: recompute it (atomic writes make this rare)
+        unit = _normalized(unit)
+        if rec.get("config") != self.config or rec.get("unit") != unit:
+            a, b = (rec.get("config") or {}, self.config) if rec.get("config") != self.config else \
+                (rec.get("unit") or {}, unit)
+            raise PreimageError(f"{path} comes from a different run ({_first_difference(a, b)}); use another --out, "
+                                "or --force to recompute everything")
+        if any(not (path.parent / p["png"]).is_file() for p in rec.get("problems", [])):
+            return None
+        return rec
+
+    def clean_partial(self) -> int:
+        """Remove leftovers of interrupted atomic writes (``.NAME.XXXX.part``); they are never read."""
+        n = 0
+        for p in (self.root / "runs").glob("**/.*.part"):
+            p.unlink(missing_ok=True)
+            n += 1
+        return n
+
+
+def run_cnn_layers(model: str | ModelSpec = "efficientnet_lite0", images: str | Sequence[str] = "samples",
+                   out: str | Path = "preimage-cnn-layers", *, layers: Sequence[str] | None = None,
+                   C: Sequence[float] = PAPER_C, restarts: int = 1, size: int | None = None,
+                   iters: int | None = None, paper: bool = False, noreg: bool = False, seed: int = 0,
+                   batch: int = 32, eval_scale: str = "minmax", classify_size: int | None = None,
+                   force: bool = False, device: str = "cpu", weights: str | None = None,
+                   random_weights: bool = False, progress: Callable[[int, int], None] | None = None,
+                   log: Log = _stderr) -> dict[str, Any]:
+    """Run (or resume) the IJCV per-layer inversion protocol and write its report into ``out``.
+
+    model: a name or a ModelSpec. images: a folder, ``samples`` or a list of specs. C: data-term weights (the
+    paper's 1, 20, 100, 300).
+    noreg: add the no-regularizer baseline (C=1, λ=0, no jitter, no bound; paper-notes §1.5). size/iters:
+    default 96 px and 60 iterations (300+50 scaled), or the paper's with ``paper=True``. eval_scale: how the
+    pre-image is turned into the evaluated image (``minmax`` = the paper's saved PNG). Label agreement
+    classifies both images resized to ``classify_size`` (default: the model's input size).
+    Writes ``cnn-layers.json``, ``table.md``, ``plot-*.png``, ``index.html`` and ``runs/`` (the records).
+    Returns the JSON summary (keys: rows, layers, C, size, iters, images, units, files, seconds, ...).
+    """
+    t0 = time.perf_counter()
+    if restarts < 1:
+        raise PreimageError("--restarts must be at least 1")
+    if batch < 1:
+        raise PreimageError("--batch must be at least 1")
+    if eval_scale not in EVAL_SCALES:
+        raise PreimageError(f"unknown evaluation scaling '{eval_scale}' (use {', '.join(EVAL_SCALES)})")
+    if not C and not noreg:
+        raise PreimageError("give at least one --C value")
+    base = load(model, None, weights=weights, random_weights=random_weights, device=device)
+    spec = base.spec
+    layer_names = list(layers) if layers else default_layers(spec)
+    if not layer_names:
+        raise PreimageError(f"model '{spec.name}' has no layers to sweep; pass --layers")
+    reps = [Representation(spec, name).to(device) for name in layer_names]  # unknown layer: fail before work
+    layer_names = [r.layer or "output" for r in reps]
+    if len(set(layer_names)) != len(layer_names):
+        raise PreimageError("--layers names the same layer twice")
+
+    if size is None:
+        size = (spec.defaults.size or (224, 224))[0] if paper else FAST_SIZE
+    if iters is None:
+        iters = PAPER_ITERS if paper else FAST_ITERS
+    base_schedule = spec.defaults.schedule
+    schedule = scale_schedule(base_schedule, iters)
+    conditions = [Condition(float(c)) for c in C] + ([Condition(1.0, regularize=False)] if noreg else [])
+    if len({c.name for c in conditions}) != len(conditions):
+        raise PreimageError("--C lists the same value twice")
+
+    specs, skipped = list_images(images, log)
+    names = _unique_names(specs)
+    img = torch.cat([load_image(s, size) for s in specs]).to(base.scale.device)
+    if base.channels == 1:
+        from ..images import rgb_to_grey
+
+        img = rgb_to_grey(img)
+    classifier = classifier_for(base)
+    cls_size = classify_size or (spec.defaults.size[0] if spec.defaults.size else size)
+    orig_labels = top1(classifier, img, cls_size) if classifier is not None else None
+    normalizer = mean_pairwise_distance(img) if len(specs) > 1 else None
+
+    outdir = Path(out)
+    if outdir.exists() and not outdir.is_dir():
+        raise PreimageError(f"output path {outdir} exists and is not a folder")
+    config = {"protocol": PROTOCOL, "model": spec.name, "weights": spec.weights_id, "size": [size, size],
+              "iters": iters, "schedule": [[s.iters, s.lr_scale, s.jitter] for s in schedule], "seed": seed,
+              "optimizer": "paper", "restarts": restarts, "eval_scale": eval_scale, "classify_size": cls_size}
+    store = _Store(outdir, config, force)
+    store.clean_partial()
+    per_unit = max(1, batch // restarts)
+    chunks = [list(range(i, min(i + per_unit, len(specs)))) for i in range(0, len(specs), per_unit)]
+    prints = [_fingerprint(s) for s in specs]
+
+    # Plan: which units are finished on disk (checked up front, so a foreign record fails before any work).
+    plan: list[tuple[int, Condition, int, dict[str, Any], dict[str, Any] | None]] = []
+    for li, name in enumerate(layer_names):
+        for cond in conditions:
+            for k, idx in enumerate(chunks):
+                unit = {"layer": name, "condition": cond.name, "C": cond.C, "regularize": cond.regularize,
+                        "part": k, "images": [names[i] for i in idx], "fingerprints": [prints[i] for i in idx]}
+                plan.append((li, cond, k, unit, store.load(store.record_path(name, cond, k), unit)))
+    todo = [p for p in plan if p[4] is None]
+    total_iters = sum(iters * len(chunks[p[2]]) * restarts for p in todo)
+    log(f"cnn-layers: {spec.name}, {len(specs)} images, {len(layer_names)} layers × {len(conditions)} conditions "
+        f"× {restarts} restart(s) at {size} px, {iters} iterations"
+        + ("" if paper or iters >= PAPER_ITERS else f" (reduced: the paper's is {PAPER_ITERS} at 224 px, --paper)")
+        + f"; {len(plan) - len(todo)} of {len(plan)} units already on disk")
+
+    records: dict[tuple[int, str, int], dict[str, Any]] = {(p[0], p[1].name, p[2]): p[4] for p in plan if p[4]}
+    done = 0
+    for li, cond, k, unit, _ in todo:
+        rep, idx = reps[li], chunks[k]
+
+        def update(t: int, _n: int, base_done: int = done, width: int = len(idx) * restarts) -> None:
+            if progress:
+                progress(base_done + t * width, total_iters)
+
+        sched = schedule if cond.regularize else tuple(Stage(s.iters, s.lr_scale, False) for s in schedule)
+        res = invert(rep, img[idx], C=[cond.C], restarts=restarts, size=size, schedule=sched, seed=seed,
+                     energy=Energy(regularize=cond.regularize), progress=update)
+        done += iters * len(idx) * restarts
+        rec = _evaluate(res.images, res.metrics["error"], img[idx].repeat_interleave(restarts, 0),
+                        [names[i] for i in idx], restarts, eval_scale, classifier, cls_size,
+                        None if orig_labels is None else orig_labels[idx].repeat_interleave(restarts))
+        folder = store.unit_dir(layer_names[li], cond)
+        for p, im in zip(rec, res.images, strict=True):
+            save_png(im, folder / p["png"], "minmax")
+        record = {"config": store.config, "unit": _normalized(unit), "problems": rec,
+                  "seconds": round(res.seconds, 2)}
+        write_json(store.record_path(layer_names[li], cond, k), record)  # last: marks the unit finished
+        records[(li, cond.name, k)] = record
+        errs = ", ".join(f"{100 * p['error']:.1f}" for p in rec[:4]) + (" ..." if len(rec) > 4 else "")
+        log(f"{layer_names[li]} {cond.label} part {k}: error % {errs} ({res.seconds:.1f} s)")
+
+    if progress:
+        progress(done, total_iters)
+    rows = _summarize(layer_names, conditions, chunks, records, normalizer, restarts)
+    info = {"model": spec.name, "weights": spec.weights_id, "protocol": PROTOCOL,
+            "images": {"source": images if isinstance(images, str) else "list", "count": len(specs),
+                       "names": names, "skipped": len(skipped), "skipped_files": skipped},
+            "layers": layer_names, "C": [c.C for c in conditions if c.regularize], "noreg": noreg,
+            "conditions": [c.name for c in conditions], "restarts": restarts, "size": size, "iters": iters,
+            "schedule": config["schedule"], "paper": paper,
+            "reduced": not (iters >= PAPER_ITERS and size >= 224), "seed": seed, "eval_scale": eval_scale,
+            "classify_size": cls_size, "label_agreement": classifier is not None,
+            "image_error_normalizer": _nan_to_none(normalizer) if normalizer else None,
+            "units": {"total": len(plan), "computed": len(todo), "reused": len(plan) - len(todo)},
+            "rows": rows, "out": str(outdir), "seconds": round(time.perf_counter() - t0, 1)}
+    info["files"] = _write_report(outdir, info, img, names, conditions, records, chunks)
+    write_json(outdir / "cnn-layers.json", info)
+    return info
+
+
+@torch.no_grad()
+def _evaluate(pre: torch.Tensor, error: torch.Tensor, x0: torch.Tensor, names: list[str], restarts: int,
+              eval_scale: str, classifier: Representation | None, cls_size: int,
+              orig_labels: torch.Tensor | None) -> list[dict[str, Any]]:
+    """Per-problem metrics of one unit: pre (N·R×C×H×W) against the originals x0 (repeated per restart)."""
+    ev = as_saved(pre, eval_scale).to(x0.device)
+    dist = (ev.double() - x0.double()).flatten(1).norm(dim=1)
+    nat = naturalness(ev, x0)
+    labels = top1(classifier, ev, cls_size) if classifier is not None else None
+    out = []
+    for j in range(pre.shape[0]):
+        name, r = names[j // restarts], j % restarts
+        p = {"image": name, "restart": r, "png": f"{name}-r{r}.png", "error": round(float(error[j]), 6),
+             "image_distance": round(float(dist[j]), 4), "naturalness": round(float(nat[j]), 6)}
+        if labels is not None and orig_labels is not None:
+            p.update(label=int(labels[j]), label_original=int(orig_labels[j]),
+                     agree=bool(labels[j] == orig_labels[j]))
+        out.append(p)
+    return out
+
+
+def _summarize(layers: list[str], conditions: list[Condition], chunks: list[list[int]],
+               records: dict[tuple[int, str, int], dict[str, Any]], normalizer: float | None,
+               restarts: int) -> list[dict[str, Any]]:
+    """One row per (layer, condition): mean and 95% CI over images (restarts averaged per image first)."""
+    rows = []
+    for li, layer in enumerate(layers):
+        for cond in conditions:
+            probs = [p for k in range(len(chunks)) if (li, cond.name, k) in records
+                     for p in records[(li, cond.name, k)]["problems"]]
+            if not probs:
+                continue
+            per_image: dict[str, list[dict[str, Any]]] = {}
+            for p in probs:
+                per_image.setdefault(p["image"], []).append(p)
+
+            def per_img(fn: Callable[[dict[str, Any]], float], group: dict = per_image) -> list[float]:
+                return [sum(fn(p) for p in ps) / len(ps) for ps in group.values()]
+
+            row: dict[str, Any] = {"layer": layer, "condition": cond.name, "C": cond.C,
+                                   "regularize": cond.regularize, "n_images": len(per_image)}
+            metrics: dict[str, list[float]] = {"error": per_img(lambda p: p["error"]),
+                                               "naturalness": per_img(lambda p: p["naturalness"])}
+            if normalizer:
+                metrics["image_error"] = per_img(lambda p: p["image_distance"] / normalizer)
+            if "agree" in probs[0]:
+                metrics["label_agreement"] = per_img(lambda p: float(p["agree"]))
+            if restarts > 1:
+                metrics["restart_spread"] = [float(torch.tensor([p["error"] for p in ps]).std(correction=1))
+                                             for ps in per_image.values() if len(ps) > 1]
+            for key in ("error", "image_error", "label_agreement", "naturalness", "restart_spread"):
+                m, ci = mean_ci(metrics[key]) if key in metrics else (float("nan"), float("nan"))
+                row[key], row[f"{key}_ci"] = _nan_to_none(m), _nan_to_none(ci)
+            row["seconds"] = round(sum(records[(li, cond.name, k)]["seconds"] for k in range(len(chunks))
+                                       if (li, cond.name, k) in records), 1)
+            rows.append(row)
+    return rows
+
+
+def _pm(v: float | None, ci: float | None, scale: float = 1.0, digits: int = 1) -> str:
+    if v is None:
+        return "–"
+    s = f"{v * scale:.{digits}f}"
+    return s + (f" ± {ci * scale:.{digits}f}" if ci is not None else "")
+
+
+def markdown_table(info: dict[str, Any]) -> str:
+    """The summary as a markdown table: mean ± 95% CI per layer and C."""
+    spread = info["restarts"] > 1
+    head = ["layer", "C", "n", "error %", "image error", "label agreement %", "naturalness"] + \
+        (["restart std %"] if spread else [])
+    lines = [f"IJCV CNN protocol: {info['model']} ({info['weights']}), {info['images']['count']} images at "
+             f"{info['size']} px, {info['iters']} iterations" + (" (reduced; the paper: 224 px, 300+50)"
+                                                                 if info["reduced"] else "")
+             + f", {info['restarts']} restart(s), evaluated on {info['eval_scale']}-scaled 8-bit images. "
+             "Mean ± 95% CI (1.96·std/√n over images).", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in info["rows"]:
+        c = f"{r['C']:g}" if r["regularize"] else f"{r['C']:g} (no reg.)"
+        cells = [r["layer"], c, str(r["n_images"]), _pm(r["error"], r["error_ci"], 100),
+                 _pm(r["image_error"], r["image_error_ci"], 1, 3),
+                 _pm(r["label_agreement"], r["label_agreement_ci"], 100),
+                 _pm(r["naturalness"], r["naturalness_ci"], 1, 3)]
+        if spread:
+            cells.append(_pm(r["restart_spread"], r["restart_spread_ci"], 100, 2))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+_PLOTS = (("error", "error (%)", 100.0, "Normalized reconstruction error ‖Φ(x)−Φ0‖/‖Φ0‖"),
+          ("label_agreement", "label agreement (%)", 100.0, "Top-1 label agreement with the original"),
+          ("naturalness", "histogram intersection", 1.0, "Naturalness: gradient-orientation histogram intersection"),
+          ("image_error", "image-space error", 1.0, "Image-space error (Dosovitskiy & Brox normalization)"),
+          ("restart_spread", "std of error across restarts (%)", 100.0, "Variation across random restarts"))
+
+
+def _write_report(outdir: Path, info: dict[str, Any], img: torch.Tensor, names: list[str],
+                  conditions: list[Condition], records: dict[tuple[int, str, int], dict[str, Any]],
+                  chunks: list[list[int]]) -> dict[str, Any]:
+    """table.md, plot-*.png, originals and index.html from the records."""
+    files: dict[str, Any] = {"json": str(outdir / "cnn-layers.json"), "table": str(outdir / "table.md")}
+    atomic_write_bytes(outdir / "table.md", markdown_table(info).encode())
+    layers, rows, plots = info["layers"], info["rows"], []
+    for key, ylabel, scale, title in _PLOTS:
+        series = {}
+        for cond in conditions:
+            by_layer = {r["layer"]: r for r in rows if r["condition"] == cond.name}
+            means = [None if by_layer.get(lay, {}).get(key) is None else by_layer[lay][key] * scale for lay in layers]
+            cis = [float("nan") if by_layer.get(lay, {}).get(f"{key}_ci") is None else by_layer[lay][f"{key}_ci"]
+                   * scale for lay in layers]
+            if any(m is not None for m in means):
+                series[cond.label] = (means, cis)
+        if series:
+            name = f"plot-{key.replace('_', '-')}.png"
+            metric_vs_layer(outdir / name, layers, series, ylabel, f"{info['model']}: {title}")
+            plots.append((name, title))
+    files["plots"] = [str(outdir / p) for p, _ in plots]
+    for i, name in enumerate(names):
+        save_png(img[i], outdir / "originals" / f"{name}.png", "clip")
+    sections: list[tuple[str, list[tuple[str, str]]]] = [("Plots", [(p, t) for p, t in plots])]
+    part_of = {i: k for k, idx in enumerate(chunks) for i in idx}
+    for i, name in enumerate(names):
+        for cond in conditions:
+            figs = [(f"originals/{name}.png", f"original {name}")]
+            for li, layer in enumerate(layers):
+                rec = records.get((li, cond.name, part_of[i]))
+                if rec is None:
+                    continue
+                p = next(q for q in rec["problems"] if q["image"] == name and q["restart"] == 0)
+                agree = "" if "agree" not in p else (", same label" if p["agree"] else ", other label")
+                figs.append((f"runs/{_safe(layer)}/{cond.name}/{p['png']}",
+                             f"{layer}: error {100 * p['error']:.1f}%{agree}"))
+            sections.append((f"{name}, {cond.label}", figs))
+    intro = (f"Mahendran & Vedaldi's CNN inversion protocol on {info['images']['count']} images with {info['model']}: "
+             f"{info['size']} px, {info['iters']} iterations per inversion"
+             + (" (reduced from the paper's 224 px and 300+50)" if info["reduced"] else "")
+             + ". Pre-images are shown min–max rescaled, as the paper saves them. Summary table: table.md.")
+    files["page"] = str(html_page(outdir / "index.html", f"IJCV CNN protocol: {info['model']}", sections, intro))
+    return files

@@ -1,0 +1,449 @@
+"""The paper's qualitative experiments (paper-notes §4) for one network, in one HTML report.
+
+Each section is an independent function ``section(ctx) -> (heading, [(png, caption), ...])`` listed in
+``SECTIONS``; add one by writing a function and appending it. A section that cannot run (no activation
+maximization module, no classifier, no spatial layer) raises ``SectionSkipped`` and the page says why.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from ..errors import PreimageError
+from ..images import image_name, load_image, save_png, to_uint8
+from ..inversion import invert
+from ..optimize import Energy, scale_schedule
+from ..report import OutputDir, html_page, save_grid, write_json
+from ..representations import ModelSpec, Representation, Stage, load
+from ..result import Result
+from .cnn_layers import FAST_ITERS, FAST_SIZE, PAPER_ITERS, default_layers
+
+Figure = tuple[str, str]
+Section = tuple[str, list[Figure]]
+#: The paper's class neurons (ImageNet indices): black swan, goose, tree frog, cheeseburger, coffee mug,
+#: comic book, vending machine (paper-notes §1.3).
+PAPER_CLASSES = (100, 99, 31, 933, 504, 917, 886)
+
+
+class SectionSkipped(Exception):
+    """A section cannot run with this network or installation; the message says why."""
+
+
+@dataclass
+class FigureContext:
+    """What sections share: the network, the image, sizes, an output folder, and a cache of loaded layers."""
+
+    model: str | ModelSpec
+    out: Path
+    image: str = "sample:chelsea"
+    size: int = FAST_SIZE
+    iters: int = FAST_ITERS
+    seed: int = 0
+    paper: bool = False
+    device: str = "cpu"
+    weights: str | None = None
+    random_weights: bool = False
+    progress: Callable[[int, int], None] | None = None
+    log: Callable[[str], None] = print
+    layer_list: Sequence[str] | None = None  # None: default_layers(model)
+    _reps: dict[str | None, Representation] = field(default_factory=dict)
+    _base: Representation | None = None
+    _x0: torch.Tensor | None = None
+
+    # --- the network -------------------------------------------------------------------------------------------
+    @property
+    def base(self) -> Representation:
+        if self._base is None:
+            self._base = load(self.model, None, weights=self.weights, random_weights=self.random_weights,
+                              device=self.device)
+        return self._base
+
+    def rep(self, layer: str | None) -> Representation:
+        """Φ at ``layer`` (cached, so its measured geometry is measured once)."""
+        if layer not in self._reps:
+            self._reps[layer] = Representation(self.base.spec, layer).to(self.device)
+        return self._reps[layer]
+
+    @property
+    def layers(self) -> list[str]:
+        return list(self.layer_list) if self.layer_list else default_layers(self.base.spec)
+
+    def spatial_layers(self) -> list[str]:
+        """Layers whose output is a map (N×D×h×w) at this size."""
+        return [ly for ly in self.layers if len(self.feature_shape(ly)) == 3]
+
+    def feature_shape(self, layer: str) -> tuple[int, ...]:
+        with torch.no_grad():
+            rep = self.rep(layer)
+            return tuple(rep(rep.to_paper_units(self.x0[:1]))[0].shape)
+
+    def spread(self, layers: Sequence[str], n: int) -> list[str]:
+        """``n`` layers evenly spread over ``layers`` (all of them when paper sizes are asked for)."""
+        if self.paper or len(layers) <= n:
+            return list(layers)
+        return [layers[round(i * (len(layers) - 1) / (n - 1))] for i in range(n)] if n > 1 else [layers[-1]]
+
+    @property
+    def x0(self) -> torch.Tensor:
+        """The image, 1×C×S×S in 0–255."""
+        if self._x0 is None:
+            self._x0 = load_image(self.image, self.size, grey=self.base.channels == 1).to(self.base.scale.device)
+        return self._x0
+
+    # --- running and saving -----------------------------------------------------------------------------------
+    def invert(self, layer: str, **kw: Any) -> Result:
+        """``preimage.invert`` of the image at ``layer`` with this context's size, iterations and seed."""
+        kw.setdefault("iters", self.iters)
+        return invert(self.rep(layer), self.x0, size=self.size, seed=self.seed, progress=self.progress, **kw)
+
+    def save(self, x: torch.Tensor, name: str, scale: str = "minmax") -> str:
+        """Save one C×H×W image (0–255 units); returns its path relative to the page."""
+        save_png(x, self.out / name, scale)
+        return name
+
+    def strip(self, images: Sequence[torch.Tensor], name: str, ncol: int | None = None,
+              scale: str = "minmax") -> str:
+        """Save images side by side (each min–max rescaled on its own when scale='minmax')."""
+        if scale == "minmax":
+            images = [_minmax(im) for im in images]
+        save_grid(list(images), self.out / name, ncol=ncol, scale="clip")
+        return name
+
+
+def _minmax(x: torch.Tensor) -> torch.Tensor:
+    return (x - x.min()) / (x.max() - x.min()).clamp_min(1e-8) * 255
+
+
+def _pct(v: torch.Tensor | float) -> str:
+    return f"{100 * float(v):.0f}%"
+
+
+def _no_jitter(schedule: Sequence[Stage]) -> tuple[Stage, ...]:
+    return tuple(Stage(s.iters, s.lr_scale, False) for s in schedule)
+
+
+def _slug(s: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in s)
+
+
+# --- sections -------------------------------------------------------------------------------------------------
+
+
+def section_all_layers(ctx: FigureContext) -> Section:
+    """Inversion at every layer, C = 1 and 100 (paper-notes §4 item 3; the paper also runs C = 20, 300)."""
+    cs = [1.0, 20.0, 100.0, 300.0] if ctx.paper else [1.0, 100.0]
+    figs: list[Figure] = [(ctx.save(ctx.x0[0], "original.png", "clip"), f"original ({image_name(ctx.image)}, "
+                                                                           f"{ctx.size} px)")]
+    for layer in ctx.layers:
+        res = ctx.invert(layer, C=cs)
+        errs = " / ".join(_pct(e) for e in res.metrics["error"])
+        figs.append((ctx.strip(list(res.images), f"all-layers/{_slug(layer)}.png"),
+                     f"{layer}: C = {' / '.join(f'{c:g}' for c in cs)}, error {errs}"))
+    return "Inversion across layers", figs
+
+
+def section_restarts(ctx: FigureContext) -> Section:
+    """Several reconstructions from random restarts at the deepest layers, C = 1 (paper-notes §4 item 4)."""
+    figs: list[Figure] = []
+    for layer in ctx.layers[-3:]:
+        res = ctx.invert(layer, C=1.0, restarts=4)
+        figs.append((ctx.strip(list(res.images), f"restarts/{_slug(layer)}.png"),
+                     f"{layer}: 4 restarts, C = 1, errors {' / '.join(_pct(e) for e in res.metrics['error'])}"))
+    return "Diversity: reconstructions from random restarts", figs
+
+
+def neighbourhood_box(ctx: FigureContext, layer: str, n: int = 5) -> tuple[int, int, int, int]:
+    """Pixel box (x0, y0, x1, y1) covered by the receptive fields of the central n×n neurons of ``layer``.
+
+    The centre follows the map's sampling (neuron i at (i+½)·S/h − ½) and the extent is the measured field plus
+    (n−1) strides, clipped to the image; layers with a global field cover the whole image.
+    """
+    shape = ctx.feature_shape(layer)
+    S = ctx.size
+    if len(shape) != 3:
+        return 0, 0, S - 1, S - 1
+    _, h, w = shape
+    geo = ctx.rep(layer).geometry()
+    if geo.receptive_field is None or geo.stride is None or geo.global_field:
+        return 0, 0, S - 1, S - 1
+    box = []
+    for size_map, rf, st in ((w, geo.receptive_field[1], geo.stride[1]), (h, geo.receptive_field[0], geo.stride[0])):
+        k = min(n, size_map)
+        first = max(math.ceil((size_map - n + 1) / 2) - 1, 0)  # as objectives.neighbourhood_mask
+        centre = (first + (k - 1) / 2 + 0.5) * S / size_map - 0.5
+        half = (rf + (k - 1) * st) / 2
+        box.append((max(0, round(centre - half)), min(S - 1, round(centre + half))))
+    (x0, x1), (y0, y1) = box
+    return x0, y0, x1, y1
+
+
+def _draw_box(x: torch.Tensor, box: tuple[int, int, int, int]) -> torch.Tensor:
+    a = to_uint8(x, "clip")
+    im = Image.fromarray(a).convert("RGB")
+    ImageDraw.Draw(im).rectangle(box, outline=(255, 0, 0), width=max(1, x.shape[-1] // 100))
+    return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float()
+
+
+def section_neighbourhoods(ctx: FigureContext) -> Section:
+    """Inversion of the central 5×5 neurons only, with their receptive field drawn on the original
+    (paper-notes §4 item 5)."""
+    layers = ctx.spatial_layers()
+    if not layers:
+        raise SectionSkipped("the network has no layer with a spatial map")
+    figs: list[Figure] = []
+    for layer in ctx.spread(layers, 6):
+        res = ctx.invert(layer, C=100.0, mask="neigh:5")
+        box = neighbourhood_box(ctx, layer)
+        pre = _draw_box(_minmax(res.images[0]), box)
+        orig = _draw_box(ctx.x0[0], box)
+        _, h, w = ctx.feature_shape(layer)
+        figs.append((ctx.strip([orig, pre], f"neighbourhoods/{_slug(layer)}.png", scale="clip"),
+                     f"{layer}: central 5×5 of {h}×{w} neurons; box = their receptive field "
+                     f"({box[2] - box[0] + 1}×{box[3] - box[1] + 1} px); error {_pct(res.metrics['error'][0])}"))
+    return "Locality: 5×5 neuron neighbourhoods", figs
+
+
+def section_channel_halves(ctx: FigureContext) -> Section:
+    """All channels vs the first and the second half of them (AlexNet's two GPU streams; paper-notes §4 item 6)."""
+    figs: list[Figure] = []
+    for layer in ctx.spread(ctx.layers, 5):
+        ims, errs = [], []
+        for mask in (None, "channels:first-half", "channels:second-half"):
+            res = ctx.invert(layer, C=100.0, mask=mask)
+            ims.append(res.images[0])
+            errs.append(_pct(res.metrics["error"][0]))
+        figs.append((ctx.strip(ims, f"channel-halves/{_slug(layer)}.png"),
+                     f"{layer}: all / first half / second half of the channels, errors {' / '.join(errs)}"))
+    return "Channel groups: first and second half", figs
+
+
+def _jitter_beta_layer(ctx: FigureContext) -> str:
+    aliases = ctx.base.spec.layer_aliases
+    if "10" in aliases:  # the paper's layer 10 (AlexNet relu3)
+        return aliases["10"]
+    return ctx.layers[len(ctx.layers) // 2]
+
+
+def section_jitter_beta(ctx: FigureContext) -> Section:
+    """Jitter on/off × β ∈ {1, 1.5, 2} at a middle layer, C = 20 (paper-notes §1.7)."""
+    layer = _jitter_beta_layer(ctx)
+    rep = ctx.rep(layer)
+    sched = scale_schedule(rep.defaults.schedule, ctx.iters)
+    figs: list[Figure] = []
+    for jitter in (True, False):
+        for beta in (1.0, 1.5, 2.0):
+            res = ctx.invert(layer, C=20.0, schedule=sched if jitter else _no_jitter(sched), iters=None,
+                             energy=Energy(beta=beta))
+            figs.append((ctx.save(res.images[0], f"jitter-beta/{'jitter' if jitter else 'nojitter'}-b{beta:g}.png"),
+                         f"{layer}, C = 20, jitter {'on' if jitter else 'off'}, β = {beta:g}: "
+                         f"error {_pct(res.metrics['error'][0])}"))
+    return f"Effect of jitter and β ({layer})", figs
+
+
+def section_noreg_inversion(ctx: FigureContext) -> Section:
+    """Inversion without regularizers (λ = 0, no bound, no jitter, C = 1; paper-notes §1.5) at every layer."""
+    figs: list[Figure] = []
+    for layer in ctx.layers:
+        sched = _no_jitter(scale_schedule(ctx.rep(layer).defaults.schedule, ctx.iters))
+        res = ctx.invert(layer, C=1.0, schedule=sched, iters=None, energy=Energy(regularize=False))
+        figs.append((ctx.save(res.images[0], f"noreg/{_slug(layer)}.png"),
+                     f"{layer}, no regularizer: error {_pct(res.metrics['error'][0])}"))
+    return "Inversion without regularizers (compare with C = 1 above)", figs
+
+
+# --- activation maximization and caricatures (preimage.activation) ---------------------------------------------
+
+
+def _activation() -> Any:
+    try:
+        from .. import activation
+    except ImportError as e:
+        raise SectionSkipped(f"needs preimage.activation, which this installation lacks ({e.__class__.__name__})") \
+            from None
+    return activation
+
+
+def _call(fn: Callable[..., Result], *args: Any, **kw: Any) -> Result:
+    """Call ``fn`` with the keywords it accepts (the activation API may not take every option)."""
+    params = inspect.signature(fn).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        kw = {k: v for k, v in kw.items() if k in params}
+    return fn(*args, **kw)
+
+
+def _class_names(n: int) -> list[str] | None:
+    if n != 1000:
+        return None
+    try:
+        import torchvision
+
+        return list(torchvision.models.AlexNet_Weights.DEFAULT.meta["categories"])
+    except Exception:  # noqa: BLE001 - names are a nicety
+        return None
+
+
+def section_activation_mosaics(ctx: FigureContext) -> Section:
+    """Activation maximization of the first 16 (paper: 25) channels of layers across the network
+    (paper-notes §4 item 8)."""
+    act = _activation()
+    k = 25 if ctx.paper else 16
+    figs: list[Figure] = []
+    for layer in ctx.spread(ctx.spatial_layers(), 5):
+        rep = ctx.rep(layer)
+        units = list(range(min(k, ctx.feature_shape(layer)[0])))
+        res = _call(act.maximize, rep, units=units, restarts=1, iters=ctx.iters, seed=ctx.seed,
+                    progress=ctx.progress)
+        figs.append((ctx.strip(list(res.images), f"maximize/{_slug(layer)}.png", ncol=math.ceil(len(units) ** 0.5)),
+                     f"{layer}: channels 0–{len(units) - 1}"))
+    return "Activation maximization: channel mosaics", figs
+
+
+def _classifier_layer(ctx: FigureContext) -> str:
+    layer = ctx.base.spec.classifier_layer
+    if layer is None:
+        raise SectionSkipped(f"{ctx.base.name} has no class-logit layer")
+    return layer
+
+
+def _class_units(ctx: FigureContext, layer: str) -> tuple[list[int], list[str]]:
+    n = ctx.feature_shape(layer)[0]
+    names = _class_names(n)
+    units = list(PAPER_CLASSES) if names else list(range(min(7, n)))
+    return units, [names[u] if names else f"unit {u}" for u in units]
+
+
+def section_class_units(ctx: FigureContext) -> Section:
+    """Class neurons of the last layer (the paper's seven classes on ImageNet networks; paper-notes §4 item 9)."""
+    act = _activation()
+    layer = _classifier_layer(ctx)
+    units, labels = _class_units(ctx, layer)
+    res = _call(act.maximize, ctx.rep(layer), units=units, restarts=1, iters=ctx.iters, seed=ctx.seed,
+                progress=ctx.progress)
+    return "Class neurons", [(ctx.save(im, f"classes/{u}.png"), f"{lab} (unit {u})")
+                             for im, u, lab in zip(res.images, units, labels, strict=False)]
+
+
+def _caricature_layers(ctx: FigureContext) -> list[str]:
+    spatial = ctx.spatial_layers()
+    return ([spatial[-1]] if spatial else []) + [ctx.layers[-1]]
+
+
+def section_caricatures(ctx: FigureContext) -> Section:
+    """Caricatures of the image at the last spatial layer and the last layer (paper-notes §4 item 10)."""
+    act = _activation()
+    figs: list[Figure] = [(ctx.save(ctx.x0[0], "original.png", "clip"), "original")]
+    for layer in dict.fromkeys(_caricature_layers(ctx)):
+        res = _call(act.caricature, ctx.rep(layer), ctx.x0, iters=ctx.iters, seed=ctx.seed, size=ctx.size,
+                    progress=ctx.progress)
+        figs.append((ctx.save(res.images[0], f"caricatures/{_slug(layer)}.png"), f"{layer}"))
+    return "Caricatures", figs
+
+
+def section_noreg_activation(ctx: FigureContext) -> Section:
+    """Class neurons and caricatures without regularizers (paper-notes §1.5, §4 item 11)."""
+    act = _activation()
+    noreg = Energy(regularize=False)
+    figs: list[Figure] = []
+    for name in ("maximize", "caricature"):
+        if "energy" not in inspect.signature(getattr(act, name)).parameters:
+            raise SectionSkipped(f"preimage.activation.{name} takes no 'energy' argument")
+    layer = _classifier_layer(ctx)
+    units, labels = _class_units(ctx, layer)
+    res = _call(act.maximize, ctx.rep(layer), units=units[:3], restarts=1, iters=ctx.iters, seed=ctx.seed,
+                energy=noreg, progress=ctx.progress)
+    figs += [(ctx.save(im, f"noreg/class-{u}.png"), f"{lab}, no regularizer")
+             for im, u, lab in zip(res.images, units, labels, strict=False)]
+    for layer in dict.fromkeys(_caricature_layers(ctx)):
+        res = _call(act.caricature, ctx.rep(layer), ctx.x0, iters=ctx.iters, seed=ctx.seed, size=ctx.size,
+                    energy=noreg, progress=ctx.progress)
+        figs.append((ctx.save(res.images[0], f"noreg/caricature-{_slug(layer)}.png"),
+                     f"caricature at {layer}, no regularizer"))
+    return "Classes and caricatures without regularizers", figs
+
+
+#: name → section, in page order.
+SECTIONS: dict[str, Callable[[FigureContext], Section]] = {
+    "all-layers": section_all_layers,
+    "restarts": section_restarts,
+    "neighbourhoods": section_neighbourhoods,
+    "channel-halves": section_channel_halves,
+    "jitter-beta": section_jitter_beta,
+    "noreg-inversion": section_noreg_inversion,
+    "maximize": section_activation_mosaics,
+    "classes": section_class_units,
+    "caricatures": section_caricatures,
+    "noreg-activation": section_noreg_activation,
+}
+
+
+def run_figures(model: str | ModelSpec = "efficientnet_lite0", out: str | Path = "preimage-figures", *,
+                image: str = "sample:chelsea", layers: Sequence[str] | None = None,
+                sections: Sequence[str] | None = None, size: int | None = None,
+                iters: int | None = None, paper: bool = False, seed: int = 0, force: bool = False,
+                device: str = "cpu", weights: str | None = None, random_weights: bool = False,
+                progress: Callable[[int, int], None] | None = None,
+                on_section: Callable[[int, int, str], None] | None = None,
+                log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the qualitative sections and write ``index.html`` + ``figures.json`` (+ PNGs) into ``out``.
+
+    Defaults: 96 px, 60 iterations and a spread of the layers per section (minutes on a CPU); ``paper=True``:
+    the model's input size, 300+50 iterations and every layer. layers: the layers to use (default: the
+    network's main layers, ``default_layers``). Returns {out, page, sections: [{name, heading,
+    figures: [{image, caption}], seconds, skipped}], seconds}.
+    """
+    t0 = time.perf_counter()
+    names = list(sections) if sections else list(SECTIONS)
+    unknown = [n for n in names if n not in SECTIONS]
+    if unknown:
+        raise PreimageError(f"unknown section '{unknown[0]}' (choose from {', '.join(SECTIONS)})")
+    outdir = OutputDir(out, force)
+    outdir.claim(["index.html", "figures.json"])
+    ctx = FigureContext(model, Path(out), image=image, size=FAST_SIZE, iters=iters or FAST_ITERS, seed=seed,
+                        paper=paper, device=device, weights=weights, random_weights=random_weights,
+                        progress=progress, log=log, layer_list=layers)
+    if paper:
+        ctx.size = (ctx.base.spec.defaults.size or (224, 224))[0]
+        ctx.iters = iters or PAPER_ITERS
+    if size:
+        ctx.size = size
+    _ = ctx.x0  # a missing image or unknown layer fails before any work
+    for layer in ctx.layers:
+        ctx.rep(layer)
+    page_sections: list[Section] = []
+    rows = []
+    for i, name in enumerate(names):
+        if on_section:
+            on_section(i, len(names), name)
+        ts = time.perf_counter()
+        skipped = None
+        try:
+            heading, figs = SECTIONS[name](ctx)
+        except SectionSkipped as e:
+            skipped = str(e)
+            heading, figs = f"{name}: skipped ({skipped})", []
+        secs = time.perf_counter() - ts
+        log(f"{name}: {len(figs)} figures in {secs:.0f} s" + (f" (skipped: {skipped})" if skipped else ""))
+        page_sections.append((heading, figs))
+        rows.append({"name": name, "heading": heading, "figures": [{"image": f, "caption": c} for f, c in figs],
+                     "seconds": round(secs, 1), "skipped": skipped})
+    if on_section:
+        on_section(len(names), len(names), "done")
+    intro = (f"Qualitative experiments of Mahendran & Vedaldi (IJCV 2016) with {ctx.base.name} on {image}: "
+             f"{ctx.size} px, {ctx.iters} iterations per optimization"
+             + ("" if paper else " and a spread of layers (reduced for speed; --paper for the paper's settings)")
+             + ". Pre-images are min–max rescaled for display, as in the paper.")
+    page = html_page(Path(out) / "index.html", f"Natural pre-images of {ctx.base.name}", page_sections, intro)
+    info = {"out": str(out), "page": str(page), "model": ctx.base.name, "image": image, "size": ctx.size,
+            "iters": ctx.iters, "paper": paper, "sections": rows, "seconds": round(time.perf_counter() - t0, 1)}
+    write_json(Path(out) / "figures.json", info)
+    return info

@@ -1,0 +1,193 @@
+"""reproduce cnn-layers (resumable protocol, table, JSON) and figures, at tiny sizes."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import lite0_spec
+
+import preimage
+from preimage import PreimageError
+from preimage.cli import main
+from preimage.images import load_image, save_png
+from preimage.reproduce import default_layers, list_images, run_cnn_layers, run_figures
+from preimage.reproduce.figures import FigureContext, neighbourhood_box
+from preimage.result import Result
+
+LAYERS = ["conv_stem", "blocks.1"]
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two small PNGs and a text file that is not an image."""
+    d = tmp_path_factory.mktemp("imgs")
+    for name in ("chelsea", "coffee"):
+        save_png(load_image(f"sample:{name}", 48)[0], d / f"{name}.png", "clip")
+    (d / "notes.txt").write_text("not an image")
+    return d
+
+
+def _run(image_dir: Path, out: Path, **kw):
+    kw = {"layers": LAYERS, "C": [1.0, 100.0], "size": 48, "iters": 4, "log": lambda s: None} | kw
+    return run_cnn_layers(lite0_spec(), str(image_dir), out, **kw)
+
+
+def test_default_layers_lite0() -> None:
+    assert default_layers(lite0_spec()) == ["conv_stem", "bn1"] + [f"blocks.{i}" for i in range(7)] + [
+        "conv_head", "bn2", "global_pool", "classifier"]
+
+
+def test_list_images_skips_non_images(image_dir: Path, tmp_path: Path) -> None:
+    warnings: list[str] = []
+    good, skipped = list_images(str(image_dir), warnings.append)
+    assert [Path(g).name for g in good] == ["chelsea.png", "coffee.png"]
+    assert [Path(s).name for s in skipped] == ["notes.txt"] and len(warnings) == 1
+    assert list_images("samples")[0][0] == "sample:astronaut"
+    with pytest.raises(PreimageError, match="no readable images"):
+        list_images(str(tmp_path))
+
+
+def test_cnn_layers_table_json_and_resume(image_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    info = _run(image_dir, out)
+    assert info["units"] == {"total": 4, "computed": 4, "reused": 0}
+    assert info["images"]["count"] == 2 and info["images"]["skipped"] == 1
+    assert info["iters"] == 4 and info["size"] == 48 and info["reduced"] is True
+    assert [(r["layer"], r["C"]) for r in info["rows"]] == [(la, c) for la in LAYERS for c in (1.0, 100.0)]
+
+    # Every row is the mean and 1.96·std/√n of its records (one restart: one value per image).
+    rec = json.loads((out / "runs/blocks.1/C100/part-0.json").read_text())
+    row = next(r for r in info["rows"] if r["layer"] == "blocks.1" and r["C"] == 100.0)
+    errs = [p["error"] for p in rec["problems"]]
+    assert row["error"] == pytest.approx(sum(errs) / 2, abs=1e-6)
+    assert row["error_ci"] == pytest.approx(1.96 * (abs(errs[0] - errs[1]) / math.sqrt(2)) / math.sqrt(2), abs=1e-6)
+    assert row["label_agreement"] == pytest.approx(sum(p["agree"] for p in rec["problems"]) / 2)
+    assert row["image_error"] == pytest.approx(
+        sum(p["image_distance"] for p in rec["problems"]) / 2 / info["image_error_normalizer"], rel=1e-4)
+    assert 0 < row["naturalness"] <= 1 and row["restart_spread"] is None
+    table = (out / "table.md").read_text()
+    assert f"| blocks.1 | 100 | 2 | {100 * row['error']:.1f} ± {100 * row['error_ci']:.1f} |" in table
+    for f in ("cnn-layers.json", "index.html", "plot-error.png", "plot-label-agreement.png",
+              "plot-naturalness.png", "originals/chelsea.png", "runs/conv_stem/C1/coffee-r0.png"):
+        assert (out / f).is_file(), f
+    assert json.loads((out / "cnn-layers.json").read_text())["rows"] == info["rows"]
+
+    # Interrupt: one record lost, one half-written file left behind. Only that unit is recomputed.
+    records = sorted(out.glob("runs/*/*/part-*.json"))
+    mtimes = {p: p.stat().st_mtime_ns for p in records}
+    lost = out / "runs/conv_stem/C100/part-0.json"
+    lost.unlink()
+    (out / "runs/conv_stem/C1/.part-0.json.x1y2.part").write_text('{"half')
+    again = _run(image_dir, out)
+    assert again["units"] == {"total": 4, "computed": 1, "reused": 3}
+    assert lost.is_file() and not list(out.glob("runs/**/.*.part"))
+    for p in records:
+        if p != lost:
+            assert p.stat().st_mtime_ns == mtimes[p], p
+    assert again["rows"][0] == info["rows"][0]
+
+    # A different configuration is never mixed in.
+    with pytest.raises(PreimageError, match="different run.*iters"):
+        _run(image_dir, out, iters=5)
+    # Adding a C value only computes the new units.
+    more = _run(image_dir, out, C=[1.0, 100.0, 20.0])
+    assert more["units"] == {"total": 6, "computed": 2, "reused": 4}
+
+
+def test_cnn_layers_restarts_and_noreg(image_dir: Path, tmp_path: Path) -> None:
+    info = _run(image_dir, tmp_path / "r", layers=["conv_stem"], C=[100.0], restarts=2, noreg=True, iters=3)
+    assert [r["condition"] for r in info["rows"]] == ["C100", "noreg-C1"]
+    rec = json.loads((tmp_path / "r/runs/conv_stem/C100/part-0.json").read_text())
+    by_img: dict[str, list[float]] = {}
+    for p in rec["problems"]:
+        by_img.setdefault(p["image"], []).append(p["error"])
+    spreads = [float(torch.tensor(v).std()) for v in by_img.values()]
+    assert info["rows"][0]["restart_spread"] == pytest.approx(sum(spreads) / 2, abs=1e-6)
+    assert (tmp_path / "r/plot-restart-spread.png").is_file()
+
+
+def test_cli_cnn_layers_json(image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["reproduce", "cnn-layers", "--images", str(image_dir), "--layers", "conv_stem", "--C", "1",
+               "--size", "48", "--iters", "2", "--out", str(tmp_path / "o"), "--json"])
+    cap = capsys.readouterr()
+    assert rc == 0
+    info = json.loads(cap.out)
+    assert info["rows"][0]["layer"] == "conv_stem" and info["images"]["skipped"] == 1
+    assert "skipping" in cap.err and "notes.txt" in cap.err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--images", "{empty}"], "no readable images"),
+    (["--images", "{imgs}", "--layers", "blocks.99"], "unknown layer"),
+    (["--images", "{imgs}", "--C", "0"], "positive"),
+    (["--images", "{imgs}", "--eval-scale", "gamma"], "eval-scale"),
+])
+def test_cli_bad_input(args: list[str], message: str, image_dir: Path, tmp_path: Path,
+                       capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty").mkdir()
+    args = [a.format(empty=tmp_path / "empty", imgs=image_dir) for a in args]
+    rc = main(["reproduce", "cnn-layers", *args, "--size", "48", "--iters", "2", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert len([ln for ln in err if ln.startswith("error:")]) == 1 and message in err[-1]
+    assert "Traceback" not in "\n".join(err)
+
+
+def test_neighbourhood_box_conv_stem(tmp_path: Path) -> None:
+    ctx = FigureContext(lite0_spec(), tmp_path, size=64)
+    # 32×32 map, stride 2, field 3: centre neuron 15 → pixel 30.5; 5 neurons span 3 + 4·2 = 11 pixels.
+    assert neighbourhood_box(ctx, "conv_stem") == (25, 25, 36, 36)
+    assert neighbourhood_box(ctx, "classifier") == (0, 0, 63, 63)
+
+
+def _fake_activation() -> types.ModuleType:
+    """A stand-in with the documented API, so the sections are tested on their own."""
+    mod = types.ModuleType("preimage.activation")
+
+    def maximize(rep, units, restarts=1, iters=None, seed=0, energy=None, progress=None) -> Result:
+        n = len(units) * restarts
+        return Result(torch.rand(n, 3, 16, 16) * 255, [{"unit": u} for u in units], {}, rep.name, rep.layer, 0,
+                      0.0, torch.zeros(0, n))
+
+    def caricature(rep, images, iters=None, seed=0, size=None, energy=None, progress=None) -> Result:
+        return Result(images.clone(), [{}], {}, rep.name, rep.layer, 0, 0.0, torch.zeros(0, 1))
+
+    mod.maximize, mod.caricature = maximize, caricature
+    return mod
+
+
+def test_figures_sections(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "preimage.activation", _fake_activation())
+    monkeypatch.setattr(preimage, "activation", sys.modules["preimage.activation"], raising=False)
+    info = run_figures(lite0_spec(), tmp_path / "f", layers=["conv_stem", "blocks.1", "classifier"], size=48,
+                       iters=2, log=lambda s: None,
+                       sections=["all-layers", "neighbourhoods", "channel-halves", "jitter-beta", "maximize",
+                                 "classes", "caricatures", "noreg-activation"])
+    by = {s["name"]: s for s in info["sections"]}
+    assert all(s["skipped"] is None for s in info["sections"])
+    assert len(by["all-layers"]["figures"]) == 4  # original + 3 layers
+    assert len(by["jitter-beta"]["figures"]) == 6
+    assert len(by["neighbourhoods"]["figures"]) == 2  # the spatial layers only
+    assert by["classes"]["figures"][0]["caption"] == "black swan (unit 100)"
+    for s in info["sections"]:
+        for f in s["figures"]:
+            assert (tmp_path / "f" / f["image"]).is_file()
+    page = (tmp_path / "f/index.html").read_text()
+    assert "Effect of jitter and β" in page and "Class neurons" in page
+    with pytest.raises(PreimageError, match="already exists"):
+        run_figures(lite0_spec(), tmp_path / "f", sections=["all-layers"], log=lambda s: None)
+
+
+def test_figures_skip_without_activation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "preimage.activation", None)  # import fails
+    monkeypatch.delattr(preimage, "activation", raising=False)
+    info = run_figures(lite0_spec(), tmp_path / "g", layers=["conv_stem"], size=48, iters=2,
+                       sections=["maximize", "caricatures"], log=lambda s: None)
+    assert all("preimage.activation" in s["skipped"] for s in info["sections"])
+    assert "skipped" in (tmp_path / "g/index.html").read_text()
