@@ -15,7 +15,7 @@ from preimage.images import load_image, save_png
 from preimage.inversion import invert
 from preimage.representations import load
 from preimage.representations.hog import HOG
-from preimage.shallow import input_size_for, template_as_dhw, template_picture
+from preimage.shallow import input_size_for, load_template, template_as_dhw, template_picture
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +85,24 @@ def test_template_layouts_and_bad_templates() -> None:
         template_as_dhw(np.zeros((3, 5, 31)), 27)
     with pytest.raises(PreimageError, match="3-d"):
         template_as_dhw(np.ones((5, 31)), 27)
+
+
+def test_load_template_from_npy_npz_and_dpm_mat(tmp_path) -> None:
+    import scipy.io
+
+    w = np.random.default_rng(1).normal(size=(5, 3, 32))
+    np.save(tmp_path / "w.npy", w)
+    np.savez(tmp_path / "w.npz", root=w)
+    scipy.io.savemat(tmp_path / "dpm.mat", {"model": {"sbin": 8, "filters": np.array(
+        [{"w": w}, {"w": np.ones((6, 6, 32))}], dtype=object)}})  # DPM: root filter first, then parts
+    for name in ("w.npy", "w.npz", "dpm.mat"):
+        assert np.allclose(load_template(tmp_path / name), w)
+    (tmp_path / "w.txt").write_text("1 2 3")
+    for bad in ("w.txt", "missing.npy"):
+        with pytest.raises(PreimageError):
+            load_template(tmp_path / bad)
+    res = template_picture("hog", tmp_path / "w.npy", iters=2)
+    assert res.images.shape == (1, 1, 56, 40) and res.info["cells"] == [5, 3]
 
 
 def test_input_size_for_any_spatial_representation() -> None:

@@ -9,6 +9,7 @@ product, without jitter, with the template's first D dims (27 for ``hog``/``hogb
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -51,6 +52,52 @@ def template_as_dhw(template: np.ndarray | torch.Tensor, dim: int,
     if not bool(torch.isfinite(t).all()) or float(t.abs().sum()) == 0.0:
         raise PreimageError("the template is all zeros or holds NaN/inf")
     return t
+
+
+def load_template(path: str | Path, key: str | None = None) -> np.ndarray:
+    """Read a template array from ``.npy``, ``.npz`` (``key`` or its only array) or MATLAB ``.mat``.
+
+    ``.mat``: the variable ``key``; else a DPM model struct's root filter ``model.filters(1).w``; else the only
+    3-d numeric variable. Returns the array as stored (h×w×D for DPM filters).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise PreimageError(f"template file not found: {path}")
+    try:
+        if p.suffix == ".npy":
+            a = np.load(p, allow_pickle=False)
+        elif p.suffix == ".npz":
+            with np.load(p, allow_pickle=False) as z:
+                if key is None and len(z.files) != 1:
+                    raise PreimageError(f"{path} holds {len(z.files)} arrays ({', '.join(z.files)}); name one")
+                a = z[key or z.files[0]]
+        elif p.suffix == ".mat":
+            a = _mat_template(p, key)
+        else:
+            raise PreimageError(f"unknown template format '{p.suffix}' (use .npy, .npz or .mat)")
+    except PreimageError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any unreadable file is a user error
+        raise PreimageError(f"cannot read template {path}: {e.__class__.__name__}: {e}") from None
+    return np.asarray(a)
+
+
+def _mat_template(p: Path, key: str | None) -> np.ndarray:
+    from scipy.io import loadmat
+
+    m = {k: v for k, v in loadmat(p, squeeze_me=True, struct_as_record=False).items() if not k.startswith("__")}
+    if key is not None:
+        if key not in m:
+            raise PreimageError(f"{p} has no variable '{key}' (it has {', '.join(m)})")
+        return np.asarray(m[key], dtype=np.float64)
+    model = m.get("model")
+    if model is not None and hasattr(model, "filters"):
+        filters = np.atleast_1d(model.filters)
+        return np.asarray(filters[0].w, dtype=np.float64)
+    arrays = [k for k, v in m.items() if isinstance(v, np.ndarray) and v.ndim == 3 and v.dtype.kind in "fiu"]
+    if len(arrays) != 1:
+        raise PreimageError(f"cannot tell which variable of {p} is the template; name one ({', '.join(m)})")
+    return np.asarray(m[arrays[0]], dtype=np.float64)
 
 
 def _out_hw(rep: Representation, size: tuple[int, int]) -> tuple[int, int] | None:
@@ -115,22 +162,24 @@ class _BorderInnerProduct:
         return self.inner.score(self.crop(phi))
 
 
-def template_picture(rep: Representation | str, template: np.ndarray | torch.Tensor, *, iters: int = 300,
-                     seed: int = 0, border: int = 1, C: float = TEMPLATE_C, restarts: int = 1,
+def template_picture(rep: Representation | str, template: np.ndarray | torch.Tensor | str | Path, *,
+                     iters: int = 300, seed: int = 0, border: int = 1, C: float = TEMPLATE_C, restarts: int = 1,
                      layout: Literal["auto", "hwd", "dhw"] = "auto", energy: Energy = Energy(),
                      progress: Progress | None = None) -> Result:
     """The picture of a linear template on a representation's cells, by activation maximization.
 
     rep: Φ or a model name (``hog``, ``hogb``, ``dsift``, ...). template: h×w×D (DPM's layout) or D×h×w, a
-    weight per cell and dim; only its first D_Φ dims are used (27 for HOG: DPM's texture and truncation dims
-    are dropped). The image has (h+2·border)×(w+2·border) cells; the border cells are sliced off before the
-    inner product, so strong edges on the frame do not count. One stage of ``iters`` steps at lr0, no jitter,
-    the template rescaled to C·W/‖W‖₁.
+    weight per cell and dim, or a file for ``load_template``; only its first D_Φ dims are used (27 for HOG:
+    DPM's texture and truncation dims are dropped). The image has (h+2·border)×(w+2·border) cells; the border
+    cells are sliced off before the inner product, so strong edges on the frame do not count. One stage of
+    ``iters`` steps at lr0, no jitter, the template rescaled to C·W/‖W‖₁.
 
     Returns a Result with ``restarts`` grey images N×1×H×W (0–255 units) and metrics ``activation`` =
     ⟨Φ(x*), W⟩ with W as given (sliced to D_Φ dims) and ``activation_start`` (the same at the noise start).
     """
     rep = as_representation(rep)
+    if isinstance(template, (str, Path)):
+        template = load_template(template)
     if border < 0:
         raise PreimageError("--border must be at least 0")
     if restarts < 1:

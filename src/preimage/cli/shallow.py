@@ -30,7 +30,7 @@ def hog_table(images: Annotated[str, typer.Option(help="a folder of images, or '
     """The IJCV HOG table: mean inversion error ± 95% CI of HOG, HOGb and DSIFT over a folder (grey, C=100)."""
     import torch
 
-    from ..images import save_png
+    from ..images import atomic_write_bytes, save_png
     from ..report import OutputDir, save_grid, write_json
     from ..reproduce.hog_table import MODELS, collect_images, run_hog_table
 
@@ -49,7 +49,7 @@ def hog_table(images: Annotated[str, typer.Option(help="a folder of images, or '
     outdir = OutputDir(out, force)
     outdir.claim(["hog-table.md", "hog-table.json"])  # before the slow part: refuse early, lose nothing
     found, skipped = collect_images(images, max_side=max_side, models=names, log=_log)
-    files = [f"{im.name}-{m}.png" for im in found for m in names] + ["hog-table.png"] if pngs else []
+    files = ([f"{im.name}-{m}.png" for im in found for m in names] + ["hog-table.png"]) if pngs else []
     outdir.claim(["hog-table.md", "hog-table.json", *files])
     with progress_bar(f"hog-table: {len(found)} images × {len(names)} models") as update:
         table = run_hog_table(found, models=names, iters=iters, seed=seed, device=dev, skipped=skipped,
@@ -65,8 +65,6 @@ def hog_table(images: Annotated[str, typer.Option(help="a folder of images, or '
                 tiles.append(pic)
         summary["grid"] = str(save_grid(tiles, outdir / "hog-table.png", ncol=1 + len(names)))
     md = table.markdown()
-    from ..images import atomic_write_bytes
-
     atomic_write_bytes(outdir / "hog-table.md", md.encode())
     summary["markdown"] = str(outdir / "hog-table.md")
     summary["json"] = str(write_json(outdir / "hog-table.json", summary))
