@@ -315,7 +315,17 @@ def run_cnn_layers(model: str | ModelSpec = "efficientnet_lite0", images: str | 
             "classify_size": cls_size, "label_agreement": classifier is not None,
             "image_error_normalizer": _nan_to_none(normalizer) if normalizer else None,
             "units": {"total": len(plan), "computed": len(todo), "reused": len(plan) - len(todo)},
-            "rows": rows, "out": str(outdir), "seconds": round(time.perf_counter() - t0, 1)}
+            "rows": rows, "out": str(outdir), "seconds": round(time.perf_counter() - t0, 1),
+            "notes": ["error: ‖Φ(x)−Φ0‖/‖Φ0‖ at the end of the optimization; mean ± 1.96·std/√n over images "
+                      "(restarts averaged per image first)",
+                      f"pre-images are evaluated as {eval_scale}-scaled 8-bit images"
+                      + (" (the paper's saved vl_imsc PNG)" if eval_scale == "minmax" else ""),
+                      f"label agreement: top-1 class of the whole network on the original and the pre-image, both "
+                      f"resized to {cls_size} px",
+                      "image error: ‖x−x0‖ / mean distance between two different originals (Dosovitskiy & Brox)",
+                      "naturalness: intersection of 18-bin gradient-orientation histograms (grey, Sobel, "
+                      "magnitude-weighted)",
+                      "restart spread: std over restarts of the error (the paper: of its square, from the PNG)"]}
     info["files"] = _write_report(outdir, info, img, names, conditions, records, chunks)
     write_json(outdir / "cnn-layers.json", info)
     return info

@@ -22,6 +22,7 @@ from PIL import Image, ImageDraw
 from ..errors import PreimageError
 from ..images import image_name, load_image, save_png, to_uint8
 from ..inversion import invert
+from ..objectives import channel_mask
 from ..optimize import Energy, scale_schedule
 from ..report import OutputDir, html_page, save_grid, write_json
 from ..representations import ModelSpec, Representation, Stage, load
@@ -217,13 +218,15 @@ def section_channel_halves(ctx: FigureContext) -> Section:
     """All channels vs the first and the second half of them (AlexNet's two GPU streams; paper-notes §4 item 6)."""
     figs: list[Figure] = []
     for layer in ctx.spread(ctx.layers, 5):
-        ims, errs = [], []
-        for mask in (None, "channels:first-half", "channels:second-half"):
-            res = ctx.invert(layer, C=100.0, mask=mask)
-            ims.append(res.images[0])
-            errs.append(_pct(res.metrics["error"][0]))
-        figs.append((ctx.strip(ims, f"channel-halves/{_slug(layer)}.png"),
-                     f"{layer}: all / first half / second half of the channels, errors {' / '.join(errs)}"))
+        shape = ctx.feature_shape(layer)
+        # One batch of three problems, each with its own mask: all, first half, second half.
+        masks = torch.cat([torch.ones(1, *shape)] + [channel_mask(shape, part) for part in ("first-half",
+                                                                                            "second-half")])
+        res = invert(ctx.rep(layer), ctx.x0.expand(3, -1, -1, -1), C=100.0, size=ctx.size, iters=ctx.iters,
+                     seed=ctx.seed, mask=masks.to(ctx.x0.device), progress=ctx.progress)
+        errs = " / ".join(_pct(e) for e in res.metrics["error"])
+        figs.append((ctx.strip(list(res.images), f"channel-halves/{_slug(layer)}.png"),
+                     f"{layer}: all / first half / second half of the channels, errors {errs}"))
     return "Channel groups: first and second half", figs
 
 
@@ -292,6 +295,15 @@ def _class_names(n: int) -> list[str] | None:
         return None
 
 
+def _unit_size(ctx: FigureContext, act: Any, rep: Representation) -> int | None:
+    """The paper's image size for a unit (None: the activation module's own), capped at ``ctx.size`` unless
+    paper sizes are asked for: deep units' fields span several hundred pixels."""
+    if ctx.paper:
+        return None
+    own = getattr(act, "unit_image_size", None)
+    return min(own(rep), ctx.size) if own else ctx.size
+
+
 def section_activation_mosaics(ctx: FigureContext) -> Section:
     """Activation maximization of the first 16 (paper: 25) channels of layers across the network
     (paper-notes §4 item 8)."""
@@ -302,7 +314,7 @@ def section_activation_mosaics(ctx: FigureContext) -> Section:
         rep = ctx.rep(layer)
         units = list(range(min(k, ctx.feature_shape(layer)[0])))
         res = _call(act.maximize, rep, units=units, restarts=1, iters=ctx.iters, seed=ctx.seed,
-                    progress=ctx.progress)
+                    size=_unit_size(ctx, act, rep), progress=ctx.progress)
         figs.append((ctx.strip(list(res.images), f"maximize/{_slug(layer)}.png", ncol=math.ceil(len(units) ** 0.5)),
                      f"{layer}: channels 0–{len(units) - 1}"))
     return "Activation maximization: channel mosaics", figs
@@ -328,7 +340,7 @@ def section_class_units(ctx: FigureContext) -> Section:
     layer = _classifier_layer(ctx)
     units, labels = _class_units(ctx, layer)
     res = _call(act.maximize, ctx.rep(layer), units=units, restarts=1, iters=ctx.iters, seed=ctx.seed,
-                progress=ctx.progress)
+                size=None if ctx.paper else ctx.size, progress=ctx.progress)
     return "Class neurons", [(ctx.save(im, f"classes/{u}.png"), f"{lab} (unit {u})")
                              for im, u, lab in zip(res.images, units, labels, strict=False)]
 
@@ -360,7 +372,7 @@ def section_noreg_activation(ctx: FigureContext) -> Section:
     layer = _classifier_layer(ctx)
     units, labels = _class_units(ctx, layer)
     res = _call(act.maximize, ctx.rep(layer), units=units[:3], restarts=1, iters=ctx.iters, seed=ctx.seed,
-                energy=noreg, progress=ctx.progress)
+                size=None if ctx.paper else ctx.size, energy=noreg, progress=ctx.progress)
     figs += [(ctx.save(im, f"noreg/class-{u}.png"), f"{lab}, no regularizer")
              for im, u, lab in zip(res.images, units, labels, strict=False)]
     for layer in dict.fromkeys(_caricature_layers(ctx)):
