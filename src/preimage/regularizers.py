@@ -1,4 +1,9 @@
-"""The paper's two image priors, per problem (paper-notes §1.1). Pure functions: N×C×H×W → N."""
+"""The paper's two image priors, per problem (paper-notes §1.1). Pure functions: N×C×H×W → N.
+
+Each prior comes twice: as a differentiable function (``alpha_norm``, ``tv_beta``) and with its gradient in
+closed form (``alpha_norm_and_grad``, ``tv_beta_and_grad``). The optimizer uses the closed forms: they cost
+a third of the autograd round trip, and the same formulas are checked against autograd in the tests.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,28 @@ def alpha_norm(x: torch.Tensor, alpha: float = 6.0) -> torch.Tensor:
     x: N×C×H×W → N. Multiply by λ_α = B^−α for the energy term.
     """
     return x.pow(2).sum(1).pow(alpha / 2).mean((-2, -1))
+
+
+def alpha_norm_and_grad(x: torch.Tensor, alpha: float = 6.0, weight: float = 1.0,
+                        grad: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """weight·R_α(x) (N) and its gradient weight·(α/HW)·x·‖x(u,v,:)‖^(α−2) (N×C×H×W), without autograd.
+
+    x: N×C×H×W. grad: if given, the gradient is added into it in place (and it is returned).
+    """
+    h, w = x.shape[-2:]
+    s = (x * x).sum(1, keepdim=True)  # N×1×H×W squared colour norms
+    if alpha == 6.0:
+        p = s * s  # the default exponent: a multiplication instead of a pow
+    elif alpha == 2.0:
+        p = torch.ones_like(s)
+    else:
+        p = s.clamp_min(1e-30).pow(alpha / 2 - 1)
+    value = (p * s).flatten(1).sum(1).mul_(weight / (h * w))
+    # The constant goes on the one-channel factor, not on the C-channel gradient.
+    p.mul_(weight * alpha / (h * w))
+    if grad is None:
+        return value, x * p
+    return value, grad.addcmul_(x, p)
 
 
 def tv_beta(x: torch.Tensor, beta: float = 2.0) -> torch.Tensor:
@@ -29,9 +56,43 @@ def tv_beta(x: torch.Tensor, beta: float = 2.0) -> torch.Tensor:
     return s.sum(1).mean((-2, -1))
 
 
+def tv_beta_and_grad(x: torch.Tensor, beta: float = 2.0, weight: float = 1.0,
+                     grad: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """weight·R_TVβ(x) (N) and its gradient weight·(β/HW)·(D1ᵀ(w·d1) + D2ᵀ(w·d2)), w = (d1²+d2²)^(β/2−1).
+
+    Same value and subgradient as ``tv_beta`` (including its clamp at 0 for β<2), without autograd.
+    x: N×C×H×W. grad: if given, the gradient is added into it in place (and it is returned).
+    """
+    h, w = x.shape[-2:]
+    n = x.shape[0]
+    c = weight / (h * w)
+    if beta == 2.0:
+        # w ≡ 1: the differences need no padding, and the gradient is a replicate-border Laplacian.
+        d1 = x[..., :, 1:] - x[..., :, :-1]
+        d2 = x[..., 1:, :] - x[..., :-1, :]
+        value = ((d1 * d1).reshape(n, -1).sum(1) + (d2 * d2).reshape(n, -1).sum(1)).mul_(c)
+        a, b = d1.mul_(2.0 * c), d2.mul_(2.0 * c)
+    else:
+        d1 = F.pad(x[..., :, 1:] - x[..., :, :-1], (0, 1))
+        d2 = F.pad(x[..., 1:, :] - x[..., :-1, :], (0, 0, 0, 1))
+        s = d1 * d1 + d2 * d2
+        live = s > 1e-12
+        s = s.clamp_min(1e-12)
+        value = s.pow(beta / 2).reshape(n, -1).sum(1).mul_(c)
+        wt = s.pow(beta / 2 - 1).mul_(live).mul_(beta * c)
+        a, b = (wt * d1)[..., :, :-1], (wt * d2)[..., :-1, :]
+    g = torch.zeros_like(x) if grad is None else grad
+    g[..., :, 1:] += a
+    g[..., :, :-1] -= a
+    g[..., 1:, :] += b
+    g[..., :-1, :] -= b
+    return value, g
+
+
 def project_ball(x: torch.Tensor, bound: float) -> torch.Tensor:
     """In place: scale each pixel's colour vector so that ‖x(u,v,:)‖ ≤ bound. x: N×C×H×W."""
     if bound == float("inf"):
         return x
-    norm = x.pow(2).sum(1, keepdim=True).sqrt_()
-    return x.mul_((bound / norm.clamp_min_(1e-12)).clamp_max_(1.0))
+    # min(1, bound/‖x‖) via rsqrt of the squared norm: a sum over the channel dimension is ~40× faster on CPU
+    # than linalg.vector_norm over it; rsqrt(0) = inf clamps to 1, so a black pixel stays black.
+    return x.mul_((x * x).sum(1, keepdim=True).rsqrt_().mul_(bound).clamp_max_(1.0))

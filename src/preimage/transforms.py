@@ -34,15 +34,25 @@ def centre_crop(canvas: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return canvas[..., o:o + size[0], o:o + size[1]]
 
 
+def random_offset(canvas: torch.Tensor, size: tuple[int, int], generator: torch.Generator) -> tuple[int, int]:
+    """Top-left (row, col) of a random H×W window of the canvas, each uniform in {0..J−1}.
+
+    Drawn from a CPU generator, so choosing the window never waits for a GPU. (0, 0) without a draw when the
+    canvas is the input's size (J = 1).
+    """
+    jy_max = canvas.shape[-2] - size[0]
+    jx_max = canvas.shape[-1] - size[1]
+    if jy_max == 0 and jx_max == 0:
+        return 0, 0
+    jy = int(torch.randint(jy_max + 1, (1,), generator=generator))
+    jx = int(torch.randint(jx_max + 1, (1,), generator=generator))
+    return jy, jx
+
+
 def random_crop(canvas: torch.Tensor, size: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
     """A random H×W window of the canvas, offsets drawn uniformly in {0..J−1} (shared across the batch).
 
     Returns a view, so the loss gradient flows back into that window only.
     """
-    jy_max = canvas.shape[-2] - size[0]
-    jx_max = canvas.shape[-1] - size[1]
-    if jy_max == 0 and jx_max == 0:
-        return canvas
-    jy = int(torch.randint(jy_max + 1, (1,), generator=generator))
-    jx = int(torch.randint(jx_max + 1, (1,), generator=generator))
+    jy, jx = random_offset(canvas, size, generator)
     return canvas[..., jy:jy + size[0], jx:jx + size[1]]
