@@ -78,17 +78,20 @@ def test_cnn_layers_table_json_and_resume(image_dir: Path, tmp_path: Path) -> No
         assert (out / f).is_file(), f
     assert json.loads((out / "cnn-layers.json").read_text())["rows"] == info["rows"]
 
-    # Interrupt: one record lost, one half-written file left behind. Only that unit is recomputed.
+    # Interrupt: one record lost, one damaged, one half-written temporary left behind. Only those two units
+    # are recomputed; the others are untouched.
     records = sorted(out.glob("runs/*/*/part-*.json"))
     mtimes = {p: p.stat().st_mtime_ns for p in records}
-    lost = out / "runs/conv_stem/C100/part-0.json"
+    lost, damaged = out / "runs/conv_stem/C100/part-0.json", out / "runs/blocks.1/C1/part-0.json"
     lost.unlink()
+    damaged.write_text('{"config": {"half')
     (out / "runs/conv_stem/C1/.part-0.json.x1y2.part").write_text('{"half')
     again = _run(image_dir, out)
-    assert again["units"] == {"total": 4, "computed": 1, "reused": 3}
-    assert lost.is_file() and not list(out.glob("runs/**/.*.part"))
+    assert again["units"] == {"total": 4, "computed": 2, "reused": 2}
+    assert lost.is_file() and json.loads(damaged.read_text())["problems"]
+    assert not list(out.glob("runs/**/.*.part"))
     for p in records:
-        if p != lost:
+        if p not in (lost, damaged):
             assert p.stat().st_mtime_ns == mtimes[p], p
     assert again["rows"][0] == info["rows"][0]
 
@@ -191,3 +194,9 @@ def test_figures_skip_without_activation(tmp_path: Path, monkeypatch: pytest.Mon
                        sections=["maximize", "caricatures"], log=lambda s: None)
     assert all("preimage.activation" in s["skipped"] for s in info["sections"])
     assert "skipped" in (tmp_path / "g/index.html").read_text()
+
+
+def test_cnn_layers_on_a_representation_without_layers(image_dir: Path, tmp_path: Path) -> None:
+    info = run_cnn_layers("hog", str(image_dir), tmp_path / "h", C=[100.0], size=48, iters=3, log=lambda s: None)
+    assert info["layers"] == ["output"] and info["label_agreement"] is False
+    assert info["rows"][0]["label_agreement"] is None and info["rows"][0]["error"] > 0

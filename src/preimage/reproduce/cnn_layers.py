@@ -219,9 +219,8 @@ def run_cnn_layers(model: str | ModelSpec = "efficientnet_lite0", images: str | 
         raise PreimageError("give at least one --C value")
     base = load(model, None, weights=weights, random_weights=random_weights, device=device)
     spec = base.spec
-    layer_names = list(layers) if layers else default_layers(spec)
-    if not layer_names:
-        raise PreimageError(f"model '{spec.name}' has no layers to sweep; pass --layers")
+    # A representation without layers (HOG, DSIFT) is swept at its output only.
+    layer_names: list[str | None] = list(layers) if layers else (default_layers(spec) or [None])
     reps = [Representation(spec, name).to(device) for name in layer_names]  # unknown layer: fail before work
     layer_names = [r.layer or "output" for r in reps]
     if len(set(layer_names)) != len(layer_names):
