@@ -1,0 +1,292 @@
+"""Neuron statistics: per-layer, per-channel max/mean/std of a network's responses over a reference image set,
+cached on disk per model and weights (paper-notes §1.3: the normalizer M_c of activation maximization).
+
+The paper used every 1000th ILSVRC-12 training image (~1.28k images). This package ships no ImageNet images:
+the default set is scikit-image's colour samples (``images.COLOR_SAMPLES``, 8 images), so M_c is the maximum
+over far fewer and less varied images than the paper's. ``preimage stats --images DIR`` computes them on a
+folder of your own (a sample of ImageNet, for instance) and replaces the cache.
+
+Two kinds of *points* are measured, in one forward pass per batch with hooks on every module:
+
+* ``("output", name)``: the module's output (``name == ""``: the whole network's output);
+* ``("input", name)``: the input of a ReLU-family module, i.e. the **pre-ReLU** response that activation
+  maximization targets (paper-notes §1.3).
+
+Each hook reduces its tensor to per-channel statistics at once, because torchvision and timm networks use
+in-place ReLUs that overwrite a stored conv or batch-norm output afterwards. Outputs N×C×h×w and N×C are
+measured (channels = axis 1); other shapes are skipped. A module called several times in one forward pass
+(a shared ReLU) reports its first call, as ``measure_geometry`` does.
+
+Cache: ``$PREIMAGE_CACHE/stats/<model>-<hash of weights id>.pt`` (default ``~/.cache/preimage``), written
+atomically, read with ``weights_only=True`` and validated; a corrupt or mismatched file is rebuilt with one
+warning line on stderr, never trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import PreimageError
+from .images import COLOR_SAMPLES, atomic_write_bytes, load_image, rgb_to_grey
+from .representations.base import ModelSpec, Representation
+
+FORMAT_VERSION = 1
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm")
+#: ReLU-family modules whose *input* is measured (the pre-ReLU response).
+RELUS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU)
+#: A point of the network: ("output", module name) or ("input", name of a ReLU-family module).
+Point = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class ChannelStats:
+    """Per-channel statistics of one point over all images and positions (each a C-vector, float32)."""
+
+    max: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    @property
+    def channels(self) -> int:
+        return self.max.numel()
+
+
+@dataclass
+class NeuronStats:
+    """Statistics of every measured point of a model: ``points[(kind, name)] → ChannelStats``."""
+
+    model: str
+    weights_id: str
+    points: dict[Point, ChannelStats]
+    images: list[str] = field(default_factory=list)  # names of the reference images
+    size: tuple[int, int] | None = None  # input size they were resized to (None: their own sizes)
+    source: str = "samples"  # "samples" or the folder they came from
+
+    def get(self, point: Point) -> ChannelStats:
+        """The statistics of one point, or a clear error if it was not measured."""
+        if point not in self.points:
+            kind, name = point
+            raise PreimageError(f"no neuron statistics for the {kind} of layer '{name or 'output'}' of "
+                                f"{self.model}; it does not output N×C×h×w or N×C")
+        return self.points[point]
+
+
+def _key(point: Point) -> str:
+    return f"{point[0]}/{point[1]}"
+
+
+# --- computing -----------------------------------------------------------------------------------------------
+
+
+class _Accumulator:
+    """Running per-channel max, sum and sum of squares (float64) of one point, fed batch by batch."""
+
+    def __init__(self) -> None:
+        self.max: torch.Tensor | None = None
+        self.sum: torch.Tensor | None = None
+        self.sq: torch.Tensor | None = None
+        self.count = 0
+
+    def add(self, t: torch.Tensor) -> None:
+        if t.ndim not in (2, 4) or t.shape[1] == 0 or not t.is_floating_point():
+            return
+        c = t.shape[1]
+        flat = t.detach().transpose(0, 1).reshape(c, -1)
+        if self.max is not None and self.max.numel() != c:
+            return  # a reused module called with another width: keep the first
+        mx = flat.amax(1).float().cpu()
+        f64 = flat.double()
+        s, sq = f64.sum(1).cpu(), f64.pow(2).sum(1).cpu()
+        if self.max is None:
+            self.max, self.sum, self.sq = mx, s, sq
+        else:
+            torch.maximum(self.max, mx, out=self.max)
+            self.sum += s
+            self.sq += sq
+        self.count += flat.shape[1]
+
+    def result(self) -> ChannelStats | None:
+        if self.max is None or self.count == 0:
+            return None
+        mean = self.sum / self.count
+        var = (self.sq / self.count - mean.pow(2)).clamp_min(0)
+        return ChannelStats(self.max.clone(), mean.float(), var.sqrt().float())
+
+
+def list_images(folder: str | os.PathLike) -> list[str]:
+    """Image files under ``folder`` (recursively, sorted); a clear error if there is none."""
+    p = Path(folder)
+    if not p.exists():
+        raise PreimageError(f"image folder not found: {folder}")
+    if not p.is_dir():
+        raise PreimageError(f"expected a folder of images, got a file: {folder}")
+    files = sorted(str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise PreimageError(f"no images in {folder} (looked for {', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def resolve_images(images: str | Sequence[str] | None) -> tuple[list[str], str]:
+    """``None``/``"samples"`` → the bundled colour samples; a folder → its images; a list → itself.
+
+    Returns (image specs, source description).
+    """
+    if images is None or images == "samples":
+        return [f"sample:{s}" for s in COLOR_SAMPLES], "samples"
+    if isinstance(images, (str, os.PathLike)):
+        return list_images(images), str(Path(images).resolve())
+    specs = list(images)
+    if not specs:
+        raise PreimageError("no reference images given for the neuron statistics")
+    return specs, "list"
+
+
+def compute_stats(model: ModelSpec | Representation, images: str | Sequence[str] | None = None, *,
+                  size: int | tuple[int, int] | None = None, batch: int = 8,
+                  progress: Callable[[int, int], None] | None = None) -> NeuronStats:
+    """Per-channel max/mean/std of every module's output (and every ReLU's input) over an image set.
+
+    images: ``None``/``"samples"`` (the bundled colour samples), a folder, or a list of specs. size: the input
+    size the images are resized to (default: the model's; its own resolution for models without one, one
+    image per batch then). One forward pass of the whole network per batch.
+    """
+    rep = model if isinstance(model, Representation) else Representation(model, None)
+    spec = rep.spec
+    specs, source = resolve_images(images)
+    if size is None:
+        size = rep.defaults.size
+    hw = (size, size) if isinstance(size, int) else (tuple(size) if size is not None else None)
+    if hw is None:
+        batch = 1  # images of their own sizes cannot share a batch
+    acc: dict[Point, _Accumulator] = {}
+    seen: set[Point] = set()
+    handles = []
+
+    def record(point: Point, t: object) -> None:
+        if point in seen or not isinstance(t, torch.Tensor):
+            return
+        seen.add(point)
+        acc.setdefault(point, _Accumulator()).add(t)
+
+    net = rep.net
+    for name, mod in net.named_modules():
+        # The root is registered too (name ""), for the whole network's output.
+        handles.append(mod.register_forward_hook(lambda _m, _i, o, name=name: record(("output", name), o)))
+        if isinstance(mod, RELUS) and name:
+            handles.append(mod.register_forward_pre_hook(
+                lambda _m, args, name=name: record(("input", name), args[0] if args else None)))
+    device = rep.device_dtype()[0]
+    names = []
+    try:
+        with torch.no_grad():
+            for i in range(0, len(specs), batch):
+                chunk = specs[i:i + batch]
+                x = torch.cat([load_image(s, hw) for s in chunk]).to(device)
+                if rep.channels == 1:
+                    x = rgb_to_grey(x)
+                seen.clear()
+                net(rep.to_paper_units(x) * rep.scale)
+                names.extend(chunk)
+                if progress:
+                    progress(min(i + batch, len(specs)), len(specs))
+    finally:
+        for h in handles:
+            h.remove()
+    points = {p: r for p, a in acc.items() if (r := a.result()) is not None}
+    return NeuronStats(spec.name, spec.weights_id, points, names, hw, source)
+
+
+# --- the cache -----------------------------------------------------------------------------------------------
+
+
+def cache_dir() -> Path:
+    """``$PREIMAGE_CACHE`` or ``~/.cache/preimage``."""
+    return Path(os.environ.get("PREIMAGE_CACHE") or Path.home() / ".cache" / "preimage")
+
+
+def cache_path(model: str, weights_id: str) -> Path:
+    """Where the statistics of (model, weights) are cached."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model)
+    digest = hashlib.sha1(weights_id.encode()).hexdigest()[:12]
+    return cache_dir() / "stats" / f"{safe}-{digest}.pt"
+
+
+def save_stats(stats: NeuronStats, path: str | Path | None = None) -> Path:
+    """Write the statistics atomically (default: their cache path)."""
+    path = Path(path) if path is not None else cache_path(stats.model, stats.weights_id)
+    obj = {"version": FORMAT_VERSION, "model": stats.model, "weights_id": stats.weights_id,
+           "images": list(stats.images), "size": list(stats.size) if stats.size else None, "source": stats.source,
+           "points": {_key(p): torch.stack([s.max, s.mean, s.std]) for p, s in stats.points.items()}}
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def read_stats(path: str | Path, model: str | None = None, weights_id: str | None = None) -> NeuronStats:
+    """Read and validate a statistics file; raises ValueError saying what is wrong with it."""
+    try:
+        obj = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is corrupt
+        raise ValueError(f"unreadable ({e.__class__.__name__})") from None
+    if not isinstance(obj, dict) or obj.get("version") != FORMAT_VERSION:
+        raise ValueError("not a statistics file of this version")
+    if model is not None and obj.get("model") != model:
+        raise ValueError(f"made for model '{obj.get('model')}'")
+    if weights_id is not None and obj.get("weights_id") != weights_id:
+        raise ValueError("made for other weights")
+    pts, size = obj.get("points"), obj.get("size")
+    if not isinstance(pts, dict) or not pts:
+        raise ValueError("no statistics inside")
+    if not isinstance(obj.get("images"), list) or not obj["images"]:
+        raise ValueError("no reference images recorded")
+    points: dict[Point, ChannelStats] = {}
+    for key, t in pts.items():
+        kind, sep, name = str(key).partition("/")
+        if not sep or kind not in ("output", "input"):
+            raise ValueError(f"bad entry '{key}'")
+        if not isinstance(t, torch.Tensor) or t.ndim != 2 or t.shape[0] != 3 or t.shape[1] == 0:
+            raise ValueError(f"bad entry '{key}'")
+        mx, mean, std = t.float()
+        if not bool(torch.isfinite(t).all()) or bool((std < 0).any()) or bool((mean > mx + 1e-3 * mx.abs()
+                                                                                 + 1e-5).any()):
+            raise ValueError(f"inconsistent values for '{key}'")
+        points[(kind, name)] = ChannelStats(mx.clone(), mean.clone(), std.clone())
+    return NeuronStats(str(obj["model"]), str(obj["weights_id"]), points, [str(s) for s in obj["images"]],
+                       tuple(size) if size else None, str(obj.get("source", "")))
+
+
+def warn(message: str) -> None:
+    """One warning line on stderr."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def load_stats(model: ModelSpec | Representation, *, images: str | Sequence[str] | None = None,
+               recompute: bool = False, progress: Callable[[int, int], None] | None = None) -> NeuronStats:
+    """The cached statistics of ``model`` (keyed by model name and ``spec.weights_id``), computed and cached
+    first if absent, corrupt or ``recompute`` (from ``images``; default the bundled samples).
+
+    Models with random weights are never cached (every build is different): their statistics are computed
+    each time.
+    """
+    spec = model.spec if isinstance(model, Representation) else model
+    cacheable = spec.weights_id not in ("random", "user")
+    path = cache_path(spec.name, spec.weights_id)
+    if cacheable and not recompute and path.exists():
+        try:
+            return read_stats(path, spec.name, spec.weights_id)
+        except ValueError as e:
+            warn(f"the neuron statistics cache {path} is corrupt ({e}); rebuilding it")
+    stats = compute_stats(model, images, progress=progress)
+    if cacheable:
+        save_stats(stats, path)
+    return stats
