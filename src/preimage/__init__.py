@@ -6,12 +6,13 @@
 >>> float(result.metrics["error"][0])  # ‖Φ(x)−Φ0‖/‖Φ0‖
 """
 
+from .activation import caricature, maximize
 from .errors import PreimageError
 from .inversion import invert
 from .optimize import Energy, optimize
 from .representations import Representation, Stage, list_models, load
 from .result import Result
 
-__all__ = ["Energy", "PreimageError", "Representation", "Result", "Stage", "invert", "list_models", "load",
-           "optimize"]
+__all__ = ["Energy", "PreimageError", "Representation", "Result", "Stage", "caricature", "invert", "list_models",
+           "load", "maximize", "optimize"]
 __version__ = "0.1.0"

@@ -1,0 +1,203 @@
+"""Commands for activation maximization, caricature and the neuron statistics they use: maximize, caricature,
+stats."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import PreimageError
+from ..images import save_png
+from ..report import OutputDir, save_grid, write_json
+from .common import (
+    DeviceOpt,
+    ForceOpt,
+    JsonOpt,
+    LayerOpt,
+    ModelOpt,
+    RandomOpt,
+    SeedOpt,
+    WeightsOpt,
+    app,
+    emit,
+    load_rep,
+    out_console,
+    progress_bar,
+)
+
+SizeOpt = Annotated[int | None, typer.Option(help="input size in pixels (default: from the receptive field)")]
+ItersOpt = Annotated[int | None, typer.Option(help="iterations (default: the paper's 300)")]
+OptimizerOpt = Annotated[str, typer.Option(help="paper (momentum+AdaGrad) or adam")]
+LeakOpt = Annotated[float, typer.Option("--relu-leak", help="slope given to the net's ReLUs while optimizing "
+                                        "(the paper's option; 0 in its released runs)")]
+OutOpt = Annotated[Path, typer.Option(help="output folder")]
+PngScaleOpt = Annotated[str, typer.Option(help="minmax (the paper's) or clip")]
+
+
+def parse_units(spec: str) -> list[int]:
+    """``3``, ``3,5,7`` or ranges ``0-24`` (inclusive) → unit indices."""
+    units: list[int] = []
+    try:
+        for part in (p.strip() for p in spec.split(",")):
+            if not part:
+                continue
+            a, dash, b = part.partition("-")
+            if dash and a:
+                lo, hi = int(a), int(b)
+                if hi < lo:
+                    raise ValueError
+                units.extend(range(lo, hi + 1))
+            else:
+                units.append(int(part))
+    except ValueError:
+        raise PreimageError(f"--unit takes unit indices like 3, 3,5,7 or 0-24; got '{spec}'") from None
+    if not units:
+        raise PreimageError("--unit needs at least one unit index")
+    return units
+
+
+def _safe(s: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in s)
+
+
+def _units_tag(units: list[int]) -> str:
+    return "_".join(map(str, units)) if len(units) <= 6 else f"{units[0]}_to_{units[-1]}_{len(units)}units"
+
+
+@app.command()
+def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
+             unit: Annotated[str, typer.Option("--unit", "-u", help="unit (channel or class) indices: 3, 3,5,7 "
+                                               "or 0-24")] = "0",
+             mode: Annotated[str, typer.Option(help="neuron (the centre neuron, the paper's) or channel (the whole "
+                                               "map's mean)")] = "neuron",
+             restarts: Annotated[int, typer.Option(help="random restarts per unit (diverse pre-images)")] = 1,
+             relu_leak: LeakOpt = 0.0, size: SizeOpt = None, iters: ItersOpt = None, seed: SeedOpt = 0,
+             optimizer: OptimizerOpt = "paper", out: OutOpt = Path("preimage-out"),
+             png_scale: PngScaleOpt = "minmax", weights: WeightsOpt = None, random_weights: RandomOpt = False,
+             force: ForceOpt = False, device: DeviceOpt = "cpu", as_json: JsonOpt = False) -> None:
+    """Activation maximization: images that excite units of a layer most (one image per unit and restart,
+    plus a mosaic). Normalized by each unit's maximum response over reference images (see 'preimage stats')."""
+    from ..activation import check_options, check_units
+    from ..activation import maximize as run_maximize
+
+    units = parse_units(unit)
+    check_options(mode, restarts, relu_leak)
+    # Check the units (and measure the layer) before claiming files or starting the progress bar.
+    rep, _, units = check_units(load_rep(model, layer, weights, random_weights, device), units)
+    stem = f"max-{_safe(rep.name)}-{_safe(rep.layer or 'output')}-u{_units_tag(units)}"
+    names = [f"{stem}-u{u}" + (f"-r{r}" if restarts > 1 else "") for u in units for r in range(restarts)] \
+        if len(units) * restarts > 1 else [stem]
+    mosaic = f"{stem}-mosaic.png" if len(names) > 1 else None
+    outdir = OutputDir(out, force)
+    outdir.claim([f"{n}.png" for n in names] + ([mosaic] if mosaic else []) + [f"{stem}.json"])
+    with progress_bar(f"maximize {rep.layer or 'output'}") as update:
+        res = run_maximize(rep, units, mode=mode, restarts=restarts, size=size, iters=iters, seed=seed,
+                           optimizer=optimizer, relu_leak=relu_leak, progress=update)
+    records = res.records()
+    for rec, name, img in zip(records, names, res.images, strict=True):
+        rec["image"] = str(save_png(img, outdir / f"{name}.png", png_scale))
+    image = records[0]["image"]
+    if mosaic:
+        # Rows of restarts per unit; for single runs the paper's near-square grid.
+        ncol = restarts if restarts > 1 else math.ceil(math.sqrt(len(units)))
+        image = str(save_grid(list(res.images), outdir / mosaic, ncol=ncol, scale=png_scale))
+    per_unit = {k: [max(r[k] for r in records if r["unit"] == u) for u in units]
+                for k in ("activation", "ratio", "probability") if k in res.metrics}
+    summary = {"model": res.model, "layer": res.layer, "units": units, "mode": mode, "restarts": restarts,
+               "activation": per_unit["activation"],
+               "reference_max": [next(r["reference_max"] for r in records if r["unit"] == u) for u in units],
+               "ratio": per_unit["ratio"], "image": image, "images": [r["image"] for r in records],
+               "iterations": res.iterations, "seconds": round(res.seconds, 3), "seed": seed,
+               "optimizer": optimizer, "relu_leak": relu_leak, "size": res.info["size"],
+               "point": res.info["point"], "weight": res.info["weight"],
+               "paper_code_reference_max": res.info["paper_code_reference_max"], "stats": res.info["stats"],
+               "results": records}
+    if "probability" in per_unit:
+        summary["probability"] = per_unit["probability"]
+    summary["json"] = str(write_json(outdir / f"{stem}.json", summary))
+
+    def human() -> None:
+        for r in records:
+            extra = f", p={r['probability']:.3f}" if "probability" in r else ""
+            out_console.print(f"unit {r['unit']} restart {r['restart']}: activation {r['activation']:.3g} = "
+                              f"{r['ratio']:.2f}× the reference max {r['reference_max']:.3g}{extra}  → {r['image']}")
+        if mosaic:
+            out_console.print(f"mosaic → {image}")
+        out_console.print(f"{res.iterations} iterations at {res.info['size'][0]}×{res.info['size'][1]} in "
+                          f"{res.seconds:.1f} s")
+
+    emit(summary, as_json, human)
+
+
+@app.command()
+def caricature(image: Annotated[str, typer.Argument(help="image path or sample:NAME (e.g. sample:coffee)")],
+               model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
+               size: Annotated[int | None, typer.Option(help="input size in pixels (default: the model's)")] = None,
+               iters: ItersOpt = None, seed: SeedOpt = 0, optimizer: OptimizerOpt = "paper",
+               relu_leak: LeakOpt = 0.0, out: OutOpt = Path("preimage-out"), png_scale: PngScaleOpt = "minmax",
+               weights: WeightsOpt = None, random_weights: RandomOpt = False, force: ForceOpt = False,
+               device: DeviceOpt = "cpu", as_json: JsonOpt = False) -> None:
+    """Caricature: exaggerate what a layer sees in IMAGE, starting from IMAGE itself."""
+    from ..activation import caricature as run_caricature
+    from ..activation import check_options
+    from ..images import image_name
+
+    check_options(relu_leak=relu_leak)
+    rep = load_rep(model, layer, weights, random_weights, device)
+    stem = f"car-{image_name(image)}-{_safe(rep.name)}-{_safe(rep.layer or 'output')}"
+    outdir = OutputDir(out, force)
+    outdir.claim([f"{stem}.png", f"{stem}.json"])
+    with progress_bar(f"caricature {rep.layer or 'output'}") as update:
+        res = run_caricature(rep, image, size=size, iters=iters, seed=seed, optimizer=optimizer,
+                             relu_leak=relu_leak, progress=update)
+    start, end = float(res.metrics["score_start"][0]), float(res.metrics["score_end"][0])
+    png = str(save_png(res.images[0], outdir / f"{stem}.png", png_scale))
+    summary = {"model": res.model, "layer": res.layer, "input": image, "score_start": start, "score_end": end,
+               "gain": end / start, "image": png, "iterations": res.iterations, "seconds": round(res.seconds, 3),
+               "seed": seed, "optimizer": optimizer, "relu_leak": relu_leak, "size": res.info["size"],
+               "point": res.info["point"]}
+    summary["json"] = str(write_json(outdir / f"{stem}.json", summary))
+
+    def human() -> None:
+        out_console.print(f"score {start:.3g} → {end:.3g} ({end / start:.2f}×)  → {png}")
+        out_console.print(f"{res.iterations} iterations in {res.seconds:.1f} s")
+
+    emit(summary, as_json, human)
+
+
+@app.command()
+def stats(model: ModelOpt = "efficientnet_lite0",
+          images: Annotated[str, typer.Option(help="a folder of images (searched recursively), or 'samples' for "
+                                              "the bundled scikit-image colour samples")] = "samples",
+          size: Annotated[int | None, typer.Option(help="resize images to this size (default: the model's)")] = None,
+          batch: Annotated[int, typer.Option(help="images per forward pass")] = 8,
+          weights: WeightsOpt = None, random_weights: RandomOpt = False, device: DeviceOpt = "cpu",
+          as_json: JsonOpt = False) -> None:
+    """Neuron statistics: per-layer, per-channel max/mean/std over reference images, cached on disk per model
+    and weights (replacing the cached ones). 'maximize' normalizes each unit by its max."""
+    from ..stats import cache_path, compute_stats, resolve_images, save_stats
+
+    if batch < 1:
+        raise PreimageError("--batch must be at least 1")
+    specs, source = resolve_images(images)  # an empty or missing folder fails here, before any work
+    rep = load_rep(model, None, weights, random_weights, device)
+    with progress_bar("stats") as update:
+        st = compute_stats(rep, specs, size=size, batch=batch, progress=update)
+    st.source = source
+    cacheable = rep.spec.weights_id not in ("random", "user")
+    path = str(save_stats(st, cache_path(st.model, st.weights_id))) if cacheable else None
+    rows = [{"name": name, "kind": kind, "channels": s.channels, "max": float(s.max.max()),
+             "mean": float(s.mean.mean()), "std": float(s.std.mean())} for (kind, name), s in st.points.items()]
+    summary = {"model": st.model, "weights": st.weights_id, "path": path, "source": st.source,
+               "images": len(st.images), "size": list(st.size) if st.size else None, "points": len(rows),
+               "layers": rows}
+
+    def human() -> None:
+        where = f"cached in {path}" if path else "not cached (random weights)"
+        out_console.print(f"{st.model}: statistics of {len(rows)} layer outputs/ReLU inputs over {len(st.images)} "
+                          f"images ({st.source}); {where}")
+
+    emit(summary, as_json, human)
