@@ -22,7 +22,7 @@ from .inversion import as_representation, prepare_images, reference_features
 from .objectives import InnerProduct
 from .objectives import caricature as caricature_objective
 from .optimize import Energy, Progress, optimize, scale_schedule
-from .representations.base import Geometry, Representation, Stage
+from .representations.base import Geometry, ModelSpec, Representation, Stage
 from .result import Result
 from .stats import RELUS, NeuronStats, Point, load_stats, warn
 
@@ -64,7 +64,7 @@ class PreActivation(Representation):
     The activation is looked up by name at every call, so swapping it (``leaky_relus``) keeps working.
     """
 
-    def __init__(self, spec, layer: str, act: str) -> None:
+    def __init__(self, spec: ModelSpec, layer: str, act: str) -> None:
         super().__init__(spec, layer)
         parent, _, attr = act.rpartition(".")
         self._act_path = (parent, attr)
@@ -162,6 +162,10 @@ def unit_image_size(rep: Representation) -> int:
     the largest square input whose map is no larger than R (the authors' ``find_image_size``), found here by
     a few forward passes on a blank input. Layers without a spatial map (logits, fc) use the model's native
     input size.
+
+    Why not the paper's multi-filter layout (k filters in one image of R·⌈√k⌉ cells, R ≥ 4)? Batch-first: k
+    units × R restarts are N independent problems of one ``optimize`` call, each with the single-filter
+    balance between data term and priors, and the mosaic is the grid of their images.
     """
     g = rep.geometry()
     native = (rep.defaults.size or (224, 224))[0]
@@ -266,9 +270,9 @@ def maximize(model: Representation | str, units: int | Sequence[int], *, layer: 
     geo = rep.geometry()
     channels = geo.shape[0]
     where = f"layer '{rep.layer or 'output'}' of {rep.name}"
-    logits = rep.layer is None or rep.layer == rep.spec.classifier_layer
+    logits = len(geo.shape) == 1 and (rep.layer is None or rep.layer == rep.spec.classifier_layer)
     if size is None:
-        size = (rep.defaults.size or (224, 224)) if logits else unit_image_size(rep)
+        size = unit_image_size(rep)
     hw = (size, size) if isinstance(size, int) else tuple(size)
     device, dtype = rep.device_dtype()
     shape = reference_features(rep, torch.zeros(1, rep.channels, *hw, device=device, dtype=dtype)).shape[1:]
@@ -280,9 +284,9 @@ def maximize(model: Representation | str, units: int | Sequence[int], *, layer: 
             stats = load_stats(rep.spec, recompute=True)
     ref, norm = _reference_max(stats, point, us, channels, rep)
 
-    field = geo.receptive_field if geo.receptive_field and not logits else hw
+    field = geo.receptive_field or hw
     area = min(field[0], hw[0]) * min(field[1], hw[1])
-    w_unit = 1e4 / area / norm  # k
+    w_unit = 1e4 / area / norm  # the paper's k is 1: one unit per problem
     k, n = len(us), len(us) * restarts
     unit_of = torch.tensor(us).repeat_interleave(restarts)
     w = w_unit.repeat_interleave(restarts).to(device, dtype)
