@@ -260,6 +260,7 @@ def test_cli_maximize_class_logits_report_probability(tmp_path, capsys) -> None:
     (["--layer", "tokens", "--unit", "0"], "no channel axis"),
     (["--layer", "nope", "--unit", "0"], "unknown layer"),
     (["--layer", "features.2", "--unit", "0", "--relu-leak", "2"], "--relu-leak"),
+    (["--layer", "features.2"], "--unit is required"),
 ])
 def test_cli_maximize_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message) -> None:
     code, out, err = _run(capsys, ["maximize", *TINY, *args, "--out", str(tmp_path)])

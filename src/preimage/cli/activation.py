@@ -37,8 +37,10 @@ OutOpt = Annotated[Path, typer.Option(help="output folder")]
 PngScaleOpt = Annotated[str, typer.Option(help="minmax (the paper's) or clip")]
 
 
-def parse_units(spec: str) -> list[int]:
+def parse_units(spec: str | None) -> list[int]:
     """``3``, ``3,5,7`` or ranges ``0-24`` (inclusive) → unit indices."""
+    if spec is None:
+        raise PreimageError("--unit is required: which units (channels, or classes for logits) to maximize")
     units: list[int] = []
     try:
         for part in (p.strip() for p in spec.split(",")):
@@ -69,8 +71,8 @@ def _units_tag(units: list[int]) -> str:
 
 @app.command()
 def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
-             unit: Annotated[str, typer.Option("--unit", "-u", help="unit (channel or class) indices: 3, 3,5,7 "
-                                               "or 0-24")] = "0",
+             unit: Annotated[str | None, typer.Option("--unit", "-u", help="unit (channel or class) indices: 3, "
+                                                      "3,5,7 or 0-24 (required)")] = None,
              mode: Annotated[str, typer.Option(help="neuron (the centre neuron, the paper's) or channel (the whole "
                                                "map's mean)")] = "neuron",
              restarts: Annotated[int, typer.Option(help="random restarts per unit (diverse pre-images)")] = 1,
