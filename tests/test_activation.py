@@ -284,7 +284,7 @@ def test_cli_stats_folder_cache_and_bad_folders(tmp_path, capsys, monkeypatch) -
     assert {"name": "features.2", "kind": "output"}.items() <= next(
         r for r in info["layers"] if r["name"] == "features.2" and r["kind"] == "output").items()
     # maximize uses that cache.
-    code, out, _ = _run(capsys, ["maximize", *TINY, "--layer", "features.2", "--iters", "2",
+    code, out, _ = _run(capsys, ["maximize", *TINY, "--layer", "features.2", "-u", "1", "--iters", "2",
                                  "--out", str(tmp_path / "o"), "--json"])
     assert code == 0 and json.loads(out)["stats"]["images"] == 2
     (tmp_path / "empty").mkdir()
@@ -298,7 +298,7 @@ def test_cli_corrupt_stats_cache_is_rebuilt_not_trusted(tmp_path, capsys, monkey
     path = cache_path("test-activation-tiny", "test:tiny")
     path.parent.mkdir(parents=True)
     path.write_bytes(b"corrupt")
-    code, out, err = _run(capsys, ["maximize", *TINY, "--layer", "features.0", "--iters", "2",
+    code, out, err = _run(capsys, ["maximize", *TINY, "--layer", "features.0", "-u", "1", "--iters", "2",
                                    "--out", str(tmp_path / "o"), "--json"])
     assert code == 0 and json.loads(out)["stats"]["source"] == "samples"
     warnings = [ln for ln in err.splitlines() if ln.startswith("warning:")]
