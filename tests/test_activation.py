@@ -261,6 +261,7 @@ def test_cli_maximize_class_logits_report_probability(tmp_path, capsys) -> None:
     (["--layer", "nope", "--unit", "0"], "unknown layer"),
     (["--layer", "features.2", "--unit", "0", "--relu-leak", "2"], "--relu-leak"),
     (["--layer", "features.2"], "--unit is required"),
+    (["--layer", "features.2", "-u", "0", "--size", "0"], "too small"),
 ])
 def test_cli_maximize_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message) -> None:
     code, out, err = _run(capsys, ["maximize", *TINY, *args, "--out", str(tmp_path)])
@@ -313,4 +314,4 @@ def test_cli_caricature_json(tmp_path, capsys) -> None:
     assert code == 0 and info["score_start"] == pytest.approx(1.0, abs=1e-5) and info["score_end"] > 0
     assert (tmp_path / info["image"].split("/")[-1]).is_file() and info["size"] == [32, 32]
     code, _, err = _run(capsys, ["caricature", "missing.png", *TINY, "--out", str(tmp_path / "x")])
-    assert code == 2 and "image not found" in err
+    assert code == 2 and err.strip().splitlines() == ["error: image not found: missing.png"]
