@@ -17,7 +17,7 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     mp.undo()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def lite0_spec():
     """The embedded ImageNet EfficientNet-Lite0, built once per test session."""
     from preimage.representations import build

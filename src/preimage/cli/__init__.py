@@ -7,6 +7,11 @@ import sys
 import click
 import typer
 
+try:  # typer ≥ 0.26 bundles its own click
+    import typer._click as _typer_click
+except ImportError:  # pragma: no cover
+    _typer_click = click
+
 from ..errors import PreimageError
 from .common import app, err_console
 
@@ -34,10 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     except PreimageError as e:
         err_console.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
         return _exit(2, argv)
-    except click.exceptions.UsageError as e:
+    except (click.exceptions.UsageError, _typer_click.exceptions.UsageError) as e:
         err_console.print(f"error: {e.format_message()}", markup=False, highlight=False, soft_wrap=True)
         return _exit(2, argv)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, _typer_click.exceptions.Abort):
         err_console.print("aborted", markup=False)
         return _exit(130, argv)
     except KeyboardInterrupt:

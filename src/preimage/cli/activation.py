@@ -4,8 +4,6 @@ stats."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -37,21 +35,6 @@ LeakOpt = Annotated[float, typer.Option("--relu-leak", help="slope given to the 
                                         "(the paper's option; 0 in its released runs)")]
 OutOpt = Annotated[Path, typer.Option(help="output folder")]
 PngScaleOpt = Annotated[str, typer.Option(help="minmax (the paper's) or clip")]
-
-
-@contextmanager
-def _lazy_progress(description: str) -> Iterator[Callable[[int, int], None]]:
-    """A progress bar that appears at the first progress report, so that errors raised while preparing
-    (a bad size, an unreadable image) stay the only line on stderr."""
-    with ExitStack() as stack:
-        bar: list[Callable[[int, int], None]] = []
-
-        def update(done: int, total: int) -> None:
-            if not bar:
-                bar.append(stack.enter_context(progress_bar(description)))
-            bar[0](done, total)
-
-        yield update
 
 
 def parse_units(spec: str | None) -> list[int]:
@@ -112,7 +95,7 @@ def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
     mosaic = f"{stem}-mosaic.png" if len(names) > 1 else None
     outdir = OutputDir(out, force)
     outdir.claim([f"{n}.png" for n in names] + ([mosaic] if mosaic else []) + [f"{stem}.json"])
-    with _lazy_progress(f"maximize {rep.layer or 'output'}") as update:
+    with progress_bar(f"maximize {rep.layer or 'output'}") as update:
         res = run_maximize(rep, units, mode=mode, restarts=restarts, size=size, iters=iters, seed=seed,
                            optimizer=optimizer, relu_leak=relu_leak, progress=update)
     records = res.records()
@@ -169,7 +152,7 @@ def caricature(image: Annotated[str, typer.Argument(help="image path or sample:N
     stem = f"car-{image_name(image)}-{_safe(rep.name)}-{_safe(rep.layer or 'output')}"
     outdir = OutputDir(out, force)
     outdir.claim([f"{stem}.png", f"{stem}.json"])
-    with _lazy_progress(f"caricature {rep.layer or 'output'}") as update:
+    with progress_bar(f"caricature {rep.layer or 'output'}") as update:
         res = run_caricature(rep, image, size=size, iters=iters, seed=seed, optimizer=optimizer,
                              relu_leak=relu_leak, progress=update)
     start, end = float(res.metrics["score_start"][0]), float(res.metrics["score_end"][0])
@@ -203,7 +186,7 @@ def stats(model: ModelOpt = "efficientnet_lite0",
         raise PreimageError("--batch must be at least 1")
     specs, source = resolve_images(images)  # an empty or missing folder fails here, before any work
     rep = load_rep(model, None, weights, random_weights, device)
-    with _lazy_progress("stats") as update:
+    with progress_bar("stats") as update:
         st = compute_stats(rep, specs, size=size, batch=batch, progress=update)
     st.source = source
     cacheable = rep.spec.weights_id not in ("random", "user")

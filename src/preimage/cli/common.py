@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from ..representations import Representation, load
 
@@ -48,15 +48,22 @@ def load_rep(model: str, layer: str | None, weights: str | None, random_weights:
 
 @contextmanager
 def progress_bar(description: str, enabled: bool = True) -> Iterator[Callable[[int, int], None]]:
-    """A rich progress bar on stderr; yields ``update(done, total)``."""
+    """A rich progress bar on stderr; yields ``update(done, total)``.
+
+    The bar appears at the first report, so an error raised while preparing stays the only line on stderr.
+    """
     if not enabled:
         yield lambda done, total: None
         return
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err_console, transient=False) as prog:
-        task = prog.add_task(description, total=None)
+    with ExitStack() as stack:
+        bar: list[tuple[Progress, TaskID]] = []
 
         def update(done: int, total: int) -> None:
+            if not bar:
+                prog = stack.enter_context(Progress(TextColumn("{task.description}"), BarColumn(),
+                                                    MofNCompleteColumn(), TimeElapsedColumn(), console=err_console))
+                bar.append((prog, prog.add_task(description, total=total)))
+            prog, task = bar[0]
             prog.update(task, completed=done, total=total)
 
         yield update

@@ -44,7 +44,8 @@ def layers(model: ModelOpt = "efficientnet_lite0", weights: WeightsOpt = None, r
     for a, target in rep.spec.layer_aliases.items():
         aliases.setdefault(target, []).append(a)
     rows = [{"name": n, "type": type(mods[n]).__name__, "shape": list(g.shape), "stride": fmt_pair(g.stride),
-             "receptive_field": fmt_pair(g.receptive_field), "aliases": aliases.get(n, [])}
+             "receptive_field": fmt_pair(g.receptive_field), "global_field": g.global_field,
+             "aliases": aliases.get(n, [])}
             for n, g in geo.items() if g.shape]
 
     def human() -> None:
@@ -56,7 +57,7 @@ def layers(model: ModelOpt = "efficientnet_lite0", weights: WeightsOpt = None, r
         for r in rows:
             name = r["name"] + (f" ({', '.join(r['aliases'])})" if r["aliases"] else "")
             t.add_row(name, r["type"], "×".join(map(str, r["shape"])), str(r["stride"] or "-"),
-                      str(r["receptive_field"] or "global"))
+                      ("≥" if r["global_field"] and r["stride"] else "") + str(r["receptive_field"] or "global"))
         out_console.print(t)
 
     emit({"model": rep.name, "input_size": list(hw), "layers": rows}, as_json, human)
@@ -68,7 +69,8 @@ def invert(image: Annotated[str, typer.Argument(help="image path or sample:NAME 
            random_weights: RandomOpt = False,
            C: Annotated[str | None, typer.Option("--C", "-C", help="data-term weight(s), e.g. 100 or 1,20,100,300 "
                                                  "(default: the model's, 100 for CNNs)")] = None,
-           iters: Annotated[int | None, typer.Option(help="total iterations (default: the paper's 300+50)")] = None,
+           iters: Annotated[int | None, typer.Option(help="total iterations (default: the model's, 300+50 for "
+                                                     "CNNs, 300 for HOG/DSIFT)")] = None,
            size: Annotated[int | None, typer.Option(help="input size in pixels (default: the model's)")] = None,
            restarts: Annotated[int, typer.Option(help="random restarts per image and C")] = 1,
            seed: SeedOpt = 0,
