@@ -180,3 +180,20 @@ def test_hog_table_command(folder, tmp_path, capsys) -> None:
     assert "already exists" in capsys.readouterr().err
     assert main(["reproduce", "hog-table", "--images", str(folder), "--models", "hog,sift", "--out",
                  str(tmp_path / "p")]) == 2
+
+
+def test_maximize_template_command(tmp_path, capsys) -> None:
+    rng = np.random.default_rng(0)
+    w = rng.random((4, 4, 31)).astype(np.float32)  # DPM layout h×w×D, with texture dims that are dropped
+    np.save(tmp_path / "w.npy", w)
+    out = tmp_path / "out"
+    args = ["maximize", "--model", "hog", "--template", str(tmp_path / "w.npy"), "--iters", "15", "--out", str(out),
+            "--json"]
+    assert main(args) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["size"] == [48, 48]  # (4 cells + 2 border cells) × 8 px
+    assert data["activation"][0] > data["activation_start"][0]
+    assert (out / "template-w-hog.png").exists()
+    assert main(args) == 2  # no overwrite without --force
+    assert main(["maximize", "--model", "hog", "--template", str(tmp_path / "missing.npy")]) == 2
+    assert "template file not found" in capsys.readouterr().err

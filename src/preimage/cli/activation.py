@@ -79,12 +79,17 @@ def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
              relu_leak: LeakOpt = 0.0, size: SizeOpt = None, iters: ItersOpt = None, seed: SeedOpt = 0,
              optimizer: OptimizerOpt = "paper", out: OutOpt = Path("preimage-out"),
              png_scale: PngScaleOpt = "minmax", weights: WeightsOpt = None, random_weights: RandomOpt = False,
+             template: Annotated[Path | None, typer.Option(help="maximize a linear template over the cells instead "
+                                                           "of units: .npy/.npz/DPM .mat, h×w×D or D×h×w (HOG "
+                                                           "template pictures)")] = None,
              force: ForceOpt = False, device: DeviceOpt = "cpu", as_json: JsonOpt = False) -> None:
     """Activation maximization: images that excite units of a layer most (one image per unit and restart,
     plus a mosaic). Normalized by each unit's maximum response over reference images (see 'preimage stats')."""
     from ..activation import check_options, check_units
     from ..activation import maximize as run_maximize
 
+    if template is not None:
+        return _template(model, template, restarts, iters, seed, out, png_scale, force, device, as_json)
     units = parse_units(unit)
     check_options(mode, restarts, relu_leak)
     # Check the units (and measure the layer) before claiming files or starting the progress bar.
@@ -130,6 +135,32 @@ def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
             out_console.print(f"mosaic → {image}")
         out_console.print(f"{res.iterations} iterations at {res.info['size'][0]}×{res.info['size'][1]} in "
                           f"{res.seconds:.1f} s")
+
+    emit(summary, as_json, human)
+
+
+def _template(model: str, template: Path, restarts: int, iters: int | None, seed: int, out: Path, png_scale: str,
+              force: bool, device: str, as_json: bool) -> None:
+    """``maximize --template``: the picture of a linear template (paper-notes §4 item 2)."""
+    from ..shallow import load_template, template_picture
+
+    w = load_template(template)  # a bad file fails before any output is claimed
+    rep = load_rep(model, None, None, False, device)
+    stem = f"template-{_safe(template.stem)}-{_safe(rep.name)}"
+    names = [f"{stem}-r{r}" for r in range(restarts)] if restarts > 1 else [stem]
+    outdir = OutputDir(out, force)
+    outdir.claim([f"{n}.png" for n in names] + [f"{stem}.json"])
+    with progress_bar(f"template {template.name}") as update:
+        res = template_picture(rep, w, iters=iters or 300, seed=seed, restarts=restarts, progress=update)
+    images = [str(save_png(img, outdir / f"{n}.png", png_scale)) for n, img in zip(names, res.images, strict=True)]
+    summary = {"model": res.model, "template": str(template), "activation": res.metrics["activation"].tolist(),
+               "activation_start": res.metrics["activation_start"].tolist(), "image": images[0], "images": images,
+               "iterations": res.iterations, "seconds": round(res.seconds, 3), "size": res.info["size"], "seed": seed}
+    summary["json"] = str(write_json(outdir / f"{stem}.json", summary))
+
+    def human() -> None:
+        for a0, a, img in zip(summary["activation_start"], summary["activation"], images, strict=True):
+            out_console.print(f"template response {a0:.3g} → {a:.3g}  → {img}")
 
     emit(summary, as_json, human)
 
