@@ -113,7 +113,9 @@ def test_micro_batch_size_rule() -> None:
     from preimage.optimize import micro_batch_size
 
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
-    assert [micro_batch_size(cpu, 8, (s, s)) for s in (64, 96, 160, 224)] == [8, 4, 2, 1]
+    assert [micro_batch_size(cpu, 8, (s, s)) for s in (64, 96, 160, 224, 400)] == [8, 8, 3, 2, 1]  # 1 thread
+    torch.set_num_threads(2)  # the budget is per thread (restored by the fixture)
+    assert [micro_batch_size(cpu, 8, (s, s)) for s in (96, 128, 224)] == [8, 8, 3]
     assert micro_batch_size(gpu, 8, (224, 224)) == 8  # GPUs take the whole batch
     assert micro_batch_size(cpu, 8, (224, 224), 0) == 8 and micro_batch_size(cpu, 8, (224, 224), 3) == 3
 

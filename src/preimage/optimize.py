@@ -233,22 +233,23 @@ def frozen(module: nn.Module) -> Iterator[None]:
             p.requires_grad_(True)
 
 
-#: On CPU the network runs on micro-batches of about this many input pixels (65536 = one 256×256 image):
-#: a batch of large images overflows the caches and runs slower per image than one image at a time
-#: (efficientnet_lite0 to blocks.4, 224 px, 1 thread: 8 images in one call 809 ms, one by one 569 ms, as
-#: micro-batches of 1 inside one graph 482 ms), while small images gain from batching (64 px: 63 ms
-#: batched vs 125 ms one by one). On GPUs the whole batch goes at once.
+#: On CPU the network runs on micro-batches of about this many input pixels per thread (65536 = one 256×256
+#: image): a batch of large images overflows the caches and runs slower per image than one image at a time,
+#: while small images gain from batching. Measured (efficientnet_lite0 to blocks.4, 8 problems, optimize()
+#: batched ÷ 8 sequential runs): 2 threads, 224 px: whole batch 1.18, micro-batches of 2 0.80, of 1 1.02;
+#: 2 threads, 128 px: whole batch 0.53; 1 thread, 224 px: whole batch 1.49, of 4 1.09, of 2 0.92, of 1 1.04.
+#: On GPUs the whole batch goes at once.
 CPU_MICRO_BATCH_PIXELS = 1 << 16
 
 
 def micro_batch_size(device: torch.device, n: int, size: tuple[int, int], micro_batch: int | None = None) -> int:
     """How many problems go through the network per call: ``micro_batch`` if given (≤0: all), else all on
-    GPUs and ``CPU_MICRO_BATCH_PIXELS``/(H·W) (at least 1) on CPU."""
+    GPUs and ⌈``CPU_MICRO_BATCH_PIXELS``·threads/(H·W)⌉ on CPU (calls evenly filled)."""
     if micro_batch is not None:
         return n if micro_batch <= 0 else min(micro_batch, n)
     if device.type != "cpu":
         return n
-    m = max(1, min(n, CPU_MICRO_BATCH_PIXELS // (size[0] * size[1])))
+    m = max(1, min(n, -(-CPU_MICRO_BATCH_PIXELS * torch.get_num_threads() // (size[0] * size[1]))))
     return -(-n // -(-n // m))  # as many calls as m requires, evenly filled (8 at m=7: 4+4, not 7+1)
 
 
