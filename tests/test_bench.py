@@ -10,12 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from preimage.bench import deepest_layer, interleaved, lucent_name, parse_device
+from preimage.bench import deepest_layer, interleaved, lucent_name
 from preimage.errors import PreimageError
 from preimage.objectives import Inversion
 from preimage.optimize import Energy, amp_dtype, frozen, noise_init, optimize
 from preimage.regularizers import alpha_norm, alpha_norm_and_grad, project_ball, tv_beta, tv_beta_and_grad
-from preimage.representations import Representation, Stage, load
+from preimage.representations import Representation, Stage, load, parse_device
 from preimage.transforms import centre_crop, place_on_canvas, random_crop
 
 

@@ -57,6 +57,13 @@ def test_masks_select_neurons_and_channels() -> None:
         preimage.invert(rep, "sample:chelsea", mask="nope:3", size=32, iters=2)
 
 
+def test_bf16_autocast_option_inverts_like_float32() -> None:
+    rep = lite0("blocks.1")
+    ref = preimage.invert(rep, "sample:chelsea", size=48, iters=30)
+    half = preimage.invert(rep, "sample:chelsea", size=48, iters=30, amp="bf16")
+    assert abs(float(half.metrics["error"][0]) - float(ref.metrics["error"][0])) < 0.1
+
+
 def test_adam_option_also_inverts() -> None:
     res = preimage.invert(lite0("blocks.1"), "sample:chelsea", size=48, iters=40, optimizer="adam")
     assert float(res.metrics["error"][0]) < 0.8
@@ -134,6 +141,8 @@ def test_cli_converts_grey_rgba_and_16bit_images(tmp_path, capsys) -> None:
     (["invert", "sample:chelsea", "--model", "alexnet", "--random-weights", "--layer", "features.12", "--size", "32"],
      "too small for layer 'features.12'"),
     (["invert", "sample:chelsea", "--device", "cuda:7"], "CUDA"),
+    (["invert", "sample:chelsea", "--amp", "fp8", "--size", "32", "--iters", "2"], "unknown mixed-precision mode"),
+    (["invert", "sample:chelsea", "--threads", "0"], "--threads must be at least 1"),
     (["layers", "--model", "nonexistent_net"], "unknown model"),
     (["invert"], "Missing argument"),
 ])

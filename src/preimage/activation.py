@@ -249,7 +249,7 @@ def maximize(model: Representation | str, units: int | Sequence[int], *, layer: 
              mode: str = "neuron", restarts: int = 1, size: int | tuple[int, int] | None = None,
              iters: int | None = None, seed: int = 0, optimizer: str = "paper", relu_leak: float = 0.0,
              stats: NeuronStats | None = None, energy: Energy = Energy(),
-             progress: Progress | None = None) -> Result:
+             progress: Progress | None = None, amp: bool | str | None = None, compile: bool = False) -> Result:
     """Images that excite units of a layer most: R restarts × k units = N problems, one ``optimize`` batch.
 
     mode: ``neuron`` (the paper): the unit's centre neuron of the pre-ReLU map; ``channel``: the mean of its
@@ -305,7 +305,7 @@ def maximize(model: Representation | str, units: int | Sequence[int], *, layer: 
     sched = scale_schedule(SINGLE_STAGE, iters)
     with leaky_relus(rep.net, relu_leak):
         trace = optimize(rep, objective, n, hw, sched, seed=seed, optimizer=optimizer, energy=energy,
-                         progress=progress)
+                         progress=progress, amp=amp, compile=compile)
     with torch.no_grad():
         phi = rep(trace.x)
     picked = phi[rows, unit_of.to(device)]
@@ -338,7 +338,7 @@ def maximize(model: Representation | str, units: int | Sequence[int], *, layer: 
 def caricature(model: Representation | str, images: str | Sequence[str] | torch.Tensor, *,
                layer: str | None = None, size: int | tuple[int, int] | None = None, iters: int | None = None,
                seed: int = 0, optimizer: str = "paper", relu_leak: float = 0.0, energy: Energy = Energy(),
-               progress: Progress | None = None) -> Result:
+               progress: Progress | None = None, amp: bool | str | None = None, compile: bool = False) -> Result:
     """Exaggerate what a layer sees in images: minimize −⟨Φ(x), Φ0⁺⟩/‖Φ0⁺‖², Φ0⁺ = max(Φ(x0), 0), starting
     from x0, 300 steps with jitter (paper-notes §1.4). Φ0 is computed on the mean-subtracted image the
     optimization starts from (the authors' script used the raw image: a quirk, fixed here).
@@ -359,7 +359,7 @@ def caricature(model: Representation | str, images: str | Sequence[str] | torch.
     sched = scale_schedule(SINGLE_STAGE, iters)
     with leaky_relus(rep.net, relu_leak):
         trace = optimize(rep, objective, x0.shape[0], tuple(x0.shape[-2:]), sched, init=x0, seed=seed,
-                         optimizer=optimizer, energy=energy, progress=progress)
+                         optimizer=optimizer, energy=energy, progress=progress, amp=amp, compile=compile)
     with torch.no_grad():
         end = objective.score(rep(trace.x))
     start = objective.score(phi0)

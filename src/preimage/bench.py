@@ -54,19 +54,6 @@ def threads(n: int | None):
         torch.set_num_threads(old)
 
 
-def parse_device(device: str) -> torch.device:
-    """A torch device from its name, or a clear error (unknown name, CUDA asked for but absent)."""
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise PreimageError(f"unknown device '{device}'") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise PreimageError("--device cuda was asked for, but no CUDA GPU is available")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise PreimageError("--device mps was asked for, but MPS is not available")
-    return dev
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -352,7 +339,7 @@ def run_bench(model: str = "efficientnet_lite0", layer: str | None = None, *, we
     if batch < 2 or iters < 1 or repeats < 1:
         raise PreimageError("--batch must be at least 2, --iters and --repeats at least 1")
     amp_dtype(amp)  # validates
-    rep = load(model, layer, weights=weights, random_weights=random_weights, device=parse_device(device))
+    rep = load(model, layer, weights=weights, random_weights=random_weights, device=device)
     if rep.layer is None:
         raise PreimageError(f"{rep.name} has no default layer; pass --layer")
     side = size or (rep.defaults.size or (224, 224))[0]

@@ -21,7 +21,8 @@ def _minmax(x: torch.Tensor) -> torch.Tensor:
 
 def run_demo(out: str | Path, image: str = "sample:chelsea", layers: Sequence[str] = (), size: int = 224,
              iters: int | None = None, C: float = 100.0, seed: int = 0, force: bool = False, device: str = "cpu",
-             model: str = "efficientnet_lite0", progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+             model: str = "efficientnet_lite0", progress: Callable[[int, int], None] | None = None,
+             amp: bool | str | None = None, compile: bool = False, threads: int | None = None) -> dict[str, Any]:
     """Invert ``image`` at each layer; write one PNG per layer, a PNG grid, a JSON record and an HTML page.
 
     Returns {out, page, grid, layers: [{layer, error, image}], seconds}.
@@ -29,6 +30,8 @@ def run_demo(out: str | Path, image: str = "sample:chelsea", layers: Sequence[st
     t0 = time.perf_counter()
     outdir = OutputDir(out, force)
     layers = list(layers) or [f"blocks.{i}" for i in range(1, 7)]
+    if threads:
+        torch.set_num_threads(threads)
     reps = [load(model, layer, device=device) for layer in layers]  # fail on a bad layer before any work
     files = ["original.png", "grid.png", "index.html", "demo.json"] + [f"{lay}.png" for lay in layers]
     outdir.claim(files)
@@ -42,7 +45,7 @@ def run_demo(out: str | Path, image: str = "sample:chelsea", layers: Sequence[st
             if progress:
                 progress(base + k, total)
 
-        res = invert(rep, image, C=C, size=size, iters=iters, seed=seed, progress=update)
+        res = invert(rep, image, C=C, size=size, iters=iters, seed=seed, progress=update, amp=amp, compile=compile)
         done += res.iterations
         png = save_png(res.images[0], outdir / f"{rep.layer}.png")
         pre_images.append(_minmax(res.images[0]))

@@ -13,6 +13,8 @@ from ..errors import PreimageError
 from ..images import save_png
 from ..report import OutputDir, save_grid, write_json
 from .common import (
+    AmpOpt,
+    CompileOpt,
     DeviceOpt,
     ForceOpt,
     JsonOpt,
@@ -20,6 +22,7 @@ from .common import (
     ModelOpt,
     RandomOpt,
     SeedOpt,
+    ThreadsOpt,
     WeightsOpt,
     app,
     emit,
@@ -82,7 +85,8 @@ def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
              template: Annotated[Path | None, typer.Option(help="maximize a linear template over the cells instead "
                                                            "of units: .npy/.npz/DPM .mat, h×w×D or D×h×w (HOG "
                                                            "template pictures)")] = None,
-             force: ForceOpt = False, device: DeviceOpt = "cpu", as_json: JsonOpt = False) -> None:
+             force: ForceOpt = False, device: DeviceOpt = "cpu", amp: AmpOpt = None, compile: CompileOpt = False,
+             threads: ThreadsOpt = None, as_json: JsonOpt = False) -> None:
     """Activation maximization: images that excite units of a layer most (one image per unit and restart,
     plus a mosaic). Normalized by each unit's maximum response over reference images (see 'preimage stats')."""
     from ..activation import check_options, check_units
@@ -93,7 +97,7 @@ def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
     units = parse_units(unit)
     check_options(mode, restarts, relu_leak)
     # Check the units (and measure the layer) before claiming files or starting the progress bar.
-    rep, _, units = check_units(load_rep(model, layer, weights, random_weights, device), units)
+    rep, _, units = check_units(load_rep(model, layer, weights, random_weights, device, threads), units)
     stem = f"max-{_safe(rep.name)}-{_safe(rep.layer or 'output')}-u{_units_tag(units)}"
     names = [f"{stem}-u{u}" + (f"-r{r}" if restarts > 1 else "") for u in units for r in range(restarts)] \
         if len(units) * restarts > 1 else [stem]
@@ -102,7 +106,7 @@ def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
     outdir.claim([f"{n}.png" for n in names] + ([mosaic] if mosaic else []) + [f"{stem}.json"])
     with progress_bar(f"maximize {rep.layer or 'output'}") as update:
         res = run_maximize(rep, units, mode=mode, restarts=restarts, size=size, iters=iters, seed=seed,
-                           optimizer=optimizer, relu_leak=relu_leak, progress=update)
+                           optimizer=optimizer, relu_leak=relu_leak, progress=update, amp=amp, compile=compile)
     records = res.records()
     for rec, name, img in zip(records, names, res.images, strict=True):
         rec["image"] = str(save_png(img, outdir / f"{name}.png", png_scale))
@@ -172,20 +176,21 @@ def caricature(image: Annotated[str, typer.Argument(help="image path or sample:N
                iters: ItersOpt = None, seed: SeedOpt = 0, optimizer: OptimizerOpt = "paper",
                relu_leak: LeakOpt = 0.0, out: OutOpt = Path("preimage-out"), png_scale: PngScaleOpt = "minmax",
                weights: WeightsOpt = None, random_weights: RandomOpt = False, force: ForceOpt = False,
-               device: DeviceOpt = "cpu", as_json: JsonOpt = False) -> None:
+               device: DeviceOpt = "cpu", amp: AmpOpt = None, compile: CompileOpt = False,
+               threads: ThreadsOpt = None, as_json: JsonOpt = False) -> None:
     """Caricature: exaggerate what a layer sees in IMAGE, starting from IMAGE itself."""
     from ..activation import caricature as run_caricature
     from ..activation import check_options
     from ..images import image_name
 
     check_options(relu_leak=relu_leak)
-    rep = load_rep(model, layer, weights, random_weights, device)
+    rep = load_rep(model, layer, weights, random_weights, device, threads)
     stem = f"car-{image_name(image)}-{_safe(rep.name)}-{_safe(rep.layer or 'output')}"
     outdir = OutputDir(out, force)
     outdir.claim([f"{stem}.png", f"{stem}.json"])
     with progress_bar(f"caricature {rep.layer or 'output'}") as update:
         res = run_caricature(rep, image, size=size, iters=iters, seed=seed, optimizer=optimizer,
-                             relu_leak=relu_leak, progress=update)
+                             relu_leak=relu_leak, progress=update, amp=amp, compile=compile)
     start, end = float(res.metrics["score_start"][0]), float(res.metrics["score_end"][0])
     png = str(save_png(res.images[0], outdir / f"{stem}.png", png_scale))
     summary = {"model": res.model, "layer": res.layer, "input": image, "score_start": start, "score_end": end,

@@ -30,20 +30,23 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="overwrite existing outp
 SeedOpt = Annotated[int, typer.Option("--seed", help="random seed (same seed, same output)")]
 
 
+AmpOpt = Annotated[str | None, typer.Option("--amp", help="mixed precision for the network: bf16 or fp16 (GPUs)")]
+CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile the network (start-up cost; for GPUs)")]
+ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="CPU threads for torch (default: torch's)")]
+
+
 def load_rep(model: str, layer: str | None, weights: str | None, random_weights: bool,
-             device: str = "cpu", **kw: Any) -> Representation:
-    """Load Φ for a command, on the requested device."""
-    import torch
+             device: str = "cpu", threads: int | None = None, **kw: Any) -> Representation:
+    """Load Φ for a command, on the requested device (and with ``threads`` CPU threads if given)."""
+    if threads is not None:
+        import torch
 
-    from ..errors import PreimageError
+        from ..errors import PreimageError
 
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise PreimageError(f"unknown device '{device}'") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise PreimageError("--device cuda was asked for, but no CUDA GPU is available")
-    return load(model, layer, weights=weights, random_weights=random_weights, device=dev, **kw)
+        if threads < 1:
+            raise PreimageError("--threads must be at least 1")
+        torch.set_num_threads(threads)
+    return load(model, layer, weights=weights, random_weights=random_weights, device=device, **kw)
 
 
 @contextmanager

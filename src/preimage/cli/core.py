@@ -11,6 +11,8 @@ from ..errors import PreimageError
 from ..images import save_png
 from ..report import OutputDir, write_json
 from .common import (
+    AmpOpt,
+    CompileOpt,
     DeviceOpt,
     ForceOpt,
     JsonOpt,
@@ -18,6 +20,7 @@ from .common import (
     ModelOpt,
     RandomOpt,
     SeedOpt,
+    ThreadsOpt,
     WeightsOpt,
     app,
     emit,
@@ -78,13 +81,14 @@ def invert(image: Annotated[str, typer.Argument(help="image path or sample:NAME 
            mask: Annotated[str | None, typer.Option(help="neigh:5 or channels:first-half|second-half|A:B")] = None,
            out: Annotated[Path, typer.Option(help="output folder")] = Path("preimage-out"),
            png_scale: Annotated[str, typer.Option(help="minmax (the paper's) or clip")] = "minmax",
-           force: ForceOpt = False, device: DeviceOpt = "cpu", as_json: JsonOpt = False) -> None:
+           force: ForceOpt = False, device: DeviceOpt = "cpu", amp: AmpOpt = None, compile: CompileOpt = False,
+           threads: ThreadsOpt = None, as_json: JsonOpt = False) -> None:
     """Invert IMAGE's representation at a layer: the image whose features match it."""
     from ..images import image_name
     from ..inversion import invert as run_invert
 
     cs = _parse_floats(C, "--C")
-    rep = load_rep(model, layer, weights, random_weights, device)
+    rep = load_rep(model, layer, weights, random_weights, device, threads)
     stem = f"{image_name(image)}-{_safe(rep.name)}-{_safe(rep.layer or 'output')}"
     n_c = len(cs) if cs else 1
     names = [f"{stem}-C{_num(c)}" + (f"-r{r}" if restarts > 1 else "") for c in (cs or [rep.defaults.C])
@@ -93,7 +97,7 @@ def invert(image: Annotated[str, typer.Argument(help="image path or sample:NAME 
     outdir.claim([f"{n}.png" for n in names] + [f"{stem}.json"])
     with progress_bar(f"invert {rep.layer or 'output'}") as update:
         res = run_invert(rep, image, C=cs, restarts=restarts, size=size, iters=iters, seed=seed,
-                         optimizer=optimizer, mask=mask, progress=update)
+                         optimizer=optimizer, mask=mask, progress=update, amp=amp, compile=compile)
     records = res.records()
     for rec, name, img in zip(records, names, res.images, strict=True):
         rec["image"] = str(save_png(img, outdir / f"{name}.png", png_scale))
@@ -119,14 +123,15 @@ def demo(out: Annotated[Path, typer.Option(help="output folder")] = Path("preima
          size: Annotated[int, typer.Option(help="input size in pixels")] = 224,
          iters: Annotated[int | None, typer.Option(help="iterations per layer (default: 300+50)")] = None,
          C: Annotated[float, typer.Option("--C", "-C", help="data-term weight")] = 100.0,
-         seed: SeedOpt = 0, force: ForceOpt = False, device: DeviceOpt = "cpu", as_json: JsonOpt = False) -> None:
+         seed: SeedOpt = 0, force: ForceOpt = False, device: DeviceOpt = "cpu", amp: AmpOpt = None,
+         compile: CompileOpt = False, threads: ThreadsOpt = None, as_json: JsonOpt = False) -> None:
     """The main job: invert a sample through several layers of efficientnet_lite0; write PNGs and an HTML page."""
     from ..demo import run_demo
 
     layer_list = [s.strip() for s in layers.split(",") if s.strip()]
     with progress_bar("demo", True) as update:
         info = run_demo(out, image=image, layers=layer_list, size=size, iters=iters, C=C, seed=seed, force=force,
-                        device=device, progress=update)
+                        device=device, progress=update, amp=amp, compile=compile, threads=threads)
 
     def human() -> None:
         for r in info["layers"]:

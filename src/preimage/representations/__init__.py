@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import PreimageError
 from .base import (
     CNN_INVERSION,
     SHALLOW_INVERSION,
@@ -18,7 +19,7 @@ from .base import (
 from .zoo import IMAGENET_MEAN, IMAGENET_STD, build, list_models, register_model
 
 __all__ = ["CNN_INVERSION", "SHALLOW_INVERSION", "Geometry", "ModelSpec", "Representation", "Stage",
-           "TaskDefaults", "build", "list_models", "load", "measure_geometry", "register_model"]
+           "TaskDefaults", "build", "list_models", "load", "measure_geometry", "parse_device", "register_model"]
 
 
 def load(model: str | nn.Module | ModelSpec, layer: str | None = None, *, weights: str | None = None,
@@ -38,4 +39,17 @@ def load(model: str | nn.Module | ModelSpec, layer: str | None = None, *, weight
     else:
         spec = build(model, weights=weights, random_weights=random_weights, **kwargs)
     rep = Representation(spec, layer)
-    return rep.to(device) if device is not None else rep
+    return rep.to(parse_device(device)) if device is not None else rep
+
+
+def parse_device(device: str) -> torch.device:
+    """A torch device from its name, or a clear error (unknown name, CUDA asked for but absent)."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise PreimageError(f"unknown device '{device}'") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise PreimageError("--device cuda was asked for, but no CUDA GPU is available")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise PreimageError("--device mps was asked for, but MPS is not available")
+    return dev
