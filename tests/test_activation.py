@@ -101,6 +101,12 @@ def test_a_caricature_raises_its_score() -> None:
     assert float(res.metrics["score_end"][0]) >= 1.25, res.metrics
 
 
+def test_a_caricature_of_the_class_scores_at_least_doubles_its_score() -> None:
+    # The paper's fc8 caricatures: at the logits no ReLU6 caps the response.
+    res = caricature(rep_at("classifier"), "sample:chelsea", size=160, iters=150)
+    assert float(res.metrics["score_end"][0]) >= 2.0, res.metrics
+
+
 def test_caricature_reference_is_the_normalized_image() -> None:
     rep = rep_at("blocks.2")
     res = caricature(rep, "sample:coffee", size=48, iters=5)
