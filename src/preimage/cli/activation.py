@@ -29,6 +29,7 @@ from .common import (
     load_rep,
     out_console,
     progress_bar,
+    safe_name,
 )
 
 SizeOpt = Annotated[int | None, typer.Option(help="input size in pixels (default: from the receptive field)")]
@@ -64,10 +65,6 @@ def parse_units(spec: str | None) -> list[int]:
     return units
 
 
-def _safe(s: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in s)
-
-
 def _units_tag(units: list[int]) -> str:
     return "_".join(map(str, units)) if len(units) <= 6 else f"{units[0]}_to_{units[-1]}_{len(units)}units"
 
@@ -98,7 +95,7 @@ def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
     check_options(mode, restarts, relu_leak)
     # Check the units (and measure the layer) before claiming files or starting the progress bar.
     rep, _, units = check_units(load_rep(model, layer, weights, random_weights, device, threads), units)
-    stem = f"max-{_safe(rep.name)}-{_safe(rep.layer or 'output')}-u{_units_tag(units)}"
+    stem = f"max-{safe_name(rep.name)}-{safe_name(rep.layer or 'output')}-u{_units_tag(units)}"
     names = [f"{stem}-u{u}" + (f"-r{r}" if restarts > 1 else "") for u in units for r in range(restarts)] \
         if len(units) * restarts > 1 else [stem]
     mosaic = f"{stem}-mosaic.png" if len(names) > 1 else None
@@ -150,7 +147,7 @@ def _template(model: str, template: Path, restarts: int, iters: int | None, seed
 
     w = load_template(template)  # a bad file fails before any output is claimed
     rep = load_rep(model, None, None, False, device)
-    stem = f"template-{_safe(template.stem)}-{_safe(rep.name)}"
+    stem = f"template-{safe_name(template.stem)}-{safe_name(rep.name)}"
     names = [f"{stem}-r{r}" for r in range(restarts)] if restarts > 1 else [stem]
     outdir = OutputDir(out, force)
     outdir.claim([f"{n}.png" for n in names] + [f"{stem}.json"])
@@ -185,7 +182,7 @@ def caricature(image: Annotated[str, typer.Argument(help="image path or sample:N
 
     check_options(relu_leak=relu_leak)
     rep = load_rep(model, layer, weights, random_weights, device, threads)
-    stem = f"car-{image_name(image)}-{_safe(rep.name)}-{_safe(rep.layer or 'output')}"
+    stem = f"car-{image_name(image)}-{safe_name(rep.name)}-{safe_name(rep.layer or 'output')}"
     outdir = OutputDir(out, force)
     outdir.claim([f"{stem}.png", f"{stem}.json"])
     with progress_bar(f"caricature {rep.layer or 'output'}") as update:

@@ -85,3 +85,23 @@ def fmt_pair(p: tuple[int, int] | None) -> Any:
     if p is None:
         return None
     return p[0] if p[0] == p[1] else list(p)
+
+
+def parse_floats(s: str | None, opt: str) -> list[float] | None:
+    """``"1,20,100"`` → [1.0, 20.0, 100.0] (positive numbers), None for None; a clear error otherwise."""
+    from ..errors import PreimageError
+
+    if s is None:
+        return None
+    try:
+        vals = [float(v) for v in s.split(",") if v.strip()]
+    except ValueError:
+        raise PreimageError(f"{opt} takes numbers separated by commas, got '{s}'") from None
+    if not vals or any(not v > 0 for v in vals):
+        raise PreimageError(f"{opt} values must be positive numbers, got '{s}'")
+    return vals
+
+
+def safe_name(s: str) -> str:
+    """A string usable in file names (model and layer names)."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in s)

@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from ..errors import PreimageError
 from ..images import save_png
 from ..report import OutputDir, write_json
 from .common import (
@@ -28,7 +27,9 @@ from .common import (
     fmt_pair,
     load_rep,
     out_console,
+    parse_floats,
     progress_bar,
+    safe_name,
 )
 
 
@@ -87,9 +88,9 @@ def invert(image: Annotated[str, typer.Argument(help="image path or sample:NAME 
     from ..images import image_name
     from ..inversion import invert as run_invert
 
-    cs = _parse_floats(C, "--C")
+    cs = parse_floats(C, "--C")
     rep = load_rep(model, layer, weights, random_weights, device, threads)
-    stem = f"{image_name(image)}-{_safe(rep.name)}-{_safe(rep.layer or 'output')}"
+    stem = f"{image_name(image)}-{safe_name(rep.name)}-{safe_name(rep.layer or 'output')}"
     n_c = len(cs) if cs else 1
     names = [f"{stem}-C{_num(c)}" + (f"-r{r}" if restarts > 1 else "") for c in (cs or [rep.defaults.C])
              for r in range(restarts)] if n_c * restarts > 1 else [stem]
@@ -143,21 +144,5 @@ def demo(out: Annotated[Path, typer.Option(help="output folder")] = Path("preima
         err_console.print(f"done in {info['seconds']:.0f} s", markup=False)
 
 
-def _parse_floats(s: str | None, opt: str) -> list[float] | None:
-    if s is None:
-        return None
-    try:
-        vals = [float(v) for v in s.split(",") if v.strip()]
-    except ValueError:
-        raise PreimageError(f"{opt} takes numbers separated by commas, got '{s}'") from None
-    if not vals or any(v <= 0 or v != v for v in vals):
-        raise PreimageError(f"{opt} values must be positive numbers, got '{s}'")
-    return vals
-
-
 def _num(v: float) -> str:
     return f"{v:g}"
-
-
-def _safe(s: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in s)

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from ..errors import PreimageError
+from ..representations import parse_device
 from .common import (
     DeviceOpt,
     ForceOpt,
@@ -20,6 +21,7 @@ from .common import (
     emit,
     err_console,
     out_console,
+    parse_floats,
 )
 
 reproduce_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
@@ -29,27 +31,6 @@ app.add_typer(reproduce_app, name="reproduce")
 
 def _log(msg: str) -> None:
     err_console.print(msg, markup=False, highlight=False, soft_wrap=True)
-
-
-def _floats(s: str, opt: str) -> list[float]:
-    try:
-        vals = [float(v) for v in s.split(",") if v.strip()]
-    except ValueError:
-        raise PreimageError(f"{opt} takes numbers separated by commas, got '{s}'") from None
-    if not vals or any(not v > 0 for v in vals):
-        raise PreimageError(f"{opt} values must be positive numbers, got '{s}'")
-    return vals
-
-
-def _check_device(device: str) -> None:
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise PreimageError(f"unknown device '{device}'") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise PreimageError("--device cuda was asked for, but no CUDA GPU is available")
 
 
 def _names(s: str | None) -> list[str] | None:
@@ -86,8 +67,8 @@ def cnn_layers(model: ModelOpt = "efficientnet_lite0",
         raise PreimageError(f"--eval-scale must be one of {', '.join(EVAL_SCALES)}, got '{eval_scale}'")
     if size is not None and size < 16:
         raise PreimageError("--size must be at least 16")
-    cs = _floats(C, "--C")
-    _check_device(device)
+    cs = parse_floats(C, "--C")
+    parse_device(device)
     with progress_bar("cnn-layers") as update:
         info = run_cnn_layers(model, images, out, layers=_names(layers), C=cs, restarts=restarts, size=size,
                               iters=iters, paper=paper, noreg=noreg, seed=seed, batch=batch, eval_scale=eval_scale,
@@ -122,7 +103,7 @@ def figures(model: ModelOpt = "efficientnet_lite0",
 
     from ..reproduce.figures import run_figures
 
-    _check_device(device)
+    parse_device(device)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err_console) as prog:
         sec_task = prog.add_task("sections", total=None)

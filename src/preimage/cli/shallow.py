@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from ..errors import PreimageError
+from ..representations import parse_device
 from .common import DeviceOpt, ForceOpt, JsonOpt, SeedOpt, emit, err_console, out_console, progress_bar
 from .evaluation import reproduce_app
 
@@ -28,18 +29,12 @@ def hog_table(images: Annotated[str, typer.Option(help="a folder of images, or '
               out: Annotated[Path, typer.Option(help="output folder")] = Path("preimage-hog-table"),
               seed: SeedOpt = 0, force: ForceOpt = False, device: DeviceOpt = "cpu", as_json: JsonOpt = False) -> None:
     """The IJCV HOG table: mean inversion error ± 95% CI of HOG, HOGb and DSIFT over a folder (grey, C=100)."""
-    import torch
 
     from ..images import atomic_write_bytes, save_png
     from ..report import OutputDir, save_grid, write_json
     from ..reproduce.hog_table import MODELS, collect_images, run_hog_table
 
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise PreimageError(f"unknown device '{device}'") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise PreimageError("--device cuda was asked for, but no CUDA GPU is available")
+    dev = parse_device(device)
     names = [m.strip() for m in models.split(",") if m.strip()]
     bad = [m for m in names if m not in MODELS]
     if bad or not names:
