@@ -22,7 +22,7 @@ from .inversion import as_representation, prepare_images, reference_features
 from .objectives import InnerProduct
 from .objectives import caricature as caricature_objective
 from .optimize import Energy, Progress, optimize, scale_schedule
-from .representations.base import Geometry, ModelSpec, Representation, Stage
+from .representations.base import Geometry, ModelSpec, Representation, Stage, truncated_forward
 from .result import Result
 from .stats import RELUS, NeuronStats, Point, load_stats, warn
 
@@ -34,28 +34,6 @@ MODES = ("neuron", "channel")
 # --- the pre-ReLU point ----------------------------------------------------------------------------------------
 
 
-class _Stop(Exception):
-    """Raised in the pre-hook so the network stops right before the activation."""
-
-
-def input_of(net: nn.Module, x: torch.Tensor, module: nn.Module) -> torch.Tensor:
-    """Run ``net`` on ``x`` only as far as ``module``'s input (its first call); x: network input N×C×H×W."""
-    box: list[torch.Tensor] = []
-
-    def hook(_m: nn.Module, args: tuple) -> None:
-        box.append(args[0])
-        raise _Stop
-
-    handle = module.register_forward_pre_hook(hook)
-    try:
-        net(x)
-    except _Stop:
-        pass
-    finally:
-        handle.remove()
-    if not box:
-        raise PreimageError("the target layer was never called in the network's forward pass")
-    return box[0]
 
 
 class PreActivation(Representation):
@@ -74,7 +52,7 @@ class PreActivation(Representation):
         """x: N×C×H×W in paper units → the pre-activation response N×D×h×w (or N×D)."""
         parent, attr = self._act_path
         act = getattr(self.net.get_submodule(parent) if parent else self.net, attr)
-        return input_of(self.net, x * self.scale, act)
+        return truncated_forward(self.net, x * self.scale, act, at_input=True)
 
 
 def response_point(rep: Representation) -> tuple[Representation, Point]:

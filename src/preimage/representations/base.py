@@ -99,17 +99,19 @@ def resolve_layer(spec: ModelSpec, layer: str | None) -> str | None:
     raise PreimageError(f"unknown layer '{layer}' for model '{spec.name}'{hint}")
 
 
-def truncated_forward(net: nn.Module, x: torch.Tensor, target: nn.Module | None) -> torch.Tensor:
-    """Run ``net`` on ``x`` only as far as ``target``'s output (the whole net if ``target`` is None)."""
+def truncated_forward(net: nn.Module, x: torch.Tensor, target: nn.Module | None,
+                      at_input: bool = False) -> torch.Tensor:
+    """Run ``net`` on ``x`` only as far as ``target``'s output (or its first input with ``at_input``, e.g. the
+    pre-activation of a ReLU module); the whole net if ``target`` is None."""
     if target is None:
         return net(x)
-    box: list[torch.Tensor] = []
+    box: list[object] = []
 
-    def hook(_m: nn.Module, _i: object, out: object) -> None:
-        box.append(out)
+    def hook(_m: nn.Module, args: tuple, out: object = None) -> None:
+        box.append(args[0] if at_input else out)
         raise _Stop
 
-    handle = target.register_forward_hook(hook)
+    handle = target.register_forward_pre_hook(hook) if at_input else target.register_forward_hook(hook)
     try:
         net(x)
     except _Stop:
