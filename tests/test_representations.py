@@ -108,3 +108,16 @@ def test_weights_file_loading_checks_shapes(tmp_path) -> None:
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(PreimageError, match="cannot read weights file"):
         load("alexnet", weights=str(tmp_path / "junk.pth"))
+
+
+@pytest.mark.parametrize("model", ["vgg16", "timm:resnet18"])
+def test_offline_pretrained_weights_fail_in_one_line(model: str, tmp_path, capsys) -> None:
+    from preimage.cli import main
+    from preimage.representations.zoo import _online
+
+    if _online("download.pytorch.org") or _online("huggingface.co"):
+        pytest.skip("this machine is online")
+    assert main(["invert", "sample:chelsea", "--model", model, "--out", str(tmp_path), "--json"]) == 2
+    out = capsys.readouterr()
+    assert out.out == ""  # nothing on stdout: --json's stdout holds one object or nothing
+    assert out.err.strip().splitlines() == [out.err.strip()] and "--random-weights" in out.err

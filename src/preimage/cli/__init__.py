@@ -42,9 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     except (click.exceptions.UsageError, _typer_click.exceptions.UsageError) as e:
         err_console.print(f"error: {e.format_message()}", markup=False, highlight=False, soft_wrap=True)
         return _exit(2, argv)
-    except (click.exceptions.Abort, _typer_click.exceptions.Abort):
+    except click.exceptions.Abort:
         err_console.print("aborted", markup=False)
         return _exit(130, argv)
+    except BrokenPipeError:  # e.g. piped into `head`: the reader left, nothing more to say
+        sys.stdout = None
+        return _exit(0, argv)
     except KeyboardInterrupt:
         err_console.print("interrupted", markup=False)
         return _exit(130, argv)

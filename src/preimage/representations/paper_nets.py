@@ -25,7 +25,7 @@ from ..errors import PreimageError
 from . import matconvnet as mcn
 from .base import ModelSpec, TaskDefaults
 from .matconvnet import McnLayer
-from .zoo import IMAGENET_MEAN, IMAGENET_STD, _offline_error, load_into, load_state_file, register_model
+from .zoo import IMAGENET_MEAN, IMAGENET_STD, load_into, load_state_file, pretrained_torchvision, register_model
 
 __all__ = ["PAPER_NETS", "PaperNet", "architecture", "from_torchvision_vgg16", "layer_aliases"]
 
@@ -314,13 +314,7 @@ def vgg16(weights: str | None = None, random_weights: bool = False, **kw: object
         load_into(module, sd, weights)
         mean, std = _mcn_units(net.mean)
         return _spec(net, layers, module, mean, std, net.size, wid)
-    import torchvision
-
-    enum = torchvision.models.get_model_weights("vgg16").DEFAULT
-    try:
-        sd = enum.get_state_dict(progress=False)
-    except Exception as e:  # noqa: BLE001 - URLError, HTTPError, ...
-        raise _offline_error("vgg16", e) from None
+    sd, enum = pretrained_torchvision("vgg16")
     module = mcn.build_sequential(layers, init=False)
     load_into(module, from_torchvision_vgg16(sd, f"torchvision {enum}"), f"torchvision {enum}")
     return _spec(net, layers, module, IMAGENET_MEAN, IMAGENET_STD, net.size, f"torchvision:{enum}")

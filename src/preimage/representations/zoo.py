@@ -7,8 +7,11 @@ HOG/DSIFT). Every builder takes ``weights`` (a local file or None) and ``random_
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import socket
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -130,6 +133,21 @@ def efficientnet_lite0(weights: str | None = None, random_weights: bool = False)
                      default_layer="blocks.4", weights_id=wid, classifier_layer="classifier")
 
 
+def pretrained_torchvision(name: str) -> tuple[dict[str, torch.Tensor], object]:
+    """torchvision's default pretrained state dict for ``name`` (downloaded or cached) and its weights enum."""
+    import torchvision
+
+    enum = torchvision.models.get_model_weights(name).DEFAULT
+    # torch.hub announces downloads on stdout, which must hold only --json's object: send it to stderr,
+    # or nowhere when offline (the download is about to fail and our error says why).
+    sink = sys.stderr if _online("download.pytorch.org") else io.StringIO()
+    try:
+        with contextlib.redirect_stdout(sink):
+            return enum.get_state_dict(progress=False), enum
+    except Exception as e:  # noqa: BLE001 - URLError, HTTPError, ...
+        raise _offline_error(name, e) from None
+
+
 def _torchvision(name: str, weights: str | None, random_weights: bool) -> ModelSpec:
     import torchvision
 
@@ -142,11 +160,9 @@ def _torchvision(name: str, weights: str | None, random_weights: bool) -> ModelS
         wid = f"file:{Path(weights).resolve()}" if weights else "random"
         size = 224
     else:
-        enum = torchvision.models.get_model_weights(name).DEFAULT
-        try:
-            net = torchvision.models.get_model(name, weights=enum)
-        except Exception as e:  # noqa: BLE001 - URLError, HTTPError, ...
-            raise _offline_error(name, e) from None
+        sd, enum = pretrained_torchvision(name)
+        net = torchvision.models.get_model(name, weights=None)
+        net.load_state_dict(sd)
         wid = f"torchvision:{enum}"
         crop = enum.transforms().crop_size
         size = crop[0] if isinstance(crop, (list, tuple)) else int(crop)
@@ -170,25 +186,17 @@ def _timm(name: str, weights: str | None, random_weights: bool) -> ModelSpec:
             load_into(net, load_state_file(weights), weights)
         wid = f"file:{Path(weights).resolve()}" if weights else "random"
     else:
-        env = os.environ.get("HF_HUB_OFFLINE")
+        import huggingface_hub.constants as hub
+
+        was_offline = hub.HF_HUB_OFFLINE
         try:
-            # A cached copy loads offline at once; otherwise ask the hub only if it can be reached at all,
-            # since the hub client retries unreachable hosts for about a minute.
-            os.environ["HF_HUB_OFFLINE"] = "1"
-            try:
-                net = timm.create_model(name, pretrained=True)
-            except Exception:  # noqa: BLE001
-                if not _online("huggingface.co"):
-                    raise
-                os.environ.pop("HF_HUB_OFFLINE")
-                net = timm.create_model(name, pretrained=True)
+            # Unreachable hub: load from the cache only, at once (the hub client would retry for a minute).
+            hub.HF_HUB_OFFLINE = was_offline or not _online("huggingface.co")
+            net = timm.create_model(name, pretrained=True)
         except Exception as e:  # noqa: BLE001
             raise _offline_error(f"timm:{name}", e) from None
         finally:
-            if env is None:
-                os.environ.pop("HF_HUB_OFFLINE", None)
-            else:
-                os.environ["HF_HUB_OFFLINE"] = env
+            hub.HF_HUB_OFFLINE = was_offline
         wid = f"timm:{name}"
     cfg = net.pretrained_cfg
     size = tuple(cfg.get("input_size", (3, 224, 224))[1:])
