@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import pytest
 import torch
 
@@ -35,3 +36,19 @@ def lite0(layer: str | None = None):
 @pytest.fixture
 def seeded() -> None:
     torch.manual_seed(0)
+
+
+@functools.cache
+def grey(name: str) -> np.ndarray:
+    """A scikit-image sample as a float32 grey image in 0–255."""
+    from skimage import color, data
+
+    im = getattr(data, name)()
+    im = color.rgb2gray(im[..., :3]) if im.ndim == 3 else im / 255.0
+    return (im * 255).astype(np.float32)
+
+
+def stats(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Correlation and relative error ‖a−b‖/‖b‖."""
+    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
+    return float(np.corrcoef(a, b)[0, 1]), float(np.linalg.norm(a - b) / np.linalg.norm(b))

@@ -2,31 +2,14 @@
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import pytest
 import torch
+from conftest import grey, stats
 
 from preimage.errors import PreimageError
 from preimage.representations import load
 from preimage.representations.hog import HOG, orientation_histogram
-
-
-@functools.cache
-def grey(name: str) -> np.ndarray:
-    """A scikit-image sample as a float32 grey image in 0–255."""
-    from skimage import color, data
-
-    im = getattr(data, name)()
-    im = color.rgb2gray(im[..., :3]) if im.ndim == 3 else im / 255.0
-    return (im * 255).astype(np.float32)
-
-
-def stats(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """Correlation and relative error ‖a−b‖/‖b‖."""
-    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
-    return float(np.corrcoef(a, b)[0, 1]), float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
 @pytest.fixture(scope="module")
