@@ -74,8 +74,8 @@ def html_page(path: str | Path, title: str, sections: Sequence[tuple[str, Sequen
     """A self-contained HTML page: sections of (image file relative to the page, caption) figures."""
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              "<style>body{font-family:sans-serif;margin:2em;max-width:1200px}figure{display:inline-block;"
-             "margin:6px;text-align:center;vertical-align:top}img{image-rendering:pixelated;max-width:256px;"
-             "border:1px solid #ccc}figcaption{font-size:13px;max-width:256px}</style></head><body>",
+             "margin:6px;text-align:center;vertical-align:top}img{image-rendering:pixelated;max-width:480px;"
+             "border:1px solid #ccc}figcaption{font-size:13px;max-width:480px}</style></head><body>",
              f"<h1>{html.escape(title)}</h1>"]
     if intro:
         parts.append(f"<p>{html.escape(intro)}</p>")
