@@ -23,7 +23,7 @@ from torch import nn
 
 from ..errors import PreimageError
 from ..images import COLOR_SAMPLES, atomic_write_bytes, image_name, load_image, save_png
-from ..inversion import invert
+from ..inversion import invert, prepare_images
 from ..metrics import EVAL_SCALES, as_saved, classifier_for, mean_ci, mean_pairwise_distance, naturalness, top1
 from ..optimize import Energy, scale_schedule
 from ..report import html_page, write_json
@@ -238,11 +238,7 @@ def run_cnn_layers(model: str | ModelSpec = "efficientnet_lite0", images: str | 
 
     specs, skipped = list_images(images, log)
     names = _unique_names(specs)
-    img = torch.cat([load_image(s, size) for s in specs]).to(base.scale.device)
-    if base.channels == 1:
-        from ..images import rgb_to_grey
-
-        img = rgb_to_grey(img)
+    img, _ = prepare_images(base, specs, size)
     classifier = classifier_for(base)
     cls_size = classify_size or (spec.defaults.size[0] if spec.defaults.size else size)
     orig_labels = top1(classifier, img, cls_size) if classifier is not None else None

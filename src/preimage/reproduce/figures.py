@@ -20,8 +20,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from ..errors import PreimageError
-from ..images import image_name, load_image, save_png, to_uint8
-from ..inversion import invert
+from ..images import image_name, save_png, to_uint8
+from ..inversion import invert, prepare_images
 from ..objectives import channel_mask
 from ..optimize import Energy, scale_schedule
 from ..report import OutputDir, html_page, save_grid, write_json
@@ -98,7 +98,7 @@ class FigureContext:
     def x0(self) -> torch.Tensor:
         """The image, 1×C×S×S in 0–255."""
         if self._x0 is None:
-            self._x0 = load_image(self.image, self.size, grey=self.base.channels == 1).to(self.base.scale.device)
+            self._x0 = prepare_images(self.base, self.image, self.size)[0]
         return self._x0
 
     # --- running and saving -----------------------------------------------------------------------------------
