@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +78,24 @@ def image_name(spec: str) -> str:
     """A short file-name-safe name for an image spec (``sample:chelsea`` → ``chelsea``)."""
     base = spec.split(":", 1)[1] if spec.startswith("sample:") else Path(spec).stem
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in base) or "image"
+
+
+def safe_name(s: str) -> str:
+    """A string usable in file names (model and layer names)."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in s)
+
+
+def unique_names(specs: Sequence[str]) -> list[str]:
+    """``image_name`` of each spec, with -2, -3, ... appended to repeats, so file names do not collide."""
+    names, seen = [], set()
+    for s in specs:
+        base = name = image_name(s)
+        k = 2
+        while name in seen:
+            name, k = f"{base}-{k}", k + 1
+        seen.add(name)
+        names.append(name)
+    return names
 
 
 def load_image(spec: str, size: int | tuple[int, int] | None = None, grey: bool = False) -> torch.Tensor:

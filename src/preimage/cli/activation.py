@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from ..errors import PreimageError
-from ..images import save_png
+from ..images import safe_name, save_png
 from ..report import OutputDir, save_grid, write_json
 from .common import (
     AmpOpt,
@@ -29,7 +29,6 @@ from .common import (
     load_rep,
     out_console,
     progress_bar,
-    safe_name,
 )
 
 SizeOpt = Annotated[int | None, typer.Option(help="input size in pixels (default: from the receptive field)")]

@@ -100,8 +100,3 @@ def parse_floats(s: str | None, opt: str) -> list[float] | None:
     if not vals or any(not v > 0 for v in vals):
         raise PreimageError(f"{opt} values must be positive numbers, got '{s}'")
     return vals
-
-
-def safe_name(s: str) -> str:
-    """A string usable in file names (model and layer names)."""
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in s)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ..images import save_png
+from ..images import safe_name, save_png
 from ..report import OutputDir, write_json
 from .common import (
     AmpOpt,
@@ -29,7 +29,6 @@ from .common import (
     out_console,
     parse_floats,
     progress_bar,
-    safe_name,
 )
 
 

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import PreimageError
-from ..images import COLOR_SAMPLES, atomic_write_bytes, image_name, load_image, save_png
+from ..images import COLOR_SAMPLES, atomic_write_bytes, load_image, safe_name, save_png, unique_names
 from ..inversion import invert, prepare_images
 from ..metrics import EVAL_SCALES, as_saved, classifier_for, mean_ci, mean_pairwise_distance, naturalness, top1
 from ..optimize import Energy, scale_schedule
@@ -118,22 +118,6 @@ def _fingerprint(spec: str) -> str:
     return hashlib.sha1(Path(spec).read_bytes()).hexdigest()[:16]
 
 
-def _unique_names(specs: Sequence[str]) -> list[str]:
-    names, seen = [], set()
-    for s in specs:
-        base = name = image_name(s)
-        k = 2
-        while name in seen:
-            name, k = f"{base}-{k}", k + 1
-        seen.add(name)
-        names.append(name)
-    return names
-
-
-def _safe(s: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in s)
-
-
 def _normalized(obj: Any) -> Any:
     """As it reads back from JSON (tuples become lists), so stored and current configurations compare equal."""
     return json.loads(json.dumps(obj))
@@ -157,7 +141,7 @@ class _Store:
         self.root, self.config, self.force = root, _normalized(config), force
 
     def unit_dir(self, layer: str, cond: Condition) -> Path:
-        return self.root / "runs" / _safe(layer) / cond.name
+        return self.root / "runs" / safe_name(layer) / cond.name
 
     def record_path(self, layer: str, cond: Condition, part: int) -> Path:
         return self.unit_dir(layer, cond) / f"part-{part}.json"
@@ -237,7 +221,7 @@ def run_cnn_layers(model: str | ModelSpec = "efficientnet_lite0", images: str | 
         raise PreimageError("--C lists the same value twice")
 
     specs, skipped = list_images(images, log)
-    names = _unique_names(specs)
+    names = unique_names(specs)
     img, _ = prepare_images(base, specs, size)
     classifier = classifier_for(base)
     cls_size = classify_size or (spec.defaults.size[0] if spec.defaults.size else size)
@@ -456,7 +440,7 @@ def _write_report(outdir: Path, info: dict[str, Any], img: torch.Tensor, names: 
                     continue
                 p = next(q for q in rec["problems"] if q["image"] == name and q["restart"] == 0)
                 agree = "" if "agree" not in p else (", same label" if p["agree"] else ", other label")
-                figs.append((f"runs/{_safe(layer)}/{cond.name}/{p['png']}",
+                figs.append((f"runs/{safe_name(layer)}/{cond.name}/{p['png']}",
                              f"{layer}: error {100 * p['error']:.1f}%{agree}"))
             sections.append((f"{name}, {cond.label}", figs))
     intro = (f"Mahendran & Vedaldi's CNN inversion protocol on {info['images']['count']} images with {info['model']}: "

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..errors import PreimageError
-from ..images import image_name, load_image, resize
+from ..images import load_image, resize, unique_names
 from ..inversion import invert
 from ..metrics import mean_ci
 from ..representations import Representation, load
@@ -131,8 +131,7 @@ def collect_images(images: str | Sequence[str], *, max_side: int | None = None,
     specs, unreadable = list_images(images, log)
     skipped = [{"file": s, "reason": "not a readable image"} for s in unreadable]
     reps = [load(m) for m in models]
-    out: list[TableImage] = []
-    seen: set[str] = set()
+    kept: list[tuple[str, torch.Tensor]] = []
     for spec in specs:
         x = _downscale(load_image(spec, grey=True), max_side)
         why = _too_small(reps, tuple(x.shape[-2:]))
@@ -140,12 +139,8 @@ def collect_images(images: str | Sequence[str], *, max_side: int | None = None,
             log(f"warning: skipping {spec}: {why}")
             skipped.append({"file": spec, "reason": why})
             continue
-        base = name = image_name(spec)
-        k = 2
-        while name in seen:
-            name, k = f"{base}-{k}", k + 1
-        seen.add(name)
-        out.append(TableImage(spec, name, x))
+        kept.append((spec, x))
+    out = [TableImage(spec, name, x) for (spec, x), name in zip(kept, unique_names([s for s, _ in kept]), strict=True)]
     if not out:
         raise PreimageError(f"no image in {images} is large enough for {', '.join(models)} "
                             f"({len(skipped)} files skipped)")
