@@ -13,8 +13,16 @@ from torch import nn
 from preimage.bench import deepest_layer, interleaved, lucent_name
 from preimage.errors import PreimageError
 from preimage.objectives import Inversion
-from preimage.optimize import Energy, amp_dtype, frozen, noise_init, optimize
-from preimage.regularizers import alpha_norm, alpha_norm_and_grad, project_ball, tv_beta, tv_beta_and_grad
+from preimage.optimize import Energy, amp_dtype, channels_last, frozen, keep_freed_memory, noise_init, optimize
+from preimage.regularizers import (
+    alpha_norm,
+    alpha_norm_and_grad,
+    colour_norms2,
+    project_ball,
+    rowdot,
+    tv_beta,
+    tv_beta_and_grad,
+)
 from preimage.representations import Representation, Stage, load, parse_device
 from preimage.transforms import centre_crop, place_on_canvas, random_crop
 
@@ -53,6 +61,39 @@ def test_closed_form_prior_gradients_equal_autograd(alpha: float, beta: float) -
     torch.testing.assert_close(v, e.regularizer(x))
     off_v, off_g = Energy(regularize=False).regularizer_and_grad(x)
     assert float(off_v.abs().sum()) == 0.0 and float(off_g.abs().sum()) == 0.0
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_colour_norms_and_row_dots_equal_the_plain_formulas(n: int) -> None:
+    x = torch.randn(n, 3, 5, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(n))
+    y = torch.randn(n, 3, 5, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(n + 10))
+    torch.testing.assert_close(colour_norms2(x), (x * x).sum(1, keepdim=True))
+    torch.testing.assert_close(rowdot(x, y), (x * y).flatten(1).sum(1))
+    # The closed forms for one problem (the BLAS-dot path) equal the differentiable priors too.
+    va, g = alpha_norm_and_grad(x[:1], 6.0, 0.5)
+    vt, g = tv_beta_and_grad(x[:1], 2.0, 3.0, grad=g)
+    torch.testing.assert_close(va + vt, 0.5 * alpha_norm(x[:1]) + 3.0 * tv_beta(x[:1]))
+
+
+def test_cpu_networks_run_channels_last_with_the_same_features() -> None:
+    rep = _tiny().double()
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(3)) * 40
+    with torch.no_grad():
+        want = rep(x)
+    assert channels_last(rep, torch.device("cpu"))
+    assert rep.net[0].weight.is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        got = rep(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    assert not channels_last(rep, torch.device("cuda"))  # other devices keep the network's layout
+
+
+def test_freed_memory_is_kept_on_glibc() -> None:
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt is glibc's")
+    assert keep_freed_memory() is True
 
 
 def test_projection_keeps_black_pixels_and_bounds_the_rest() -> None:

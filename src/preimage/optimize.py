@@ -12,7 +12,10 @@ and nothing waits for the device except the finiteness check every ``check_every
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import math
+import os
+import sys
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -253,6 +256,45 @@ def micro_batch_size(device: torch.device, n: int, size: tuple[int, int], micro_
     return -(-n // -(-n // m))  # as many calls as m requires, evenly filled (8 at m=7: 4+4, not 7+1)
 
 
+#: mallopt parameters (glibc's malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_heap_kept = False
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed memory for reuse instead of returning it to the OS (once per process).
+
+    Every iteration torch frees and re-allocates the same activation-sized buffers (hundreds of kB to MBs).
+    glibc serves such sizes with mmap or trims them off the heap when freed, so each iteration page-faults
+    them back in: measured 450–11 000 page faults per iteration and up to 2× the time of a bare pass on
+    this CPU. Raising the mmap and trim thresholds keeps them in the heap; peak memory is unchanged.
+    A no-op off glibc or with PREIMAGE_KEEP_HEAP=0. Returns whether the setting is in effect.
+    """
+    global _heap_kept
+    if _heap_kept or os.environ.get("PREIMAGE_KEEP_HEAP", "1") == "0" or not sys.platform.startswith("linux"):
+        return _heap_kept
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        _heap_kept = bool(libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30) and libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30))
+    except (OSError, AttributeError):  # not glibc (musl, ...): leave the allocator alone
+        _heap_kept = False
+    return _heap_kept
+
+
+def channels_last(rep: Representation, device: torch.device) -> bool:
+    """Whether Φ runs in the channels-last layout: on CPU, for networks with 2-D convolutions (converted once).
+
+    oneDNN's CPU convolutions run faster on NHWC than on NCHW (fwd+bwd at batch 1, 224 px, 2 threads:
+    efficientnet_lite0 0.82×, VGG 0.85×, AlexNet 0.94×, ResNet-18 0.99×); the result is the same.
+    """
+    if device.type != "cpu" or not any(isinstance(m, nn.Conv2d) for m in rep.net.modules()):
+        return False
+    if not getattr(rep, "_channels_last", False):
+        rep.net.to(memory_format=torch.channels_last)
+        rep._channels_last = True
+    return True
+
+
 class _DataTerm:
     """objective(Φ(window)) and its gradient w.r.t. the window, with optional autocast, compilation and
     micro-batches (one autograd graph over all of them, so the result does not depend on the split)."""
@@ -265,13 +307,17 @@ class _DataTerm:
         self.amp = amp_dtype(amp)
         self.loss_scale = FP16_LOSS_SCALE if self.amp == torch.float16 else 1.0
         self.micro_batch = micro_batch
+        self.layout = torch.channels_last if channels_last(rep, self.device) else torch.contiguous_format
+
+    def _phi(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward(x.contiguous(memory_format=self.layout))
 
     def features(self, window: torch.Tensor) -> torch.Tensor:
         """Φ(window), N×..., computed micro-batch by micro-batch."""
         m = micro_batch_size(self.device, window.shape[0], tuple(window.shape[-2:]), self.micro_batch)
         if m >= window.shape[0]:
-            return self.forward(window)
-        return torch.cat([self.forward(chunk) for chunk in window.split(m)])
+            return self._phi(window)
+        return torch.cat([self._phi(chunk) for chunk in window.split(m)])
 
     def __call__(self, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """window: N×C×H×W (a leaf) → (data term N, its gradient N×C×H×W in the window's dtype)."""
@@ -305,6 +351,7 @@ def optimize(rep: Representation, objective: Objective, n: int, size: tuple[int,
     Deterministic for a given seed.
     """
     device, dtype = rep.device_dtype()
+    keep_freed_memory()
     gen = torch.Generator().manual_seed(seed)
     if init is None:
         x = noise_init(n, rep.channels, size, energy.B, gen)
