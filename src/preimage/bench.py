@@ -7,7 +7,8 @@ during the run biases neither side.
 * per iteration: one optimizer iteration (energy, gradient, update, projection, jitter; steady state) ÷ a
   bare forward+backward of the same truncated network on the same batch (gradient w.r.t. the input,
   parameters frozen, the same autocast/compile settings);
-* batching: N problems in one batch ÷ N single-problem runs one after another;
+* batching: N problems in one batch ÷ N single-problem runs one after another, and the same ratio for the
+  bare network alone (what the device gains from a batch at all: the floor of the first ratio);
 * memory: peak RSS (CPU; measured in a fresh process) or peak allocated GPU memory, for one problem at the
   layer and at the model's deepest layer;
 * Lucent: ms per iteration of Lucent's ``render_vis`` (its own defaults: FFT+decorrelated image, standard
@@ -158,11 +159,13 @@ def per_iteration(rep: Any, size: tuple[int, int], *, iters: int, repeats: int, 
 
 def batching(rep: Any, size: tuple[int, int], *, batch: int, iters: int, repeats: int, amp: Any = None,
              compile: bool = False) -> dict[str, float]:
-    """N problems in one batch ÷ N single-problem runs one after another (same iterations each)."""
-    from .optimize import optimize
+    """N problems in one batch ÷ N single-problem runs one after another (same iterations each), and the same
+    ratio for the bare network's forward+backward alone (``network_ratio``): how much the network itself gains
+    from a batch on this device, the floor for the first ratio."""
+    from .optimize import _DataTerm, frozen, optimize
     from .representations import Stage
 
-    device = rep.device_dtype()[0]
+    device, dtype = rep.device_dtype()
     stage = (Stage(iters, 1.0, True),)
     many, one = _problem(rep, batch, size), _problem(rep, 1, size)
 
@@ -176,7 +179,17 @@ def batching(rep: Any, size: tuple[int, int], *, batch: int, iters: int, repeats
     batched()
     optimize(rep, one, 1, size, stage, amp=amp, compile=compile)
     a, b, r = interleaved(batched, sequential, repeats, device)
-    return {"batch": batch, "batched_ms": 1e3 * a, "sequential_ms": 1e3 * b, "ratio": r}
+
+    bare = _DataTerm(rep, lambda phi: phi.flatten(1).sum(1), amp, compile)
+    xs = torch.randn(batch, rep.channels, *size, device=device, dtype=dtype).mul_(40)
+    x_many = xs.clone().requires_grad_(True)
+    x_ones = [x[None].clone().requires_grad_(True) for x in xs]
+    with frozen(rep):
+        bare(x_many)
+        na, nb, nr = interleaved(lambda: [bare(x_many) for _ in range(iters)],
+                                 lambda: [bare(x) for _ in range(iters) for x in x_ones], repeats, device)
+    return {"batch": batch, "batched_ms": 1e3 * a, "sequential_ms": 1e3 * b, "ratio": r,
+            "network_batched_ms": 1e3 * na, "network_sequential_ms": 1e3 * nb, "network_ratio": nr}
 
 
 def _channel_objective(rep: Any, size: tuple[int, int], channel: int):
@@ -360,11 +373,14 @@ def run_bench(model: str = "efficientnet_lite0", layer: str | None = None, *, we
         rows.append({"measure": "one iteration ÷ bare fwd+bwd", "ratio": it["ratio"],
                      "ours_ms": it["ours_ms"], "reference_ms": it["bare_ms"], "reference": "bare network"})
         say(f"{batch} problems in one batch vs one after another")
-        bt = batching(rep, hw, batch=batch, iters=max(iters // 2, 1), repeats=max(repeats // 2, 1) | 1, amp=amp,
+        bt = batching(rep, hw, batch=batch, iters=iters, repeats=max(repeats // 2, 1) | 1, amp=amp,
                       compile=compile)
         info["batching"] = bt
         rows.append({"measure": f"batch of {batch} ÷ {batch} one by one", "ratio": bt["ratio"],
                      "ours_ms": bt["batched_ms"], "reference_ms": bt["sequential_ms"], "reference": "sequential"})
+        rows.append({"measure": f"  the bare network alone: batch of {batch} ÷ {batch} one by one",
+                     "ratio": bt["network_ratio"], "ours_ms": bt["network_batched_ms"],
+                     "reference_ms": bt["network_sequential_ms"], "reference": "sequential"})
         info["lucent"] = {"skipped": "not asked for (--no-lucent)"}
         if with_lucent:
             py = lucent_python(lucent_python_path)

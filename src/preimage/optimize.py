@@ -236,26 +236,6 @@ def frozen(module: nn.Module) -> Iterator[None]:
             p.requires_grad_(True)
 
 
-#: On CPU the network runs on micro-batches of about this many input pixels per thread (65536 = one 256×256
-#: image): a batch of large images overflows the caches and runs slower per image than one image at a time,
-#: while small images gain from batching. Measured (efficientnet_lite0 to blocks.4, 8 problems, optimize()
-#: batched ÷ 8 sequential runs): 2 threads, 224 px: whole batch 1.18, micro-batches of 2 0.80, of 1 1.02;
-#: 2 threads, 128 px: whole batch 0.53; 1 thread, 224 px: whole batch 1.49, of 4 1.09, of 2 0.92, of 1 1.04.
-#: On GPUs the whole batch goes at once.
-CPU_MICRO_BATCH_PIXELS = 1 << 16
-
-
-def micro_batch_size(device: torch.device, n: int, size: tuple[int, int], micro_batch: int | None = None) -> int:
-    """How many problems go through the network per call: ``micro_batch`` if given (≤0: all), else all on
-    GPUs and ⌈``CPU_MICRO_BATCH_PIXELS``·threads/(H·W)⌉ on CPU (calls evenly filled)."""
-    if micro_batch is not None:
-        return n if micro_batch <= 0 else min(micro_batch, n)
-    if device.type != "cpu":
-        return n
-    m = max(1, min(n, -(-CPU_MICRO_BATCH_PIXELS * torch.get_num_threads() // (size[0] * size[1]))))
-    return -(-n // -(-n // m))  # as many calls as m requires, evenly filled (8 at m=7: 4+4, not 7+1)
-
-
 #: mallopt parameters (glibc's malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _heap_kept = False
@@ -296,28 +276,19 @@ def channels_last(rep: Representation, device: torch.device) -> bool:
 
 
 class _DataTerm:
-    """objective(Φ(window)) and its gradient w.r.t. the window, with optional autocast, compilation and
-    micro-batches (one autograd graph over all of them, so the result does not depend on the split)."""
+    """objective(Φ(window)) and its gradient w.r.t. the window, with optional autocast and compilation."""
 
-    def __init__(self, rep: Representation, objective: Objective, amp: bool | str | None, compile: bool,
-                 micro_batch: int | None = None) -> None:
+    def __init__(self, rep: Representation, objective: Objective, amp: bool | str | None, compile: bool) -> None:
         self.objective = objective
         self.forward = compiled(rep) if compile else rep
         self.device = rep.device_dtype()[0]
         self.amp = amp_dtype(amp)
         self.loss_scale = FP16_LOSS_SCALE if self.amp == torch.float16 else 1.0
-        self.micro_batch = micro_batch
         self.layout = torch.channels_last if channels_last(rep, self.device) else torch.contiguous_format
 
-    def _phi(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward(x.contiguous(memory_format=self.layout))
-
     def features(self, window: torch.Tensor) -> torch.Tensor:
-        """Φ(window), N×..., computed micro-batch by micro-batch."""
-        m = micro_batch_size(self.device, window.shape[0], tuple(window.shape[-2:]), self.micro_batch)
-        if m >= window.shape[0]:
-            return self._phi(window)
-        return torch.cat([self._phi(chunk) for chunk in window.split(m)])
+        """Φ(window), N×... (the whole batch in one call)."""
+        return self.forward(window.contiguous(memory_format=self.layout))
 
     def __call__(self, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """window: N×C×H×W (a leaf) → (data term N, its gradient N×C×H×W in the window's dtype)."""
@@ -339,15 +310,14 @@ def optimize(rep: Representation, objective: Objective, n: int, size: tuple[int,
              schedule: Sequence[Stage], *, init: torch.Tensor | None = None, seed: int = 0,
              optimizer: str = "paper", energy: Energy = Energy(), jitter: int | None = None,
              progress: Progress | None = None, check_every: int = 20, amp: bool | str | None = None,
-             compile: bool = False, micro_batch: int | None = None) -> Trace:
+             compile: bool = False) -> Trace:
     """Minimize the energy for N problems at once.
 
     rep: Φ; objective: features → N data terms; size: (H, W) of the network input; init: N×C×H×W in paper
     units (None: noise); jitter: J (default from the layer's measured stride). amp: mixed precision for Φ
     (True or "bf16": bfloat16 autocast; "fp16": float16 with a fixed loss scale); the data term, the priors,
     the image and the optimizer state stay float32. compile: run Φ through ``torch.compile`` (start-up cost;
-    for GPUs). micro_batch: problems per network call (None: automatic, see ``micro_batch_size``; ≤0: all at
-    once); the result is the same up to float rounding. Raises PreimageError if the energy becomes NaN/inf.
+    for GPUs). Raises PreimageError if the energy becomes NaN/inf.
     Deterministic for a given seed.
     """
     device, dtype = rep.device_dtype()
@@ -359,7 +329,7 @@ def optimize(rep: Representation, objective: Objective, n: int, size: tuple[int,
         x = init.detach().to("cpu", dtype)
     if jitter is None and any(s.jitter for s in schedule):
         jitter = rep.geometry().jitter
-    data = _DataTerm(rep, objective, amp, compile, micro_batch)
+    data = _DataTerm(rep, objective, amp, compile)
     total = sum(s.iters for s in schedule)
     history = torch.empty(total, n, dtype=dtype, device=device)
     h, w = size
