@@ -96,6 +96,26 @@ def test_freed_memory_is_kept_on_glibc() -> None:
     assert keep_freed_memory() is True
 
 
+@pytest.mark.parametrize("optimizer", ["paper", "adam"])
+def test_update_by_chunks_of_problems_equals_the_whole_batch(optimizer: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    opt = importlib.import_module("preimage.optimize")
+    rep = _tiny().double()
+    with torch.no_grad():
+        phi0 = rep(torch.randn(3, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(2)) * 40)
+    obj = Inversion(phi0, torch.tensor([100.0, 20.0, 1.0], dtype=torch.float64))
+    runs = []
+    for budget in (1 << 30, 3 * 18 * 18 * 2, 1):  # whole batch; 2 problems + 1; one by one (jitter 3: 18×18)
+        monkeypatch.setattr(opt, "CPU_UPDATE_CHUNK_ELEMENTS", budget)
+        canvas = torch.zeros(3, 3, 18, 18)
+        assert len(opt.update_chunks(canvas)) == {1 << 30: 1, 1: 3}.get(budget, 2)
+        runs.append(optimize(rep, obj, 3, (16, 16), (Stage(6, 1.0, True),), seed=1, jitter=3, optimizer=optimizer))
+    for r in runs[1:]:
+        torch.testing.assert_close(r.x, runs[0].x, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(r.energy, runs[0].energy, rtol=1e-12, atol=1e-12)
+
+
 def test_projection_keeps_black_pixels_and_bounds_the_rest() -> None:
     x = torch.tensor([[[[0.0, 300.0, 3.0]], [[0.0, 400.0, 4.0]], [[0.0, 0.0, 0.0]]]])
     project_ball(x, 160.0)

@@ -82,7 +82,10 @@ class Energy:
 
 class PaperStep:
     """Momentum ρ + leaky AdaGrad (no (1−ρ) factor), as the authors' code: G ← ρG + g²;
-    Δ ← ρΔ − g/(1/η + √G); x ← x + Δ. ``lr`` is η (already multiplied by H·W)."""
+    Δ ← ρΔ − g/(1/η + √G); x ← x + Δ. ``lr`` is η (already multiplied by H·W).
+
+    Called as ``step(x[index], g, index)``: ``index`` selects the problems (a slice of the batch) whose state
+    is updated, so that one iteration can be applied chunk by chunk."""
 
     def __init__(self, x: torch.Tensor, lr: float, rho: float = 0.9) -> None:
         self.inv_lr, self.rho = 1.0 / lr, rho
@@ -91,15 +94,17 @@ class PaperStep:
         self._den = torch.empty_like(x)
 
     @torch.no_grad()
-    def __call__(self, x: torch.Tensor, g: torch.Tensor) -> None:
-        self.G.mul_(self.rho).addcmul_(g, g)
-        torch.sqrt(self.G, out=self._den).add_(self.inv_lr)
-        self.D.mul_(self.rho).addcdiv_(g, self._den, value=-1.0)
-        x.add_(self.D)
+    def __call__(self, x: torch.Tensor, g: torch.Tensor, index: slice = slice(None)) -> None:
+        G, D, den = self.G[index], self.D[index], self._den[index]
+        G.mul_(self.rho).addcmul_(g, g)
+        torch.sqrt(G, out=den).add_(self.inv_lr)
+        D.mul_(self.rho).addcdiv_(g, den, value=-1.0)
+        x.add_(D)
 
 
 class AdamStep:
-    """Adam on the pixels, ``lr`` in paper units per step (0–255 scale)."""
+    """Adam on the pixels, ``lr`` in paper units per step (0–255 scale). ``index`` as for PaperStep; the call
+    that includes the batch's first problem advances the step count."""
 
     def __init__(self, x: torch.Tensor, lr: float, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8) -> None:
@@ -109,12 +114,14 @@ class AdamStep:
         self.t = 0
 
     @torch.no_grad()
-    def __call__(self, x: torch.Tensor, g: torch.Tensor) -> None:
-        self.t += 1
-        self.m.mul_(self.b1).add_(g, alpha=1 - self.b1)
-        self.v.mul_(self.b2).addcmul_(g, g, value=1 - self.b2)
+    def __call__(self, x: torch.Tensor, g: torch.Tensor, index: slice = slice(None)) -> None:
+        if not index.start:
+            self.t += 1
+        m, v = self.m[index], self.v[index]
+        m.mul_(self.b1).add_(g, alpha=1 - self.b1)
+        v.mul_(self.b2).addcmul_(g, g, value=1 - self.b2)
         step = self.lr * math.sqrt(1 - self.b2 ** self.t) / (1 - self.b1 ** self.t)
-        x.addcdiv_(self.m, self.v.sqrt().add_(self.eps), value=-step)
+        x.addcdiv_(m, v.sqrt().add_(self.eps), value=-step)
 
 
 OPTIMIZERS = ("paper", "adam")
@@ -236,6 +243,22 @@ def frozen(module: nn.Module) -> Iterator[None]:
             p.requires_grad_(True)
 
 
+#: On CPU the update (priors' gradient, step, projection) runs on chunks of problems of about this many canvas
+#: elements (2 MB of float32), so that its ~30 passes stay in the caches: 8 problems at 224 px, 2 threads,
+#: whole batch 10.9–11.6 ms per iteration, chunks of 2–4 problems 3.6–5.2 ms, one by one 8.2 ms.
+CPU_UPDATE_CHUNK_ELEMENTS = 1 << 19
+
+
+def update_chunks(canvas: torch.Tensor) -> list[slice]:
+    """Slices of the batch for the update: chunks of ``CPU_UPDATE_CHUNK_ELEMENTS`` on CPU, the whole batch on
+    GPUs (one kernel per operation is what they want)."""
+    n = canvas.shape[0]
+    if canvas.device.type != "cpu":
+        return [slice(0, n)]
+    k = max(1, CPU_UPDATE_CHUNK_ELEMENTS // max(canvas[0].numel(), 1))
+    return [slice(i, min(i + k, n)) for i in range(0, n, k)]
+
+
 #: mallopt parameters (glibc's malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _heap_kept = False
@@ -342,6 +365,7 @@ def optimize(rep: Representation, objective: Objective, n: int, size: tuple[int,
             # Each stage starts afresh from the previous result's centre, as a new call of the authors' routine.
             canvas = place_on_canvas(x.to(device, dtype), J)
             step = make_step(optimizer, canvas, size, energy, stage.lr_scale)
+            chunks = update_chunks(canvas)
             for _ in range(stage.iters):
                 jy, jx = random_offset(canvas, size, gen)
                 # Autograd sees only the window and the network: its gradient lands in the window directly,
@@ -349,11 +373,13 @@ def optimize(rep: Representation, objective: Objective, n: int, size: tuple[int,
                 window = canvas[..., jy:jy + h, jx:jx + w].detach().requires_grad_(True)
                 e_data, g_data = data(window)
                 with torch.no_grad():
-                    e_reg, g = energy.regularizer_and_grad(canvas)
-                    g[..., jy:jy + h, jx:jx + w] += g_data
-                    step(canvas, g)
-                    project_ball(canvas, energy.bound)
-                    torch.add(e_data, e_reg, out=history[t])
+                    for sl in chunks:
+                        part = canvas[sl]
+                        e_reg, g = energy.regularizer_and_grad(part)
+                        g[..., jy:jy + h, jx:jx + w] += g_data[sl]
+                        step(part, g, sl)
+                        project_ball(part, energy.bound)
+                        torch.add(e_data[sl], e_reg, out=history[t, sl])
                 t += 1
                 if t % check_every == 0 or t == total:
                     _check_finite(history[t - 1], t)
