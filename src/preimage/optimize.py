@@ -269,7 +269,7 @@ def keep_freed_memory() -> bool:
 
     Every iteration torch frees and re-allocates the same activation-sized buffers (hundreds of kB to MBs).
     glibc serves such sizes with mmap or trims them off the heap when freed, so each iteration page-faults
-    them back in: measured 450–11 000 page faults per iteration and up to 2× the time of a bare pass on
+    them back in: measured 450–11 600 page faults per iteration and up to 2× the time of a bare pass on
     this CPU. Raising the mmap and trim thresholds keeps them in the heap; peak memory is unchanged.
     A no-op off glibc or with PREIMAGE_KEEP_HEAP=0. Returns whether the setting is in effect.
     """
