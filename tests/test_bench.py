@@ -248,6 +248,18 @@ def test_bench_json_has_the_ratios_as_positive_finite_numbers(capsys: pytest.Cap
             assert math.isfinite(row[k]) and row[k] > 0
 
 
+def test_bench_runs_on_a_network_without_layers(capsys: pytest.CaptureFixture) -> None:
+    from preimage.cli import main
+
+    rc = main(["bench", "--model", "hog", "--size", "32", "--batch", "2", "--iters", "2", "--repeats", "1",
+               "--threads", "1", "--no-memory", "--json"])
+    assert rc == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["model"] == "hog" and info["layer"] == "output"
+    assert "named layer" in info["lucent"]["skipped"] or "no Lucent" in info["lucent"]["skipped"]
+    assert info["per_iteration"]["ratio"] > 0 and info["batching"]["network_ratio"] > 0
+
+
 def test_memory_probe_reports_peak_rss_for_the_deepest_layer() -> None:
     from preimage.bench import peak_memory
 

@@ -304,7 +304,7 @@ def _memory_probe(model: str, layer: str | None, weights: str | None, random_wei
         inv_peak = _rss_mb("VmHWM") if reset else None
     # ru_maxrss is not used where /proc is: Linux carries the parent's peak across fork+exec into it.
     peak = max(geometry_peak or 0, inv_peak or 0) or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"layer": rep.layer, "problems": n, "size": list(hw), "rss_after_load_mb": loaded,
+    return {"layer": rep.layer or "output", "problems": n, "size": list(hw), "rss_after_load_mb": loaded,
             "geometry_peak_rss_mb": geometry_peak, "inversion_peak_rss_mb": inv_peak, "peak_rss_mb": peak}
 
 
@@ -322,7 +322,8 @@ def peak_memory(model: str, layer: str | None, size: tuple[int, int], *, n: int 
         torch.cuda.reset_peak_memory_stats(dev)
         base = torch.cuda.memory_allocated(dev)
         optimize(r, obj, n, size, (Stage(iters, 1.0, True),))
-        return {"layer": r.layer, "problems": n, "peak_allocated_mb": torch.cuda.max_memory_allocated(dev) / 2**20,
+        return {"layer": r.layer or "output", "problems": n,
+                "peak_allocated_mb": torch.cuda.max_memory_allocated(dev) / 2**20,
                 "weights_and_inputs_mb": base / 2**20}
     args = {"model": model, "layer": layer, "weights": weights, "random_weights": random_weights,
             "size": list(size), "n": n, "iters": iters, "n_threads": n_threads}
@@ -353,13 +354,12 @@ def run_bench(model: str = "efficientnet_lite0", layer: str | None = None, *, we
         raise PreimageError("--batch must be at least 2, --iters and --repeats at least 1")
     amp_dtype(amp)  # validates
     rep = load(model, layer, weights=weights, random_weights=random_weights, device=device)
-    if rep.layer is None:
-        raise PreimageError(f"{rep.name} has no default layer; pass --layer")
+    where = rep.layer or "output"  # None: the whole network (HOG, DSIFT, or --layer output)
     side = size or (rep.defaults.size or (224, 224))[0]
     hw = (side, side)
     dev = rep.device_dtype()[0]
     info: dict[str, Any] = {
-        "model": rep.name, "layer": rep.layer, "size": list(hw), "device": str(dev),
+        "model": rep.name, "layer": where, "size": list(hw), "device": str(dev),
         "amp": str(amp_dtype(amp)).replace("torch.", "") if amp_dtype(amp) else None, "compile": compile,
         "iters": iters, "repeats": repeats, "torch": torch.__version__, "python": platform.python_version(),
         "cpu_count": os.cpu_count(), "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
@@ -367,7 +367,7 @@ def run_bench(model: str = "efficientnet_lite0", layer: str | None = None, *, we
     rows: list[dict[str, Any]] = []
     with threads(n_threads):
         info["threads"] = torch.get_num_threads()
-        say(f"per-iteration cost vs bare forward+backward ({rep.name} {rep.layer}, {side} px)")
+        say(f"per-iteration cost vs bare forward+backward ({rep.name} {where}, {side} px)")
         it = per_iteration(rep, hw, iters=iters, repeats=repeats, amp=amp, compile=compile)
         info["per_iteration"] = it
         rows.append({"measure": "one iteration ÷ bare fwd+bwd", "ratio": it["ratio"],
@@ -387,6 +387,8 @@ def run_bench(model: str = "efficientnet_lite0", layer: str | None = None, *, we
             if py is None:
                 info["lucent"] = {"skipped": "no Lucent environment: run benchmarks/setup_lucent.sh "
                                              "(or pass --lucent-python)"}
+            elif rep.layer is None:
+                info["lucent"] = {"skipped": "Lucent's objectives need a named layer (pass --layer)"}
             else:
                 say(f"Lucent render_vis vs ours (channel {channel})")
                 ours = ours_channel_ms(rep, hw, channel, iters=iters, repeats=max(repeats // 2, 1) | 1, amp=amp,
@@ -402,11 +404,11 @@ def run_bench(model: str = "efficientnet_lite0", layer: str | None = None, *, we
                 info["lucent"] = luc
         if with_memory:
             say("peak memory (short inversions in a fresh process)")
-            deep = deepest_layer(rep)
-            mem = {"layer": peak_memory(model, rep.layer, hw, weights=weights, random_weights=random_weights,
-                                        n_threads=n_threads, rep=rep),
-                   "deepest": peak_memory(model, deep, hw, weights=weights, random_weights=random_weights,
-                                          n_threads=n_threads, rep=rep)}
+            mem = {"layer": peak_memory(model, where, hw, weights=weights, random_weights=random_weights,
+                                        n_threads=n_threads, rep=rep)}
+            if rep.layer is not None:  # at the output, the layer is already the deepest
+                mem["deepest"] = peak_memory(model, deepest_layer(rep), hw, weights=weights,
+                                             random_weights=random_weights, n_threads=n_threads, rep=rep)
             info["memory"] = mem
             for m in mem.values():
                 if "peak_allocated_mb" in m:
