@@ -278,7 +278,10 @@ def keep_freed_memory() -> bool:
         return _heap_kept
     try:
         libc = ctypes.CDLL("libc.so.6")
-        _heap_kept = bool(libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30) and libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30))
+        trim = libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+        # Older glibc refuses mmap thresholds above 32 MB (half its maximal heap): then blocks up to 32 MB stay.
+        mmap = libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30) or libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+        _heap_kept = bool(trim and mmap)
     except (OSError, AttributeError):  # not glibc (musl, ...): leave the allocator alone
         _heap_kept = False
     return _heap_kept
