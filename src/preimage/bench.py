@@ -109,6 +109,14 @@ def _problem(rep: Any, n: int, size: tuple[int, int], seed: int = 0):
     return Inversion(phi0, torch.full((n,), 100.0, dtype=phi0.dtype, device=device))
 
 
+def _bare(rep: Any, amp: Any, compile: bool) -> Callable[[torch.Tensor], object]:
+    """The reference: a forward+backward of Φ (sum of the features, gradient w.r.t. the input), through the same
+    ``_DataTerm`` as the optimizer (same layout, autocast and compilation). Φ's parameters are already frozen."""
+    from .optimize import _DataTerm
+
+    return _DataTerm(rep, lambda phi: phi.flatten(1).sum(1), amp, compile)
+
+
 def per_iteration(rep: Any, size: tuple[int, int], *, iters: int, repeats: int, amp: Any = None,
                   compile: bool = False) -> dict[str, float]:
     """One optimizer iteration (batch 1, with jitter) ÷ one bare forward+backward of Φ on a 1×C×H×W batch.
@@ -118,13 +126,13 @@ def per_iteration(rep: Any, size: tuple[int, int], *, iters: int, repeats: int, 
     check, which drains a GPU's queue), and, in alternating order, ``iters`` bare passes. ``run_ms`` is the
     whole call (set-up included) per iteration.
     """
-    from .optimize import _DataTerm, optimize
+    from .optimize import optimize
     from .representations import Stage
 
     device, dtype = rep.device_dtype()
     obj = _problem(rep, 1, size)
     stage = (Stage(2 * iters, 1.0, True),)
-    bare = _DataTerm(rep, lambda phi: phi.flatten(1).sum(1), amp, compile)
+    bare = _bare(rep, amp, compile)
     x = torch.randn(1, rep.channels, *size, device=device, dtype=dtype).mul_(40).requires_grad_(True)
     stamps: dict[int, float] = {}
 
@@ -162,7 +170,7 @@ def batching(rep: Any, size: tuple[int, int], *, batch: int, iters: int, repeats
     """N problems in one batch ÷ N single-problem runs one after another (same iterations each), and the same
     ratio for the bare network's forward+backward alone (``network_ratio``): how much the network itself gains
     from a batch on this device, the floor for the first ratio."""
-    from .optimize import _DataTerm, frozen, optimize
+    from .optimize import optimize
     from .representations import Stage
 
     device, dtype = rep.device_dtype()
@@ -180,14 +188,13 @@ def batching(rep: Any, size: tuple[int, int], *, batch: int, iters: int, repeats
     optimize(rep, one, 1, size, stage, amp=amp, compile=compile)
     a, b, r = interleaved(batched, sequential, repeats, device)
 
-    bare = _DataTerm(rep, lambda phi: phi.flatten(1).sum(1), amp, compile)
+    bare = _bare(rep, amp, compile)
     xs = torch.randn(batch, rep.channels, *size, device=device, dtype=dtype).mul_(40)
     x_many = xs.clone().requires_grad_(True)
     x_ones = [x[None].clone().requires_grad_(True) for x in xs]
-    with frozen(rep):
-        bare(x_many)
-        na, nb, nr = interleaved(lambda: [bare(x_many) for _ in range(iters)],
-                                 lambda: [bare(x) for _ in range(iters) for x in x_ones], repeats, device)
+    bare(x_many)
+    na, nb, nr = interleaved(lambda: [bare(x_many) for _ in range(iters)],
+                             lambda: [bare(x) for _ in range(iters) for x in x_ones], repeats, device)
     return {"batch": batch, "batched_ms": 1e3 * a, "sequential_ms": 1e3 * b, "ratio": r,
             "network_batched_ms": 1e3 * na, "network_sequential_ms": 1e3 * nb, "network_ratio": nr}
 
