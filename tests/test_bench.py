@@ -248,6 +248,20 @@ def test_bench_json_has_the_ratios_as_positive_finite_numbers(capsys: pytest.Cap
             assert math.isfinite(row[k]) and row[k] > 0
 
 
+def test_bench_bad_channel_fails_before_any_timing(capsys: pytest.CaptureFixture,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from preimage.cli import main
+
+    monkeypatch.setenv("PREIMAGE_LUCENT_PYTHON", sys.executable)  # any existing Python: Lucent "available"
+    rc = main(["bench", "--random-weights", "--layer", "blocks.1", "--size", "32", "--channel", "9999",
+               "--no-memory"])
+    out, err = capsys.readouterr()
+    assert rc == 2 and out == ""
+    assert err.strip().splitlines() == ["error: channel 9999 is out of range for layer 'blocks.1' (24 channels)"]
+
+
 def test_bench_runs_on_a_network_without_layers(capsys: pytest.CaptureFixture) -> None:
     from preimage.cli import main
 

@@ -371,6 +371,9 @@ def run_bench(model: str = "efficientnet_lite0", layer: str | None = None, *, we
         "iters": iters, "repeats": repeats, "torch": torch.__version__, "python": platform.python_version(),
         "cpu_count": os.cpu_count(), "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
+    py = lucent_python(lucent_python_path) if with_lucent else None
+    if py is not None and rep.layer is not None:
+        _channel_objective(rep, hw, channel)  # a bad --channel fails now, not after the timings
     rows: list[dict[str, Any]] = []
     with threads(n_threads):
         info["threads"] = torch.get_num_threads()
@@ -390,7 +393,6 @@ def run_bench(model: str = "efficientnet_lite0", layer: str | None = None, *, we
                      "reference_ms": bt["network_sequential_ms"], "reference": "sequential"})
         info["lucent"] = {"skipped": "not asked for (--no-lucent)"}
         if with_lucent:
-            py = lucent_python(lucent_python_path)
             if py is None:
                 info["lucent"] = {"skipped": "no Lucent environment: run benchmarks/setup_lucent.sh "
                                              "(or pass --lucent-python)"}
