@@ -49,8 +49,8 @@ def main() -> None:
     a = ap.parse_args()
     from timm.models import create_feature_extractor
 
-    from preimage.optimize import Energy
-    from preimage.regularizers import project_ball
+    from preimage.engine.optimize import Energy
+    from preimage.engine.regularizers import project_ball
     from preimage.representations import load
 
     torch.set_num_threads(a.threads)

@@ -13,7 +13,12 @@ from conftest import lite0, lite0_spec
 from torch import nn
 
 import preimage
-from preimage.activation import (
+from preimage.cli import main
+from preimage.errors import PreimageError
+from preimage.images import load_image
+from preimage.measures.stats import cache_path, load_stats
+from preimage.representations import ModelSpec, TaskDefaults, load, register_model
+from preimage.tasks.activation import (
     LeakyClamp,
     PreActivation,
     caricature,
@@ -23,11 +28,6 @@ from preimage.activation import (
     response_point,
     unit_image_size,
 )
-from preimage.cli import main
-from preimage.errors import PreimageError
-from preimage.images import load_image
-from preimage.representations import ModelSpec, TaskDefaults, load, register_model
-from preimage.stats import cache_path, load_stats
 
 
 @functools.cache

@@ -10,11 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from preimage.bench import deepest_layer, interleaved, lucent_name
-from preimage.errors import PreimageError
-from preimage.objectives import Inversion
-from preimage.optimize import Energy, amp_dtype, channels_last, frozen, keep_freed_memory, noise_init, optimize
-from preimage.regularizers import (
+from preimage.engine.objectives import Inversion
+from preimage.engine.optimize import Energy, noise_init, optimize
+from preimage.engine.regularizers import (
     alpha_norm,
     alpha_norm_and_grad,
     colour_norms2,
@@ -23,8 +21,11 @@ from preimage.regularizers import (
     tv_beta,
     tv_beta_and_grad,
 )
+from preimage.engine.runtime import amp_dtype, channels_last, frozen, keep_freed_memory
+from preimage.engine.transforms import centre_crop, place_on_canvas, random_crop
+from preimage.errors import PreimageError
+from preimage.experiments.bench import deepest_layer, interleaved, lucent_name
 from preimage.representations import Representation, Stage, load, parse_device
-from preimage.transforms import centre_crop, place_on_canvas, random_crop
 
 
 @pytest.fixture(autouse=True)
@@ -100,7 +101,7 @@ def test_freed_memory_is_kept_on_glibc() -> None:
 def test_update_by_chunks_of_problems_equals_the_whole_batch(optimizer: str, monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib
 
-    opt = importlib.import_module("preimage.optimize")
+    opt = importlib.import_module("preimage.engine.runtime")
     rep = _tiny().double()
     with torch.no_grad():
         phi0 = rep(torch.randn(3, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(2)) * 40)
@@ -125,7 +126,7 @@ def test_projection_keeps_black_pixels_and_bounds_the_rest() -> None:
 def _reference_loop(rep: Representation, obj, n: int, size: tuple[int, int], stages, seed: int,
                     energy: Energy, jitter: int) -> torch.Tensor:
     """The loop written the plain way: autograd through window and priors on the whole canvas."""
-    from preimage.optimize import make_step
+    from preimage.engine.optimize import make_step
 
     device, dtype = rep.device_dtype()
     gen = torch.Generator().manual_seed(seed)
@@ -275,7 +276,7 @@ def test_bench_runs_on_a_network_without_layers(capsys: pytest.CaptureFixture) -
 
 
 def test_memory_probe_reports_peak_rss_for_the_deepest_layer() -> None:
-    from preimage.bench import peak_memory
+    from preimage.experiments.bench import peak_memory
 
     m = peak_memory("efficientnet_lite0", "classifier", (32, 32), random_weights=True, iters=1, n_threads=1)
     assert m["layer"] == "classifier", m

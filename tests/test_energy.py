@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from preimage.optimize import Energy, PaperStep, noise_init, scale_schedule
-from preimage.regularizers import alpha_norm, project_ball, tv_beta
+from preimage.engine.optimize import Energy, PaperStep, noise_init, scale_schedule
+from preimage.engine.regularizers import alpha_norm, project_ball, tv_beta
+from preimage.engine.transforms import canvas_size, centre_crop, centre_offset, place_on_canvas, random_crop
 from preimage.representations import Geometry, Stage
-from preimage.transforms import canvas_size, centre_crop, centre_offset, place_on_canvas, random_crop
 
 
 def _fd_grad(f, x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:

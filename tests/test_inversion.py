@@ -12,9 +12,9 @@ from PIL import Image
 
 import preimage
 from preimage.cli import main
+from preimage.engine.objectives import neighbourhood_mask
 from preimage.errors import PreimageError
 from preimage.images import load_image
-from preimage.objectives import neighbourhood_mask
 
 
 def test_inversion_reduces_the_error_and_batches_C_values() -> None:

@@ -10,7 +10,7 @@ from conftest import lite0
 from torch import nn
 
 from preimage import PreimageError, load
-from preimage.metrics import (
+from preimage.measures.metrics import (
     as_saved,
     classifier_for,
     feature_error,

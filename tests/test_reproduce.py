@@ -15,9 +15,9 @@ from conftest import lite0_spec
 import preimage
 from preimage import PreimageError
 from preimage.cli import main
+from preimage.experiments.reproduce import default_layers, list_images, run_cnn_layers, run_figures
+from preimage.experiments.reproduce.figures import FigureContext, neighbourhood_box
 from preimage.images import load_image, save_png
-from preimage.reproduce import default_layers, list_images, run_cnn_layers, run_figures
-from preimage.reproduce.figures import FigureContext, neighbourhood_box
 from preimage.result import Result
 
 LAYERS = ["conv_stem", "blocks.1"]
@@ -151,7 +151,7 @@ def test_neighbourhood_box_conv_stem(tmp_path: Path) -> None:
 
 def _fake_activation() -> types.ModuleType:
     """A stand-in with the documented API, so the sections are tested on their own."""
-    mod = types.ModuleType("preimage.activation")
+    mod = types.ModuleType("preimage.tasks.activation")
 
     def maximize(rep, units, restarts=1, iters=None, seed=0, energy=None, progress=None) -> Result:
         n = len(units) * restarts
@@ -166,8 +166,8 @@ def _fake_activation() -> types.ModuleType:
 
 
 def test_figures_sections(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "preimage.activation", _fake_activation())
-    monkeypatch.setattr(preimage, "activation", sys.modules["preimage.activation"], raising=False)
+    monkeypatch.setitem(sys.modules, "preimage.tasks.activation", _fake_activation())
+    monkeypatch.setattr(preimage.tasks, "activation", sys.modules["preimage.tasks.activation"], raising=False)
     info = run_figures(lite0_spec(), tmp_path / "f", layers=["conv_stem", "blocks.1", "classifier"], size=48,
                        iters=2, log=lambda s: None,
                        sections=["all-layers", "neighbourhoods", "channel-halves", "jitter-beta", "maximize",
@@ -188,11 +188,11 @@ def test_figures_sections(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_figures_skip_without_activation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "preimage.activation", None)  # import fails
-    monkeypatch.delattr(preimage, "activation", raising=False)
+    monkeypatch.setitem(sys.modules, "preimage.tasks.activation", None)  # import fails
+    monkeypatch.delattr(preimage.tasks, "activation", raising=False)
     info = run_figures(lite0_spec(), tmp_path / "g", layers=["conv_stem"], size=48, iters=2,
                        sections=["maximize", "caricatures"], log=lambda s: None)
-    assert all("preimage.activation" in s["skipped"] for s in info["sections"])
+    assert all("preimage.tasks.activation" in s["skipped"] for s in info["sections"])
     assert "skipped" in (tmp_path / "g/index.html").read_text()
 
 

@@ -12,10 +12,10 @@ import torch
 from preimage.cli import main
 from preimage.errors import PreimageError
 from preimage.images import load_image, save_png
-from preimage.inversion import invert
 from preimage.representations import load
 from preimage.representations.hog import HOG
-from preimage.shallow import input_size_for, load_template, template_as_dhw, template_picture
+from preimage.tasks.inversion import invert
+from preimage.tasks.templates import input_size_for, load_template, template_as_dhw, template_picture
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +126,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_hog_table_rows_are_mean_and_ci_of_the_per_image_errors(folder, monkeypatch) -> None:
-    from preimage.reproduce import hog_table as ht
+    from preimage.experiments.reproduce import hog_table as ht
 
     calls = []
     real = ht.invert
@@ -158,7 +158,7 @@ def test_hog_table_rows_are_mean_and_ci_of_the_per_image_errors(folder, monkeypa
 
 def test_vlfeat_error_is_zero_on_the_original_and_matches_our_hog() -> None:
     pytest.importorskip("cyvlfeat.hog")
-    from preimage.reproduce.hog_table import vlfeat_hog_error
+    from preimage.experiments.reproduce.hog_table import vlfeat_hog_error
 
     x0 = load_image("sample:camera", 64, grey=True)
     noisy = x0 + 20 * torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))

@@ -13,8 +13,7 @@ from PIL import Image
 from torch import nn
 
 from preimage.errors import PreimageError
-from preimage.representations import ModelSpec, Representation, TaskDefaults
-from preimage.stats import (
+from preimage.measures.stats import (
     cache_path,
     compute_stats,
     list_images,
@@ -22,6 +21,7 @@ from preimage.stats import (
     read_stats,
     save_stats,
 )
+from preimage.representations import ModelSpec, Representation, TaskDefaults
 
 
 def _tiny_spec(weights_id: str = "test:tiny-stats") -> ModelSpec:

@@ -6,12 +6,12 @@
 >>> float(result.metrics["error"][0])  # ‖Φ(x)−Φ0‖/‖Φ0‖
 """
 
-from .activation import caricature, maximize
+from .engine.optimize import Energy, optimize
 from .errors import PreimageError
-from .inversion import invert
-from .optimize import Energy, optimize
 from .representations import Representation, Stage, list_models, load
 from .result import Result
+from .tasks.activation import caricature, maximize
+from .tasks.inversion import invert
 
 __all__ = ["Energy", "PreimageError", "Representation", "Result", "Stage", "caricature", "invert", "list_models",
            "load", "maximize", "optimize"]

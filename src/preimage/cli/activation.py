@@ -85,8 +85,8 @@ def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
              threads: ThreadsOpt = None, as_json: JsonOpt = False) -> None:
     """Activation maximization: images that excite units of a layer most (one image per unit and restart,
     plus a mosaic). Normalized by each unit's maximum response over reference images (see 'preimage stats')."""
-    from ..activation import check_options, check_units
-    from ..activation import maximize as run_maximize
+    from ..tasks.activation import check_options, check_units
+    from ..tasks.activation import maximize as run_maximize
 
     if template is not None:
         return _template(model, template, restarts, iters, seed, out, png_scale, force, device, as_json)
@@ -142,7 +142,7 @@ def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
 def _template(model: str, template: Path, restarts: int, iters: int | None, seed: int, out: Path, png_scale: str,
               force: bool, device: str, as_json: bool) -> None:
     """``maximize --template``: the picture of a linear template (paper-notes §4 item 2)."""
-    from ..shallow import load_template, template_picture
+    from ..tasks.templates import load_template, template_picture
 
     w = load_template(template)  # a bad file fails before any output is claimed
     rep = load_rep(model, None, None, False, device)
@@ -175,9 +175,9 @@ def caricature(image: Annotated[str, typer.Argument(help="image path or sample:N
                device: DeviceOpt = "cpu", amp: AmpOpt = None, compile: CompileOpt = False,
                threads: ThreadsOpt = None, as_json: JsonOpt = False) -> None:
     """Caricature: exaggerate what a layer sees in IMAGE, starting from IMAGE itself."""
-    from ..activation import caricature as run_caricature
-    from ..activation import check_options
     from ..images import image_name
+    from ..tasks.activation import caricature as run_caricature
+    from ..tasks.activation import check_options
 
     check_options(relu_leak=relu_leak)
     rep = load_rep(model, layer, weights, random_weights, device, threads)
@@ -212,7 +212,7 @@ def stats(model: ModelOpt = "efficientnet_lite0",
           as_json: JsonOpt = False) -> None:
     """Neuron statistics: per-layer, per-channel max/mean/std over reference images, cached on disk per model
     and weights (replacing the cached ones). 'maximize' normalizes each unit by its max."""
-    from ..stats import cache_path, compute_stats, resolve_images, save_stats
+    from ..measures.stats import cache_path, compute_stats, resolve_images, save_stats
 
     if batch < 1:
         raise PreimageError("--batch must be at least 1")

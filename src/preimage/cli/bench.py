@@ -39,7 +39,7 @@ def bench(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None, weight
           memory: Annotated[bool, typer.Option("--memory/--no-memory", help="measure peak memory")] = True,
           device: DeviceOpt = "cpu", as_json: JsonOpt = False) -> None:
     """Time one iteration against the bare network, batched against sequential runs, peak memory, and Lucent."""
-    from ..bench import run_bench
+    from ..experiments.bench import run_bench
 
     info = run_bench(model, layer, weights=weights, random_weights=random_weights, size=size, batch=batch,
                      iters=iters, repeats=repeats, device=device, amp=amp, compile=compile, n_threads=threads,

@@ -85,7 +85,7 @@ def invert(image: Annotated[str, typer.Argument(help="image path or sample:NAME 
            threads: ThreadsOpt = None, as_json: JsonOpt = False) -> None:
     """Invert IMAGE's representation at a layer: the image whose features match it."""
     from ..images import image_name
-    from ..inversion import invert as run_invert
+    from ..tasks.inversion import invert as run_invert
 
     cs = parse_floats(C, "--C")
     rep = load_rep(model, layer, weights, random_weights, device, threads)
@@ -126,7 +126,7 @@ def demo(out: Annotated[Path, typer.Option(help="output folder")] = Path("preima
          seed: SeedOpt = 0, force: ForceOpt = False, device: DeviceOpt = "cpu", amp: AmpOpt = None,
          compile: CompileOpt = False, threads: ThreadsOpt = None, as_json: JsonOpt = False) -> None:
     """The main job: invert a sample through several layers of efficientnet_lite0; write PNGs and an HTML page."""
-    from ..demo import run_demo
+    from ..tasks.demo import run_demo
 
     layer_list = [s.strip() for s in layers.split(",") if s.strip()]
     with progress_bar("demo", True) as update:

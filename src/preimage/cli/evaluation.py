@@ -59,8 +59,8 @@ def cnn_layers(model: ModelOpt = "efficientnet_lite0",
                seed: SeedOpt = 0, weights: WeightsOpt = None, random_weights: RandomOpt = False,
                force: ForceOpt = False, device: DeviceOpt = "cpu", as_json: JsonOpt = False) -> None:
     """The IJCV CNN protocol: error, label agreement and naturalness per layer and C (resumable)."""
-    from ..metrics import EVAL_SCALES
-    from ..reproduce.cnn_layers import markdown_table, run_cnn_layers
+    from ..experiments.reproduce.cnn_layers import markdown_table, run_cnn_layers
+    from ..measures.metrics import EVAL_SCALES
     from .common import progress_bar
 
     if eval_scale not in EVAL_SCALES:
@@ -101,7 +101,7 @@ def figures(model: ModelOpt = "efficientnet_lite0",
     """The paper's qualitative experiments in one HTML report."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ..reproduce.figures import run_figures
+    from ..experiments.reproduce.figures import run_figures
 
     parse_device(device)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

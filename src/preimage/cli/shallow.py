@@ -30,9 +30,9 @@ def hog_table(images: Annotated[str, typer.Option(help="a folder of images, or '
               seed: SeedOpt = 0, force: ForceOpt = False, device: DeviceOpt = "cpu", as_json: JsonOpt = False) -> None:
     """The IJCV HOG table: mean inversion error ± 95% CI of HOG, HOGb and DSIFT over a folder (grey, C=100)."""
 
+    from ..experiments.reproduce.hog_table import MODELS, collect_images, run_hog_table
     from ..images import atomic_write_bytes, save_png
     from ..report import OutputDir, save_grid, write_json
-    from ..reproduce.hog_table import MODELS, collect_images, run_hog_table
 
     dev = parse_device(device)
     names = [m.strip() for m in models.split(",") if m.strip()]

@@ -6,30 +6,27 @@ of every pixel's colour onto the ball of radius B+ after each step, stages that 
 One iteration costs what the truncated network's forward+backward costs plus a few passes over the canvas
 (see ``preimage bench``): autograd runs through the network only (gradient w.r.t. the jittered window, the
 network's parameters frozen), the priors' gradients are closed forms, the update and projection are in place,
-and nothing waits for the device except the finiteness check every ``check_every`` steps.
+and nothing waits for the device except the finiteness check every ``check_every`` steps. What makes it fast
+without changing what it computes (allocator, memory layout, autocast, compilation, update chunks) lives in
+``runtime``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import math
-import os
-import sys
 import time
-import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
 
-from .errors import PreimageError
+from ..errors import PreimageError
+from ..representations.base import Representation, Stage
+from .objectives import Objective
 from .regularizers import alpha_norm, alpha_norm_and_grad, project_ball, tv_beta, tv_beta_and_grad
-from .representations.base import Representation, Stage
+from .runtime import DataTerm, frozen, keep_freed_memory, update_chunks
 from .transforms import centre_crop, place_on_canvas, random_offset
 
-Objective = Callable[[torch.Tensor], torch.Tensor]
 #: progress(iterations done, total iterations)
 Progress = Callable[[int, int], None]
 
@@ -171,165 +168,6 @@ class Trace:
     stages: list[dict] = field(default_factory=list)
 
 
-#: Mixed-precision modes: ``amp=True`` means bf16 (no loss scaling needed: bf16 has float32's range).
-AMP_MODES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
-#: fp16 has a narrow range: the data term is multiplied by this before the backward pass through the network
-#: (and the gradient divided by it after), so that small input gradients do not flush to zero.
-FP16_LOSS_SCALE = 1024.0
-
-
-def amp_dtype(amp: bool | str | None) -> torch.dtype | None:
-    """The autocast dtype for an ``amp`` option: None/False/"off" → None (float32), True → bfloat16."""
-    if amp is None or amp is False or (isinstance(amp, str) and amp.lower() in ("", "off", "none", "fp32")):
-        return None
-    if amp is True:
-        return torch.bfloat16
-    if isinstance(amp, str) and amp.lower() in AMP_MODES:
-        return AMP_MODES[amp.lower()]
-    raise PreimageError(f"unknown mixed-precision mode '{amp}' (choose bf16 or fp16)")
-
-
-_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-class _Cut(nn.Module):
-    """Φ as one fx graph: the network cut right after the target layer, so that torch.compile sees a single
-    graph instead of the truncation hook (which breaks the graph)."""
-
-    def __init__(self, graph: nn.Module, scale: torch.Tensor) -> None:
-        super().__init__()
-        self.graph = graph
-        self.register_buffer("scale", scale, persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.graph(x * self.scale)["out"]
-
-
-def _graph_of(rep: Representation) -> nn.Module:
-    """An fx-traced truncated copy of Φ if the network traces (timm's tracer knows timm's modules), else Φ."""
-    if rep.layer is None or type(rep).forward is not Representation.forward:
-        return rep
-    try:
-        from timm.models import create_feature_extractor
-
-        return _Cut(create_feature_extractor(rep.net, return_nodes={rep.layer: "out"}), rep.scale)
-    except Exception:  # noqa: BLE001 - any tracing failure: compile Φ as it is, with its graph breaks
-        return rep
-
-
-def compiled(rep: Representation) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Φ through ``torch.compile`` (cached per representation, device and dtype).
-
-    Opt-in: compiling costs start-up time (30–110 s on a 2-core CPU) and, on CPU, measured slower than eager
-    for these networks; it is meant for GPUs, where it fuses the network's elementwise layers.
-    """
-    per_rep = _COMPILED.setdefault(rep, {})
-    key = rep.device_dtype()
-    if key not in per_rep:
-        per_rep[key] = torch.compile(_graph_of(rep), dynamic=False)
-    return per_rep[key]
-
-
-@contextlib.contextmanager
-def frozen(module: nn.Module) -> Iterator[None]:
-    """Parameters do not require grad inside (restored after): autograd then computes only the input's gradient."""
-    thawed = [p for p in module.parameters() if p.requires_grad]
-    for p in thawed:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in thawed:
-            p.requires_grad_(True)
-
-
-#: On CPU the update (priors' gradient, step, projection) runs on chunks of problems of about this many canvas
-#: elements (2 MB of float32), so that its ~30 passes stay in the caches: 8 problems at 224 px, 2 threads,
-#: whole batch 10.9–11.6 ms per iteration, chunks of 2–4 problems 3.6–5.2 ms, one by one 8.2 ms.
-CPU_UPDATE_CHUNK_ELEMENTS = 1 << 19
-
-
-def update_chunks(canvas: torch.Tensor) -> list[slice]:
-    """Slices of the batch for the update: chunks of ``CPU_UPDATE_CHUNK_ELEMENTS`` on CPU, the whole batch on
-    GPUs (one kernel per operation is what they want)."""
-    n = canvas.shape[0]
-    if canvas.device.type != "cpu":
-        return [slice(0, n)]
-    k = max(1, CPU_UPDATE_CHUNK_ELEMENTS // max(canvas[0].numel(), 1))
-    return [slice(i, min(i + k, n)) for i in range(0, n, k)]
-
-
-#: mallopt parameters (glibc's malloc.h).
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-_heap_kept = False
-
-
-def keep_freed_memory() -> bool:
-    """Ask glibc's malloc to keep freed memory for reuse instead of returning it to the OS (once per process).
-
-    Every iteration torch frees and re-allocates the same activation-sized buffers (hundreds of kB to MBs).
-    glibc serves such sizes with mmap or trims them off the heap when freed, so each iteration page-faults
-    them back in: measured 450–11 600 page faults per iteration and up to 2× the time of a bare pass on
-    this CPU. Raising the mmap and trim thresholds keeps them in the heap; peak memory is unchanged.
-    A no-op off glibc or with PREIMAGE_KEEP_HEAP=0. Returns whether the setting is in effect.
-    """
-    global _heap_kept
-    if _heap_kept or os.environ.get("PREIMAGE_KEEP_HEAP", "1") == "0" or not sys.platform.startswith("linux"):
-        return _heap_kept
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        trim = libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
-        # Older glibc refuses mmap thresholds above 32 MB (half its maximal heap): then blocks up to 32 MB stay.
-        mmap = libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30) or libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
-        _heap_kept = bool(trim and mmap)
-    except (OSError, AttributeError):  # not glibc (musl, ...): leave the allocator alone
-        _heap_kept = False
-    return _heap_kept
-
-
-def channels_last(rep: Representation, device: torch.device) -> bool:
-    """Whether Φ runs in the channels-last layout: on CPU, for networks with 2-D convolutions (converted in place).
-
-    oneDNN's CPU convolutions run faster on NHWC than on NCHW (fwd+bwd at batch 1, 224 px, 2 threads:
-    efficientnet_lite0 0.82×, VGG 0.85×, AlexNet 0.94×, ResNet-18 0.99×); the result is the same.
-    """
-    if device.type != "cpu" or not any(isinstance(m, nn.Conv2d) for m in rep.net.modules()):
-        return False
-    rep.net.to(memory_format=torch.channels_last)  # returns the same tensors once converted
-    return True
-
-
-class _DataTerm:
-    """objective(Φ(window)) and its gradient w.r.t. the window, with optional autocast and compilation."""
-
-    def __init__(self, rep: Representation, objective: Objective, amp: bool | str | None, compile: bool) -> None:
-        self.objective = objective
-        self.forward = compiled(rep) if compile else rep
-        self.device = rep.device_dtype()[0]
-        self.amp = amp_dtype(amp)
-        self.loss_scale = FP16_LOSS_SCALE if self.amp == torch.float16 else 1.0
-        self.layout = torch.channels_last if channels_last(rep, self.device) else torch.contiguous_format
-
-    def features(self, window: torch.Tensor) -> torch.Tensor:
-        """Φ(window), N×... (the whole batch in one call)."""
-        return self.forward(window.contiguous(memory_format=self.layout))
-
-    def __call__(self, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """window: N×C×H×W (a leaf) → (data term N, its gradient N×C×H×W in the window's dtype)."""
-        if self.amp is None:
-            e = self.objective(self.features(window))
-            (g,) = torch.autograd.grad(e.sum(), window)
-            return e.detach(), g
-        with torch.autocast(self.device.type, dtype=self.amp):
-            phi = self.features(window)
-        # The data term itself (a sum of squares or an inner product over the map) stays in float32.
-        e = self.objective(phi.float())
-        (g,) = torch.autograd.grad(e.sum() * self.loss_scale if self.loss_scale != 1.0 else e.sum(), window)
-        if self.loss_scale != 1.0:
-            g = g.div_(self.loss_scale)
-        return e.detach(), g
-
-
 def optimize(rep: Representation, objective: Objective, n: int, size: tuple[int, int],
              schedule: Sequence[Stage], *, init: torch.Tensor | None = None, seed: int = 0,
              optimizer: str = "paper", energy: Energy = Energy(), jitter: int | None = None,
@@ -353,7 +191,7 @@ def optimize(rep: Representation, objective: Objective, n: int, size: tuple[int,
         x = init.detach().to("cpu", dtype)
     if jitter is None and any(s.jitter for s in schedule):
         jitter = rep.geometry().jitter
-    data = _DataTerm(rep, objective, amp, compile)
+    data = DataTerm(rep, objective, amp, compile)
     total = sum(s.iters for s in schedule)
     history = torch.empty(total, n, dtype=dtype, device=device)
     h, w = size

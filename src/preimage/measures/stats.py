@@ -35,9 +35,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import PreimageError
-from .images import COLOR_SAMPLES, atomic_write_bytes, load_image, rgb_to_grey
-from .representations.base import ModelSpec, Representation
+from ..errors import PreimageError
+from ..images import COLOR_SAMPLES, atomic_write_bytes, load_image, rgb_to_grey
+from ..representations.base import ModelSpec, Representation
 
 FORMAT_VERSION = 1
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm")

@@ -33,10 +33,10 @@ from typing import Any
 
 import torch
 
-from .errors import PreimageError
+from ..errors import PreimageError
 
 #: Where ``benchmarks/setup_lucent.sh`` puts Lucent's own virtual environment (a source checkout).
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 LUCENT_RUNNER = REPO_ROOT / "benchmarks" / "lucent_render.py"
 LUCENT_PYTHON = REPO_ROOT / "benchmarks" / "lucent-venv" / "bin" / "python"
 
@@ -99,8 +99,8 @@ def lucent_name(layer: str) -> str:
 
 def _problem(rep: Any, n: int, size: tuple[int, int], seed: int = 0):
     """An inversion objective for N noise images (timing does not depend on the image content)."""
-    from .objectives import Inversion
-    from .optimize import noise_init
+    from ..engine.objectives import Inversion
+    from ..engine.optimize import noise_init
 
     device, dtype = rep.device_dtype()
     x0 = noise_init(n, rep.channels, size, 80.0, torch.Generator().manual_seed(seed + 1)).to(device, dtype)
@@ -111,10 +111,10 @@ def _problem(rep: Any, n: int, size: tuple[int, int], seed: int = 0):
 
 def _bare(rep: Any, amp: Any, compile: bool) -> Callable[[torch.Tensor], object]:
     """The reference: a forward+backward of Φ (sum of the features, gradient w.r.t. the input), through the same
-    ``_DataTerm`` as the optimizer (same layout, autocast and compilation). Φ's parameters are already frozen."""
-    from .optimize import _DataTerm
+    ``DataTerm`` as the optimizer (same layout, autocast and compilation). Φ's parameters are already frozen."""
+    from ..engine.runtime import DataTerm
 
-    return _DataTerm(rep, lambda phi: phi.flatten(1).sum(1), amp, compile)
+    return DataTerm(rep, lambda phi: phi.flatten(1).sum(1), amp, compile)
 
 
 def per_iteration(rep: Any, size: tuple[int, int], *, iters: int, repeats: int, amp: Any = None,
@@ -126,8 +126,8 @@ def per_iteration(rep: Any, size: tuple[int, int], *, iters: int, repeats: int, 
     check, which drains a GPU's queue), and, in alternating order, ``iters`` bare passes. ``run_ms`` is the
     whole call (set-up included) per iteration.
     """
-    from .optimize import optimize
-    from .representations import Stage
+    from ..engine.optimize import optimize
+    from ..representations import Stage
 
     device, dtype = rep.device_dtype()
     obj = _problem(rep, 1, size)
@@ -170,8 +170,8 @@ def batching(rep: Any, size: tuple[int, int], *, batch: int, iters: int, repeats
     """N problems in one batch ÷ N single-problem runs one after another (same iterations each), and the same
     ratio for the bare network's forward+backward alone (``network_ratio``): how much the network itself gains
     from a batch on this device, the floor for the first ratio."""
-    from .optimize import optimize
-    from .representations import Stage
+    from ..engine.optimize import optimize
+    from ..representations import Stage
 
     device, dtype = rep.device_dtype()
     stage = (Stage(iters, 1.0, True),)
@@ -201,7 +201,7 @@ def batching(rep: Any, size: tuple[int, int], *, batch: int, iters: int, repeats
 
 def _channel_objective(rep: Any, size: tuple[int, int], channel: int):
     """−mean of one channel of the layer's output (Lucent's ``channel`` objective), as an InnerProduct."""
-    from .objectives import InnerProduct
+    from ..engine.objectives import InnerProduct
 
     device, dtype = rep.device_dtype()
     with torch.no_grad():
@@ -216,8 +216,8 @@ def _channel_objective(rep: Any, size: tuple[int, int], channel: int):
 def ours_channel_ms(rep: Any, size: tuple[int, int], channel: int, *, iters: int, repeats: int, amp: Any = None,
                     compile: bool = False) -> float:
     """Our ms per iteration maximizing one channel (batch 1, jitter), median over repeats."""
-    from .optimize import optimize
-    from .representations import Stage
+    from ..engine.optimize import optimize
+    from ..representations import Stage
 
     device = rep.device_dtype()[0]
     obj = _channel_objective(rep, size, channel)
@@ -262,7 +262,7 @@ def lucent(rep: Any, size: tuple[int, int], channel: int, *, iters: int, repeats
 
 _PROBE = """
 import json, resource, sys, torch
-from preimage.bench import _memory_probe
+from preimage.experiments.bench import _memory_probe
 print(json.dumps(_memory_probe(**json.loads(sys.argv[1]))))
 """
 
@@ -296,8 +296,8 @@ def _memory_probe(model: str, layer: str | None, weights: str | None, random_wei
     """
     import resource
 
-    from .optimize import optimize
-    from .representations import Stage, load
+    from ..engine.optimize import optimize
+    from ..representations import Stage, load
 
     with threads(n_threads):
         rep = load(model, layer, weights=weights, random_weights=random_weights)
@@ -320,8 +320,8 @@ def peak_memory(model: str, layer: str | None, size: tuple[int, int], *, n: int 
                 rep: Any = None) -> dict[str, Any]:
     """Peak memory of a short inversion: RSS of a fresh process on CPU, peak allocated memory on CUDA."""
     if rep is not None and rep.device_dtype()[0].type == "cuda":
-        from .optimize import optimize
-        from .representations import Representation, Stage
+        from ..engine.optimize import optimize
+        from ..representations import Representation, Stage
 
         dev = rep.device_dtype()[0]
         r = rep if rep.layer == layer else Representation(rep.spec, layer).to(dev)
@@ -353,8 +353,8 @@ def run_bench(model: str = "efficientnet_lite0", layer: str | None = None, *, we
     size: input side in pixels (default: the model's). iters: optimizer iterations per timed run. repeats:
     interleaved repeats per ratio (medians are reported). n_threads: torch threads (None: torch's default).
     """
-    from .optimize import amp_dtype
-    from .representations import load
+    from ..engine.runtime import amp_dtype
+    from ..representations import load
 
     say = say or (lambda _msg: None)
     if batch < 2 or iters < 1 or repeats < 1:

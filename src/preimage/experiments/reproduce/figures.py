@@ -19,14 +19,14 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from ..errors import PreimageError
-from ..images import image_name, save_png, to_uint8
-from ..inversion import invert, prepare_images
-from ..objectives import channel_mask
-from ..optimize import Energy, scale_schedule
-from ..report import OutputDir, html_page, save_grid, write_json
-from ..representations import ModelSpec, Representation, Stage, load
-from ..result import Result
+from ...engine.objectives import channel_mask
+from ...engine.optimize import Energy, scale_schedule
+from ...errors import PreimageError
+from ...images import image_name, save_png, to_uint8
+from ...report import OutputDir, html_page, save_grid, write_json
+from ...representations import ModelSpec, Representation, Stage, load
+from ...result import Result
+from ...tasks.inversion import invert, prepare_images
 from .cnn_layers import FAST_ITERS, FAST_SIZE, PAPER_ITERS, default_layers
 
 Figure = tuple[str, str]
@@ -264,15 +264,15 @@ def section_noreg_inversion(ctx: FigureContext) -> Section:
     return "Inversion without regularizers (compare with C = 1 above)", figs
 
 
-# --- activation maximization and caricatures (preimage.activation) ---------------------------------------------
+# --- activation maximization and caricatures (preimage.tasks.activation) ---------------------------------------------
 
 
 def _activation() -> Any:
     try:
-        from .. import activation
+        from ...tasks import activation
     except ImportError as e:
-        raise SectionSkipped(f"needs preimage.activation, which this installation lacks ({e.__class__.__name__})") \
-            from None
+        raise SectionSkipped(f"needs preimage.tasks.activation, which this installation lacks "
+                             f"({e.__class__.__name__})") from None
     return activation
 
 
@@ -368,7 +368,7 @@ def section_noreg_activation(ctx: FigureContext) -> Section:
     figs: list[Figure] = []
     for name in ("maximize", "caricature"):
         if "energy" not in inspect.signature(getattr(act, name)).parameters:
-            raise SectionSkipped(f"preimage.activation.{name} takes no 'energy' argument")
+            raise SectionSkipped(f"preimage.tasks.activation.{name} takes no 'energy' argument")
     layer = _classifier_layer(ctx)
     units, labels = _class_units(ctx, layer)
     res = _call(act.maximize, ctx.rep(layer), units=units[:3], restarts=1, iters=ctx.iters, seed=ctx.seed,

@@ -21,14 +21,22 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import PreimageError
-from ..images import COLOR_SAMPLES, atomic_write_bytes, load_image, safe_name, save_png, unique_names
-from ..inversion import invert, prepare_images
-from ..metrics import EVAL_SCALES, as_saved, classifier_for, mean_ci, mean_pairwise_distance, naturalness, top1
-from ..optimize import Energy, scale_schedule
-from ..report import html_page, write_json
-from ..report.plots import metric_vs_layer
-from ..representations import ModelSpec, Representation, Stage, load
+from ...engine.optimize import Energy, scale_schedule
+from ...errors import PreimageError
+from ...images import COLOR_SAMPLES, atomic_write_bytes, load_image, safe_name, save_png, unique_names
+from ...measures.metrics import (
+    EVAL_SCALES,
+    as_saved,
+    classifier_for,
+    mean_ci,
+    mean_pairwise_distance,
+    naturalness,
+    top1,
+)
+from ...report import html_page, write_json
+from ...report.plots import metric_vs_layer
+from ...representations import ModelSpec, Representation, Stage, load
+from ...tasks.inversion import invert, prepare_images
 
 PROTOCOL = "ijcv-cnn-layers/1"
 PAPER_C = (1.0, 20.0, 100.0, 300.0)

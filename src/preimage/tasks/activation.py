@@ -17,14 +17,14 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from .errors import PreimageError
+from ..engine.objectives import InnerProduct
+from ..engine.objectives import caricature as caricature_objective
+from ..engine.optimize import Energy, Progress, optimize, scale_schedule
+from ..errors import PreimageError
+from ..measures.stats import RELUS, NeuronStats, Point, load_stats, warn
+from ..representations.base import Geometry, ModelSpec, Representation, Stage, truncated_forward
+from ..result import Result
 from .inversion import as_representation, prepare_images, reference_features
-from .objectives import InnerProduct
-from .objectives import caricature as caricature_objective
-from .optimize import Energy, Progress, optimize, scale_schedule
-from .representations.base import Geometry, ModelSpec, Representation, Stage, truncated_forward
-from .result import Result
-from .stats import RELUS, NeuronStats, Point, load_stats, warn
 
 #: Activation maximization and caricature: one stage of 300 steps at lr0 with jitter (paper-notes §1.3, §1.4).
 SINGLE_STAGE = (Stage(300, 1.0, True),)

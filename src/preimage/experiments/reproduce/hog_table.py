@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import PreimageError
-from ..images import load_image, resize, unique_names
-from ..inversion import invert
-from ..metrics import mean_ci
-from ..representations import Representation, load
+from ...errors import PreimageError
+from ...images import load_image, resize, unique_names
+from ...measures.metrics import mean_ci
+from ...representations import Representation, load
+from ...tasks.inversion import invert
 from .cnn_layers import list_images
 
 MODELS = ("hog", "hogb", "dsift")

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
+
+#: A data term: features N×... → N values (one per problem), differentiable.
+Objective = Callable[[torch.Tensor], torch.Tensor]
 
 
 def _flat_sum(t: torch.Tensor) -> torch.Tensor:

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import PreimageError
-from .images import resize, rgb_to_grey, to_uint8
-from .representations import Representation
+from ..errors import PreimageError
+from ..images import resize, rgb_to_grey, to_uint8
+from ..representations import Representation
 
 #: How pre-images are turned into the image that is evaluated: "minmax" is the paper's saved PNG
 #: (``vl_imsc`` min–max rescaling, then 8 bits); "clip" keeps the true colours (clipped, 8 bits); "raw" as is.

@@ -15,12 +15,12 @@ from typing import Literal
 import numpy as np
 import torch
 
-from .errors import PreimageError
+from ..engine.objectives import InnerProduct
+from ..engine.optimize import Energy, Progress, noise_init, optimize
+from ..errors import PreimageError
+from ..representations import Representation, Stage
+from ..result import Result
 from .inversion import as_representation
-from .objectives import InnerProduct
-from .optimize import Energy, Progress, noise_init, optimize
-from .representations import Representation, Stage
-from .result import Result
 
 #: Weight of the data term: the template is rescaled to C·W/‖W‖₁. With ‖W‖₁ fixed, the data term's gradient
 #: per cell scales as 1/cells, as the regularizers' (a mean over pixels) do, so pictures of small and large

@@ -6,12 +6,12 @@ from collections.abc import Sequence
 
 import torch
 
-from .errors import PreimageError
-from .images import load_image, resize, rgb_to_grey
-from .objectives import Inversion, channel_mask, neighbourhood_mask
-from .optimize import Energy, Progress, optimize, scale_schedule
-from .representations import Representation, Stage, load
-from .result import Result
+from ..engine.objectives import Inversion, channel_mask, neighbourhood_mask
+from ..engine.optimize import Energy, Progress, optimize, scale_schedule
+from ..errors import PreimageError
+from ..images import load_image, resize, rgb_to_grey
+from ..representations import Representation, Stage, load
+from ..result import Result
 
 
 def as_representation(model: Representation | str, layer: str | None = None, **kw: object) -> Representation:
@@ -25,7 +25,7 @@ def prepare_images(rep: Representation, images: str | Sequence[str] | torch.Tens
 
     size: None means the model's default (the image's own resolution for HOG/DSIFT).
     """
-    from .images import image_name
+    from ..images import image_name
 
     if size is None:
         size = rep.defaults.size

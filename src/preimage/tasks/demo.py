@@ -9,10 +9,10 @@ from typing import Any
 
 import torch
 
-from .images import save_png
+from ..images import save_png
+from ..report import OutputDir, html_page, save_grid, write_json
+from ..representations import load
 from .inversion import invert, prepare_images
-from .report import OutputDir, html_page, save_grid, write_json
-from .representations import load
 
 
 def _minmax(x: torch.Tensor) -> torch.Tensor:

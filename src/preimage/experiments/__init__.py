@@ -1,0 +1,1 @@
+"""Experiments on top of the tasks: the speed bench and the paper's protocols (reproduce)."""
