@@ -47,13 +47,15 @@ class _Cut(nn.Module):
     """Φ as one fx graph: the network cut right after the target layer, so that torch.compile sees a single
     graph instead of the truncation hook (which breaks the graph)."""
 
-    def __init__(self, graph: nn.Module, scale: torch.Tensor) -> None:
+    def __init__(self, graph: nn.Module, scale: torch.Tensor,
+                 view: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
         super().__init__()
         self.graph = graph
+        self.view = view  # Φ's view of the layer's output (token outputs as maps)
         self.register_buffer("scale", scale, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.graph(x * self.scale)["out"]
+        return self.view(self.graph(x * self.scale)["out"], x)
 
 
 def _graph_of(rep: Representation) -> nn.Module:
@@ -63,7 +65,7 @@ def _graph_of(rep: Representation) -> nn.Module:
     try:
         from timm.models import create_feature_extractor
 
-        return _Cut(create_feature_extractor(rep.net, return_nodes={rep.layer: "out"}), rep.scale)
+        return _Cut(create_feature_extractor(rep.net, return_nodes={rep.layer: "out"}), rep.scale, rep.as_view)
     except Exception:  # noqa: BLE001 - any tracing failure: compile Φ as it is, with its graph breaks
         return rep
 
