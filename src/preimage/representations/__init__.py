@@ -1,6 +1,9 @@
-"""Representations Φ: named models (``zoo``), truncation and geometry (``base``)."""
+"""Representations Φ: named models (``zoo``), truncation and geometry (``base``), token outputs as maps
+(``tokens``)."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 from torch import nn
@@ -16,29 +19,36 @@ from .base import (
     TaskDefaults,
     measure_geometry,
 )
-from .zoo import IMAGENET_MEAN, IMAGENET_STD, build, list_models, register_model
+from .zoo import IMAGENET_MEAN, IMAGENET_STD, build, list_models, per_channel, register_model
 
 __all__ = ["CNN_INVERSION", "SHALLOW_INVERSION", "Geometry", "ModelSpec", "Representation", "Stage",
            "TaskDefaults", "build", "list_models", "load", "measure_geometry", "parse_device", "register_model"]
 
 
 def load(model: str | nn.Module | ModelSpec, layer: str | None = None, *, weights: str | None = None,
-         random_weights: bool = False, mean: tuple[float, ...] = IMAGENET_MEAN,
-         std: tuple[float, ...] = IMAGENET_STD, channels: int = 3, input_size: tuple[int, int] = (224, 224),
+         random_weights: bool = False, mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
+         channels: int | None = None, input_size: tuple[int, int] = (224, 224), view: str | None = None,
          device: str | torch.device | None = None, **kwargs: object) -> Representation:
     """Φ at ``layer`` of a model: a registered/torchvision/``timm:NAME`` name, a ModelSpec, or any nn.Module.
 
-    For a plain module, ``mean``/``std`` give its input normalization in [0, 1] units (ImageNet's by default).
-    ``layer`` is a module name (see ``preimage layers``) or an alias; None means the whole network's output.
+    channels: the input's channels, any k (a plain module's; for torchvision/timm names the first convolution
+    is built for k). ``mean``/``std`` give the input normalization in [0, 1] units, one value or one per
+    channel (a plain module's default: ImageNet's; a name's default: the model's own). ``layer`` is a module
+    name (see ``preimage layers``) or an alias; None means the whole network's output. view: how a token
+    output is seen (``Representation``). kwargs: model arguments for timm/torchvision builders.
     """
     if isinstance(model, nn.Module):
-        spec = ModelSpec(type(model).__name__, model, tuple(mean), tuple(std), channels=channels,
+        k = channels or 3
+        spec = ModelSpec(type(model).__name__, model, tuple(mean or per_channel(IMAGENET_MEAN, k)),
+                         tuple(std or per_channel(IMAGENET_STD, k)), channels=k,
                          defaults=TaskDefaults(size=tuple(input_size)), weights_id="user")
     elif isinstance(model, ModelSpec):
         spec = model
     else:
-        spec = build(model, weights=weights, random_weights=random_weights, **kwargs)
-    rep = Representation(spec, layer)
+        spec = build(model, weights=weights, random_weights=random_weights, channels=channels, **kwargs)
+    if not isinstance(model, nn.Module) and (mean is not None or std is not None):
+        spec = dataclasses.replace(spec, mean=tuple(mean or spec.mean), std=tuple(std or spec.std))
+    rep = Representation(spec, layer, view)
     return rep.to(parse_device(device)) if device is not None else rep
 
 

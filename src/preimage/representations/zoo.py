@@ -59,7 +59,9 @@ def _import_plugins() -> None:
 
 
 def load_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a state dict from ``.pth``/``.pt``/``.bin`` (torch) or ``.safetensors``; clear error otherwise."""
+    """Read a state dict from ``.pth``/``.pt``/``.bin`` (torch) or ``.safetensors``, unwrapping checkpoints that
+    hold it under ``state_dict``, ``model``, ``model_state_dict``, ``module`` or ``state_dict_ema``; a clear error
+    otherwise."""
     p = Path(path)
     if not p.is_file():
         raise PreimageError(f"weights file not found: {path}")
@@ -72,25 +74,49 @@ def load_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             sd = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is a user error
         raise PreimageError(f"cannot read weights file {path}: {e.__class__.__name__}") from None
-    for key in ("state_dict", "model", "model_state_dict"):
-        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
-            sd = sd[key]
-    if not isinstance(sd, dict):
-        raise PreimageError(f"weights file {path} does not hold a state dict")
+    for _ in range(3):  # checkpoints nest: {"state_dict": {"model": ...}} is seen too
+        key = next((k for k in ("state_dict", "model", "model_state_dict", "module", "state_dict_ema")
+                    if isinstance(sd, dict) and isinstance(sd.get(k), dict)), None)
+        if key is None:
+            break
+        sd = sd[key]
+    if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise PreimageError(f"weights file {path} does not hold a state dict (names → tensors)")
     return sd
 
 
+def _strip_prefixes(sd: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop a leading ``module.``/``model.``/``_orig_mod.``-style prefix that every key carries and the model's
+    own keys lack (DataParallel, Lightning, torch.compile checkpoints)."""
+    while sd and not (set(sd) & set(own)):
+        first = next(iter(sd)).split(".", 1)[0] + "."
+        if not all(k.startswith(first) and len(k) > len(first) for k in sd):
+            break
+        sd = {k[len(first):]: v for k, v in sd.items()}
+    return sd
+
+
+def _few(keys: list[str], n: int = 3) -> str:
+    return ", ".join(keys[:n]) + (", ..." if len(keys) > n else "")
+
+
 def load_into(module: nn.Module, sd: dict[str, torch.Tensor], source: str) -> None:
-    """Load a state dict by name, or else in order when every shape matches one to one."""
+    """Load a state dict by name (after dropping a wrapper's key prefix), or else in order when every shape
+    matches one to one; a mismatch fails in one line with the counts and first names of the missing and
+    unexpected keys."""
     own = module.state_dict()
+    sd = _strip_prefixes(sd, own)
     if set(sd) == set(own):
         pairs = [(k, sd[k]) for k in own]
-    elif len(sd) == len(own):
+    elif len(sd) == len(own) and not (set(sd) & set(own)):
         pairs = list(zip(own, sd.values(), strict=True))
     else:
-        missing = sorted(set(own) - set(sd))[:3]
-        raise PreimageError(f"weights in {source} do not fit this model ({len(sd)} tensors for {len(own)}; "
-                            f"missing e.g. {', '.join(missing)})")
+        missing = [k for k in own if k not in sd]
+        unexpected = [k for k in sd if k not in own]
+        parts = [f"{len(missing)} missing ({_few(missing)})" if missing else "",
+                 f"{len(unexpected)} unexpected ({_few(unexpected)})" if unexpected else ""]
+        raise PreimageError(f"weights in {source} do not fit this model: {len(sd)} tensors for {len(own)}; keys "
+                            + "; ".join(p for p in parts if p))
     for k, v in pairs:
         if tuple(own[k].shape) != tuple(v.shape):
             raise PreimageError(f"weights in {source} do not fit this model: '{k}' has shape "
@@ -148,31 +174,76 @@ def pretrained_torchvision(name: str) -> tuple[dict[str, torch.Tensor], object]:
         raise _offline_error(name, e) from None
 
 
-def _torchvision(name: str, weights: str | None, random_weights: bool) -> ModelSpec:
+def per_channel(values: tuple[float, ...], channels: int) -> tuple[float, ...]:
+    """RGB normalization constants for a model built for ``channels`` inputs: their mean for one channel,
+    repeated in turn for more (as timm adapts the first convolution's RGB weights)."""
+    if len(values) == channels:
+        return tuple(values)
+    if channels == 1:
+        return (sum(values) / len(values),)
+    return tuple(values[i % len(values)] for i in range(channels))
+
+
+def _adapt_first_conv(net: nn.Module, channels: int) -> None:
+    """Give a torchvision network's first RGB convolution ``channels`` inputs, its weights adapted as timm adapts
+    pretrained ones (summed for one channel, repeated and rescaled for more)."""
+    from timm.models._manipulate import adapt_input_conv
+
+    for parent in net.modules():
+        for cname, conv in parent.named_children():
+            if isinstance(conv, nn.Conv2d) and conv.in_channels == 3:
+                new = nn.Conv2d(channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                                conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode)
+                with torch.no_grad():
+                    new.weight.copy_(adapt_input_conv(channels, conv.weight))
+                    if conv.bias is not None:
+                        new.bias.copy_(conv.bias)
+                setattr(parent, cname, new)
+                return
+    raise PreimageError("this network has no RGB input convolution to give other input channels (--channels)")
+
+
+def _construct(fn: Callable[..., nn.Module], what: str, **kwargs: object) -> nn.Module:
+    try:
+        return fn(**kwargs)
+    except TypeError as e:
+        raise PreimageError(f"cannot build {what} with {', '.join(kwargs) or 'its defaults'}: {e}") from None
+
+
+def _torchvision(name: str, weights: str | None, random_weights: bool, channels: int = 3,
+                 **model_args: object) -> ModelSpec:
     import torchvision
+
+    from .base import TaskDefaults
 
     if name not in torchvision.models.list_models(module=torchvision.models):
         raise PreimageError(f"'{name}' is not a torchvision classifier")
+    net = _construct(torchvision.models.get_model, name, name=name, weights=None, **model_args)
+    size = 224
     if weights or random_weights:
-        net = torchvision.models.get_model(name, weights=None)
+        if channels != 3:
+            _adapt_first_conv(net, channels)
         if weights:
             load_into(net, load_state_file(weights), weights)
         wid = f"file:{Path(weights).resolve()}" if weights else "random"
-        size = 224
     else:
         sd, enum = pretrained_torchvision(name)
-        net = torchvision.models.get_model(name, weights=None)
-        net.load_state_dict(sd)
-        wid = f"torchvision:{enum}"
+        load_into(net, sd, f"torchvision's {enum}")
+        if channels != 3:
+            _adapt_first_conv(net, channels)
+        wid = f"torchvision:{enum}" + (f":in{channels}" if channels != 3 else "")
         crop = enum.transforms().crop_size
         size = crop[0] if isinstance(crop, (list, tuple)) else int(crop)
-    from .base import TaskDefaults
+    size = getattr(net, "image_size", None) or size  # ViTs are built for one size
+    return ModelSpec(name, net, per_channel(IMAGENET_MEAN, channels), per_channel(IMAGENET_STD, channels),
+                     channels=channels, weights_id=wid, defaults=TaskDefaults(size=(size, size)),
+                     classifier_layer=_last_linear(net))
 
-    return ModelSpec(name, net, IMAGENET_MEAN, IMAGENET_STD, weights_id=wid,
-                     defaults=TaskDefaults(size=(size, size)), classifier_layer=_last_linear(net))
 
-
-def _timm(name: str, weights: str | None, random_weights: bool) -> ModelSpec:
+def _timm(name: str, weights: str | None, random_weights: bool, channels: int = 3,
+          **model_args: object) -> ModelSpec:
+    """A timm model, built with ``dynamic_img_size=True`` where its class supports it (vision transformers), so
+    that it runs at other input sizes than its native one. model_args: passed to ``timm.create_model``."""
     import timm
 
     from .base import TaskDefaults
@@ -180,8 +251,18 @@ def _timm(name: str, weights: str | None, random_weights: bool) -> ModelSpec:
     if not timm.list_models(name) and name not in timm.list_pretrained(name):
         close = timm.list_models(f"*{name}*")[:4]
         raise PreimageError(f"unknown timm model '{name}'" + (f"; close matches: {', '.join(close)}" if close else ""))
+    args = dict(model_args, in_chans=channels) if channels != 3 else dict(model_args)
+
+    def create(pretrained: bool) -> nn.Module:
+        try:
+            return timm.create_model(name, pretrained=pretrained, dynamic_img_size=True, **args)
+        except TypeError as e:
+            if "dynamic_img_size" not in str(e):
+                raise PreimageError(f"cannot build timm:{name} with {', '.join(args) or 'its defaults'}: {e}") from None
+        return _construct(timm.create_model, f"timm:{name}", model_name=name, pretrained=pretrained, **args)
+
     if weights or random_weights:
-        net = timm.create_model(name, pretrained=False)
+        net = create(False)
         if weights:
             load_into(net, load_state_file(weights), weights)
         wid = f"file:{Path(weights).resolve()}" if weights else "random"
@@ -192,15 +273,20 @@ def _timm(name: str, weights: str | None, random_weights: bool) -> ModelSpec:
         try:
             # Unreachable hub: load from the cache only, at once (the hub client would retry for a minute).
             hub.HF_HUB_OFFLINE = was_offline or not _online("huggingface.co")
-            net = timm.create_model(name, pretrained=True)
+            net = create(True)
+        except PreimageError:
+            raise
         except Exception as e:  # noqa: BLE001
             raise _offline_error(f"timm:{name}", e) from None
         finally:
             hub.HF_HUB_OFFLINE = was_offline
-        wid = f"timm:{name}"
+        wid = f"timm:{name}" + (f":in{channels}" if channels != 3 else "")
     cfg = net.pretrained_cfg
-    size = tuple(cfg.get("input_size", (3, 224, 224))[1:])
-    return ModelSpec(f"timm:{name}", net, tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD)),
+    img = model_args.get("img_size")
+    size = ((img, img) if isinstance(img, int) else tuple(img)) if img else tuple(cfg.get("input_size",
+                                                                                           (3, 224, 224))[1:])
+    return ModelSpec(f"timm:{name}", net, per_channel(tuple(cfg.get("mean", IMAGENET_MEAN)), channels),
+                     per_channel(tuple(cfg.get("std", IMAGENET_STD)), channels), channels=channels,
                      weights_id=wid, defaults=TaskDefaults(size=size), classifier_layer=_last_linear(net))
 
 
@@ -209,20 +295,33 @@ def _last_linear(net: nn.Module) -> str | None:
     return names[-1] if names else None
 
 
-def build(name: str, weights: str | None = None, random_weights: bool = False, **kwargs: object) -> ModelSpec:
-    """Build a named model: a registered name, ``timm:NAME``, or a torchvision classifier name."""
+def build(name: str, weights: str | None = None, random_weights: bool = False, channels: int | None = None,
+          **kwargs: object) -> ModelSpec:
+    """Build a named model: a registered name, ``timm:NAME``, or a torchvision classifier name.
+
+    channels: input channels for torchvision and timm networks (their first convolution is built for them;
+    pretrained RGB weights are adapted); default 3. kwargs: passed to the builder (timm's and torchvision's
+    model arguments, e.g. ``img_size`` or ``image_size``).
+    """
     if weights and random_weights:
         raise PreimageError("--weights and --random-weights exclude each other")
     _import_plugins()
     if name in _REGISTRY:
-        return _REGISTRY[name](weights=weights, random_weights=random_weights, **kwargs)
+        spec = _REGISTRY[name](weights=weights, random_weights=random_weights, **kwargs)
+        if channels is not None and channels != spec.channels:
+            raise PreimageError(f"{name} takes {spec.channels}-channel images; --channels applies to torchvision "
+                                "and timm networks")
+        return spec
+    k = 3 if channels is None else channels
+    if k < 1:
+        raise PreimageError("--channels must be at least 1")
     if name.startswith("timm:"):
-        return _timm(name[5:], weights, random_weights)
+        return _timm(name[5:], weights, random_weights, k, **kwargs)
     import torchvision
 
     tv = torchvision.models.list_models(module=torchvision.models)
     if name in tv:
-        return _torchvision(name, weights, random_weights)
+        return _torchvision(name, weights, random_weights, k, **kwargs)
     import difflib
 
     close = difflib.get_close_matches(name, list(_REGISTRY) + tv, n=4, cutoff=0.6)
