@@ -22,16 +22,27 @@ COLOR_SAMPLES = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemist
                  "hubble_deep_field", "retina")
 
 
+#: Files read as arrays of any number of channels (``load_image``).
+ARRAY_SUFFIXES = (".npy", ".tif", ".tiff")
+
+
+def _to_float(a: np.ndarray) -> np.ndarray:
+    """An array of uint8/uint16/bool/float → float64 in 0–255 units: uint8 as is, 16-bit (or larger integers
+    above 255) ÷ 257, bool × 255, floats within [0, 1] × 255, other floats as they are."""
+    if a.dtype == np.uint16 or (a.dtype.kind in "iu" and a.max(initial=0) > 255):
+        return a.astype(np.float64) / 257.0
+    if a.dtype == bool:
+        return a.astype(np.float64) * 255.0
+    if a.dtype.kind == "f":
+        return a.astype(np.float64) * (255.0 if a.max(initial=0) <= 1.0 else 1.0)
+    if a.dtype.kind not in "iu":
+        raise PreimageError(f"unsupported pixel type {a.dtype}")
+    return a.astype(np.float64)
+
+
 def _to_float_rgb(a: np.ndarray) -> np.ndarray:
     """Any grey/RGB/RGBA array of uint8/uint16/bool/float → H×W×3 float64 in 0–255."""
-    if a.dtype == np.uint16 or (a.dtype.kind in "iu" and a.max(initial=0) > 255):
-        a = a.astype(np.float64) / 257.0
-    elif a.dtype == bool:
-        a = a.astype(np.float64) * 255.0
-    elif a.dtype.kind == "f":
-        a = a.astype(np.float64) * (255.0 if a.max(initial=0) <= 1.0 else 1.0)
-    else:
-        a = a.astype(np.float64)
+    a = _to_float(a)
     if a.ndim == 2:
         a = np.repeat(a[:, :, None], 3, axis=2)
     elif a.ndim == 3 and a.shape[2] == 4:  # RGBA: composite on white, as viewers show it
@@ -43,6 +54,44 @@ def _to_float_rgb(a: np.ndarray) -> np.ndarray:
     elif a.ndim != 3 or a.shape[2] != 3:
         raise PreimageError(f"unsupported image layout {a.shape}")
     return np.clip(a, 0, 255)
+
+
+def _read_array(path: Path) -> np.ndarray:
+    """A ``.npy`` array or a (multi-page) TIFF as it is stored."""
+    try:
+        if path.suffix.lower() == ".npy":
+            return np.load(path, allow_pickle=False)
+        import tifffile
+
+        return tifffile.imread(path)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is a user error
+        raise PreimageError(f"cannot read image {path}: {e.__class__.__name__}") from None
+
+
+def _channels_last(a: np.ndarray, channels: int, spec: str) -> np.ndarray:
+    """An array image → H×W×c: 2-d is one channel; 3-d has its channels on the axis of length ``channels``
+    (last first), else on its shorter end axis (multi-page TIFFs stack pages first)."""
+    a = np.squeeze(a, axis=tuple(range(a.ndim - 3))) if a.ndim > 3 and all(d == 1 for d in a.shape[:-3]) else a
+    if a.ndim == 2:
+        return a[:, :, None]
+    if a.ndim != 3 or min(a.shape) == 0:
+        raise PreimageError(f"{spec}: expected an H×W, H×W×C or C×H×W array, got shape {a.shape}")
+    if a.shape[2] == channels or (a.shape[0] != channels and a.shape[2] <= a.shape[0]):
+        return a
+    return np.moveaxis(a, 0, 2)
+
+
+def _match_channels(x: torch.Tensor, channels: int, spec: str) -> torch.Tensor:
+    """1×c×H×W → 1×channels×H×W: as is, grey repeated to RGB, RGB to grey (luminance); else a clear error."""
+    c = x.shape[1]
+    if c == channels:
+        return x
+    if c == 1:
+        return x.expand(-1, channels, -1, -1).clone()
+    if c == 3 and channels == 1:
+        return rgb_to_grey(x)
+    raise PreimageError(f"{spec} has {c} channels, the model takes {channels}"
+                        + ("; give a .npy or .tif image with that many channels" if c == 3 else ""))
 
 
 def _read(spec: str) -> np.ndarray:
@@ -98,19 +147,25 @@ def unique_names(specs: Sequence[str]) -> list[str]:
     return names
 
 
-def load_image(spec: str, size: int | tuple[int, int] | None = None, grey: bool = False) -> torch.Tensor:
+def load_image(spec: str, size: int | tuple[int, int] | None = None, grey: bool = False,
+               channels: int | None = None) -> torch.Tensor:
     """Read an image (path or ``sample:NAME``) as a 1×C×H×W float tensor in 0–255.
 
-    Grey, RGBA and 16-bit files are converted. ``size`` resizes directly (bicubic, antialiased, no aspect-
-    preserving crop, as in the paper); ``grey`` returns one luminance channel (C=1), else C=3.
+    Photographs (PNG, JPEG, ...): grey, RGBA and 16-bit files are converted to RGB. ``.npy`` arrays and
+    (multi-page) TIFFs keep their channels (H×W, H×W×C or C×H×W; pages are channels), in 0–255 units
+    (``_to_float``), clipped. channels: what the model takes (default 3; 1 with ``grey``): RGB becomes its
+    luminance for one channel, one channel is repeated for three; other mismatches are a clear error.
+    ``size`` resizes directly (bicubic, antialiased, no aspect-preserving crop, as in the paper).
     """
-    a = _to_float_rgb(_read(spec))
-    x = torch.from_numpy(a).permute(2, 0, 1)[None].float()
+    k = channels or (1 if grey else 3)
+    if not spec.startswith("sample:") and Path(spec).suffix.lower() in ARRAY_SUFFIXES and Path(spec).is_file():
+        a = _channels_last(_read_array(Path(spec)), k, spec)
+        x = torch.from_numpy(np.clip(_to_float(a), 0, 255)).permute(2, 0, 1)[None].float()
+    else:
+        x = torch.from_numpy(_to_float_rgb(_read(spec))).permute(2, 0, 1)[None].float()
     if size is not None:
         x = resize(x, size)
-    if grey:
-        x = rgb_to_grey(x)
-    return x
+    return _match_channels(x, k, spec)
 
 
 def resize(x: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
@@ -129,10 +184,16 @@ def rgb_to_grey(x: torch.Tensor) -> torch.Tensor:
     return (x * w[:, None, None]).sum(1, keepdim=True)
 
 
+def displayed(x: torch.Tensor) -> torch.Tensor:
+    """The channels a picture shows of a C×H×W image: all of grey or RGB, the first three of more, the first
+    (grey) of two."""
+    return x if x.shape[0] in (1, 3) else x[:3] if x.shape[0] > 3 else x[:1]
+
+
 def to_uint8(x: torch.Tensor, scale: str = "minmax") -> np.ndarray:
-    """One C×H×W image in 0–255 units → H×W×C uint8. ``minmax`` rescales to the full range (the paper's
-    ``vl_imsc``); ``clip`` keeps the true colours and clips."""
-    x = x.detach().float().cpu()
+    """One C×H×W image in 0–255 units → H×W×3 or H×W uint8 (``displayed`` channels). ``minmax`` rescales to
+    the full range (the paper's ``vl_imsc``); ``clip`` keeps the true colours and clips."""
+    x = displayed(x.detach().float().cpu())
     if scale == "minmax":
         lo, hi = x.min(), x.max()
         x = (x - lo) / (hi - lo).clamp_min(1e-8) * 255.0

@@ -54,6 +54,27 @@ def _jsonable(o: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(o)}")
 
 
+def picture_files(name: str, channels: int) -> list[str]:
+    """The files one picture of a ``channels``-channel image is written as (``save_picture``): ``NAME.png``, and
+    ``NAME.npy`` beside it unless the image is grey or RGB (the PNG shows only some of its channels)."""
+    return [f"{name}.png"] + ([f"{name}.npy"] if channels not in (1, 3) else [])
+
+
+def save_picture(x: torch.Tensor, path: str | Path, scale: str = "minmax") -> Path:
+    """Save one C×H×W image (0–255 units) as a PNG of its first three channels (or of its first, in grey, for
+    two), plus the whole array as float32 ``.npy`` beside it when C is neither 1 nor 3. Returns the PNG's path."""
+    import io
+
+    import numpy as np
+
+    path = Path(path)
+    if x.shape[0] not in (1, 3):
+        buf = io.BytesIO()
+        np.save(buf, x.detach().float().cpu().numpy())
+        atomic_write_bytes(path.with_suffix(".npy"), buf.getvalue())
+    return save_png(x, path, scale)
+
+
 def save_grid(images: Sequence[torch.Tensor], path: str | Path, ncol: int | None = None,
               scale: str = "minmax", pad: int = 4) -> Path:
     """Save C×H×W images (0–255 units, possibly of different sizes) as one PNG grid."""
