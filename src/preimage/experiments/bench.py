@@ -353,6 +353,7 @@ def run_bench(model: str = "efficientnet_lite0", layer: str | None = None, *, we
     size: input side in pixels (default: the model's). iters: optimizer iterations per timed run. repeats:
     interleaved repeats per ratio (medians are reported). n_threads: torch threads (None: torch's default).
     """
+    from ..engine.memory import check_memory
     from ..engine.runtime import amp_dtype
     from ..representations import load
 
@@ -364,6 +365,7 @@ def run_bench(model: str = "efficientnet_lite0", layer: str | None = None, *, we
     where = rep.layer or "output"  # None: the whole network (HOG, DSIFT, or --layer output)
     side = size or (rep.defaults.size or (224, 224))[0]
     hw = (side, side)
+    check_memory(rep, batch, hw, "the batched run")
     dev = rep.device_dtype()[0]
     info: dict[str, Any] = {
         "model": rep.name, "layer": where, "size": list(hw), "device": str(dev),

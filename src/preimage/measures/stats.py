@@ -10,7 +10,9 @@ Two kinds of *points* are measured, in one forward pass per batch with hooks on 
 
 * ``("output", name)``: the module's output (``name == ""``: the whole network's output);
 * ``("input", name)``: the input of a ReLU-family module, i.e. the **pre-ReLU** response that activation
-  maximization targets (paper-notes §1.3).
+  maximization targets (paper-notes §1.3);
+* ``("grid", name)`` and ``("token<k>", name)``: the patch grid and prefix token k of a token output
+  (vision transformers, ``representations/tokens.py``); channels-last outputs are measured as N×C×H×W.
 
 Each hook reduces its tensor to per-channel statistics at once, because torchvision and timm networks use
 in-place ReLUs that overwrite a stored conv or batch-norm output afterwards. Outputs N×C×h×w and N×C are
@@ -35,12 +37,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..engine.memory import check_memory
 from ..errors import PreimageError
-from ..images import COLOR_SAMPLES, atomic_write_bytes, load_image, rgb_to_grey
+from ..images import ARRAY_SUFFIXES, COLOR_SAMPLES, atomic_write_bytes, load_image
 from ..representations.base import ModelSpec, Representation
+from ..representations.tokens import find_layout, prefix_names
 
 FORMAT_VERSION = 1
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".pnm", *ARRAY_SUFFIXES)
 #: ReLU-family modules whose *input* is measured (the pre-ReLU response).
 RELUS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU)
 #: A point of the network: ("output", module name) or ("input", name of a ReLU-family module).
@@ -162,20 +166,39 @@ def compute_stats(model: ModelSpec | Representation, images: str | Sequence[str]
     rep = model if isinstance(model, Representation) else Representation(model, None)
     spec = rep.spec
     specs, source = resolve_images(images)
+    if source == "samples" and rep.channels not in (1, 3):
+        raise PreimageError(f"{spec.name} takes {rep.channels}-channel images and the bundled samples are RGB: its "
+                            "neuron statistics need reference images of its own ('preimage stats --images DIR' "
+                            "with .npy or .tif files)")
     if size is None:
         size = rep.defaults.size
     hw = (size, size) if isinstance(size, int) else (tuple(size) if size is not None else None)
     if hw is None:
         batch = 1  # images of their own sizes cannot share a batch
+    else:
+        check_memory(rep, min(batch, len(specs)), hw, "computing the neuron statistics")
     acc: dict[Point, _Accumulator] = {}
     seen: set[Point] = set()
     handles = []
+    prefix = prefix_names(rep.net)
+    batch_input: list[torch.Tensor] = []
 
     def record(point: Point, t: object) -> None:
         if point in seen or not isinstance(t, torch.Tensor):
             return
         seen.add(point)
-        acc.setdefault(point, _Accumulator()).add(t)
+        x = batch_input[0]
+        lay = (find_layout(tuple(t.shape[1:]), tuple(x.shape[-2:]), prefix)
+               if t.ndim in (3, 4) and t.shape[0] == x.shape[0] else None)
+        if lay is None:
+            acc.setdefault(point, _Accumulator()).add(t)
+        elif lay.kind == "nhwc":
+            acc.setdefault(point, _Accumulator()).add(t.permute(0, 3, 1, 2))
+        elif point[0] == "output":  # token outputs: the patch grid and each prefix token, as Φ's views see them
+            if lay.grid_size(t.shape[1], tuple(x.shape[-2:]))[0]:
+                acc.setdefault(("grid", point[1]), _Accumulator()).add(lay.to_map(t, tuple(x.shape[-2:])))
+            for k in range(lay.prefix):
+                acc.setdefault((f"token{k}", point[1]), _Accumulator()).add(t[:, k])
 
     net = rep.net
     for name, mod in net.named_modules():
@@ -190,10 +213,9 @@ def compute_stats(model: ModelSpec | Representation, images: str | Sequence[str]
         with torch.no_grad():
             for i in range(0, len(specs), batch):
                 chunk = specs[i:i + batch]
-                x = torch.cat([load_image(s, hw) for s in chunk]).to(device)
-                if rep.channels == 1:
-                    x = rgb_to_grey(x)
+                x = torch.cat([load_image(s, hw, channels=rep.channels) for s in chunk]).to(device)
                 seen.clear()
+                batch_input[:] = [x]
                 net(rep.to_paper_units(x) * rep.scale)
                 names.extend(chunk)
                 if progress:
@@ -252,7 +274,7 @@ def read_stats(path: str | Path, model: str | None = None, weights_id: str | Non
     points: dict[Point, ChannelStats] = {}
     for key, t in pts.items():
         kind, sep, name = str(key).partition("/")
-        if not sep or kind not in ("output", "input"):
+        if not sep or not (kind in ("output", "input", "grid") or (kind[:5] == "token" and kind[5:].isdigit())):
             raise ValueError(f"bad entry '{key}'")
         if not isinstance(t, torch.Tensor) or t.ndim != 2 or t.shape[0] != 3 or t.shape[1] == 0:
             raise ValueError(f"bad entry '{key}'")

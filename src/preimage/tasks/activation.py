@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
+from ..engine.memory import check_memory
 from ..engine.objectives import InnerProduct
 from ..engine.objectives import caricature as caricature_objective
 from ..engine.optimize import Energy, Progress, optimize, scale_schedule
@@ -24,7 +25,7 @@ from ..errors import PreimageError
 from ..measures.stats import RELUS, NeuronStats, Point, load_stats, warn
 from ..representations.base import Geometry, ModelSpec, Representation, Stage, truncated_forward
 from ..result import Result
-from .inversion import as_representation, prepare_images, reference_features
+from .inversion import as_representation, image_count, prepare_images, reference_features
 
 #: Activation maximization and caricature: one stage of 300 steps at lr0 with jitter (paper-notes §1.3, §1.4).
 SINGLE_STAGE = (Stage(300, 1.0, True),)
@@ -42,8 +43,8 @@ class PreActivation(Representation):
     The activation is looked up by name at every call, so swapping it (``leaky_relus``) keeps working.
     """
 
-    def __init__(self, spec: ModelSpec, layer: str, act: str) -> None:
-        super().__init__(spec, layer)
+    def __init__(self, spec: ModelSpec, layer: str, act: str, view: str | None = None) -> None:
+        super().__init__(spec, layer, view)
         parent, _, attr = act.rpartition(".")
         self._act_path = (parent, attr)
         self.act_name = act
@@ -52,13 +53,28 @@ class PreActivation(Representation):
         """x: N×C×H×W in paper units → the pre-activation response N×D×h×w (or N×D)."""
         parent, attr = self._act_path
         act = getattr(self.net.get_submodule(parent) if parent else self.net, attr)
-        return truncated_forward(self.net, x * self.scale, act, at_input=True)
+        return self.as_view(truncated_forward(self.net, x * self.scale, act, at_input=True), x)
+
+
+def unit_view(rep: Representation, token: str | None = None) -> Representation:
+    """Φ as units are picked from it: a prefix token's channels with ``token`` ("cls", "dist", "reg0" or an
+    index), else the patch grid of a token output (N×C×h×w), else ``rep`` itself."""
+    if token is not None:
+        view = rep.with_view(str(token))
+        view.geometry()  # a clear error for a layer without prefix tokens or an unknown token
+        return view
+    g = rep.geometry()
+    return rep.with_view("grid") if g.tokens is not None and g.tokens.kind == "tokens" else rep
 
 
 def response_point(rep: Representation) -> tuple[Representation, Point]:
     """The representation of the layer's pre-ReLU response, and its key in the neuron statistics."""
     if isinstance(rep, PreActivation):
         return rep, ("input", rep.act_name)
+    if rep.view is not None and rep.view != "grid":
+        return rep, (f"token{rep.geometry().tokens.index(rep.view)}", rep.layer or "")
+    if rep.view == "grid" and rep.geometry().tokens.kind == "tokens":
+        return rep, ("grid", rep.layer or "")
     if rep.layer is None:
         return rep, ("output", "")
     mods = dict(rep.net.named_modules())
@@ -70,7 +86,7 @@ def response_point(rep: Representation) -> tuple[Representation, Point]:
         act = f"{rep.layer}.act"  # timm's norm+act layers: bn → drop → act
     if act is None:
         return rep, ("output", rep.layer)
-    pre = PreActivation(rep.spec, rep.layer, act).to(*rep.device_dtype())
+    pre = PreActivation(rep.spec, rep.layer, act, rep.view).to(*rep.device_dtype())
     pre._geometry = rep._geometry  # elementwise activation: same geometry
     return pre, ("input", act)
 
@@ -119,7 +135,7 @@ def _map_side(rep: Representation, side: int) -> int:
     try:
         with torch.no_grad():
             y = rep(torch.zeros(1, rep.channels, side, side, device=device, dtype=dtype))
-    except RuntimeError:
+    except Exception:  # noqa: BLE001 - a size the network refuses: no map
         return 0
     return int(y.shape[-2]) if y.ndim == 4 else 1
 
@@ -147,7 +163,7 @@ def unit_image_size(rep: Representation) -> int:
     """
     g = rep.geometry()
     native = (rep.defaults.size or (224, 224))[0]
-    if g.stride is None or g.receptive_field is None or g.global_field:
+    if g.stride is None or g.receptive_field is None or g.global_field or g.fixed_size:
         return native
     r, s = cell_side(g), max(g.stride)
     # The map grows by about one neuron per stride: bracket the answer around R·s, then bisect.
@@ -155,6 +171,8 @@ def unit_image_size(rep: Representation) -> int:
     if _map_side(rep, lo) <= r:
         hi = lo + s
         while _map_side(rep, hi) <= r:
+            if hi > 8 * max(native, r * s):  # the network refuses these sizes: keep its own
+                return native
             lo, hi = hi, hi + s
     else:
         lo = max(hi - s, 1)
@@ -191,12 +209,13 @@ def check_options(mode: str = "neuron", restarts: int = 1, relu_leak: float = 0.
         raise PreimageError("--relu-leak must be in [0, 1)")
 
 
-def check_units(model: Representation | str, units: int | Sequence[int],
-                layer: str | None = None) -> tuple[Representation, Point, list[int]]:
-    """The layer's pre-ReLU response Φ, its statistics key and the units, after checking that the layer has a
-    channel axis (N×C×h×w or N×C) and that every unit is one of its channels; a clear error otherwise."""
+def check_units(model: Representation | str, units: int | Sequence[int], layer: str | None = None,
+                token: str | None = None) -> tuple[Representation, Point, list[int]]:
+    """The layer's pre-ReLU response Φ (on the patch grid of token outputs, or a prefix token's channels with
+    ``token``), its statistics key and the units, after checking that the layer has a channel axis
+    (N×C×h×w or N×C) and that every unit is one of its channels; a clear error otherwise."""
     us = _as_units(units)
-    rep, point = response_point(as_representation(model, layer))
+    rep, point = response_point(unit_view(as_representation(model, layer), token))
     where = f"layer '{rep.layer or 'output'}' of {rep.name}"
     shape = rep.geometry().shape
     if len(shape) not in (1, 3):
@@ -224,18 +243,21 @@ def _reference_max(stats: NeuronStats, point: Point, units: list[int], channels:
 
 
 def maximize(model: Representation | str, units: int | Sequence[int], *, layer: str | None = None,
-             mode: str = "neuron", restarts: int = 1, size: int | tuple[int, int] | None = None,
+             mode: str = "neuron", token: str | None = None, restarts: int = 1,
+             size: int | tuple[int, int] | None = None,
              iters: int | None = None, seed: int = 0, optimizer: str = "paper", relu_leak: float = 0.0,
              stats: NeuronStats | None = None, energy: Energy = Energy(),
              progress: Progress | None = None, amp: bool | str | None = None, compile: bool = False) -> Result:
     """Images that excite units of a layer most: R restarts × k units = N problems, one ``optimize`` batch.
 
     mode: ``neuron`` (the paper): the unit's centre neuron of the pre-ReLU map; ``channel``: the mean of its
-    whole map (the Lucid/Lucent convention). A layer of logits (``spec.classifier_layer`` or the whole net)
-    gives class visualizations at the native input size. Data term −w·Φ_c with w = 10⁴/(ρ²·M_c) (paper-notes
-    §1.3, k = 1 since each problem holds one unit in its own image; ρ² = the field's area clipped to the
-    image, the whole image for logits), M_c the unit's own maximum over the reference images (the paper's
-    code used channel k's by mistake; that value is kept in ``info["paper_code_reference_max"]``).
+    whole map (the Lucid/Lucent convention). Token outputs: the patch grid's centre token or mean; with
+    ``token`` ("cls", "dist", "reg0", an index) the unit is a channel of that prefix token. A layer of logits
+    (``spec.classifier_layer`` or the whole net) gives class visualizations at the native input size. Data
+    term −w·Φ_c with w = 10⁴/(ρ²·M_c) (paper-notes §1.3, k = 1 since each problem holds one unit in its own
+    image; ρ² = the field's area clipped to the image, the whole image for logits), M_c the unit's own
+    maximum over the reference images (the paper's code used channel k's by mistake; that value is kept in
+    ``info["paper_code_reference_max"]``).
 
     stats: neuron statistics (default: the cache, computed from the bundled samples if absent). size: input
     side (default: ``unit_image_size``). relu_leak: slope given to the net's ReLUs while optimizing (the
@@ -244,7 +266,7 @@ def maximize(model: Representation | str, units: int | Sequence[int], *, layer: 
     ``reference_max`` (M_c), ``ratio`` and, for logits, ``probability`` (softmax) and ``top1``.
     """
     check_options(mode, restarts, relu_leak)
-    rep, point, us = check_units(model, units, layer)
+    rep, point, us = check_units(model, units, layer, token)
     geo = rep.geometry()
     channels = geo.shape[0]
     where = f"layer '{rep.layer or 'output'}' of {rep.name}"
@@ -252,6 +274,7 @@ def maximize(model: Representation | str, units: int | Sequence[int], *, layer: 
     if size is None:
         size = unit_image_size(rep)
     hw = (size, size) if isinstance(size, int) else tuple(size)
+    check_memory(rep, len(us) * restarts, hw)
     device, dtype = rep.device_dtype()
     shape = reference_features(rep, torch.zeros(1, rep.channels, *hw, device=device, dtype=dtype)).shape[1:]
 
@@ -299,7 +322,8 @@ def maximize(model: Representation | str, units: int | Sequence[int], *, layer: 
         metrics["top1"] = prob.argmax(1)
     problems = [{"unit": u, "restart": r} for u in us for r in range(restarts)]
     quirk = stats.get(point).max[k - 1].item() if k - 1 < channels else None
-    info = {"size": list(hw), "mode": mode, "stages": trace.stages, "optimizer": optimizer, "seed": seed,
+    info = {"size": list(hw), "mode": mode, "token": token, "stages": trace.stages, "optimizer": optimizer,
+            "seed": seed,
             "relu_leak": relu_leak, "point": f"{point[0]} of {point[1] or 'the network'}",
             "receptive_field": list(geo.receptive_field) if geo.receptive_field else None,
             "stride": list(geo.stride) if geo.stride else None, "centre": list(centre) if centre else None,
@@ -327,6 +351,7 @@ def caricature(model: Representation | str, images: str | Sequence[str] | torch.
     """
     check_options(relu_leak=relu_leak)
     rep, point = response_point(as_representation(model, layer))
+    check_memory(rep, image_count(images), size or rep.defaults.size)
     img, names = prepare_images(rep, images, size)
     x0 = rep.to_paper_units(img)
     phi0 = reference_features(rep, x0)

@@ -6,11 +6,13 @@ from collections.abc import Sequence
 
 import torch
 
+from ..engine.memory import check_memory
 from ..engine.objectives import Inversion, channel_mask, neighbourhood_mask
 from ..engine.optimize import Energy, Progress, optimize, scale_schedule
 from ..errors import PreimageError
 from ..images import load_image, resize, rgb_to_grey
 from ..representations import Representation, Stage, load
+from ..representations.base import refusal
 from ..result import Result
 
 
@@ -21,7 +23,8 @@ def as_representation(model: Representation | str, layer: str | None = None, **k
 
 def prepare_images(rep: Representation, images: str | Sequence[str] | torch.Tensor,
                    size: int | tuple[int, int] | None) -> tuple[torch.Tensor, list[str]]:
-    """Image specs or a tensor → N×C×H×W in 0–255 at the network's input size, with names.
+    """Image specs or a tensor → N×C×H×W in 0–255 at the network's input size, with names; C is the
+    representation's channel count (``load_image``: RGB ↔ grey converted, k-channel arrays as they are).
 
     size: None means the model's default (the image's own resolution for HOG/DSIFT).
     """
@@ -33,28 +36,47 @@ def prepare_images(rep: Representation, images: str | Sequence[str] | torch.Tens
         x = images if images.ndim == 4 else images[None]
         names = [f"image{i}" for i in range(x.shape[0])]
         x = resize(x.float(), size) if size is not None else x.float()
+        if x.shape[1] == 3 and rep.channels == 1:
+            x = rgb_to_grey(x)
+        elif x.shape[1] == 1 and rep.channels != 1:
+            x = x.expand(-1, rep.channels, -1, -1)
+        if x.shape[1] != rep.channels:
+            raise PreimageError(f"the images have {x.shape[1]} channels, {rep.name} takes {rep.channels}")
     else:
         specs = [images] if isinstance(images, str) else list(images)
-        loaded = [load_image(s, size) for s in specs]
+        loaded = [load_image(s, size, channels=rep.channels) for s in specs]
         if len({tuple(t.shape) for t in loaded}) > 1:
             raise PreimageError("images of different sizes cannot share a batch; pass --size")
         x, names = torch.cat(loaded), [image_name(s) for s in specs]
-    if rep.channels == 1:
-        x = rgb_to_grey(x)
-    elif x.shape[1] == 1:
-        x = x.expand(-1, 3, -1, -1)
     return x.to(rep.scale.device), names
 
 
+def image_count(images: str | Sequence[str] | torch.Tensor) -> int:
+    """How many images a spec, a list of specs or an N×C×H×W tensor holds."""
+    if isinstance(images, torch.Tensor):
+        return images.shape[0] if images.ndim == 4 else 1
+    return 1 if isinstance(images, str) else len(images)
+
+
 def reference_features(rep: Representation, x: torch.Tensor) -> torch.Tensor:
-    """Φ0 = Φ(x) without gradients, or a clear error if the image is too small for the layer."""
+    """Φ0 = Φ(x) without gradients, or a clear error if the network refuses the image (too small for the layer,
+    or a size a fixed-size model does not take)."""
     try:
         with torch.no_grad():
             phi = rep(x)
-    except RuntimeError as e:
-        if any(s in str(e) for s in ("too small", "can't be greater", "Padding size should be", "non-empty")):
-            raise PreimageError(_too_small(rep, x)) from None
+    except PreimageError:
         raise
+    except Exception as e:  # noqa: BLE001 - the network's own complaint about this input, in one line
+        if isinstance(e, RuntimeError) and any(s in str(e) for s in ("too small", "can't be greater",
+                                                                      "Padding size should be", "non-empty")):
+            raise PreimageError(_too_small(rep, x)) from None
+        if isinstance(e, MemoryError) or "allocate" in str(e):
+            raise
+        native = tuple(rep.defaults.size or ())
+        hint = (f"; it was built for {native[0]}×{native[1]}: drop --size" if native and native != tuple(x.shape[-2:])
+                else "")
+        raise PreimageError(f"{rep.name} does not take a {'×'.join(map(str, x.shape[1:]))} input at layer "
+                            f"'{rep.layer or 'output'}' ({refusal(e)}){hint}") from None
     if phi.numel() == 0 or (phi.ndim == 4 and min(phi.shape[-2:]) == 0):
         raise PreimageError(_too_small(rep, x))
     return phi
@@ -94,10 +116,16 @@ def invert(model: Representation | str, images: str | Sequence[str] | torch.Tens
     final image without jitter (masked when a mask is given). amp/compile: see ``optimize``.
     """
     rep = as_representation(model, layer)
-    img, names = prepare_images(rep, images, size)
+    if mask is not None and isinstance(mask, str) and mask.startswith("neigh") and rep.view is None:
+        rep = _grid_view(rep)  # a neighbourhood of the patch grid, for token outputs
     cs = [rep.defaults.C] if C is None else ([float(C)] if isinstance(C, (int, float)) else [float(c) for c in C])
     if restarts < 1:
         raise PreimageError("--restarts must be at least 1")
+    n = image_count(images) * len(cs) * restarts
+    check_memory(rep, n, size or rep.defaults.size)
+    img, names = prepare_images(rep, images, size)
+    if not (size or rep.defaults.size):  # the images' own size (HOG, DSIFT)
+        check_memory(rep, n, tuple(img.shape[-2:]))
     problems = [{"input": nm, "C": c, "restart": r} for nm in names for c in cs for r in range(restarts)]
     rep_idx = torch.arange(len(names), device=img.device).repeat_interleave(len(cs) * restarts)
     x0 = rep.to_paper_units(img)
@@ -114,3 +142,9 @@ def invert(model: Representation | str, images: str | Sequence[str] | torch.Tens
                   trace.seconds, trace.energy, {"stages": trace.stages, "size": list(img.shape[-2:]),
                                                  "optimizer": optimizer, "seed": seed, "mask": str(mask) if mask
                                                  is not None else None, "reference": img})
+
+
+def _grid_view(rep: Representation) -> Representation:
+    """``rep`` seen on its patch grid when its layer outputs tokens (unchanged otherwise)."""
+    g = rep.geometry()
+    return rep.with_view("grid") if g.tokens is not None and g.tokens.kind == "tokens" else rep
