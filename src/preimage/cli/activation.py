@@ -11,9 +11,14 @@ import typer
 
 from ..errors import PreimageError
 from ..images import safe_name, save_png
-from ..report import OutputDir, save_grid, write_json
+from ..report import OutputDir, picture_files, save_grid, save_picture, write_json
 from .common import (
+    COUNT,
+    FRACTION,
+    ITERS,
+    SIZE,
     AmpOpt,
+    ChannelsOpt,
     CompileOpt,
     DeviceOpt,
     ForceOpt,
@@ -23,6 +28,7 @@ from .common import (
     RandomOpt,
     SeedOpt,
     ThreadsOpt,
+    TokenOpt,
     WeightsOpt,
     app,
     emit,
@@ -31,11 +37,12 @@ from .common import (
     progress_bar,
 )
 
-SizeOpt = Annotated[int | None, typer.Option(help="input size in pixels (default: from the receptive field)")]
-ItersOpt = Annotated[int | None, typer.Option(help="iterations (default: the paper's 300)")]
+SizeOpt = Annotated[int | None, typer.Option(help="input size in pixels (default: from the receptive field)",
+                                             **SIZE)]
+ItersOpt = Annotated[int | None, typer.Option(help="iterations (default: the paper's 300)", **ITERS)]
 OptimizerOpt = Annotated[str, typer.Option(help="paper (momentum+AdaGrad) or adam")]
 LeakOpt = Annotated[float, typer.Option("--relu-leak", help="slope given to the net's ReLUs while optimizing "
-                                        "(the paper's option; 0 in its released runs)")]
+                                        "(the paper's option; 0 in its released runs)", **FRACTION)]
 OutOpt = Annotated[Path, typer.Option(help="output folder")]
 PngScaleOpt = Annotated[str, typer.Option(help="minmax (the paper's) or clip")]
 
@@ -73,11 +80,13 @@ def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
              unit: Annotated[str | None, typer.Option("--unit", "-u", help="unit (channel or class) indices: 3, "
                                                       "3,5,7 or 0-24 (required)")] = None,
              mode: Annotated[str, typer.Option(help="neuron (the centre neuron, the paper's) or channel (the whole "
-                                               "map's mean)")] = "neuron",
-             restarts: Annotated[int, typer.Option(help="random restarts per unit (diverse pre-images)")] = 1,
+                                               "map's mean); on a vision transformer's patch grid")] = "neuron",
+             token: TokenOpt = None,
+             restarts: Annotated[int, typer.Option(help="random restarts per unit (diverse pre-images)", **COUNT)] = 1,
              relu_leak: LeakOpt = 0.0, size: SizeOpt = None, iters: ItersOpt = None, seed: SeedOpt = 0,
              optimizer: OptimizerOpt = "paper", out: OutOpt = Path("preimage-out"),
              png_scale: PngScaleOpt = "minmax", weights: WeightsOpt = None, random_weights: RandomOpt = False,
+             channels: ChannelsOpt = None,
              template: Annotated[Path | None, typer.Option(help="maximize a linear template over the cells instead "
                                                            "of units: .npy/.npz/DPM .mat, h×w×D or D×h×w (HOG "
                                                            "template pictures)")] = None,
@@ -93,19 +102,21 @@ def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
     units = parse_units(unit)
     check_options(mode, restarts, relu_leak)
     # Check the units (and measure the layer) before claiming files or starting the progress bar.
-    rep, _, units = check_units(load_rep(model, layer, weights, random_weights, device, threads), units)
+    rep, _, units = check_units(load_rep(model, layer, weights, random_weights, device, threads, channels), units,
+                                token=token)
     stem = f"max-{safe_name(rep.name)}-{safe_name(rep.layer or 'output')}-u{_units_tag(units)}"
     names = [f"{stem}-u{u}" + (f"-r{r}" if restarts > 1 else "") for u in units for r in range(restarts)] \
         if len(units) * restarts > 1 else [stem]
     mosaic = f"{stem}-mosaic.png" if len(names) > 1 else None
     outdir = OutputDir(out, force)
-    outdir.claim([f"{n}.png" for n in names] + ([mosaic] if mosaic else []) + [f"{stem}.json"])
+    outdir.claim([f for n in names for f in picture_files(n, rep.channels)] + ([mosaic] if mosaic else [])
+                 + [f"{stem}.json"])
     with progress_bar(f"maximize {rep.layer or 'output'}") as update:
-        res = run_maximize(rep, units, mode=mode, restarts=restarts, size=size, iters=iters, seed=seed,
+        res = run_maximize(rep, units, mode=mode, token=token, restarts=restarts, size=size, iters=iters, seed=seed,
                            optimizer=optimizer, relu_leak=relu_leak, progress=update, amp=amp, compile=compile)
     records = res.records()
     for rec, name, img in zip(records, names, res.images, strict=True):
-        rec["image"] = str(save_png(img, outdir / f"{name}.png", png_scale))
+        rec["image"] = str(save_picture(img, outdir / f"{name}.png", png_scale))
     image = records[0]["image"]
     if mosaic:
         # Rows of restarts per unit; for single runs the paper's near-square grid.
@@ -113,7 +124,8 @@ def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
         image = str(save_grid(list(res.images), outdir / mosaic, ncol=ncol, scale=png_scale))
     per_unit = {k: [max(r[k] for r in records if r["unit"] == u) for u in units]
                 for k in ("activation", "ratio", "probability") if k in res.metrics}
-    summary = {"model": res.model, "layer": res.layer, "units": units, "mode": mode, "restarts": restarts,
+    summary = {"model": res.model, "layer": res.layer, "units": units, "mode": mode, "token": token,
+               "restarts": restarts,
                "activation": per_unit["activation"],
                "reference_max": [next(r["reference_max"] for r in records if r["unit"] == u) for u in units],
                "ratio": per_unit["ratio"], "image": image, "images": [r["image"] for r in records],
@@ -168,11 +180,12 @@ def _template(model: str, template: Path, restarts: int, iters: int | None, seed
 @app.command()
 def caricature(image: Annotated[str, typer.Argument(help="image path or sample:NAME (e.g. sample:coffee)")],
                model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
-               size: Annotated[int | None, typer.Option(help="input size in pixels (default: the model's)")] = None,
+               size: Annotated[int | None, typer.Option(help="input size in pixels (default: the model's)",
+                                                        **SIZE)] = None,
                iters: ItersOpt = None, seed: SeedOpt = 0, optimizer: OptimizerOpt = "paper",
                relu_leak: LeakOpt = 0.0, out: OutOpt = Path("preimage-out"), png_scale: PngScaleOpt = "minmax",
-               weights: WeightsOpt = None, random_weights: RandomOpt = False, force: ForceOpt = False,
-               device: DeviceOpt = "cpu", amp: AmpOpt = None, compile: CompileOpt = False,
+               weights: WeightsOpt = None, random_weights: RandomOpt = False, channels: ChannelsOpt = None,
+               force: ForceOpt = False, device: DeviceOpt = "cpu", amp: AmpOpt = None, compile: CompileOpt = False,
                threads: ThreadsOpt = None, as_json: JsonOpt = False) -> None:
     """Caricature: exaggerate what a layer sees in IMAGE, starting from IMAGE itself."""
     from ..images import image_name
@@ -180,15 +193,15 @@ def caricature(image: Annotated[str, typer.Argument(help="image path or sample:N
     from ..tasks.activation import check_options
 
     check_options(relu_leak=relu_leak)
-    rep = load_rep(model, layer, weights, random_weights, device, threads)
+    rep = load_rep(model, layer, weights, random_weights, device, threads, channels)
     stem = f"car-{image_name(image)}-{safe_name(rep.name)}-{safe_name(rep.layer or 'output')}"
     outdir = OutputDir(out, force)
-    outdir.claim([f"{stem}.png", f"{stem}.json"])
+    outdir.claim([*picture_files(stem, rep.channels), f"{stem}.json"])
     with progress_bar(f"caricature {rep.layer or 'output'}") as update:
         res = run_caricature(rep, image, size=size, iters=iters, seed=seed, optimizer=optimizer,
                              relu_leak=relu_leak, progress=update, amp=amp, compile=compile)
     start, end = float(res.metrics["score_start"][0]), float(res.metrics["score_end"][0])
-    png = str(save_png(res.images[0], outdir / f"{stem}.png", png_scale))
+    png = str(save_picture(res.images[0], outdir / f"{stem}.png", png_scale))
     summary = {"model": res.model, "layer": res.layer, "input": image, "score_start": start, "score_end": end,
                "gain": end / start, "image": png, "iterations": res.iterations, "seconds": round(res.seconds, 3),
                "seed": seed, "optimizer": optimizer, "relu_leak": relu_leak, "size": res.info["size"],
@@ -206,18 +219,17 @@ def caricature(image: Annotated[str, typer.Argument(help="image path or sample:N
 def stats(model: ModelOpt = "efficientnet_lite0",
           images: Annotated[str, typer.Option(help="a folder of images (searched recursively), or 'samples' for "
                                               "the bundled scikit-image colour samples")] = "samples",
-          size: Annotated[int | None, typer.Option(help="resize images to this size (default: the model's)")] = None,
-          batch: Annotated[int, typer.Option(help="images per forward pass")] = 8,
-          weights: WeightsOpt = None, random_weights: RandomOpt = False, device: DeviceOpt = "cpu",
-          as_json: JsonOpt = False) -> None:
+          size: Annotated[int | None, typer.Option(help="resize images to this size (default: the model's)",
+                                                   **SIZE)] = None,
+          batch: Annotated[int, typer.Option(help="images per forward pass", **COUNT)] = 8,
+          weights: WeightsOpt = None, random_weights: RandomOpt = False, channels: ChannelsOpt = None,
+          device: DeviceOpt = "cpu", as_json: JsonOpt = False) -> None:
     """Neuron statistics: per-layer, per-channel max/mean/std over reference images, cached on disk per model
     and weights (replacing the cached ones). 'maximize' normalizes each unit by its max."""
     from ..measures.stats import cache_path, compute_stats, resolve_images, save_stats
 
-    if batch < 1:
-        raise PreimageError("--batch must be at least 1")
     specs, source = resolve_images(images)  # an empty or missing folder fails here, before any work
-    rep = load_rep(model, None, weights, random_weights, device)
+    rep = load_rep(model, None, weights, random_weights, device, channels=channels)
     with progress_bar("stats") as update:
         st = compute_stats(rep, specs, size=size, batch=batch, progress=update)
     st.source = source

@@ -7,7 +7,12 @@ from typing import Annotated
 import typer
 
 from .common import (
-    DeviceOpt,
+    COUNT,
+    INDEX,
+    ITERS,
+    SIZE,
+    THREADS,
+        DeviceOpt,
     JsonOpt,
     LayerOpt,
     ModelOpt,
@@ -23,15 +28,17 @@ from .common import (
 @app.command()
 def bench(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None, weights: WeightsOpt = None,
           random_weights: RandomOpt = False,
-          size: Annotated[int | None, typer.Option(help="input size in pixels (default: the model's)")] = None,
-          batch: Annotated[int, typer.Option(help="problems in the batched run")] = 8,
-          iters: Annotated[int, typer.Option(help="optimizer iterations per timed run")] = 10,
-          repeats: Annotated[int, typer.Option(help="interleaved repeats per ratio (medians reported)")] = 5,
-          threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's)")] = None,
+          size: Annotated[int | None, typer.Option(help="input size in pixels (default: the model's)",
+                                                   **SIZE)] = None,
+          batch: Annotated[int, typer.Option(help="problems in the batched run", **COUNT)] = 8,
+          iters: Annotated[int, typer.Option(help="optimizer iterations per timed run", **ITERS)] = 10,
+          repeats: Annotated[int, typer.Option(help="interleaved repeats per ratio (medians reported)",
+                                               **COUNT)] = 5,
+          threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's)", **THREADS)] = None,
           amp: Annotated[str | None, typer.Option(help="mixed precision for the network: bf16 or fp16")] = None,
           compile: Annotated[bool, typer.Option("--compile", help="torch.compile the network (start-up cost)")]
           = False,
-          channel: Annotated[int, typer.Option(help="channel for the Lucent comparison")] = 0,
+          channel: Annotated[int, typer.Option(help="channel for the Lucent comparison", **INDEX)] = 0,
           lucent: Annotated[bool, typer.Option("--lucent/--no-lucent", help="compare with Lucent's render_vis "
                                                "when its environment exists")] = True,
           lucent_python: Annotated[str | None, typer.Option(help="Python of an environment with torch-lucent "

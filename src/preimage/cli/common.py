@@ -27,16 +27,37 @@ RandomOpt = Annotated[bool, typer.Option("--random-weights", help="random initia
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, mps")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="overwrite existing output files")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="random seed (same seed, same output)")]
+# Every numeric option declares its range (tests/test_cli_ranges.py walks them all), so that a value out of
+# range ends in one line and exit status 2 before any work. The bounds are generous: whether a request fits
+# is checked against the machine's memory before anything large is allocated (engine/memory.py).
+SIZE = {"min": 16, "max": 8192}  # input sides in pixels
+ITERS = {"min": 1, "max": 1_000_000}
+COUNT = {"min": 1, "max": 100_000}  # restarts, batches, repeats
+SEED = {"min": 0, "max": 2**63 - 1}
+THREADS = {"min": 1, "max": 1024}
+CHANNELS = {"min": 1, "max": 1024}
+INDEX = {"min": 0, "max": 2**31 - 1}  # channel indices
+WEIGHT = {"min": 1e-12, "max": 1e38}  # data-term weights C (float32 holds them)
+FRACTION = {"min": 0.0, "max": 1.0}
+
+SeedOpt = Annotated[int, typer.Option("--seed", help="random seed (same seed, same output)", **SEED)]
 
 
 AmpOpt = Annotated[str | None, typer.Option("--amp", help="mixed precision for the network: bf16 or fp16 (GPUs)")]
 CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile the network (start-up cost; for GPUs)")]
-ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="CPU threads for torch (default: torch's)")]
+ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="CPU threads for torch (default: torch's)",
+                                                **THREADS)]
+ChannelsOpt = Annotated[int | None, typer.Option("--channels", help="input channels of a torchvision or timm "
+                                                 "network: its first convolution is built for them (pretrained "
+                                                 "RGB weights adapted); default 3", **CHANNELS)]
+TokenOpt = Annotated[str | None, typer.Option("--token", help="maximize a channel of a vision transformer's "
+                                              "prefix token: cls, dist, reg0, ... or its index (default: the "
+                                              "patch grid)")]
 
 
 def load_rep(model: str, layer: str | None, weights: str | None, random_weights: bool,
-             device: str = "cpu", threads: int | None = None, **kw: Any) -> Representation:
+             device: str = "cpu", threads: int | None = None, channels: int | None = None,
+             **kw: Any) -> Representation:
     """Load Φ for a command, on the requested device (and with ``threads`` CPU threads if given)."""
     if threads is not None:
         import torch
@@ -46,7 +67,8 @@ def load_rep(model: str, layer: str | None, weights: str | None, random_weights:
         if threads < 1:
             raise PreimageError("--threads must be at least 1")
         torch.set_num_threads(threads)
-    return load(model, layer, weights=weights, random_weights=random_weights, device=device, **kw)
+    return load(model, layer, weights=weights, random_weights=random_weights, device=device, channels=channels,
+                **kw)
 
 
 @contextmanager
@@ -97,6 +119,6 @@ def parse_floats(s: str | None, opt: str) -> list[float] | None:
         vals = [float(v) for v in s.split(",") if v.strip()]
     except ValueError:
         raise PreimageError(f"{opt} takes numbers separated by commas, got '{s}'") from None
-    if not vals or any(not v > 0 for v in vals):
-        raise PreimageError(f"{opt} values must be positive numbers, got '{s}'")
+    if not vals or any(not WEIGHT["min"] <= v <= WEIGHT["max"] for v in vals):
+        raise PreimageError(f"{opt} values must be numbers from {WEIGHT['min']:g} to {WEIGHT['max']:g}, got '{s}'")
     return vals

@@ -7,10 +7,15 @@ from typing import Annotated
 
 import typer
 
-from ..images import safe_name, save_png
-from ..report import OutputDir, write_json
+from ..images import safe_name
+from ..report import OutputDir, picture_files, save_picture, write_json
 from .common import (
+    COUNT,
+    ITERS,
+    SIZE,
+    WEIGHT,
     AmpOpt,
+    ChannelsOpt,
     CompileOpt,
     DeviceOpt,
     ForceOpt,
@@ -24,7 +29,6 @@ from .common import (
     app,
     emit,
     err_console,
-    fmt_pair,
     load_rep,
     out_console,
     parse_floats,
@@ -34,34 +38,42 @@ from .common import (
 
 @app.command()
 def layers(model: ModelOpt = "efficientnet_lite0", weights: WeightsOpt = None, random_weights: RandomOpt = False,
-           size: Annotated[int | None, typer.Option(help="input size for shapes (default: the model's)")] = None,
-           as_json: JsonOpt = False) -> None:
-    """List a model's layers with output shape, stride and receptive field (measured on the model)."""
-    from ..representations.base import measure_geometry
+           size: Annotated[int | None, typer.Option(help="input size for shapes (default: the model's)",
+                                                    **SIZE)] = None,
+           channels: ChannelsOpt = None, as_json: JsonOpt = False) -> None:
+    """List a model's layers with output shape (token layout and patch grid for vision transformers), stride and
+    receptive field (measured on the model)."""
+    from ..engine.memory import check_memory
+    from ..representations.base import layer_rows
 
-    rep = load_rep(model, None, weights, random_weights)
-    mods = {n: m for n, m in rep.net.named_modules() if n}
+    rep = load_rep(model, None, weights, random_weights, channels=channels)
     hw = (size, size) if size else (rep.defaults.size or (224, 224))
-    geo = measure_geometry(rep.net, mods, rep.channels, hw)
-    aliases: dict[str, list[str]] = {}
-    for a, target in rep.spec.layer_aliases.items():
-        aliases.setdefault(target, []).append(a)
-    rows = [{"name": n, "type": type(mods[n]).__name__, "shape": list(g.shape), "stride": fmt_pair(g.stride),
-             "receptive_field": fmt_pair(g.receptive_field), "global_field": g.global_field,
-             "aliases": aliases.get(n, [])}
-            for n, g in geo.items() if g.shape]
+    check_memory(rep, 1, (2 * hw[0], 2 * hw[1]), "measuring the layers")  # probes at twice the size
+    rows = layer_rows(rep.spec, hw)
 
     def human() -> None:
         from rich.table import Table
 
         t = Table(title=f"{rep.name} at {hw[0]}×{hw[1]}")
-        for c in ("layer", "type", "output shape", "stride", "receptive field"):
-            t.add_column(c)
+        for c in ("layer", "type", "output", "map", "stride", "field"):
+            t.add_column(c, no_wrap=c != "type", overflow="ellipsis" if c == "type" else "fold",
+                         min_width=6 if c == "type" else None)
         for r in rows:
             name = r["name"] + (f" ({', '.join(r['aliases'])})" if r["aliases"] else "")
-            t.add_row(name, r["type"], "×".join(map(str, r["shape"])), str(r["stride"] or "-"),
-                      ("≥" if r["global_field"] and r["stride"] else "") + str(r["receptive_field"] or "global"))
+            shape, grid = "×".join(map(str, r["shape"])), "-"
+            if r["tokens"]:
+                p, (h, w) = r["tokens"]["prefix"], r["tokens"]["grid"]
+                shape = f"{p}+{r['shape'][0] - p} tokens × {r['shape'][1]}" if p else f"{r['shape'][0]} tokens × " \
+                    f"{r['shape'][1]}"
+                grid = f"{h}×{w} grid" if h else "no grid"
+            elif len(r["shape"]) == 3:
+                grid = f"{r['shape'][1]}×{r['shape'][2]}" + (" NHWC" if r["layout"] == "nhwc" else "")
+            field = "global" if r["global_field"] and not r["receptive_field"] else \
+                ("≥" if r["global_field"] else "") + str(r["receptive_field"] or "-")
+            t.add_row(name, r["type"], shape, grid, str(r["stride"] or "-"), field)
         out_console.print(t)
+        if any(r["fixed_size"] for r in rows):
+            out_console.print(f"{rep.name} takes only {hw[0]}×{hw[1]} inputs: measured at that size")
 
     emit({"model": rep.name, "input_size": list(hw), "layers": rows}, as_json, human)
 
@@ -69,13 +81,14 @@ def layers(model: ModelOpt = "efficientnet_lite0", weights: WeightsOpt = None, r
 @app.command()
 def invert(image: Annotated[str, typer.Argument(help="image path or sample:NAME (e.g. sample:chelsea)")],
            model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None, weights: WeightsOpt = None,
-           random_weights: RandomOpt = False,
+           random_weights: RandomOpt = False, channels: ChannelsOpt = None,
            C: Annotated[str | None, typer.Option("--C", "-C", help="data-term weight(s), e.g. 100 or 1,20,100,300 "
                                                  "(default: the model's, 100 for CNNs)")] = None,
            iters: Annotated[int | None, typer.Option(help="total iterations (default: the model's, 300+50 for "
-                                                     "CNNs, 300 for HOG/DSIFT)")] = None,
-           size: Annotated[int | None, typer.Option(help="input size in pixels (default: the model's)")] = None,
-           restarts: Annotated[int, typer.Option(help="random restarts per image and C")] = 1,
+                                                     "CNNs, 300 for HOG/DSIFT)", **ITERS)] = None,
+           size: Annotated[int | None, typer.Option(help="input size in pixels (default: the model's)",
+                                                    **SIZE)] = None,
+           restarts: Annotated[int, typer.Option(help="random restarts per image and C", **COUNT)] = 1,
            seed: SeedOpt = 0,
            optimizer: Annotated[str, typer.Option(help="paper (momentum+AdaGrad) or adam")] = "paper",
            mask: Annotated[str | None, typer.Option(help="neigh:5 or channels:first-half|second-half|A:B")] = None,
@@ -88,19 +101,19 @@ def invert(image: Annotated[str, typer.Argument(help="image path or sample:NAME 
     from ..tasks.inversion import invert as run_invert
 
     cs = parse_floats(C, "--C")
-    rep = load_rep(model, layer, weights, random_weights, device, threads)
+    rep = load_rep(model, layer, weights, random_weights, device, threads, channels)
     stem = f"{image_name(image)}-{safe_name(rep.name)}-{safe_name(rep.layer or 'output')}"
     n_c = len(cs) if cs else 1
     names = [f"{stem}-C{_num(c)}" + (f"-r{r}" if restarts > 1 else "") for c in (cs or [rep.defaults.C])
              for r in range(restarts)] if n_c * restarts > 1 else [stem]
     outdir = OutputDir(out, force)
-    outdir.claim([f"{n}.png" for n in names] + [f"{stem}.json"])
+    outdir.claim([f for n in names for f in picture_files(n, rep.channels)] + [f"{stem}.json"])
     with progress_bar(f"invert {rep.layer or 'output'}") as update:
         res = run_invert(rep, image, C=cs, restarts=restarts, size=size, iters=iters, seed=seed,
                          optimizer=optimizer, mask=mask, progress=update, amp=amp, compile=compile)
     records = res.records()
     for rec, name, img in zip(records, names, res.images, strict=True):
-        rec["image"] = str(save_png(img, outdir / f"{name}.png", png_scale))
+        rec["image"] = str(save_picture(img, outdir / f"{name}.png", png_scale))
     summary = {"model": res.model, "layer": res.layer, "input": image, "error": records[0]["error"],
                "image": records[0]["image"], "iterations": res.iterations, "seconds": round(res.seconds, 3),
                "seed": seed, "optimizer": optimizer, "size": res.info["size"], "stages": res.info["stages"],
@@ -120,9 +133,9 @@ def demo(out: Annotated[Path, typer.Option(help="output folder")] = Path("preima
          image: Annotated[str, typer.Option(help="image path or sample:NAME")] = "sample:chelsea",
          layers: Annotated[str, typer.Option(help="comma-separated layers")] = ",".join(
              f"blocks.{i}" for i in range(1, 7)),
-         size: Annotated[int, typer.Option(help="input size in pixels")] = 224,
-         iters: Annotated[int | None, typer.Option(help="iterations per layer (default: 300+50)")] = None,
-         C: Annotated[float, typer.Option("--C", "-C", help="data-term weight")] = 100.0,
+         size: Annotated[int, typer.Option(help="input size in pixels", **SIZE)] = 224,
+         iters: Annotated[int | None, typer.Option(help="iterations per layer (default: 300+50)", **ITERS)] = None,
+         C: Annotated[float, typer.Option("--C", "-C", help="data-term weight", **WEIGHT)] = 100.0,
          seed: SeedOpt = 0, force: ForceOpt = False, device: DeviceOpt = "cpu", amp: AmpOpt = None,
          compile: CompileOpt = False, threads: ThreadsOpt = None, as_json: JsonOpt = False) -> None:
     """The main job: invert a sample through several layers of efficientnet_lite0; write PNGs and an HTML page."""

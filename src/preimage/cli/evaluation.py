@@ -10,7 +10,10 @@ import typer
 from ..errors import PreimageError
 from ..representations import parse_device
 from .common import (
-    DeviceOpt,
+    COUNT,
+    ITERS,
+    SIZE,
+        DeviceOpt,
     ForceOpt,
     JsonOpt,
     ModelOpt,
@@ -44,14 +47,15 @@ def cnn_layers(model: ModelOpt = "efficientnet_lite0",
                layers: Annotated[str | None, typer.Option(help="comma-separated layers (default: all of the "
                                                           "network's main layers)")] = None,
                C: Annotated[str, typer.Option("--C", "-C", help="data-term weights")] = "1,20,100,300",
-               restarts: Annotated[int, typer.Option(help="random restarts per image, layer and C")] = 1,
+               restarts: Annotated[int, typer.Option(help="random restarts per image, layer and C",
+                                                     **COUNT)] = 1,
                size: Annotated[int | None, typer.Option(help="input size in pixels (default 96; --paper: the "
-                                                        "model's)")] = None,
+                                                        "model's)", **SIZE)] = None,
                iters: Annotated[int | None, typer.Option(help="iterations per inversion (default 60; --paper: "
-                                                         "300+50)")] = None,
+                                                         "300+50)", **ITERS)] = None,
                paper: Annotated[bool, typer.Option("--paper", help="the paper's size and iterations")] = False,
                noreg: Annotated[bool, typer.Option("--noreg", help="add the no-regularizer baseline (C=1)")] = False,
-               batch: Annotated[int, typer.Option(help="most problems optimized at once")] = 32,
+               batch: Annotated[int, typer.Option(help="most problems optimized at once", **COUNT)] = 32,
                eval_scale: Annotated[str, typer.Option(help="how pre-images are evaluated: minmax (the paper's "
                                                        "saved PNG), clip or raw")] = "minmax",
                out: Annotated[Path, typer.Option(help="output folder (rerun to resume)")] = Path(
@@ -65,8 +69,6 @@ def cnn_layers(model: ModelOpt = "efficientnet_lite0",
 
     if eval_scale not in EVAL_SCALES:
         raise PreimageError(f"--eval-scale must be one of {', '.join(EVAL_SCALES)}, got '{eval_scale}'")
-    if size is not None and size < 16:
-        raise PreimageError("--size must be at least 16")
     cs = parse_floats(C, "--C")
     parse_device(device)
     with progress_bar("cnn-layers") as update:
@@ -92,8 +94,9 @@ def figures(model: ModelOpt = "efficientnet_lite0",
                                                          "all-layers, restarts, neighbourhoods, channel-halves, "
                                                          "jitter-beta, noreg-inversion, maximize, classes, "
                                                          "caricatures, noreg-activation")] = None,
-            size: Annotated[int | None, typer.Option(help="input size in pixels (default 96)")] = None,
-            iters: Annotated[int | None, typer.Option(help="iterations per optimization (default 60)")] = None,
+            size: Annotated[int | None, typer.Option(help="input size in pixels (default 96)", **SIZE)] = None,
+            iters: Annotated[int | None, typer.Option(help="iterations per optimization (default 60)",
+                                                      **ITERS)] = None,
             paper: Annotated[bool, typer.Option("--paper", help="the paper's size, iterations, all layers")] = False,
             out: Annotated[Path, typer.Option(help="output folder")] = Path("preimage-figures"),
             seed: SeedOpt = 0, weights: WeightsOpt = None, random_weights: RandomOpt = False,

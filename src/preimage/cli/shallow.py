@@ -9,7 +9,7 @@ import typer
 
 from ..errors import PreimageError
 from ..representations import parse_device
-from .common import DeviceOpt, ForceOpt, JsonOpt, SeedOpt, emit, err_console, out_console, progress_bar
+from .common import ITERS, SIZE, DeviceOpt, ForceOpt, JsonOpt, SeedOpt, emit, err_console, out_console, progress_bar
 from .evaluation import reproduce_app
 
 
@@ -22,9 +22,9 @@ def hog_table(images: Annotated[str, typer.Option(help="a folder of images, or '
                                                   "samples)")] = "samples",
               max_side: Annotated[int | None, typer.Option("--max-side", help="downscale images whose longer side "
                                                            "is larger (default: original resolution, as the "
-                                                           "paper)")] = None,
+                                                           "paper)", **SIZE)] = None,
               models: Annotated[str, typer.Option(help="comma-separated, among hog, hogb, dsift")] = "hog,hogb,dsift",
-              iters: Annotated[int, typer.Option(help="iterations per inversion (the paper's 300)")] = 300,
+              iters: Annotated[int, typer.Option(help="iterations per inversion (the paper's 300)", **ITERS)] = 300,
               pngs: Annotated[bool, typer.Option("--pngs/--no-pngs", help="save every pre-image and a grid")] = True,
               out: Annotated[Path, typer.Option(help="output folder")] = Path("preimage-hog-table"),
               seed: SeedOpt = 0, force: ForceOpt = False, device: DeviceOpt = "cpu", as_json: JsonOpt = False) -> None:
