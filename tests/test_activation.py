@@ -200,7 +200,7 @@ def test_api_bad_input() -> None:
 
 class _Tokens(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.flatten(2).transpose(1, 2)  # N×C×h×w → N×(h·w)×C: no channel axis 1
+        return x.flatten(2).transpose(1, 2)  # N×C×h×w → N×(h·w)×C: tokens, seen on their 8×8 grid
 
 
 class _Tiny(nn.Module):
@@ -263,11 +263,11 @@ def test_cli_maximize_class_logits_report_probability(tmp_path, capsys) -> None:
 @pytest.mark.parametrize("args, message", [
     (["--layer", "features.2", "--unit", "16"], "unit 16 is out of range"),
     (["--layer", "features.2", "--unit", "two"], "--unit takes unit indices"),
-    (["--layer", "tokens", "--unit", "0"], "no channel axis"),
+    (["--layer", "tokens", "--unit", "0", "--token", "cls"], "has no prefix tokens"),
     (["--layer", "nope", "--unit", "0"], "unknown layer"),
     (["--layer", "features.2", "--unit", "0", "--relu-leak", "2"], "--relu-leak"),
     (["--layer", "features.2"], "--unit is required"),
-    (["--layer", "features.2", "-u", "0", "--size", "0"], "too small"),
+    (["--layer", "features.2", "-u", "0", "--size", "0"], "'--size'"),
 ])
 def test_cli_maximize_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message) -> None:
     code, out, err = _run(capsys, ["maximize", *TINY, *args, "--out", str(tmp_path)])
