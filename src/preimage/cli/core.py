@@ -55,9 +55,9 @@ def layers(model: ModelOpt = "efficientnet_lite0", weights: WeightsOpt = None, r
         from rich.table import Table
 
         t = Table(title=f"{rep.name} at {hw[0]}×{hw[1]}")
-        for c in ("layer", "type", "output", "map", "stride", "field"):
-            t.add_column(c, no_wrap=c != "type", overflow="ellipsis" if c == "type" else "fold",
-                         min_width=6 if c == "type" else None)
+        for c in ("layer", "output", "map", "stride", "field", "type"):
+            # On a narrow terminal only the module type (last) wraps: names and numbers stay whole.
+            t.add_column(c, no_wrap=c != "type", overflow="fold", min_width=6 if c == "field" else None)
         for r in rows:
             name = r["name"] + (f" ({', '.join(r['aliases'])})" if r["aliases"] else "")
             shape, grid = "×".join(map(str, r["shape"])), "-"
@@ -70,7 +70,7 @@ def layers(model: ModelOpt = "efficientnet_lite0", weights: WeightsOpt = None, r
                 grid = f"{r['shape'][1]}×{r['shape'][2]}" + (" NHWC" if r["layout"] == "nhwc" else "")
             field = "global" if r["global_field"] and not r["receptive_field"] else \
                 ("≥" if r["global_field"] else "") + str(r["receptive_field"] or "-")
-            t.add_row(name, r["type"], shape, grid, str(r["stride"] or "-"), field)
+            t.add_row(name, shape, grid, str(r["stride"] or "-"), field, r["type"])
         out_console.print(t)
         if any(r["fixed_size"] for r in rows):
             out_console.print(f"{rep.name} takes only {hw[0]}×{hw[1]} inputs: measured at that size")

@@ -513,7 +513,12 @@ def layer_rows(spec: ModelSpec, size: tuple[int, int] | None = None) -> list[dic
     """
     mods = _named_layers(spec.module)
     hw = size or spec.defaults.size or (224, 224)
-    geo = measure_geometry(spec.module, mods, spec.channels, hw)
+    try:
+        geo = measure_geometry(spec.module, mods, spec.channels, hw)
+    except PreimageError as e:
+        native = spec.defaults.size
+        hint = f"; it was built for {native[0]}×{native[1]}" if native and tuple(native) != tuple(hw) else ""
+        raise PreimageError(f"{spec.name}: {e}{hint}") from None
     aliases: dict[str, list[str]] = {}
     for a, target in spec.layer_aliases.items():
         aliases.setdefault(target, []).append(a)
