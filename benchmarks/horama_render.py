@@ -44,12 +44,11 @@ def main() -> None:
     a = ap.parse_args()
     warnings.filterwarnings("ignore")
     os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    import horama
     import numpy as np
     import torch
-    from PIL import Image
-
-    import horama
     from horama import maco_fv
+    from PIL import Image
 
     if a.threads:
         torch.set_num_threads(a.threads)

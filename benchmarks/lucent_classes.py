@@ -32,6 +32,9 @@ def main() -> None:
     ap.add_argument("--std", type=float, default=0.5)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--layer", default="net_classifier", help="Lucent's name of the layer (channels of it, when "
+                    "not the logits: e.g. net_blocks_4)")
+    ap.add_argument("--prefix", default="class", help="file names: PREFIX{c}.png")
     a = ap.parse_args()
     os.environ["CUDA_VISIBLE_DEVICES"] = ""
     warnings.filterwarnings("ignore")
@@ -56,7 +59,7 @@ def main() -> None:
             return self.net((x - a.mean) / a.std)
 
     model = Wrapped().eval().requires_grad_(False)
-    obj = sum(objectives.channel("net_classifier", c, batch=i) for i, c in enumerate(classes))
+    obj = sum(objectives.channel(a.layer, c, batch=i) for i, c in enumerate(classes))
     t = time.perf_counter()
     images = render.render_vis(model, obj, param_f=lambda: param.image(a.size, batch=len(classes)),
                                thresholds=(a.steps,), show_image=False, progress=False, preprocess=False,
@@ -64,8 +67,8 @@ def main() -> None:
     seconds = time.perf_counter() - t
     out = pathlib.Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    for c, img in zip(classes, images):
-        Image.fromarray((np.clip(img, 0, 1) * 255).round().astype(np.uint8)).save(out / f"class{c}.png")
+    for c, img in zip(classes, images, strict=True):
+        Image.fromarray((np.clip(img, 0, 1) * 255).round().astype(np.uint8)).save(out / f"{a.prefix}{c}.png")
     print(json.dumps({"seconds": seconds, "per_image_seconds": seconds / len(classes), "steps": a.steps,
                       "classes": classes, "threads": torch.get_num_threads()}))
 

@@ -24,7 +24,9 @@ from .transforms import parse_transforms
 class Style:
     """A named combination. transforms: a ``--transforms`` spec (None: the paper's jitter); prior: ``bn``,
     ``none`` or ``auto`` (bn where the network has BatchNorm); optimizer None: the parameterization's own;
-    iters: the default iterations of a single-stage task (None: the paper's 300)."""
+    iters: the default iterations of a single-stage task (None: the paper's 300); C: the weight of
+    activation maximization's data term (the paper's is 1: its normalized unit term is ~0.2·logit/M for a
+    class, small against the priors once Adam, not the paper's step size, sets the balance)."""
 
     name: str
     param: str = "pixel"
@@ -33,13 +35,14 @@ class Style:
     prior_weight: float = 0.01
     optimizer: str | None = None
     iters: int | None = None
+    C: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 STYLES = {
     "paper": Style("paper"),
     "natural": Style("natural", param="fourier", transforms="jitter:9,scale:0.9-1.1,rotate:10,jitter:5,crops:4:0.6-1",
-                     prior="auto", prior_weight=0.01, iters=256),
+                     prior="auto", prior_weight=1e-4, iters=256, C=100.0),
 }
 
 

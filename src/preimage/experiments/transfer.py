@@ -36,7 +36,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "natural/no-transforms": {"style": "natural", "transforms": "none"},
     "natural/no-crops": {"style": "natural", "transforms": "standard"},
     "natural/no-prior": {"style": "natural", "prior": "none"},
-    "natural/bn-prior": {"style": "natural", "prior": "bn"},
+    "natural/prior-1e-3": {"style": "natural", "prior_weight": 1e-3},
+    "natural/prior-1e-5": {"style": "natural", "prior_weight": 1e-5},
 }
 LUCENT_CLASSES = REPO_ROOT / "benchmarks" / "lucent_classes.py"
 

@@ -307,6 +307,8 @@ def maximize(model: Representation | str, units: int | Sequence[int], *, layer: 
         objective = objective + direction_weight * along
     if diversity:
         objective = objective + diversity * Diversity(unit_of, diversity_layer)
+    if sty.C != 1.0:
+        objective = sty.C * objective
 
     sched = scale_schedule(SINGLE_STAGE, iters if iters is not None else sty.iters)
     with leaky_relus(rep.net, relu_leak):
