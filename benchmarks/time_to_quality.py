@@ -26,31 +26,35 @@ def main() -> None:
     ap.add_argument("--layers", default="blocks.1,blocks.2,blocks.3,blocks.4,blocks.5,blocks.6")
     ap.add_argument("--images", type=int, default=8, help="how many of the bundled colour samples")
     ap.add_argument("--params", default="pixel:350,fourier:120,maco:120,pixel:120",
-                    help="PARAM:ITERS, comma-separated; pixel uses the paper's optimizer, the others adam")
+                    help="PARAM:ITERS[:LR_SCALE], comma-separated; pixel uses the paper's optimizer, the others "
+                    "adam at their own rate times LR_SCALE (default 1)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--results", default=None, help="write benchmarks/results/NAME.json and NAME.md")
     a = ap.parse_args()
     from preimage.images import COLOR_SAMPLES
-    from preimage.representations import load
+    from preimage.engine.optimize import scale_schedule
+    from preimage.representations import CNN_INVERSION, Stage, load
     from preimage.tasks.inversion import invert
 
     torch.set_num_threads(a.threads)
     images = [f"sample:{s}" for s in COLOR_SAMPLES[:a.images]]
-    methods = [(p.split(":")[0], int(p.split(":")[1])) for p in a.params.split(",")]
+    methods = [(m[0], int(m[1]), float(m[2]) if len(m) > 2 else 1.0) for m in (p.split(":") for p in
+                                                                               a.params.split(","))]
     rows = []
     for layer in a.layers.split(","):
         rep = load(a.model, layer)
         row = {"layer": layer}
-        for param, iters in methods:
+        for param, iters, lr in methods:
             t = time.perf_counter()
-            res = invert(rep, images, iters=iters, param=param)
+            sched = [Stage(s.iters, s.lr_scale * lr, s.jitter) for s in scale_schedule(CNN_INVERSION, iters)]
+            res = invert(rep, images, schedule=sched, param=param)
             err = res.metrics["error"].tolist()
-            key = f"{param}:{iters}"
+            key = f"{param}:{iters}" + (f":{lr:g}" if lr != 1 else "")
             row[key] = {"median_error": statistics.median(err), "errors": err, "seconds": time.perf_counter() - t}
             print(f"{layer} {key}: median error {100 * statistics.median(err):.1f}% "
                   f"({row[key]['seconds']:.0f} s)", file=sys.stderr, flush=True)
         rows.append(row)
-    keys = [f"{p}:{i}" for p, i in methods]
+    keys = [f"{p}:{i}" + (f":{lr:g}" if lr != 1 else "") for p, i, lr in methods]
     lines = [f"{a.model}, {len(images)} bundled colour samples at 224 px, C=100: median IJCV error (%)", "",
              "| layer | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for r in rows:

@@ -286,3 +286,15 @@ def test_bad_new_options_end_in_one_line(tmp_path, capsys, args, message) -> Non
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and err[0].startswith("error:") and message in err[0]
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--classes", "x"], "--classes"),
+    (["--classes", "25", "--styles", "fancy"], "unknown variant"),
+    (["--classes", "1000"], "out of range"),
+])
+def test_bench_transfer_bad_input(tmp_path, capsys, args, message) -> None:
+    rc = main(["bench", "--transfer", "--no-lucent", "--out", str(tmp_path / "t"), *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and message in err[0]
+    assert not (tmp_path / "t").exists()

@@ -51,7 +51,15 @@ def _slug(name: str) -> str:
 def run_variant(model: str, classes: Sequence[int], settings: dict[str, Any], out: Path, *, iters: int | None,
                 batch: int, seed: int = 0, say: Say = lambda m: None) -> dict[str, Any]:
     """Class pre-images of ``model``'s logits for one variant, written to ``out/class{c}.png`` → timings and
-    the model's own p(class) on the final image."""
+    the model's own p(class) on the final image. A finished run (``out/run.json`` with the same settings and
+    every picture present) is reused, so an interrupted table resumes."""
+    done = out / "run.json"
+    key = {"model": model, "classes": list(classes), "settings": settings, "iters": iters, "seed": seed}
+    if done.is_file():
+        old = json.loads(done.read_text())
+        if old.get("key") == key and all(Path(f).is_file() for f in old["files"]):
+            say(f"  {settings}: reusing {done}")
+            return old
     rep = load(model, "classifier")
     out.mkdir(parents=True, exist_ok=True)
     files, own, seconds = [], [], 0.0
@@ -64,9 +72,11 @@ def run_variant(model: str, classes: Sequence[int], settings: dict[str, Any], ou
             files.append(str(save_png(img, out / f"class{c}.png")))
         own += res.metrics["probability"].tolist()
         say(f"  {settings}: classes {chunk} done ({seconds:.0f} s so far)")
-    return {"files": files, "seconds": seconds, "per_image_seconds": seconds / max(len(classes), 1),
-            "iterations": res.iterations, "model_probability": own, "info": {
-                k: res.info.get(k) for k in ("style", "param", "transforms", "prior", "prior_weight", "optimizer")}}
+    run = {"key": key, "files": files, "seconds": seconds, "per_image_seconds": seconds / max(len(classes), 1),
+           "iterations": res.iterations, "model_probability": own, "threads": torch.get_num_threads(), "info": {
+               k: res.info.get(k) for k in ("style", "param", "transforms", "prior", "prior_weight", "optimizer")}}
+    done.write_text(json.dumps(run, indent=1))
+    return run
 
 
 def judge_folder(judge: Judge, folder: Path, classes: Sequence[int]) -> dict[str, Any]:
