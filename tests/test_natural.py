@@ -238,7 +238,7 @@ def test_transfer_is_the_judges_softmax_on_the_saved_file(tmp_path) -> None:
     path = save_png(img, tmp_path / "p.png")
     got = judge.classes([path], [3])
     # As a user would: decode the PNG, resize to the judge's input size, normalize, softmax.
-    a = torch.from_numpy(np.asarray(Image.open(path).convert("RGB"))).permute(2, 0, 1)[None].float()
+    a = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)[None].float()
     a = F.interpolate(a, size=(20, 20), mode="bicubic", antialias=True, align_corners=False).clamp(0, 255)
     mean, std = torch.tensor([0.4, 0.5, 0.6]).view(1, 3, 1, 1), torch.tensor([0.2, 0.25, 0.3]).view(1, 3, 1, 1)
     with torch.no_grad():

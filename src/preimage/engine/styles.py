@@ -41,8 +41,9 @@ class Style:
 
 STYLES = {
     "paper": Style("paper"),
-    "natural": Style("natural", param="fourier", transforms="jitter:9,scale:0.9-1.1,rotate:10,jitter:5,crops:4:0.6-1",
-                     prior="auto", prior_weight=1e-4, iters=128, C=100.0),
+    "natural": Style("natural", param="fourier",
+                     transforms="jitter:17,scale:0.9-1.1,rotate:10,jitter:9,crops:4:0.6-1",
+                     prior="auto", prior_weight=1e-4, iters=64, C=100.0),
 }
 
 

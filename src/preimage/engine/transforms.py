@@ -89,16 +89,16 @@ def _warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
 
 
 def jitter(d: int) -> Transform:
-    """Shift the batch by up to d−1 pixels in each direction (one random offset per step, as the paper's jitter),
-    the uncovered border filled with the mean colour. Size unchanged."""
+    """Shift the batch by one random offset in {0..d−1} per axis about the centre (the paper's jitter J = d, as a
+    window of a canvas d−1 pixels larger; Lucent's ``jitter(d)``), the uncovered border the mean colour."""
 
     def inner(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         if d <= 1:
             return x
         h, w = x.shape[-2:]
-        p = d - 1
-        dy, dx = (int(v) for v in torch.randint(2 * p + 1, (2,), generator=gen))
-        return F.pad(x, (p, p, p, p))[..., dy:dy + h, dx:dx + w]
+        lo = (d - 1) // 2
+        dy, dx = (int(v) for v in torch.randint(d, (2,), generator=gen))
+        return F.pad(x, (lo, d - 1 - lo, lo, d - 1 - lo))[..., dy:dy + h, dx:dx + w]
 
     return inner
 
@@ -170,8 +170,9 @@ def compose(transforms: Sequence[Transform], x: torch.Tensor, gen: torch.Generat
 TRANSFORMS = {"jitter": "jitter:D (shift by up to D−1 px)", "scale": "scale:LO-HI (zoom factor)",
               "rotate": "rotate:DEG (±degrees)", "flip": "flip (left–right, p=0.5)",
               "crops": "crops:K or crops:K:LO-HI (K crops of LO–HI of the side per step)"}
-#: Lucid/Lucent's ``standard_transforms`` (pad 12, jitter 8, scale 0.95–1.05, rotate ±5°, jitter 4), our names.
-STANDARD = "jitter:9,scale:0.95-1.05,rotate:5,jitter:5"
+#: Lucid/Lucent's ``standard_transforms`` (pad 12, jitter 8, scale 0.95–1.05, rotate ±5°, jitter 4), our names (the
+#: padding is implicit: our transforms fill with the mean colour).
+STANDARD = "jitter:8,scale:0.95-1.05,rotate:5,jitter:4"
 
 
 def _range(arg: str, what: str) -> tuple[float, float]:
