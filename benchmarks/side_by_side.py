@@ -24,6 +24,8 @@ from PIL import Image
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--transfer-dir", default="benchmarks/results/work/transfer")
+    ap.add_argument("--lucent-dir", default=None, help="Lucent's class pictures (default: TRANSFER_DIR/lucent)")
+    ap.add_argument("--skip-channels", action="store_true")
     ap.add_argument("--classes", default="25,125,225,325,425,525,725,925")
     ap.add_argument("--channels", default="0,1,2,3,4,5,6,7")
     ap.add_argument("--layer", default="blocks.4")
@@ -48,6 +50,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
     src = pathlib.Path(a.transfer_dir)
+    class_dirs = {"paper": src / "paper", "natural": src / "natural",
+                  "Lucent": pathlib.Path(a.lucent_dir) if a.lucent_dir else src / "lucent"}
     methods = {"paper": "paper", "natural": "natural", "Lucent": "lucent"}
     classes = [int(c) for c in a.classes.split(",")]
     channels = [int(c) for c in a.channels.split(",")]
@@ -66,20 +70,20 @@ def main() -> None:
     for c in classes:
         figs = []
         for label, folder in methods.items():
-            png = src / folder / f"class{c}.png"
+            png = class_dirs[label] / f"class{c}.png"
             if png.is_file():
                 name, seen = figure(png, f"class{c}-{folder}", c)
                 figs.append((name, f"{label}: {seen}"))
         sections.append((f"class {c}: {names[c]}", figs))
     # Channels of the layer: ours here, Lucent's through its own venv.
     rep = load("efficientnet_lite0", a.layer)
-    for style in ("paper", "natural"):
+    for style in () if a.skip_channels else ("paper", "natural"):
         res = maximize(rep, channels, mode="channel", size=224, style=style)
         (work / style).mkdir(exist_ok=True)
         for ch, img in zip(channels, res.images, strict=True):
             save_png(img, work / style / f"channel{ch}.png")
     py = pathlib.Path(a.lucent_python)
-    if py.is_file():
+    if py.is_file() and not a.skip_channels:
         net = work / "net.pt"
         torch.save(load("efficientnet_lite0").net, net)
         subprocess.run([str(py), "benchmarks/lucent_classes.py", "--model-file", str(net), "--classes",

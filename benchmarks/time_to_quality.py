@@ -31,8 +31,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--results", default=None, help="write benchmarks/results/NAME.json and NAME.md")
     a = ap.parse_args()
-    from preimage.images import COLOR_SAMPLES
     from preimage.engine.optimize import scale_schedule
+    from preimage.images import COLOR_SAMPLES
     from preimage.representations import CNN_INVERSION, Stage, load
     from preimage.tasks.inversion import invert
 

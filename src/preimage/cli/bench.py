@@ -25,7 +25,8 @@ def bench(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None, weight
           random_weights: RandomOpt = False,
           size: Annotated[int | None, typer.Option(help="input size in pixels (default: the model's)")] = None,
           batch: Annotated[int, typer.Option(help="problems in the batched run")] = 8,
-          iters: Annotated[int, typer.Option(help="optimizer iterations per timed run")] = 10,
+          iters: Annotated[int | None, typer.Option(min=1, help="optimizer iterations per timed run (default 10); "
+                                                    "--transfer: per pre-image (default: each style's)")] = None,
           repeats: Annotated[int, typer.Option(help="interleaved repeats per ratio (medians reported)")] = 5,
           threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's)")] = None,
           amp: Annotated[str | None, typer.Option(help="mixed precision for the network: bf16 or fp16")] = None,
@@ -52,8 +53,8 @@ def bench(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None, weight
     from ..experiments.bench import run_bench
 
     if transfer:
-        return _transfer(model, classes, styles, judge, out, iters if iters != 10 else None, threads, lucent,
-                         lucent_python, as_json)
+        return _transfer(model, classes, styles, judge, out, iters, threads, lucent, lucent_python, as_json)
+    iters = iters or 10
 
     info = run_bench(model, layer, weights=weights, random_weights=random_weights, size=size, batch=batch,
                      iters=iters, repeats=repeats, device=device, amp=amp, compile=compile, n_threads=threads,
