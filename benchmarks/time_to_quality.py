@@ -54,6 +54,11 @@ def main() -> None:
             print(f"{layer} {key}: median error {100 * statistics.median(err):.1f}% "
                   f"({row[key]['seconds']:.0f} s)", file=sys.stderr, flush=True)
         rows.append(row)
+        if a.results:  # after every layer, so an interrupted run keeps what it measured
+            res = pathlib.Path("benchmarks/results")
+            res.mkdir(parents=True, exist_ok=True)
+            (res / f"{a.results}.json").write_text(json.dumps({"threads": a.threads, "images": images,
+                                                              "rows": rows}, indent=1))
     keys = [f"{p}:{i}" + (f":{lr:g}" if lr != 1 else "") for p, i, lr in methods]
     lines = [f"{a.model}, {len(images)} bundled colour samples at 224 px, C=100: median IJCV error (%)", "",
              "| layer | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
