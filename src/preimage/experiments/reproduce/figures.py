@@ -313,7 +313,7 @@ def section_activation_mosaics(ctx: FigureContext) -> Section:
     for layer in ctx.spread(ctx.spatial_layers(), 5):
         rep = ctx.rep(layer)
         units = list(range(min(k, ctx.feature_shape(layer)[0])))
-        res = _call(act.maximize, rep, units=units, restarts=1, iters=ctx.iters, seed=ctx.seed,
+        res = _call(act.maximize, rep, units=units, restarts=1, iters=ctx.iters, seed=ctx.seed, style="paper",
                     size=_unit_size(ctx, act, rep), progress=ctx.progress)
         figs.append((ctx.strip(list(res.images), f"maximize/{_slug(layer)}.png", ncol=math.ceil(len(units) ** 0.5)),
                      f"{layer}: channels 0–{len(units) - 1}"))
@@ -340,6 +340,7 @@ def section_class_units(ctx: FigureContext) -> Section:
     layer = _classifier_layer(ctx)
     units, labels = _class_units(ctx, layer)
     res = _call(act.maximize, ctx.rep(layer), units=units, restarts=1, iters=ctx.iters, seed=ctx.seed,
+                style="paper",
                 size=None if ctx.paper else ctx.size, progress=ctx.progress)
     return "Class neurons", [(ctx.save(im, f"classes/{u}.png"), f"{lab} (unit {u})")
                              for im, u, lab in zip(res.images, units, labels, strict=False)]
@@ -372,6 +373,7 @@ def section_noreg_activation(ctx: FigureContext) -> Section:
     layer = _classifier_layer(ctx)
     units, labels = _class_units(ctx, layer)
     res = _call(act.maximize, ctx.rep(layer), units=units[:3], restarts=1, iters=ctx.iters, seed=ctx.seed,
+                style="paper",
                 size=None if ctx.paper else ctx.size, energy=noreg, progress=ctx.progress)
     figs += [(ctx.save(im, f"noreg/class-{u}.png"), f"{lab}, no regularizer")
              for im, u, lab in zip(res.images, units, labels, strict=False)]
