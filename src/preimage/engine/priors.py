@@ -46,7 +46,10 @@ class BNStats:
         self._seen = []
 
         def hook(m: nn.Module, args: tuple) -> None:
-            self._seen.append((m, args[0]))
+            # Only inputs with positions (N×C×…): a BatchNorm1d on flattened tokens ((N·T)×C, LeViT) mixes
+            # the problems' rows, so it has no per-problem statistics.
+            if args[0].ndim >= 3:
+                self._seen.append((m, args[0]))
 
         handles = [m.register_forward_pre_hook(hook) for m in self.layers]
         try:
