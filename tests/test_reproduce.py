@@ -128,7 +128,7 @@ def test_cli_cnn_layers_json(image_dir: Path, tmp_path: Path, capsys: pytest.Cap
 @pytest.mark.parametrize("args, message", [
     (["--images", "{empty}"], "no readable images"),
     (["--images", "{imgs}", "--layers", "blocks.99"], "unknown layer"),
-    (["--images", "{imgs}", "--C", "0"], "positive"),
+    (["--images", "{imgs}", "--C", "0"], "--C values must be numbers from"),
     (["--images", "{imgs}", "--eval-scale", "gamma"], "eval-scale"),
 ])
 def test_cli_bad_input(args: list[str], message: str, image_dir: Path, tmp_path: Path,
