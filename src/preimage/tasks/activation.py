@@ -226,7 +226,7 @@ def _reference_max(stats: NeuronStats, point: Point, units: list[int], channels:
 def maximize(model: Representation | str, units: int | Sequence[int], *, layer: str | None = None,
              mode: str = "neuron", restarts: int = 1, size: int | tuple[int, int] | None = None,
              iters: int | None = None, seed: int = 0, optimizer: str = "paper", relu_leak: float = 0.0,
-             stats: NeuronStats | None = None, energy: Energy = Energy(),
+             stats: NeuronStats | None = None, energy: Energy = Energy(), init: torch.Tensor | None = None,
              progress: Progress | None = None, amp: bool | str | None = None, compile: bool = False) -> Result:
     """Images that excite units of a layer most: R restarts × k units = N problems, one ``optimize`` batch.
 
@@ -238,7 +238,9 @@ def maximize(model: Representation | str, units: int | Sequence[int], *, layer: 
     code used channel k's by mistake; that value is kept in ``info["paper_code_reference_max"]``).
 
     stats: neuron statistics (default: the cache, computed from the bundled samples if absent). size: input
-    side (default: ``unit_image_size``). relu_leak: slope given to the net's ReLUs while optimizing (the
+    side (default: ``unit_image_size``). init: the starting images, N×C×H×W in paper units, units × restarts
+    in order (default: the loop's noise; the sweep passes noise drawn per problem, so that a problem's result
+    does not depend on the batch it shares). relu_leak: slope given to the net's ReLUs while optimizing (the
     reported activations use the real network). Returns a Result of N images in 0–255 units with metrics
     ``activation`` (Φ_c at the centre neuron, or the map's mean, on the final image without jitter),
     ``reference_max`` (M_c), ``ratio`` and, for logits, ``probability`` (softmax) and ``top1``.
@@ -282,7 +284,7 @@ def maximize(model: Representation | str, units: int | Sequence[int], *, layer: 
 
     sched = scale_schedule(SINGLE_STAGE, iters)
     with leaky_relus(rep.net, relu_leak):
-        trace = optimize(rep, objective, n, hw, sched, seed=seed, optimizer=optimizer, energy=energy,
+        trace = optimize(rep, objective, n, hw, sched, init=init, seed=seed, optimizer=optimizer, energy=energy,
                          progress=progress, amp=amp, compile=compile)
     with torch.no_grad():
         phi = rep(trace.x)
