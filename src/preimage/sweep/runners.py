@@ -213,9 +213,9 @@ def _split(jobs: list[Job], res: Any, names_of: Callable[[Job], list[str]],
         n = len(names)
         rows, images = records[start:start + n], res.images[start:start + n]
         files = {f"{name}.png": png_bytes(im) for name, im in zip(names, images, strict=True)}
-        if thumb:
-            files["thumb.png"] = png_bytes(resize(_minmax(images[0])[None], _fit(images.shape[-2:], int(thumb)))[0],
-                                           "clip")
+        if thumb:  # never larger than the image: small ones are scaled up by the page (pixelated)
+            side = min(int(thumb), max(images.shape[-2:]))
+            files["thumb.png"] = png_bytes(resize(_minmax(images[0])[None], _fit(images.shape[-2:], side))[0], "clip")
         if options.get("arrays"):
             files["images.npy"] = npy_bytes(images)
         for name, r in zip(names, rows, strict=True):

@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from ...engine.optimize import Energy, scale_schedule
 from ...errors import PreimageError
-from ...images import COLOR_SAMPLES, atomic_write_bytes, load_image, safe_name, save_png, unique_names
+from ...images import atomic_write_bytes, list_images, safe_name, save_png, unique_names
 from ...measures.metrics import (
     EVAL_SCALES,
     as_saved,
@@ -36,6 +35,7 @@ from ...measures.metrics import (
 from ...report import html_page, write_json
 from ...report.plots import metric_vs_layer
 from ...representations import ModelSpec, Representation, Stage, load
+from ...representations.layers import main_layers
 from ...tasks.inversion import invert, prepare_images
 
 PROTOCOL = "ijcv-cnn-layers/1"
@@ -44,8 +44,6 @@ PAPER_C = (1.0, 20.0, 100.0, 300.0)
 FAST_SIZE = 96
 FAST_ITERS = 60
 PAPER_ITERS = 350
-#: Modules whose output equals their input's: not worth a layer of their own.
-_PASS_THROUGH = (nn.Dropout, nn.Dropout2d, nn.Identity, nn.Flatten, nn.Softmax, nn.LogSoftmax)
 
 Log = Callable[[str], None]
 
@@ -71,53 +69,8 @@ class Condition:
 
 
 def default_layers(spec: ModelSpec) -> list[str]:
-    """The layers to sweep: MatConvNet's numbered layers for the paper networks, else the network's top-level
-    modules with sequential containers opened one level (e.g. ``conv_stem, bn1, blocks.0 … blocks.6, conv_head,
-    bn2, global_pool, classifier``), skipping dropout/identity/flatten/softmax."""
-    mods = dict(spec.module.named_modules())
-    if spec.layer_aliases and all(k.isdigit() for k in spec.layer_aliases):
-        names = [spec.layer_aliases[k] for k in sorted(spec.layer_aliases, key=int)]
-    else:
-        names = []
-        for name, child in spec.module.named_children():
-            if isinstance(child, (nn.Sequential, nn.ModuleList)) and len(child) > 0:
-                names += [f"{name}.{sub}" for sub, _ in child.named_children()]
-            else:
-                names.append(name)
-    return [n for n in names if n in mods and not isinstance(mods[n], _PASS_THROUGH)]
-
-
-def list_images(images: str | Sequence[str], log: Log = _stderr) -> tuple[list[str], list[str]]:
-    """Image specs from a folder, the word ``samples`` (scikit-image's colour samples), one file, or a list.
-
-    Returns (readable specs in sorted order, skipped files). Unreadable files are skipped with one warning line
-    each; a folder without any image is an error.
-    """
-    if isinstance(images, str) and images == "samples":
-        return [f"sample:{n}" for n in COLOR_SAMPLES], []
-    if isinstance(images, str):
-        p = Path(images)
-        if not p.exists():
-            raise PreimageError(f"image folder not found: {images}")
-        candidates = [str(f) for f in sorted(p.iterdir()) if f.is_file() and not f.name.startswith(".")] \
-            if p.is_dir() else [str(p)]
-    else:
-        candidates = list(images)
-    good, skipped = [], []
-    for spec in candidates:
-        try:
-            load_image(spec, 8)
-            good.append(spec)
-        except PreimageError as e:
-            if isinstance(images, str) and Path(images).is_dir():
-                log(f"warning: skipping {spec}: {e}")
-                skipped.append(spec)
-            else:
-                raise
-    if not good:
-        raise PreimageError(f"no readable images in {images}" + (f" ({len(skipped)} files skipped)" if skipped
-                                                                  else ""))
-    return good, skipped
+    """The layers to sweep: ``representations.layers.main_layers``."""
+    return main_layers(spec)
 
 
 def _fingerprint(spec: str) -> str:
