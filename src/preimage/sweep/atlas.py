@@ -30,7 +30,7 @@ from ..representations import ModelSpec, Representation, load
 from ..representations.base import Geometry, measure_geometry
 from ..representations.layers import main_layers
 from .backends import LocalBackend, RayBackend
-from .jobs import Job, Model
+from .jobs import Job, Model, weights_digest
 from .run import SweepProgress, SweepResult, run_sweep
 from .store import Store
 
@@ -70,9 +70,10 @@ class LayerPlan:
 
 
 def plan_layers(spec: ModelSpec, layers: Sequence[str] | None, units: Sequence[int] | None,
-                size: tuple[int, int], log: Log = _stderr) -> list[LayerPlan]:
-    """The layers (default: the network's main ones with a channel axis) with their geometry and units
-    (default: all; units past a layer's width are left out of that layer). Clear errors for unknown layers,
+                log: Log = _stderr) -> list[LayerPlan]:
+    """The layers (default: the network's main ones with a channel axis) with their geometry (measured at
+    the model's default size, as ``Representation.geometry``) and units (default: all; units past a layer's
+    width are left out of that layer). Clear errors for unknown layers,
     a named layer without channels, or units that no layer has."""
     explicit = bool(layers)
     names = list(layers) if layers else main_layers(spec)
@@ -80,8 +81,9 @@ def plan_layers(spec: ModelSpec, layers: Sequence[str] | None, units: Sequence[i
     if None in resolved:
         raise PreimageError("the atlas shows layers of a network; 'output' is not one (name its last layer)")
     mods = dict(spec.module.named_modules())
-    geo = measure_geometry(spec.module, {n: mods[n] for n in resolved}, spec.channels, size)
-    plans = []
+    geo = measure_geometry(spec.module, {n: mods[n] for n in resolved}, spec.channels,
+                           spec.defaults.size or (224, 224))
+    plans, notes = [], []
     for n in dict.fromkeys(resolved):
         g = geo[n]
         if len(g.shape) not in (1, 3):
@@ -92,12 +94,14 @@ def plan_layers(spec: ModelSpec, layers: Sequence[str] | None, units: Sequence[i
         width = g.shape[0]
         chosen = [u for u in units if 0 <= u < width] if units is not None else list(range(width))
         if units is not None and len(chosen) < len(units):
-            log(f"note: layer {n} has {width} units; showing {len(chosen)} of those asked for")
+            notes.append(f"note: layer {n} has {width} units; showing {len(chosen)} of those asked for")
         if chosen:
             plans.append(LayerPlan(n, g, type(mods[n]).__name__, chosen))
     if not plans:
         raise PreimageError("no layer has any of the units asked for" if units is not None else
                             "the network has no layer with a channel axis")
+    for note in notes:
+        log(note)
     return plans
 
 
@@ -149,18 +153,19 @@ def run_atlas(model: str | ModelSpec = "efficientnet_lite0", out: str | Path = "
     from ..tasks.activation import check_options, response_point
 
     check_options(mode, restarts)
+    specs, skipped = list_images(images, log)  # a missing folder fails before the model loads
     base = load(model, None, weights=weights, random_weights=random_weights, device=device)
     spec = base.spec
     side = size or (spec.defaults.size or (224, 224))[0]
-    plans = plan_layers(spec, layers, units, (side, side), log)
-    specs, skipped = list_images(images, log)
+    plans = plan_layers(spec, layers, units, log)
     out = Path(out)
+    model_id = f"{spec.name}@{weights_digest(spec)}"
+    _claim(out, model_id, force)
     stats = load_stats(spec)
     points = [response_point(Representation(spec, p.name))[1] for p in plans]
     if any(pt not in stats.points for pt in points):
         stats = load_stats(spec, recompute=True)
-    m = Model(spec, device, stats)
-    _claim(out, m.id, force)
+    m = Model(spec, device, stats, id=model_id, geometry={p.name: p.geometry for p in plans})
     write_json(out / MARKER, {"model": spec.name, "weights": spec.weights_id, "model_id": m.id,
                               "started": time.strftime("%Y-%m-%d %H:%M:%S")})
 

@@ -8,6 +8,7 @@ features) has no position: its examples are whole images.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,7 +33,7 @@ def crop_box(pos: tuple[int, int], map_hw: tuple[int, int], image_hw: tuple[int,
     (h, w), (fy, fx) = map_hw, field
     cy = (pos[0] + 0.5) * H / h - 0.5
     cx = (pos[1] + 0.5) * W / w - 0.5
-    y0, x0 = round(cy - (fy - 1) / 2), round(cx - (fx - 1) / 2)
+    y0, x0 = math.floor(cy - (fy - 1) / 2 + 0.5), math.floor(cx - (fx - 1) / 2 + 0.5)
     return x0, y0, x0 + fx - 1, y0 + fy - 1
 
 
@@ -67,7 +68,6 @@ def histogram(values: torch.Tensor, bins: int = 12) -> dict[str, list[float]]:
     return {"edges": [lo + (hi - lo) * i / bins for i in range(bins + 1)], "counts": counts.int().tolist()}
 
 
-@torch.no_grad()
 def layer_examples(rep: Representation, images: list[str], *, size: int | None = None, k: int = 9,
                    thumbnail: int = 64, batch: int = 8) -> Output:
     """Top-``k`` dataset examples and activation statistics of every unit of ``rep``'s layer.
@@ -79,10 +79,17 @@ def layer_examples(rep: Representation, images: list[str], *, size: int | None =
     maxima, and its examples (image, activation, box).
     """
     from ..tasks.activation import response_point
-    from ..tasks.inversion import prepare_images
 
     rp, point = response_point(rep)
-    geo = rep.geometry()
+    geo = rep.geometry()  # measured with gradients: before no_grad
+    with torch.no_grad():
+        return _examples(rp, point, geo, images, size, k, thumbnail, batch)
+
+
+def _examples(rp: Representation, point: tuple[str, str], geo: Any, images: list[str], size: int | None, k: int,
+              thumbnail: int, batch: int) -> Output:
+    from ..tasks.inversion import prepare_images
+
     field = None if geo.receptive_field is None or geo.global_field else geo.receptive_field
     best, where, loaded = [], [], []
     total = sq = None

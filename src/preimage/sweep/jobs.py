@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from ..measures.stats import NeuronStats
-from ..representations.base import ModelSpec
+from ..representations.base import Geometry, ModelSpec
 
 #: Bumped when what a stored result holds changes, so older results are recomputed rather than misread.
 STORE_FORMAT = 1
@@ -113,12 +113,14 @@ def _file_digest(path: str, _size: int, _mtime: int) -> str:
 @dataclass
 class Model:
     """A network the jobs run on, as the driver built it: every worker gets this very object (same weights),
-    loads it once and keeps it. stats: neuron statistics for ``maximize`` (the normalizer M_c)."""
+    loads it once and keeps it. stats: neuron statistics for ``maximize`` (the normalizer M_c); geometry:
+    layers' geometry as the driver measured it (at the model's default size), so workers need not measure."""
 
     spec: ModelSpec
     device: str = "cpu"
     stats: NeuronStats | None = None
     id: str = ""
+    geometry: dict[str | None, Geometry] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.id:

@@ -54,7 +54,9 @@ class Context:
         key = (model_id, layer)
         if key not in self.reps:
             m = self.models[model_id]
-            self.reps[key] = Representation(m.spec, layer).to(m.device)
+            rep = Representation(m.spec, layer).to(m.device)
+            rep._geometry = m.geometry.get(rep.layer)
+            self.reps[key] = rep
         return self.reps[key]
 
 
