@@ -23,6 +23,7 @@ from .common import (
     emit,
     err_console,
     out_console,
+    sweep_backend,
     sweep_bar,
 )
 
@@ -56,18 +57,13 @@ def atlas(model: ModelOpt = "efficientnet_lite0",
           seed: SeedOpt = 0, weights: WeightsOpt = None, random_weights: RandomOpt = False, force: ForceOpt = False,
           device: DeviceOpt = "cpu", as_json: JsonOpt = False) -> None:
     """Every unit of every layer: pre-images, dataset examples and statistics, as a static site (resumable)."""
-    from ..sweep import backend
     from ..sweep.atlas import run_atlas
     from .activation import parse_units
 
     parse_device(device)
     layer_list = None if layers.strip() in ("", "all") else [s.strip() for s in layers.split(",") if s.strip()]
     unit_list = None if units.strip() == "all" else parse_units(units)
-    run_on = backend(ray, address, num_cpus=ray_cpus)
-    if address:  # an address that does not answer fails here, in one line, before any work
-        from ..sweep.backends import check_address
-
-        check_address(address)
+    run_on = sweep_backend(ray, address, ray_cpus)
     with sweep_bar("atlas") as update:
         info = run_atlas(model, out, layers=layer_list, units=unit_list, images=images, iters=iters,
                          restarts=restarts, mode=mode, unit_size=unit_size, size=size, inversions=inversions,

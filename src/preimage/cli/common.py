@@ -131,3 +131,14 @@ def sweep_bar(description: str, enabled: bool = True) -> Iterator[Callable[[dict
                         tally=f"{c['done']} done · {c['cached']} cached · {c['failed']} failed")
 
         yield update
+
+
+def sweep_backend(ray: bool, address: str | None, ray_cpus: int | None) -> Any:
+    """The sweep backend of ``--ray``/``--address``; an address that does not answer fails here, in one line,
+    before any work."""
+    from ..sweep import backend
+    from ..sweep.backends import check_address
+
+    if address:
+        check_address(address)
+    return backend(ray, address, num_cpus=ray_cpus)

@@ -10,7 +10,7 @@ from typing import Any
 
 from .backends import LocalBackend, RayBackend
 from .jobs import Job, Model, make_batches
-from .runners import BATCHABLE
+from .runners import BATCHABLE, runner
 from .store import Store
 
 #: progress(counts): counts has total, done, cached and failed (jobs).
@@ -64,7 +64,8 @@ def run_sweep(jobs: Sequence[Job], models: dict[str, Model], store: Store,
         progress(dict(counts))
     if todo:
         used = {j.model for j in todo}
-        for _batch, outcomes in backend.run(make_batches(todo, batch, BATCHABLE), {m: models[m] for m in used}):
+        batchable = [t for t in {j.task for j in todo} if t in BATCHABLE or getattr(runner(t), "batchable", False)]
+        for _batch, outcomes in backend.run(make_batches(todo, batch, batchable), {m: models[m] for m in used}):
             for o in outcomes:
                 job = unique[o.key]
                 if o.output is None:

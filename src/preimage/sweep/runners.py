@@ -133,7 +133,8 @@ def one_line(e: BaseException) -> str:
 # --- the runners -----------------------------------------------------------------------------------------------
 
 RUNNERS: dict[str, Runner] = {}
-#: Tasks whose jobs may share a batch (the others run one job per batch).
+#: Tasks whose jobs may share a batch (the others run one job per batch; a runner of one's own says so with
+#: an attribute ``batchable = True``).
 BATCHABLE = ("invert", "maximize", "caricature")
 
 
@@ -172,11 +173,12 @@ def task_kwargs(fn: Callable[..., Any], options: Mapping[str, Any], taken: Seque
     (a list of [iters, lr_scale, jitter]) Stages; an option the function does not take is an error.
     ``taken``: options the runner handles itself."""
     params = inspect.signature(fn).parameters
+    anything = any(p.kind is p.VAR_KEYWORD for p in params.values())
     kw: dict[str, Any] = {}
     for k, v in options.items():
         if k in taken:
             continue
-        if k not in params:
+        if k not in params and not anything:
             raise PreimageError(f"{fn.__name__} takes no option '{k}'")
         if k == "energy":
             v = Energy(**v)
