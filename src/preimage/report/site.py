@@ -153,3 +153,15 @@ def unit_page(path: str | Path, title: str, links: Sequence[tuple[str | None, st
         body += ("<p class='muted'>Distribution of the unit's largest response in each image:</p>"
                  + histogram_svg(hist["edges"], hist["counts"], hist.get("marks", ())))
     return write_page(path, title, body)
+
+
+def tour_page(path: str | Path, title: str, sections: Sequence[tuple[str, str, Sequence[tuple[str, str]]]],
+              atlas: tuple[str, str, str, Sequence[dict[str, Any]]]) -> Path:
+    """The demo's page: sections (heading, text, [(src, caption)]) and a last one that links to an atlas
+    (heading, text, href, unit cells as for ``unit_grid``)."""
+    body = f"<h1>{_e(title)}</h1>"
+    for heading, text, figs in sections:
+        body += f"<h2>{_e(heading)}</h2><p>{_e(text)}</p><div>" + "".join(figure(s, c) for s, c in figs) + "</div>"
+    heading, text, href, cells = atlas
+    body += (f"<h2>{_e(heading)}</h2><p>{_e(text)} {link(href, 'Open the atlas →')}</p>" + unit_grid(cells))
+    return write_page(path, title, body)

@@ -126,26 +126,33 @@ def _claim(out: Path, model_id: str, force: bool) -> None:
         raise PreimageError(f"{out} exists and is not an atlas; use another --out, or --force to write into it")
 
 
-def run_atlas(model: str | ModelSpec = "efficientnet_lite0", out: str | Path = "preimage-atlas", *,
-              layers: Sequence[str] | None = None, units: Sequence[int] | None = None,
-              images: str | Sequence[str] = "samples", iters: int | None = None, restarts: int = 2,
-              mode: str = "channel", unit_size: int | None = None, size: int | None = None,
-              inversions: int = 3, batch: int = 16, seed: int = 0, style: dict[str, Any] | None = None,
-              force: bool = False, device: str = "cpu", weights: str | None = None, random_weights: bool = False,
-              backend: LocalBackend | RayBackend | None = None, progress: SweepProgress | None = None,
-              log: Log = _stderr) -> dict[str, Any]:
-    """Compute (or complete) the atlas of ``model`` and write its site into ``out``.
+@dataclass
+class AtlasPlan:
+    """What an atlas computes (its jobs, by kind) and what its site needs to be written."""
 
-    layers: module names (default: the main layers with a channel axis); units: channel indices (default:
-    all); images: a folder, ``samples`` or a list, for the dataset examples and the inversions; iters:
-    iterations of every optimization (default: each task's, 300 for maximization); restarts, mode: of the
-    maximization (default: 2 restarts of the channel's mean, Lucid's convention); unit_size: the
-    maximization's input side (default: from the receptive field, ``unit_image_size``); size: input side of
-    the examples, inversions and caricatures (default: the model's); inversions: how many of the images are
-    inverted and caricatured at every layer; style: extra maximize options (default: ``best_style()``).
-    Returns {out, page, model, layers, jobs{total, done, cached, failed}, failures, seconds}.
-    """
-    t0 = time.perf_counter()
+    out: Path
+    model: Model
+    layers: list[LayerPlan]
+    jobs: dict[str, list[Job]]
+    shown: list[str]
+    side: int
+    mode: str
+    n_images: int
+    store: Store
+
+    def all_jobs(self) -> list[Job]:
+        return [j for group in self.jobs.values() for j in group]
+
+
+def plan_atlas(model: str | ModelSpec = "efficientnet_lite0", out: str | Path = "preimage-atlas", *,
+               layers: Sequence[str] | None = None, units: Sequence[int] | None = None,
+               images: str | Sequence[str] = "samples", iters: int | None = None, restarts: int = 2,
+               mode: str = "channel", unit_size: int | None = None, size: int | None = None,
+               inversions: int = 3, seed: int = 0, style: dict[str, Any] | None = None, force: bool = False,
+               device: str = "cpu", weights: str | None = None, random_weights: bool = False,
+               store: Store | None = None, log: Log = _stderr) -> AtlasPlan:
+    """Check the inputs, load the model, and list the atlas's jobs (see ``run_atlas`` for the options;
+    store: where results go, default ``out/store``)."""
     if restarts < 1:
         raise PreimageError("--restarts must be at least 1")
     if inversions < 0:
@@ -154,8 +161,8 @@ def run_atlas(model: str | ModelSpec = "efficientnet_lite0", out: str | Path = "
 
     check_options(mode, restarts)
     specs, skipped = list_images(images, log)  # a missing folder fails before the model loads
-    base = load(model, None, weights=weights, random_weights=random_weights, device=device)
-    spec = base.spec
+    spec = model if isinstance(model, ModelSpec) else \
+        load(model, None, weights=weights, random_weights=random_weights).spec
     side = size or (spec.defaults.size or (224, 224))[0]
     plans = plan_layers(spec, layers, units, log)
     out = Path(out)
@@ -182,19 +189,45 @@ def run_atlas(model: str | ModelSpec = "efficientnet_lite0", out: str | Path = "
                            for s in shown]
         jobs["caricature"] += [Job("caricature", m.id, p.name, images=(s,), options=common | {"size": side})
                                for s in shown]
-    every = [j for group in jobs.values() for j in group]
+    plan = AtlasPlan(out, m, plans, jobs, shown, side, mode, len(specs), store or Store(out / "store"))
     log(f"atlas: {spec.name}, {len(plans)} layers, {len(jobs['maximize'])} units, {len(specs)} images"
-        f"{f' ({len(skipped)} skipped)' if skipped else ''}; {len(every)} jobs")
-    store = Store(out / "store")
-    result = run_sweep(every, {m.id: m}, store, backend, batch, progress)
+        f"{f' ({len(skipped)} skipped)' if skipped else ''}; {len(plan.all_jobs())} jobs")
+    return plan
+
+
+def finish_atlas(plan: AtlasPlan, result: SweepResult, seconds: float) -> dict[str, Any]:
+    """Write the site from a sweep's results (which may hold other jobs too)."""
+    own = result.subset([j.key for j in plan.all_jobs()])
+    info = write_site(plan.out, plan.model.spec, plan.model.id, plan.layers, plan.jobs, own, plan.store, plan.shown,
+                      plan.side, plan.mode, plan.n_images)
+    info["seconds"] = round(seconds, 1)
+    spec = plan.model.spec
+    write_json(plan.out / MARKER, {"model": spec.name, "weights": spec.weights_id, "model_id": plan.model.id,
+                                   "jobs": own.counts, "seconds": info["seconds"]})
+    return info
+
+
+def run_atlas(model: str | ModelSpec = "efficientnet_lite0", out: str | Path = "preimage-atlas", *,
+              batch: int = 16, backend: LocalBackend | RayBackend | None = None,
+              progress: SweepProgress | None = None, log: Log = _stderr, **options: Any) -> dict[str, Any]:
+    """Compute (or complete) the atlas of ``model`` and write its site into ``out``.
+
+    options (``plan_atlas``): layers: module names (default: the main layers with a channel axis); units:
+    channel indices (default: all); images: a folder, ``samples`` or a list, for the dataset examples and the
+    inversions; iters: iterations of every optimization (default: each task's, 300 for maximization);
+    restarts, mode: of the maximization (default: 2 restarts of the channel's mean, Lucid's convention);
+    unit_size: the maximization's input side (default: from the receptive field, ``unit_image_size``); size:
+    input side of the examples, inversions and caricatures (default: the model's); inversions: how many of the
+    images are inverted and caricatured at every layer; style: extra maximize options (default:
+    ``best_style()``); seed, force, device, weights, random_weights. batch: problems per batch; backend: local
+    (default) or Ray. Returns {out, page, model, layers, jobs{total, done, cached, failed}, failures, seconds}.
+    """
+    t0 = time.perf_counter()
+    plan = plan_atlas(model, out, log=log, **options)
+    result = run_sweep(plan.all_jobs(), {plan.model.id: plan.model}, plan.store, backend, batch, progress)
     for f in result.failures:
         log(f"failed: {f.line()}")
-
-    info = write_site(out, spec, m.id, plans, jobs, result, store, shown, side, mode, len(specs))
-    info["seconds"] = round(time.perf_counter() - t0, 1)
-    write_json(out / MARKER, {"model": spec.name, "weights": spec.weights_id, "model_id": m.id,
-                              "jobs": result.counts, "seconds": info["seconds"]})
-    return info
+    return finish_atlas(plan, result, time.perf_counter() - t0)
 
 
 def _rel(target: Path, start: Path) -> str:

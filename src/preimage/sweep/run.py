@@ -37,6 +37,17 @@ class SweepResult:
     counts: dict[str, int]
     failures: list[Failure] = field(default_factory=list)
     seconds: float = 0.0
+    cached: set[str] = field(default_factory=set)  # keys found in the store
+
+    def subset(self, keys: Sequence[str]) -> SweepResult:
+        """The part of the result that concerns ``keys`` (counts recomputed)."""
+        ks = set(keys)
+        failures = [f for f in self.failures if f.key in ks]
+        records = {k: v for k, v in self.records.items() if k in ks}
+        cached = self.cached & ks
+        counts = {"total": len(ks), "done": len(records) - len(cached), "cached": len(cached),
+                  "failed": len(failures)}
+        return SweepResult(records, counts, failures, self.seconds, cached)
 
 
 def run_sweep(jobs: Sequence[Job], models: dict[str, Model], store: Store,
@@ -58,6 +69,7 @@ def run_sweep(jobs: Sequence[Job], models: dict[str, Model], store: Store,
             todo.append(job)
         else:
             records[key] = rec
+    cached = set(records)
     counts = {"total": len(unique), "done": 0, "cached": len(records), "failed": 0}
     failures: list[Failure] = []
     if progress:
@@ -76,4 +88,4 @@ def run_sweep(jobs: Sequence[Job], models: dict[str, Model], store: Store,
                     counts["done"] += 1
             if progress:
                 progress(dict(counts))
-    return SweepResult(records, counts, failures, round(time.perf_counter() - t0, 2))
+    return SweepResult(records, counts, failures, round(time.perf_counter() - t0, 2), cached)
