@@ -13,6 +13,7 @@ Site layout: ``index.html``, ``layers/<layer>/index.html``, ``layers/<layer>/<un
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import sys
 import time
@@ -113,8 +114,6 @@ def _claim(out: Path, model_id: str, force: bool) -> None:
     if force or not out.exists():
         return
     if marker.is_file():
-        import json
-
         try:
             prev = json.loads(marker.read_text()).get("model_id")
         except (OSError, ValueError):

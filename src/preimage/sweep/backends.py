@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -62,11 +63,11 @@ class RayBackend:
             slots = resources.get("GPU", 0) / self.gpus_per_batch if gpu else \
                 resources.get("CPU", 1) / self.cpus_per_batch
             window = max(2, int(2 * slots))
-            todo = list(batches)
+            todo = deque(batches)
             threads = max(1, int(self.cpus_per_batch))
             while todo or pending:
                 while todo and len(pending) < window:
-                    batch = todo.pop(0)
+                    batch = todo.popleft()
                     needed = {j.model for j in batch}
                     pending[task.remote([{m: refs[m] for m in needed}], batch, threads)] = batch
                 ready, _ = ray.wait(list(pending), num_returns=1)
