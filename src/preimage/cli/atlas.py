@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ..errors import PreimageError
 from ..representations import parse_device
 from .common import (
     AddressOpt,
@@ -18,6 +19,7 @@ from .common import (
     RayCpusOpt,
     RayOpt,
     SeedOpt,
+    ThreadsOpt,
     WeightsOpt,
     app,
     emit,
@@ -55,12 +57,18 @@ def atlas(model: ModelOpt = "efficientnet_lite0",
           batch: Annotated[int, typer.Option(min=1, max=4096, help="most problems optimized at once")] = 16,
           ray: RayOpt = False, address: AddressOpt = None, ray_cpus: RayCpusOpt = None,
           seed: SeedOpt = 0, weights: WeightsOpt = None, random_weights: RandomOpt = False, force: ForceOpt = False,
-          device: DeviceOpt = "cpu", as_json: JsonOpt = False) -> None:
+          device: DeviceOpt = "cpu", threads: ThreadsOpt = None, as_json: JsonOpt = False) -> None:
     """Every unit of every layer: pre-images, dataset examples and statistics, as a static site (resumable)."""
     from ..sweep.atlas import run_atlas
     from .activation import parse_units
 
     parse_device(device)
+    if threads is not None:  # torch threads of the in-process backend (Ray workers use one per CPU they ask for)
+        import torch
+
+        if threads < 1:
+            raise PreimageError("--threads must be at least 1")
+        torch.set_num_threads(threads)
     layer_list = None if layers.strip() in ("", "all") else [s.strip() for s in layers.split(",") if s.strip()]
     unit_list = None if units.strip() == "all" else parse_units(units)
     run_on = sweep_backend(ray, address, ray_cpus)
