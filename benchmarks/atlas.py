@@ -3,6 +3,9 @@ of whole atlases projected from it.
 
     # units/min on efficientnet_lite0 blocks.3 (80 units, 2 restarts, channel mode), local vs Ray, interleaved
     nice -n 10 .venv/bin/python benchmarks/atlas.py throughput [--units 80] [--iters 300] [--rounds 2]
+    # Ray's own overhead at equal parallelism: one thread in-process against one single-CPU worker
+    nice -n 10 .venv/bin/python benchmarks/atlas.py throughput --variants local-1thread,ray-1cpu \
+        --out benchmarks/results/atlas-throughput-1cpu-efficientnet_lite0.json
     # per-unit cost of every main layer, measured on a few units, and the projected whole-atlas wall time
     nice -n 10 .venv/bin/python benchmarks/atlas.py projection --model efficientnet_lite0 [--sample 2] [--iters 30]
     nice -n 10 .venv/bin/python benchmarks/atlas.py projection --model resnet50 --random-weights --sample 1 --iters 10
@@ -14,9 +17,10 @@ in-process (torch's 2 threads, batches of 16 problems) and on a local Ray cluste
 thread each, the same batches): "warm" on a cluster already started, "cold" including starting it (ray.init)
 and shutting it down. Units per minute = units / minutes; Ray's overhead = Ray's time / local time − 1.
 
-projection: for every main layer, ``--sample`` units × 2 restarts maximized for ``--iters`` iterations at the
-layer's own unit size, timed, and scaled linearly to 300 iterations (the cost per iteration is flat once the
-loop is warm: see benchmarks/README.md); plus the forward+backward FLOPs of one problem-iteration
+projection: for every main layer, ``--sample`` units × 2 restarts maximized at the layer's own unit size, timed
+at 2 and at 2 + ``--iters`` iterations: the difference gives the cost per iteration, the rest the fixed cost
+per job, and a unit's cost is fixed + 300 iterations (the cost per iteration is flat once the loop is warm:
+see benchmarks/README.md); plus the forward+backward FLOPs of one problem-iteration
 (torch.utils.flop_counter). Whole atlas = Σ layers units × seconds per unit, on 1 CPU process of 2 threads,
 and on G GPUs as Σ FLOPs ÷ (G × an assumed effective GPU throughput, --gpu-tflops, default 20 TFLOP/s) plus a
 start-up of --gpu-startup seconds (cluster, model shipped to each worker). No GPU was measured unless a GPU
@@ -78,18 +82,36 @@ def throughput(args: argparse.Namespace) -> dict:
         finally:
             ray.shutdown()
 
-    sweep(LocalBackend()) if args.warmup else None
-    times: dict[str, list[float]] = {"local": [], "ray (warm)": [], "ray (cold)": []}
+    def local_1t() -> float:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return sweep(LocalBackend())
+        finally:
+            torch.set_num_threads(threads)
+
+    def ray_1cpu() -> float:
+        ray.init(address="local", num_cpus=1, include_dashboard=False, logging_level=logging.ERROR,
+                 log_to_driver=False)
+        try:
+            return sweep(RayBackend())
+        finally:
+            ray.shutdown()
+
+    variants = {"local": lambda: sweep(LocalBackend()), "ray-warm": ray_warm, "ray-cold": ray_cold,
+                "local-1thread": local_1t, "ray-1cpu": ray_1cpu}
+    chosen = [v.strip() for v in args.variants.split(",")]
+    times: dict[str, list[float]] = {k: [] for k in chosen}
     for r in range(args.rounds):
-        order = [("local", lambda: sweep(LocalBackend())), ("ray (warm)", ray_warm), ("ray (cold)", ray_cold)]
+        order = [(k, variants[k]) for k in chosen]
         for name, fn in order if r % 2 == 0 else order[::-1]:
             times[name].append(fn())
             print(f"round {r}: {name} {times[name][-1]:.1f} s", flush=True)
-    local = statistics.median(times["local"])
+    local = statistics.median(times[chosen[0]])
     rows = [{"backend": k, "seconds": [round(t, 1) for t in v], "median_s": round(statistics.median(v), 1),
              "units_per_min": round(args.units / statistics.median(v) * 60, 2),
              "overhead": round(statistics.median(v) / local - 1, 3)} for k, v in times.items()]
-    return {"what": "throughput", "model": m.spec.name, "layer": args.layer, "units": args.units,
+    return {"what": "throughput", "variants": chosen, "model": m.spec.name, "layer": args.layer, "units": args.units,
             "restarts": 2, "iters": args.iters, "batch": args.batch, "cpus": args.cpus, "rounds": args.rounds,
             "torch_threads_local": torch.get_num_threads(), "rows": rows}
 
@@ -122,16 +144,22 @@ def projection(args: argparse.Namespace) -> dict:
         rep._geometry = p.geometry
         side = unit_image_size(response_point(rep)[0])
         units = list(range(min(args.sample, p.geometry.shape[0])))
-        opts = {"mode": "channel", "restarts": 2, "iters": args.iters}
-        jobs = [Job("maximize", m.id, p.name, tuple(units), options=opts)]
         m.geometry[p.name] = p.geometry
-        with tempfile.TemporaryDirectory() as d:
-            run_sweep([Job("maximize", m.id, p.name, (0,), options=opts | {"iters": 2})], {m.id: m}, Store(d))
-            t = time.perf_counter()
-            res = run_sweep(jobs, {m.id: m}, Store(d), batch=2 * len(units))
-            secs = time.perf_counter() - t
-            assert not res.failures, res.failures
-        per_unit = secs / len(units) * 300 / args.iters
+
+        def timed(iters: int, layer: str = p.name, units: tuple[int, ...] = tuple(units)) -> float:
+            job = Job("maximize", m.id, layer, units, options={"mode": "channel", "restarts": 2, "iters": iters})
+            with tempfile.TemporaryDirectory() as d:
+                t = time.perf_counter()
+                res = run_sweep([job], {m.id: m}, Store(d), batch=2 * len(units))
+                assert not res.failures, res.failures
+                return time.perf_counter() - t
+
+        timed(2)  # warm-up: the layer's set-up (unit size, first calls)
+        short, long = timed(2), timed(2 + args.iters)
+        per_iter = max(long - short, 0.0) / args.iters  # the batch's cost per iteration
+        fixed = max(short - 2 * per_iter, 0.0)  # per job: noise, set-up, PNGs
+        per_unit = (fixed + 300 * per_iter) / len(units)
+        secs = long
         flops = _flops(rep, side) * 2 * 300  # 2 restarts × 300 iterations
         rows.append({"layer": p.name, "units": p.geometry.shape[0], "unit_size": side, "sampled": len(units),
                      "seconds_sampled": round(secs, 2), "s_per_unit_300it": round(per_unit, 2),
@@ -160,7 +188,7 @@ def table(res: dict) -> str:
     if res["what"] == "throughput":
         lines = [f"{res['model']} {res['layer']}: {res['units']} units × 2 restarts × {res['iters']} iterations, "
                  f"batches of {res['batch']} problems, {res['cpus']} CPUs", "",
-                 "| backend | seconds (each round) | units/min | overhead vs local |", "|---|---|---|---|"]
+                 f"| backend | seconds (each round) | units/min | time vs {res['variants'][0]} |", "|---|---|---|---|"]
         lines += [f"| {r['backend']} | {', '.join(map(str, r['seconds']))} | {r['units_per_min']} | "
                   f"{100 * r['overhead']:+.1f}% |" for r in res["rows"]]
     else:
@@ -187,7 +215,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--warmup", action="store_true")
+    ap.add_argument("--variants", default="local,ray-warm,ray-cold",
+                    help="comma-separated, the first is the reference: local (torch's threads), ray-warm (a "
+                         "started cluster of --cpus), ray-cold (starting it), local-1thread, ray-1cpu (warm)")
     ap.add_argument("--sample", type=int, default=2)
     ap.add_argument("--gpu-tflops", type=float, default=20.0)
     ap.add_argument("--gpu-startup", type=float, default=60.0)
