@@ -133,7 +133,7 @@ def test_cli_converts_grey_rgba_and_16bit_images(tmp_path, capsys) -> None:
 @pytest.mark.parametrize("args,message", [
     (["invert", "missing.png"], "image not found: missing.png"),
     (["invert", "sample:nope"], "unknown sample 'nope'"),
-    (["invert", "sample:chelsea", "--model", "efficientnet_lite"], "close matches: efficientnet_lite0"),
+    (["invert", "sample:chelsea", "--model", "efficientnet_lite"], "close matches: efficientnet_lite"),
     (["invert", "sample:chelsea", "--layer", "blocks.9"], "unknown layer 'blocks.9'"),
     (["invert", "sample:chelsea", "--C", "abc"], "--C takes numbers"),
     (["invert", "sample:chelsea", "--optimizer", "sgd", "--size", "32", "--iters", "2"], "unknown optimizer"),

@@ -34,6 +34,26 @@ AmpOpt = Annotated[str | None, typer.Option("--amp", help="mixed precision for t
 CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile the network (start-up cost; for GPUs)")]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="CPU threads for torch (default: torch's)")]
 
+ParamOpt = Annotated[str | None, typer.Option("--param", help="parameterization: pixel (the paper's), fourier "
+                                              "(1/f spectrum, decorrelated colour) or maco (phase only); "
+                                              "default: the style's")]
+TransformsOpt = Annotated[str | None, typer.Option("--transforms", help="transforms before the network, e.g. "
+                                                   "'jitter:9,scale:0.9-1.1,rotate:10,flip,crops:4:0.6-1', "
+                                                   "'standard' (Lucid's) or 'none'; default: the style's")]
+PriorOpt = Annotated[str | None, typer.Option("--prior", help="feature-statistics prior: bn (BatchNorm statistics, "
+                                              "DeepInversion) or none; default: the style's")]
+PriorWeightOpt = Annotated[float | None, typer.Option("--prior-weight", min=0.0, max=1e6,
+                                                      help="weight of the prior (default: the style's)")]
+JudgeOpt = Annotated[list[str] | None, typer.Option("--judge", help="judge the written pictures with this "
+                                                    "classifier (repeatable), e.g. efficientnet_lite1; adds "
+                                                    "'transfer' to the JSON")]
+
+
+def style_opt(default: str) -> Any:
+    """``--style paper|natural`` with a command's own default."""
+    return Annotated[str, typer.Option("--style", help=f"paper (the paper's method) or natural (Fourier "
+                                       f"parameterization, transforms, BatchNorm prior); default: {default}")]
+
 
 def load_rep(model: str, layer: str | None, weights: str | None, random_weights: bool,
              device: str = "cpu", threads: int | None = None, **kw: Any) -> Representation:

@@ -17,13 +17,18 @@ from .common import (
     DeviceOpt,
     ForceOpt,
     JsonOpt,
+    JudgeOpt,
     LayerOpt,
     ModelOpt,
+    ParamOpt,
+    PriorOpt,
+    PriorWeightOpt,
     RandomOpt,
     RayCpusOpt,
     RayOpt,
     SeedOpt,
     ThreadsOpt,
+    TransformsOpt,
     WeightsOpt,
     app,
     emit,
@@ -33,6 +38,7 @@ from .common import (
     out_console,
     parse_floats,
     progress_bar,
+    style_opt,
     sweep_backend,
     sweep_bar,
 )
@@ -83,18 +89,26 @@ def invert(image: Annotated[str, typer.Argument(help="image path or sample:NAME 
            size: Annotated[int | None, typer.Option(help="input size in pixels (default: the model's)")] = None,
            restarts: Annotated[int, typer.Option(help="random restarts per image and C")] = 1,
            seed: SeedOpt = 0,
-           optimizer: Annotated[str, typer.Option(help="paper (momentum+AdaGrad) or adam")] = "paper",
+           optimizer: Annotated[str | None, typer.Option(help="paper (momentum+AdaGrad) or adam (default: paper "
+                                                         "for the pixel parameterization, adam otherwise)")] = None,
            mask: Annotated[str | None, typer.Option(help="neigh:5 or channels:first-half|second-half|A:B")] = None,
            out: Annotated[Path, typer.Option(help="output folder")] = Path("preimage-out"),
            png_scale: Annotated[str, typer.Option(help="minmax (the paper's) or clip")] = "minmax",
            force: ForceOpt = False, device: DeviceOpt = "cpu", amp: AmpOpt = None, compile: CompileOpt = False,
-           threads: ThreadsOpt = None, as_json: JsonOpt = False) -> None:
+           threads: ThreadsOpt = None, style: style_opt("paper") = "paper", param: ParamOpt = None,
+           transforms: TransformsOpt = None, prior: PriorOpt = None, prior_weight: PriorWeightOpt = None,
+           judge: JudgeOpt = None, as_json: JsonOpt = False) -> None:
     """Invert IMAGE's representation at a layer: the image whose features match it."""
+    from ..engine.styles import resolve
     from ..images import image_name
+    from ..measures.judge import judges as load_judges
     from ..tasks.inversion import invert as run_invert
 
     cs = parse_floats(C, "--C")
     rep = load_rep(model, layer, weights, random_weights, device, threads)
+    resolve(rep, style, param=param, transforms=transforms, prior=prior, prior_weight=prior_weight,
+            optimizer=optimizer)
+    judges = load_judges(judge, device) if judge else []
     stem = f"{image_name(image)}-{safe_name(rep.name)}-{safe_name(rep.layer or 'output')}"
     n_c = len(cs) if cs else 1
     names = [f"{stem}-C{_num(c)}" + (f"-r{r}" if restarts > 1 else "") for c in (cs or [rep.defaults.C])
@@ -103,19 +117,28 @@ def invert(image: Annotated[str, typer.Argument(help="image path or sample:NAME 
     outdir.claim([f"{n}.png" for n in names] + [f"{stem}.json"])
     with progress_bar(f"invert {rep.layer or 'output'}") as update:
         res = run_invert(rep, image, C=cs, restarts=restarts, size=size, iters=iters, seed=seed,
-                         optimizer=optimizer, mask=mask, progress=update, amp=amp, compile=compile)
+                         optimizer=optimizer, mask=mask, progress=update, amp=amp, compile=compile, style=style,
+                         param=param, transforms=transforms, prior=prior, prior_weight=prior_weight)
     records = res.records()
     for rec, name, img in zip(records, names, res.images, strict=True):
         rec["image"] = str(save_png(img, outdir / f"{name}.png", png_scale))
     summary = {"model": res.model, "layer": res.layer, "input": image, "error": records[0]["error"],
                "image": records[0]["image"], "iterations": res.iterations, "seconds": round(res.seconds, 3),
-               "seed": seed, "optimizer": optimizer, "size": res.info["size"], "stages": res.info["stages"],
-               "results": records}
+               "seed": seed, "optimizer": res.info["optimizer"], "size": res.info["size"],
+               "stages": res.info["stages"], "style": res.info["style"], "param": res.info["param"],
+               "transforms": res.info["transforms"], "prior": res.info["prior"], "results": records}
+    if judges:
+        # Label agreement: the judge's top-1 on the original (as loaded for the inversion) and on each PNG.
+        ref = res.info["reference"].repeat_interleave(len(records) // res.info["reference"].shape[0], 0)
+        ref = ref.expand(-1, 3, -1, -1) if ref.shape[1] == 1 else ref
+        summary["transfer"] = {j.name: j.agreement([r["image"] for r in records], ref) for j in judges}
     summary["json"] = str(write_json(outdir / f"{stem}.json", summary))
 
     def human() -> None:
         for r in records:
             out_console.print(f"C={_num(r['C'])} restart {r['restart']}: error {100 * r['error']:.1f}%  → {r['image']}")
+        for name, t in summary.get("transfer", {}).items():
+            out_console.print(f"judge {name}: same top-1 as the original for {sum(t['agree'])}/{len(t['agree'])}")
         out_console.print(f"{res.iterations} iterations in {res.seconds:.1f} s")
 
     emit(summary, as_json, human)

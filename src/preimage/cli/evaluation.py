@@ -107,18 +107,33 @@ def figures(model: ModelOpt = "efficientnet_lite0",
             out: Annotated[Path, typer.Option(help="output folder")] = Path("preimage-figures"),
             seed: SeedOpt = 0, weights: WeightsOpt = None, random_weights: RandomOpt = False,
             force: ForceOpt = False, device: DeviceOpt = "cpu", ray: RayOpt = False, address: AddressOpt = None,
-            ray_cpus: RayCpusOpt = None, as_json: JsonOpt = False) -> None:
+            ray_cpus: RayCpusOpt = None,
+            judge: Annotated[list[str] | None, typer.Option("--judge", help="judge the class pictures with this "
+                                                            "classifier (repeatable); adds 'transfer' to the "
+                                                            "JSON")] = None,
+            as_json: JsonOpt = False) -> None:
     """The paper's qualitative experiments in one HTML report (every optimization a job of one sweep)."""
     from ..experiments.reproduce.figures import run_figures
+    from ..measures.judge import judges as load_judges
 
     parse_device(device)
+    judges = load_judges(judge, device) if judge else []  # a bad name fails before any work
     run_on = sweep_backend(ray, address, ray_cpus)
     with sweep_bar("figures") as update:
         info = run_figures(model, out, image=image, layers=_names(layers), sections=_names(sections), size=size,
                            iters=iters, paper=paper, seed=seed, force=force, device=device, weights=weights,
                            random_weights=random_weights, backend=run_on, progress=update, log=_log)
+    # The class neurons' pictures (classes/UNIT.png), reloaded from the files by each judge.
+    pictures = sorted(Path(out).glob("classes/*.png"), key=lambda p: int(p.stem) if p.stem.isdigit() else -1)
+    pictures = [p for p in pictures if p.stem.isdigit()]
+    if judges and pictures:
+        info["transfer"] = {j.name: {"files": [str(p) for p in pictures],
+                                     **j.classes(pictures, [int(p.stem) for p in pictures])} for j in judges}
 
     def human() -> None:
+        for name, t in info.get("transfer", {}).items():
+            out_console.print(f"judge {name}: class pictures top-1 for {sum(t['top1'])}/{len(t['top1'])}, mean "
+                              f"p(class) {t['mean_probability']:.3f}", markup=False)
         for s in info["sections"]:
             note = f" (skipped: {s['skipped']})" if s["skipped"] else ""
             out_console.print(f"{s['name']:>17}: {len(s['figures'])} figures{note}", markup=False)

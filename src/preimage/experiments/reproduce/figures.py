@@ -155,7 +155,7 @@ class FigureContext:
 
     def maximize(self, layer: str, units: Sequence[int], size: int | None, energy: Energy | None = None) -> Result:
         """Activation maximization of ``units`` (one restart each) with this context's iterations and seed."""
-        opts: dict[str, Any] = {"restarts": 1, "iters": self.iters, "seed": self.seed}
+        opts: dict[str, Any] = {"restarts": 1, "iters": self.iters, "seed": self.seed, "style": "paper"}
         if size is not None:
             opts["size"] = size
         if energy is not None:
