@@ -22,6 +22,13 @@ def test_demo_tour(tmp_path: Path, capsys, browser) -> None:  # noqa: ANN001
     assert all(0 < r["error"] < 3 for r in data["layers"])
     assert [c["label"] for c in data["classes"]] == ["black swan", "tree frog"]
     assert all(0 <= c["probability"] <= 1 for c in data["classes"])
+    # The judge's verdict is its softmax on the written PNG, read back as a user would.
+    from preimage.measures.judge import Judge
+
+    t = Judge("efficientnet_lite1").classes([out / c["image"] for c in data["classes"]], [100, 31])
+    expected = [f"efficientnet_lite1 p = {p:.2f}{', top-1' if top else ''}"
+                for p, top in zip(t["probability"], t["top1"], strict=True)]
+    assert [c["judge"] for c in data["classes"]] == expected
     assert data["caricature"]["layer"] == "blocks.3" and data["caricature"]["gain"] > 0
     assert data["atlas"] == {"page": str(out / "atlas/index.html"), "layer": "blocks.1", "units": 24}
     assert data["jobs"]["failed"] == 0 and data["jobs"]["total"] == 2 + 1 + 1 + 24 + 3

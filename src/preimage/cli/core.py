@@ -160,7 +160,10 @@ def demo(out: Annotated[Path, typer.Option(help="output folder")] = Path("preima
                                                   "maximizations")] = 120,
          seed: SeedOpt = 0, force: ForceOpt = False, device: DeviceOpt = "cpu", amp: AmpOpt = None,
          compile: CompileOpt = False, threads: ThreadsOpt = None, ray: RayOpt = False, address: AddressOpt = None,
-         ray_cpus: RayCpusOpt = None, as_json: JsonOpt = False) -> None:
+         ray_cpus: RayCpusOpt = None,
+         judge: Annotated[str, typer.Option(help="network that judges the class pre-images from their PNGs "
+                                            "('none': no judge)")] = "efficientnet_lite1",
+         as_json: JsonOpt = False) -> None:
     """The tour: inversions through the layers, class pre-images, a caricature and a small atlas, one page."""
     from ..experiments.demo import run_demo
     from ..representations import parse_device
@@ -176,13 +179,15 @@ def demo(out: Annotated[Path, typer.Option(help="output folder")] = Path("preima
         info = run_demo(out, image=image, layers=layer_list, size=size, iters=iters, C=C, seed=seed, force=force,
                         device=device, classes=class_list, caricature_layer=caricature_layer, atlas_layer=atlas_layer,
                         atlas_iters=atlas_iters, backend=run_on, progress=update, amp=amp, compile=compile,
-                        threads=threads, log=lambda s: err_console.print(s, markup=False, highlight=False))
+                        threads=threads, judge=None if judge.lower() == "none" else judge,
+                        log=lambda s: err_console.print(s, markup=False, highlight=False))
 
     def human() -> None:
         for r in info["layers"]:
             out_console.print(f"{r['layer']:>10}: error {100 * r['error']:.1f}%")
         for r in info["classes"]:
-            out_console.print(f"{r['label']:>20}: p = {r['probability']:.2f}")
+            out_console.print(f"{r['label']:>20}: p = {r['probability']:.2f}"
+                              + (f"; judge {r['judge']}" if r["judge"] else ""), markup=False)
         if info["caricature"]:
             out_console.print(f"caricature at {info['caricature']['layer']}: score ×{info['caricature']['gain']:.2f}")
         out_console.print(f"atlas of {info['atlas']['layer']}: {info['atlas']['units']} units")

@@ -1,8 +1,8 @@
 """The tour (``preimage demo``): what the tool does, on one page, in a few minutes on a CPU.
 
 1. today's inversions of one image through several layers of the embedded efficientnet_lite0;
-2. a few class pre-images in the best style this installation has (``sweep.atlas.best_style``), with the
-   judge's verdict where the run reports one;
+2. a few class pre-images in the best style (``sweep.atlas.best_style``), with a judge network's verdict on
+   the saved PNGs (efficientnet_lite1, which never saw the optimization);
 3. one caricature;
 4. a small atlas of one layer (every unit's pre-images and dataset examples), linked from the page.
 
@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from ..images import image_name, load_image, save_png
+from ..measures.judge import DEFAULT_JUDGE
 from ..report import OutputDir, save_grid, write_json
 from ..report import site as pages
 from ..representations import Representation, load
@@ -40,11 +41,20 @@ def _minmax(x: torch.Tensor) -> torch.Tensor:
     return (x - x.min()) / (x.max() - x.min()).clamp_min(1e-8) * 255
 
 
-def verdict(problem: dict[str, Any]) -> str:
-    """The judge's verdict on a pre-image, where the run reports one (a metric named transfer* or judge*)."""
-    keys = [k for k in problem if k.startswith(("transfer", "judge"))]
-    return ", ".join(f"{k} {problem[k]:.2f}" if isinstance(problem[k], float) else f"{k} {problem[k]}"
-                     for k in keys)
+def verdicts(judge: str | None, files: Sequence[Path], classes: Sequence[int], device: str) -> list[str | None]:
+    """The judge network's verdict on each class pre-image, read back from its PNG as a user would: its
+    p(class) and whether the class is its top-1. None where there is no judge or its weights are missing."""
+    if not judge or not files:
+        return [None] * len(files)
+    from ..errors import PreimageError
+    from ..measures.judge import Judge
+
+    try:
+        t = Judge(judge, device).classes(list(files), list(classes))
+    except PreimageError:
+        return [None] * len(files)
+    return [f"{judge} p = {p:.2f}{', top-1' if top else ''}" for p, top in zip(t["probability"], t["top1"],
+                                                                               strict=True)]
 
 
 def run_demo(out: str | Path, image: str = "sample:chelsea", layers: Sequence[str] = (), size: int = 224,
@@ -52,11 +62,12 @@ def run_demo(out: str | Path, image: str = "sample:chelsea", layers: Sequence[st
              model: str = "efficientnet_lite0", classes: Sequence[int] = CLASSES, caricature_layer: str = "blocks.4",
              atlas_layer: str = "blocks.2", atlas_iters: int = 120, backend: LocalBackend | RayBackend | None = None,
              progress: SweepProgress | None = None, amp: bool | str | None = None, compile: bool = False,
-             threads: int | None = None, log: Any = None) -> dict[str, Any]:
+             threads: int | None = None, judge: str | None = DEFAULT_JUDGE, log: Any = None) -> dict[str, Any]:
     """Run the tour and write ``out/index.html`` (+ PNGs, ``demo.json``, the atlas in ``out/atlas``).
 
     iters: iterations of the inversions, class pre-images and caricature (default: each task's: 300+50,
-    300, 300); atlas_iters: of the atlas's maximizations. Returns {out, page, grid, layers: [{layer, error,
+    300, 300); atlas_iters: of the atlas's maximizations; judge: the network that judges the class pre-images
+    (None: no judge). Returns {out, page, grid, layers: [{layer, error,
     image, stride}], classes, caricature, atlas, jobs, seconds}.
     """
     t0 = time.perf_counter()
@@ -116,9 +127,11 @@ def run_demo(out: str | Path, image: str = "sample:chelsea", layers: Sequence[st
     save_grid([ref, *pre_images], outdir / "grid.png", scale="clip")
     names = _class_names(1000) or []
     class_rows, class_figs = [], []
-    for p in problems(cls):
+    cls_probs = problems(cls)
+    judged_all = verdicts(judge, [store.file(cls.key, p["png"]) for p in cls_probs] if cls else [],
+                          [p["unit"] for p in cls_probs], device)
+    for p, judged in zip(cls_probs, judged_all, strict=True):
         label = names[p["unit"]] if p["unit"] < len(names) else f"class {p['unit']}"
-        judged = verdict(p)
         caption = f"{label} ({p['unit']}): p = {p.get('probability', float('nan')):.2f}" + \
             (f"; judge: {judged}" if judged else "")
         class_figs.append((png(cls, p["png"]), caption))
@@ -143,8 +156,9 @@ def run_demo(out: str | Path, image: str = "sample:chelsea", layers: Sequence[st
          f"(IJCV 2016 inversion, C = {C:g}); error = ‖Φ(x)−Φ0‖/‖Φ0‖.", [("original.png", f"{image_name(image)}")]
          + figs),
         (f"2. Class pre-images ({style_name} style)", "Images that the network classifies as each class, found by "
-         "activation maximization of the class logit; p: the network's probability for that class."
-         + ("" if any(r["judge"] for r in class_rows) else " No judge network is available in this installation."),
+         "activation maximization of the class logit; p: the network's probability for that class"
+         + (f"; judge: what {judge}, a network that never saw the optimization, reads in the saved PNG."
+            if any(r["judge"] for r in class_rows) else ". No judge network is available in this installation."),
          class_figs),
         ("3. Caricature", "The image, changed to exaggerate what the layer detects in it.", car_figs),
     ]

@@ -12,7 +12,6 @@ Site layout: ``index.html``, ``layers/<layer>/index.html``, ``layers/<layer>/<un
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import sys
@@ -47,13 +46,11 @@ def _stderr(msg: str) -> None:
 
 
 def best_style() -> dict[str, Any]:
-    """Extra ``maximize`` options for the most natural pre-images this installation offers: the one place
-    where a style (and a judge) plug in. The natural style where ``maximize`` takes a ``style``, else none
-    (the paper's energy)."""
-    from ..tasks.activation import maximize
+    """Extra ``maximize`` options for the most natural pre-images: ``maximize``'s default style, the one that
+    measured best on a judge network (``tasks.activation.MAXIMIZE_STYLE``), named so that it is in the keys."""
+    from ..tasks.activation import MAXIMIZE_STYLE
 
-    params = inspect.signature(maximize).parameters
-    return {"style": "natural"} if "style" in params else {}
+    return {"style": MAXIMIZE_STYLE}
 
 
 @dataclass
