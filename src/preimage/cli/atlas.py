@@ -44,7 +44,8 @@ def atlas(model: ModelOpt = "efficientnet_lite0",
                                               "'samples' (scikit-image's colour samples)")] = "samples",
           out: Annotated[Path, typer.Option(help="output folder (rerun to resume)")] = Path("preimage-atlas"),
           iters: Annotated[int | None, typer.Option(min=1, max=100000, help="iterations per optimization "
-                                                    "(default: 300 for maximization, 300+50 for inversion)")] = None,
+                                                    "(default: 64 for maximization's natural style, 300+50 for "
+                                                    "inversion)")] = None,
           restarts: Annotated[int, typer.Option(min=1, max=64, help="pre-images per unit")] = 2,
           mode: Annotated[str, typer.Option(help="channel (the channel's mean, default) or neuron (its centre)")]
           = "channel",

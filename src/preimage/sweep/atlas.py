@@ -210,7 +210,7 @@ def run_atlas(model: str | ModelSpec = "efficientnet_lite0", out: str | Path = "
 
     options (``plan_atlas``): layers: module names (default: the main layers with a channel axis); units:
     channel indices (default: all); images: a folder, ``samples`` or a list, for the dataset examples and the
-    inversions; iters: iterations of every optimization (default: each task's, 300 for maximization);
+    inversions; iters: iterations of every optimization (default: each task's, the natural style's 64 for maximization);
     restarts, mode: of the maximization (default: 2 restarts of the channel's mean, Lucid's convention);
     unit_size: the maximization's input side (default: from the receptive field, ``unit_image_size``); size:
     input side of the examples, inversions and caricatures (default: the model's); inversions: how many of the
