@@ -21,7 +21,8 @@ from preimage.sweep import Job, Model, RayBackend, Store, run_sweep
 
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'preimage[ray]')")
 
-OPTS = {"mode": "channel", "restarts": 2, "iters": 40, "size": 40}
+# The paper style, whose random draws are per problem, so results compare across batchings (see test_sweep).
+OPTS = {"mode": "channel", "restarts": 2, "iters": 40, "size": 40, "style": "paper"}
 BATCH = 4  # 2 units × 2 restarts per batch: 3 batches for 6 units
 
 
