@@ -163,16 +163,3 @@ def test_cli_unreadable_image(tmp_path, capsys) -> None:
     bad.write_text("this is not a PNG")
     assert main(["invert", str(bad), "--out", str(tmp_path)]) == 2
     assert "cannot read image" in capsys.readouterr().err
-
-
-def test_demo_writes_page_grid_and_errors(tmp_path, capsys) -> None:
-    out = tmp_path / "demo"
-    code = main(["demo", "--out", str(out), "--size", "48", "--iters", "6", "--layers", "blocks.1,blocks.3",
-                 "--json"])
-    data = json.loads(capsys.readouterr().out)
-    assert code == 0 and [r["layer"] for r in data["layers"]] == ["blocks.1", "blocks.3"]
-    assert all(0 < r["error"] < 3 for r in data["layers"])
-    page = (out / "index.html").read_text()
-    assert "blocks.3.png" in page and "error" in page
-    assert Image.open(out / "grid.png").size[0] > 3 * 48
-    assert main(["demo", "--out", str(out), "--size", "48", "--iters", "6"]) == 2  # no overwrite

@@ -164,6 +164,14 @@ def test_bn_prior_is_zero_at_the_running_statistics() -> None:
         resolve(tiny_rep(bn=False), "paper", prior="bn")
 
 
+def test_the_natural_styles_prior_is_bn_only_where_a_batchnorm_runs_before_the_target() -> None:
+    # conv_stem comes before efficientnet_lite0's first BatchNorm (bn1); blocks.1 contains some and follows bn1.
+    assert resolve(load("efficientnet_lite0", "conv_stem"), "natural")[0].prior == "none"
+    assert resolve(load("efficientnet_lite0", "bn1"), "natural")[0].prior == "bn"
+    style, kw = resolve(load("efficientnet_lite0", "blocks.1"), "natural")
+    assert style.prior == "bn" and kw["prior"] is not None
+
+
 # --- objectives ----------------------------------------------------------------------------------------------
 
 def test_direction_sum_and_parse() -> None:

@@ -142,3 +142,45 @@ def parse_floats(s: str | None, opt: str) -> list[float] | None:
     if not vals or any(not WEIGHT["min"] <= v <= WEIGHT["max"] for v in vals):
         raise PreimageError(f"{opt} values must be numbers from {WEIGHT['min']:g} to {WEIGHT['max']:g}, got '{s}'")
     return vals
+
+
+RayOpt = Annotated[bool, typer.Option("--ray", help="run the jobs on a Ray cluster (a local one unless --address)")]
+AddressOpt = Annotated[str | None, typer.Option("--address", help="join the Ray cluster at HOST:PORT, ray://HOST:PORT "
+                                                "or auto (implies --ray)")]
+RayCpusOpt = Annotated[int | None, typer.Option("--ray-cpus", min=1, max=4096,
+                                                help="CPUs of the local Ray cluster (default: all)")]
+
+
+@contextmanager
+def sweep_bar(description: str, enabled: bool = True) -> Iterator[Callable[[dict[str, int]], None]]:
+    """One progress bar for a whole sweep (jobs done, cached and failed), on stderr; yields ``update(counts)``.
+
+    Like ``progress_bar``, it appears at the first report, so an error raised while planning stays alone."""
+    if not enabled:
+        yield lambda counts: None
+        return
+    with ExitStack() as stack:
+        bar: list[tuple[Progress, TaskID]] = []
+
+        def update(c: dict[str, int]) -> None:
+            if not bar:
+                prog = stack.enter_context(Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                                    TextColumn("{task.fields[tally]}"), TimeElapsedColumn(),
+                                                    console=err_console))
+                bar.append((prog, prog.add_task(description, total=c["total"], tally="")))
+            prog, task = bar[0]
+            prog.update(task, completed=c["done"] + c["cached"] + c["failed"], total=c["total"],
+                        tally=f"{c['done']} done · {c['cached']} cached · {c['failed']} failed")
+
+        yield update
+
+
+def sweep_backend(ray: bool, address: str | None, ray_cpus: int | None) -> Any:
+    """The sweep backend of ``--ray``/``--address``; an address that does not answer fails here, in one line,
+    before any work."""
+    from ..sweep import backend
+    from ..sweep.backends import check_address
+
+    if address:
+        check_address(address)
+    return backend(ray, address, num_cpus=ray_cpus)

@@ -7,13 +7,14 @@ from typing import Annotated
 
 import typer
 
+from ..errors import PreimageError
 from ..images import safe_name
 from ..report import OutputDir, picture_files, save_picture, write_json
 from .common import (
     COUNT,
     ITERS,
     SIZE,
-    WEIGHT,
+    AddressOpt,
     AmpOpt,
     ChannelsOpt,
     CompileOpt,
@@ -27,6 +28,8 @@ from .common import (
     PriorOpt,
     PriorWeightOpt,
     RandomOpt,
+    RayCpusOpt,
+    RayOpt,
     SeedOpt,
     ThreadsOpt,
     TransformsOpt,
@@ -39,6 +42,8 @@ from .common import (
     parse_floats,
     progress_bar,
     style_opt,
+    sweep_backend,
+    sweep_bar,
 )
 
 
@@ -154,29 +159,57 @@ def invert(image: Annotated[str, typer.Argument(help="image path or sample:NAME 
 @app.command()
 def demo(out: Annotated[Path, typer.Option(help="output folder")] = Path("preimage-demo"),
          image: Annotated[str, typer.Option(help="image path or sample:NAME")] = "sample:chelsea",
-         layers: Annotated[str, typer.Option(help="comma-separated layers")] = ",".join(
+         layers: Annotated[str, typer.Option(help="comma-separated layers to invert at")] = ",".join(
              f"blocks.{i}" for i in range(1, 7)),
-         size: Annotated[int, typer.Option(help="input size in pixels", **SIZE)] = 224,
-         iters: Annotated[int | None, typer.Option(help="iterations per layer (default: 300+50)", **ITERS)] = None,
-         C: Annotated[float, typer.Option("--C", "-C", help="data-term weight", **WEIGHT)] = 100.0,
+         size: Annotated[int, typer.Option(min=16, max=2048, help="input size in pixels")] = 224,
+         iters: Annotated[int | None, typer.Option(min=1, max=100000, help="iterations of the inversions, class "
+                                                   "pre-images and caricature (default: 300+50, 300, 300)")] = None,
+         C: Annotated[float, typer.Option("--C", "-C", min=1e-6, max=1e9, help="data-term weight")] = 100.0,
+         classes: Annotated[str, typer.Option(help="class units to visualize (ImageNet indices)")] = "100,31,933",
+         caricature_layer: Annotated[str, typer.Option(help="layer of the caricature")] = "blocks.4",
+         atlas_layer: Annotated[str, typer.Option(help="layer of the small atlas")] = "blocks.2",
+         atlas_iters: Annotated[int, typer.Option(min=1, max=100000, help="iterations of the atlas's "
+                                                  "maximizations")] = 120,
          seed: SeedOpt = 0, force: ForceOpt = False, device: DeviceOpt = "cpu", amp: AmpOpt = None,
-         compile: CompileOpt = False, threads: ThreadsOpt = None, as_json: JsonOpt = False) -> None:
-    """The main job: invert a sample through several layers of efficientnet_lite0; write PNGs and an HTML page."""
-    from ..tasks.demo import run_demo
+         compile: CompileOpt = False, threads: ThreadsOpt = None, ray: RayOpt = False, address: AddressOpt = None,
+         ray_cpus: RayCpusOpt = None,
+         judge: Annotated[str, typer.Option(help="network that judges the class pre-images from their PNGs "
+                                            "('none': no judge)")] = "efficientnet_lite1",
+         as_json: JsonOpt = False) -> None:
+    """The tour: inversions through the layers, class pre-images, a caricature and a small atlas, one page."""
+    from ..experiments.demo import run_demo
+    from ..representations import parse_device
+    from .activation import parse_units
 
+    parse_device(device)
+    if threads is not None and threads < 1:
+        raise PreimageError("--threads must be at least 1")
     layer_list = [s.strip() for s in layers.split(",") if s.strip()]
-    with progress_bar("demo", True) as update:
+    class_list = parse_units(classes)
+    run_on = sweep_backend(ray, address, ray_cpus)
+    with sweep_bar("demo") as update:
         info = run_demo(out, image=image, layers=layer_list, size=size, iters=iters, C=C, seed=seed, force=force,
-                        device=device, progress=update, amp=amp, compile=compile, threads=threads)
+                        device=device, classes=class_list, caricature_layer=caricature_layer, atlas_layer=atlas_layer,
+                        atlas_iters=atlas_iters, backend=run_on, progress=update, amp=amp, compile=compile,
+                        threads=threads, judge=None if judge.lower() == "none" else judge,
+                        log=lambda s: err_console.print(s, markup=False, highlight=False))
 
     def human() -> None:
         for r in info["layers"]:
             out_console.print(f"{r['layer']:>10}: error {100 * r['error']:.1f}%")
+        for r in info["classes"]:
+            out_console.print(f"{r['label']:>20}: p = {r['probability']:.2f}"
+                              + (f"; judge {r['judge']}" if r["judge"] else ""), markup=False)
+        if info["caricature"]:
+            out_console.print(f"caricature at {info['caricature']['layer']}: score ×{info['caricature']['gain']:.2f}")
+        out_console.print(f"atlas of {info['atlas']['layer']}: {info['atlas']['units']} units")
         out_console.print(f"open {info['page']}")
 
     emit(info, as_json, human)
     if not as_json:
         err_console.print(f"done in {info['seconds']:.0f} s", markup=False)
+    if info["jobs"]["failed"]:
+        raise typer.Exit(1)
 
 
 def _num(v: float) -> str:

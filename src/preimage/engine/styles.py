@@ -54,7 +54,14 @@ def get_style(name: str) -> Style:
 
 
 def has_batchnorm(rep: Representation) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in rep.net.modules())
+    """Whether a BatchNorm layer runs before ``rep``'s target (in the module order, or inside the target)."""
+    modules = list(rep.net.named_modules())
+    names = [n for n, _ in modules]
+    if rep.layer is None or rep.layer not in names:
+        return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for _, m in modules)
+    cut = names.index(rep.layer)
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and (i <= cut or n.startswith(rep.layer + "."))
+               for i, (n, m) in enumerate(modules))
 
 
 def resolve(rep: Representation, style: str | Style = "paper", *, param: str | None = None,

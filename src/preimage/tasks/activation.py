@@ -250,7 +250,7 @@ def maximize(model: Representation | str, units: int | Sequence[int], *, layer: 
              mode: str = "neuron", token: str | None = None, restarts: int = 1,
              size: int | tuple[int, int] | None = None,
              iters: int | None = None, seed: int = 0, optimizer: str | None = None, relu_leak: float = 0.0,
-             stats: NeuronStats | None = None, energy: Energy = Energy(),
+             stats: NeuronStats | None = None, energy: Energy = Energy(), init: torch.Tensor | None = None,
              progress: Progress | None = None, amp: bool | str | None = None, compile: bool = False,
              style: str = MAXIMIZE_STYLE, param: str | None = None, transforms: str | None = None,
              prior: str | None = None, prior_weight: float | None = None, direction: torch.Tensor | None = None,
@@ -268,7 +268,9 @@ def maximize(model: Representation | str, units: int | Sequence[int], *, layer: 
     ``info["paper_code_reference_max"]``).
 
     stats: neuron statistics (default: the cache, computed from the bundled samples if absent). size: input
-    side (default: ``unit_image_size``). relu_leak: slope given to the net's ReLUs while optimizing (the
+    side (default: ``unit_image_size``). init: the starting images, N×C×H×W in paper units, units × restarts
+    in order (default: the loop's noise; the sweep passes noise drawn per problem, so that a problem's result
+    does not depend on the batch it shares). relu_leak: slope given to the net's ReLUs while optimizing (the
     reported activations use the real network). Returns a Result of N images in 0–255 units with metrics
     ``activation`` (Φ_c at the centre neuron, or the map's mean, on the final image without jitter),
     ``reference_max`` (M_c), ``ratio`` and, for logits, ``probability`` (softmax) and ``top1``.
@@ -335,8 +337,8 @@ def maximize(model: Representation | str, units: int | Sequence[int], *, layer: 
 
     sched = scale_schedule(SINGLE_STAGE, iters if iters is not None else sty.iters)
     with leaky_relus(rep.net, relu_leak):
-        trace = optimize(rep, objective, n, hw, sched, seed=seed, energy=energy, progress=progress, amp=amp,
-                         compile=compile, **opt_kw)
+        trace = optimize(rep, objective, n, hw, sched, init=init, seed=seed, energy=energy, progress=progress,
+                         amp=amp, compile=compile, **opt_kw)
     with torch.no_grad():
         phi = rep(trace.x)
     picked = phi[rows, unit_of.to(device)]

@@ -109,15 +109,17 @@ def invert(model: Representation | str, images: str | Sequence[str] | torch.Tens
            C: float | Sequence[float] | None = None, restarts: int = 1, size: int | tuple[int, int] | None = None,
            iters: int | None = None, schedule: Sequence[Stage] | None = None, seed: int = 0,
            optimizer: str | None = None, mask: str | torch.Tensor | None = None, energy: Energy = Energy(),
-           progress: Progress | None = None, amp: bool | str | None = None, compile: bool = False,
-           style: str = "paper", param: str | None = None, transforms: str | None = None, prior: str | None = None,
-           prior_weight: float | None = None) -> Result:
+           init: torch.Tensor | None = None, progress: Progress | None = None, amp: bool | str | None = None,
+           compile: bool = False, style: str = "paper", param: str | None = None, transforms: str | None = None,
+           prior: str | None = None, prior_weight: float | None = None) -> Result:
     """Reconstruct images from their representation: one problem per (image, C, restart), batched.
 
     images: a path, ``sample:NAME``, a list of them, or N×C×H×W in 0–255. C: the data-term weight(s)
     (default: the model's, 100 for CNNs). Returns a Result with metric ``error`` = ‖Φ(x)−Φ0‖/‖Φ0‖ on the
-    final image without jitter (masked when a mask is given). amp/compile: see ``optimize``. style: ``paper``
-    (the default) or ``natural``; param/transforms/prior/prior_weight override its parts (``engine.styles``).
+    final image without jitter (masked when a mask is given). init: the starting images, N×C×H×W in paper
+    units, one per problem (default: the loop's noise, or the parameterization's own start). amp/compile: see
+    ``optimize``. style: ``paper`` (the default) or ``natural``; param/transforms/prior/prior_weight override its
+    parts (``engine.styles``).
     """
     rep = as_representation(model, layer)
     if mask is not None and isinstance(mask, str) and mask.startswith("neigh") and rep.view is None:
@@ -140,7 +142,7 @@ def invert(model: Representation | str, images: str | Sequence[str] | torch.Tens
     c_vec = torch.tensor(cs, dtype=phi0.dtype).repeat_interleave(restarts).repeat(len(names))
     obj = Inversion(phi0, c_vec.to(phi0.device), None if m is None else m.to(phi0.device))
     sched = scale_schedule(schedule or rep.defaults.schedule, iters)
-    trace = optimize(rep, obj, len(problems), tuple(img.shape[-2:]), sched, seed=seed, energy=energy,
+    trace = optimize(rep, obj, len(problems), tuple(img.shape[-2:]), sched, init=init, seed=seed, energy=energy,
                      progress=progress, amp=amp, compile=compile, **opt_kw)
     with torch.no_grad():
         error = obj.error(rep(trace.x))
