@@ -30,6 +30,7 @@ from .common import (
     parse_floats,
     progress_bar,
 )
+from .shallow import ExactGradientOpt, gradient_options
 
 
 @app.command()
@@ -81,6 +82,10 @@ def invert(image: Annotated[str, typer.Argument(help="image path or sample:NAME 
            mask: Annotated[str | None, typer.Option(help="neigh:5 or channels:first-half|second-half|A:B")] = None,
            out: Annotated[Path, typer.Option(help="output folder")] = Path("preimage-out"),
            png_scale: Annotated[str, typer.Option(help="minmax (the paper's) or clip")] = "minmax",
+           coarse_to_fine: Annotated[bool | None, typer.Option(
+               "--coarse-to-fine/--one-level", help="spend the first third of the iterations on a half-resolution "
+               "image (default: the model's; on for hog)")] = None,
+           exact_gradient: ExactGradientOpt = False,
            force: ForceOpt = False, device: DeviceOpt = "cpu", amp: AmpOpt = None, compile: CompileOpt = False,
            threads: ThreadsOpt = None, as_json: JsonOpt = False) -> None:
     """Invert IMAGE's representation at a layer: the image whose features match it."""
@@ -88,7 +93,7 @@ def invert(image: Annotated[str, typer.Argument(help="image path or sample:NAME 
     from ..tasks.inversion import invert as run_invert
 
     cs = parse_floats(C, "--C")
-    rep = load_rep(model, layer, weights, random_weights, device, threads)
+    rep = load_rep(model, layer, weights, random_weights, device, threads, **gradient_options(model, exact_gradient))
     stem = f"{image_name(image)}-{safe_name(rep.name)}-{safe_name(rep.layer or 'output')}"
     n_c = len(cs) if cs else 1
     names = [f"{stem}-C{_num(c)}" + (f"-r{r}" if restarts > 1 else "") for c in (cs or [rep.defaults.C])
@@ -97,13 +102,15 @@ def invert(image: Annotated[str, typer.Argument(help="image path or sample:NAME 
     outdir.claim([f"{n}.png" for n in names] + [f"{stem}.json"])
     with progress_bar(f"invert {rep.layer or 'output'}") as update:
         res = run_invert(rep, image, C=cs, restarts=restarts, size=size, iters=iters, seed=seed,
-                         optimizer=optimizer, mask=mask, progress=update, amp=amp, compile=compile)
+                         optimizer=optimizer, mask=mask, progress=update, amp=amp, compile=compile,
+                         coarse_to_fine=coarse_to_fine)
     records = res.records()
     for rec, name, img in zip(records, names, res.images, strict=True):
         rec["image"] = str(save_png(img, outdir / f"{name}.png", png_scale))
     summary = {"model": res.model, "layer": res.layer, "input": image, "error": records[0]["error"],
                "image": records[0]["image"], "iterations": res.iterations, "seconds": round(res.seconds, 3),
                "seed": seed, "optimizer": optimizer, "size": res.info["size"], "stages": res.info["stages"],
+               "coarse_to_fine": res.info["coarse_to_fine"],
                "results": records}
     summary["json"] = str(write_json(outdir / f"{stem}.json", summary))
 

@@ -12,6 +12,7 @@ from ..errors import PreimageError
 from ..images import load_image, resize, rgb_to_grey
 from ..representations import Representation, Stage, load
 from ..result import Result
+from .coarse_to_fine import optimize_coarse_to_fine
 
 
 def as_representation(model: Representation | str, layer: str | None = None, **kw: object) -> Representation:
@@ -86,12 +87,15 @@ def invert(model: Representation | str, images: str | Sequence[str] | torch.Tens
            C: float | Sequence[float] | None = None, restarts: int = 1, size: int | tuple[int, int] | None = None,
            iters: int | None = None, schedule: Sequence[Stage] | None = None, seed: int = 0,
            optimizer: str = "paper", mask: str | torch.Tensor | None = None, energy: Energy = Energy(),
-           progress: Progress | None = None, amp: bool | str | None = None, compile: bool = False) -> Result:
+           progress: Progress | None = None, amp: bool | str | None = None, compile: bool = False,
+           coarse_to_fine: bool | None = None) -> Result:
     """Reconstruct images from their representation: one problem per (image, C, restart), batched.
 
     images: a path, ``sample:NAME``, a list of them, or N×C×H×W in 0–255. C: the data-term weight(s)
-    (default: the model's, 100 for CNNs). Returns a Result with metric ``error`` = ‖Φ(x)−Φ0‖/‖Φ0‖ on the
-    final image without jitter (masked when a mask is given). amp/compile: see ``optimize``.
+    (default: the model's, 100 for CNNs). coarse_to_fine: spend the first third of the iterations on a
+    half-resolution image (``tasks.coarse_to_fine``; None: the model's default, on for ``hog``). Returns a
+    Result with metric ``error`` = ‖Φ(x)−Φ0‖/‖Φ0‖ on the final image without jitter (masked when a mask is
+    given). amp/compile: see ``optimize``.
     """
     rep = as_representation(model, layer)
     img, names = prepare_images(rep, images, size)
@@ -106,11 +110,15 @@ def invert(model: Representation | str, images: str | Sequence[str] | torch.Tens
     c_vec = torch.tensor(cs, dtype=phi0.dtype).repeat_interleave(restarts).repeat(len(names))
     obj = Inversion(phi0, c_vec.to(phi0.device), None if m is None else m.to(phi0.device))
     sched = scale_schedule(schedule or rep.defaults.schedule, iters)
-    trace = optimize(rep, obj, len(problems), tuple(img.shape[-2:]), sched, seed=seed, optimizer=optimizer,
-                     energy=energy, progress=progress, amp=amp, compile=compile)
+    if coarse_to_fine is None:
+        coarse_to_fine = rep.defaults.coarse_to_fine
+    run = optimize_coarse_to_fine if coarse_to_fine else optimize
+    trace = run(rep, obj, len(problems), tuple(img.shape[-2:]), sched, seed=seed, optimizer=optimizer,
+                energy=energy, progress=progress, amp=amp, compile=compile)
     with torch.no_grad():
         error = obj.error(rep(trace.x))
     return Result(rep.to_image(trace.x), problems, {"error": error}, rep.name, rep.layer, trace.iterations,
                   trace.seconds, trace.energy, {"stages": trace.stages, "size": list(img.shape[-2:]),
                                                  "optimizer": optimizer, "seed": seed, "mask": str(mask) if mask
-                                                 is not None else None, "reference": img})
+                                                 is not None else None, "coarse_to_fine": coarse_to_fine,
+                                                 "reference": img})
