@@ -42,7 +42,7 @@ def rep_at(layer: str):
 def test_maximized_units_exceed_their_maximum_over_the_samples() -> None:
     rep = rep_at("blocks.3")
     units = [0, 17, 42]
-    res = maximize(rep, units, size=64, iters=40)
+    res = maximize(rep, units, size=64, iters=40, style="paper")
     stats = load_stats(lite0_spec())
     ref = stats.get(("output", "blocks.3")).max[units]
     torch.testing.assert_close(res.metrics["reference_max"], ref)
@@ -62,7 +62,7 @@ def test_maximized_units_exceed_their_maximum_over_the_samples() -> None:
 def test_a_maximized_class_logit_wins_with_high_probability() -> None:
     rep = rep_at("classifier")
     classes = [1, 947]  # goldfish, mushroom
-    res = maximize(rep, classes, size=128, iters=60)
+    res = maximize(rep, classes, size=128, iters=60, style="paper")
     assert res.metrics["top1"].tolist() == classes
     assert bool((res.metrics["probability"] >= 0.9).all()), res.metrics["probability"]
     assert res.info["logits"] and res.info["centre"] is None
@@ -70,7 +70,7 @@ def test_a_maximized_class_logit_wins_with_high_probability() -> None:
 
 def test_restarts_are_batched_and_differ() -> None:
     rep = rep_at("blocks.3")
-    res = maximize(rep, [5, 9], restarts=3, size=48, iters=20, seed=1)
+    res = maximize(rep, [5, 9], restarts=3, size=48, iters=20, seed=1, style="paper")
     assert [(p["unit"], p["restart"]) for p in res.problems] == [(u, r) for u in (5, 9) for r in range(3)]
     x = rep.to_paper_units(res.images)  # mean colour removed, so the norms compare the patterns
     for i in range(6):
@@ -78,13 +78,13 @@ def test_restarts_are_batched_and_differ() -> None:
             rel = float((x[i] - x[j]).norm() / x[i].norm())
             assert rel > 0.5, (i, j, rel)  # about √2: as unrelated as two random images
     # Same seed, same images.
-    again = maximize(rep, [5, 9], restarts=3, size=48, iters=20, seed=1)
+    again = maximize(rep, [5, 9], restarts=3, size=48, iters=20, seed=1, style="paper")
     torch.testing.assert_close(again.images, res.images)
 
 
 def test_channel_mode_raises_the_whole_map() -> None:
     rep = rep_at("blocks.3")
-    res = maximize(rep, [3], mode="channel", size=48, iters=30)
+    res = maximize(rep, [3], mode="channel", size=48, iters=30, style="paper")
     with torch.no_grad():
         phi = rep(rep.to_paper_units(res.images))
     torch.testing.assert_close(res.metrics["activation"], phi[:, 3].mean((-2, -1)))
@@ -158,8 +158,8 @@ def test_leaky_relus_are_swapped_and_restored() -> None:
 
 def test_leak_changes_the_run_and_activation_uses_the_real_network() -> None:
     rep = rep_at("blocks.2")
-    a = maximize(rep, [1], size=32, iters=10)
-    b = maximize(rep, [1], size=32, iters=10, relu_leak=0.05)
+    a = maximize(rep, [1], size=32, iters=10, style="paper")
+    b = maximize(rep, [1], size=32, iters=10, relu_leak=0.05, style="paper")
     assert not torch.allclose(a.images, b.images)
     with torch.no_grad():
         phi = rep(rep.to_paper_units(b.images))
@@ -183,15 +183,15 @@ def test_image_size_follows_receptive_field_and_stride() -> None:
 def test_api_bad_input() -> None:
     rep = rep_at("blocks.3")
     with pytest.raises(PreimageError, match="out of range.*80 channels"):
-        maximize(rep, [80], size=32, iters=1)
+        maximize(rep, [80], size=32, iters=1, style="paper")
     with pytest.raises(PreimageError, match="out of range"):
-        maximize(rep, -1, size=32, iters=1)
+        maximize(rep, -1, size=32, iters=1, style="paper")
     with pytest.raises(PreimageError, match="mode"):
         maximize(rep, 1, mode="pixel")
     with pytest.raises(PreimageError, match="restarts"):
         maximize(rep, 1, restarts=0)
     with pytest.raises(PreimageError, match="at least one unit"):
-        maximize(rep, [])
+        maximize(rep, [], style="paper")
     assert preimage.maximize is maximize and preimage.caricature is caricature
 
 
@@ -225,6 +225,9 @@ def _tiny(weights: str | None = None, random_weights: bool = False) -> ModelSpec
 TINY = ["--model", "test-activation-tiny"]
 
 
+MAX_PAPER = ["maximize", "--style", "paper", *TINY]
+
+
 def _run(capsys, args: list[str]) -> tuple[int, str, str]:
     capsys.readouterr()
     code = main(args)
@@ -233,7 +236,7 @@ def _run(capsys, args: list[str]) -> tuple[int, str, str]:
 
 
 def test_cli_maximize_writes_images_mosaic_and_json(tmp_path, capsys) -> None:
-    args = ["maximize", *TINY, "--layer", "features.2", "--unit", "0-2", "--restarts", "2", "--iters", "10",
+    args = [*MAX_PAPER, "--layer", "features.2", "--unit", "0-2", "--restarts", "2", "--iters", "10",
             "--out", str(tmp_path), "--json"]
     code, out, _ = _run(capsys, args)
     assert code == 0
@@ -253,7 +256,7 @@ def test_cli_maximize_writes_images_mosaic_and_json(tmp_path, capsys) -> None:
 
 
 def test_cli_maximize_class_logits_report_probability(tmp_path, capsys) -> None:
-    code, out, _ = _run(capsys, ["maximize", *TINY, "--layer", "head", "--unit", "4", "--iters", "30",
+    code, out, _ = _run(capsys, [*MAX_PAPER, "--layer", "head", "--unit", "4", "--iters", "30",
                                  "--out", str(tmp_path), "--json"])
     info = json.loads(out)
     assert code == 0 and info["size"] == [32, 32] and 0 <= info["probability"][0] <= 1
@@ -270,7 +273,7 @@ def test_cli_maximize_class_logits_report_probability(tmp_path, capsys) -> None:
     (["--layer", "features.2", "-u", "0", "--size", "0"], "too small"),
 ])
 def test_cli_maximize_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message) -> None:
-    code, out, err = _run(capsys, ["maximize", *TINY, *args, "--out", str(tmp_path)])
+    code, out, err = _run(capsys, [*MAX_PAPER, *args, "--out", str(tmp_path)])
     assert code == 2 and out == ""
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], err
@@ -291,7 +294,7 @@ def test_cli_stats_folder_cache_and_bad_folders(tmp_path, capsys, monkeypatch) -
     assert {"name": "features.2", "kind": "output"}.items() <= next(
         r for r in info["layers"] if r["name"] == "features.2" and r["kind"] == "output").items()
     # maximize uses that cache.
-    code, out, _ = _run(capsys, ["maximize", *TINY, "--layer", "features.2", "-u", "1", "--iters", "2",
+    code, out, _ = _run(capsys, [*MAX_PAPER, "--layer", "features.2", "-u", "1", "--iters", "2",
                                  "--out", str(tmp_path / "o"), "--json"])
     assert code == 0 and json.loads(out)["stats"]["images"] == 2
     (tmp_path / "empty").mkdir()
@@ -305,7 +308,7 @@ def test_cli_corrupt_stats_cache_is_rebuilt_not_trusted(tmp_path, capsys, monkey
     path = cache_path("test-activation-tiny", "test:tiny")
     path.parent.mkdir(parents=True)
     path.write_bytes(b"corrupt")
-    code, out, err = _run(capsys, ["maximize", *TINY, "--layer", "features.0", "-u", "1", "--iters", "2",
+    code, out, err = _run(capsys, [*MAX_PAPER, "--layer", "features.0", "-u", "1", "--iters", "2",
                                    "--out", str(tmp_path / "o"), "--json"])
     assert code == 0 and json.loads(out)["stats"]["source"] == "samples"
     warnings = [ln for ln in err.splitlines() if ln.startswith("warning:")]

@@ -133,7 +133,7 @@ def test_cli_converts_grey_rgba_and_16bit_images(tmp_path, capsys) -> None:
 @pytest.mark.parametrize("args,message", [
     (["invert", "missing.png"], "image not found: missing.png"),
     (["invert", "sample:nope"], "unknown sample 'nope'"),
-    (["invert", "sample:chelsea", "--model", "efficientnet_lite"], "close matches: efficientnet_lite0"),
+    (["invert", "sample:chelsea", "--model", "efficientnet_lite"], "close matches: efficientnet_lite"),
     (["invert", "sample:chelsea", "--layer", "blocks.9"], "unknown layer 'blocks.9'"),
     (["invert", "sample:chelsea", "--C", "abc"], "--C takes numbers"),
     (["invert", "sample:chelsea", "--optimizer", "sgd", "--size", "32", "--iters", "2"], "unknown optimizer"),
@@ -162,16 +162,3 @@ def test_cli_unreadable_image(tmp_path, capsys) -> None:
     bad.write_text("this is not a PNG")
     assert main(["invert", str(bad), "--out", str(tmp_path)]) == 2
     assert "cannot read image" in capsys.readouterr().err
-
-
-def test_demo_writes_page_grid_and_errors(tmp_path, capsys) -> None:
-    out = tmp_path / "demo"
-    code = main(["demo", "--out", str(out), "--size", "48", "--iters", "6", "--layers", "blocks.1,blocks.3",
-                 "--json"])
-    data = json.loads(capsys.readouterr().out)
-    assert code == 0 and [r["layer"] for r in data["layers"]] == ["blocks.1", "blocks.3"]
-    assert all(0 < r["error"] < 3 for r in data["layers"])
-    page = (out / "index.html").read_text()
-    assert "blocks.3.png" in page and "error" in page
-    assert Image.open(out / "grid.png").size[0] > 3 * 48
-    assert main(["demo", "--out", str(out), "--size", "48", "--iters", "6"]) == 2  # no overwrite

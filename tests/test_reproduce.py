@@ -53,63 +53,76 @@ def test_list_images_skips_non_images(image_dir: Path, tmp_path: Path) -> None:
         list_images(str(tmp_path))
 
 
+def _record(out: Path, info: dict, layer: str, cond: str, image: int) -> dict:
+    """The stored record of one (layer, condition, image) job, found by its image and settings."""
+    for rec in (json.loads(p.read_text()) for p in out.glob("store/*/*/record.json")):
+        o = rec["job"]["options"]
+        if rec["job"]["layer"] == layer and f"C{o['C']:g}" == cond and len(rec["result"]["problems"]) and \
+                rec["result"]["problems"][0]["image"] == info["images"]["names"][image]:
+            return rec
+    raise AssertionError("no such record")
+
+
 def test_cnn_layers_table_json_and_resume(image_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     info = _run(image_dir, out)
-    assert info["units"] == {"total": 4, "computed": 4, "reused": 0}
+    assert info["units"] == {"total": 8, "computed": 8, "reused": 0, "failed": 0}
     assert info["images"]["count"] == 2 and info["images"]["skipped"] == 1
     assert info["iters"] == 4 and info["size"] == 48 and info["reduced"] is True
     assert [(r["layer"], r["C"]) for r in info["rows"]] == [(la, c) for la in LAYERS for c in (1.0, 100.0)]
 
     # Every row is the mean and 1.96·std/√n of its records (one restart: one value per image).
-    rec = json.loads((out / "runs/blocks.1/C100/part-0.json").read_text())
+    probs = [_record(out, info, "blocks.1", "C100", i)["result"]["problems"][0] for i in range(2)]
     row = next(r for r in info["rows"] if r["layer"] == "blocks.1" and r["C"] == 100.0)
-    errs = [p["error"] for p in rec["problems"]]
+    errs = [p["error"] for p in probs]
     assert row["error"] == pytest.approx(sum(errs) / 2, abs=1e-6)
     assert row["error_ci"] == pytest.approx(1.96 * (abs(errs[0] - errs[1]) / math.sqrt(2)) / math.sqrt(2), abs=1e-6)
-    assert row["label_agreement"] == pytest.approx(sum(p["agree"] for p in rec["problems"]) / 2)
+    assert row["label_agreement"] == pytest.approx(sum(p["agree"] for p in probs) / 2)
     assert row["image_error"] == pytest.approx(
-        sum(p["image_distance"] for p in rec["problems"]) / 2 / info["image_error_normalizer"], rel=1e-4)
+        sum(p["image_distance"] for p in probs) / 2 / info["image_error_normalizer"], rel=1e-4)
     assert 0 < row["naturalness"] <= 1 and row["restart_spread"] is None
     table = (out / "table.md").read_text()
     assert f"| blocks.1 | 100 | 2 | {100 * row['error']:.1f} ± {100 * row['error_ci']:.1f} |" in table
     for f in ("cnn-layers.json", "index.html", "plot-error.png", "plot-label-agreement.png",
-              "plot-naturalness.png", "originals/chelsea.png", "runs/conv_stem/C1/coffee-r0.png"):
+              "plot-naturalness.png", "originals/chelsea.png"):
         assert (out / f).is_file(), f
     assert json.loads((out / "cnn-layers.json").read_text())["rows"] == info["rows"]
 
-    # Interrupt: one record lost, one damaged, one half-written temporary left behind. Only those two units
+    # Interrupt: one result lost, one damaged, one half-written temporary left behind. Only those two jobs
     # are recomputed; the others are untouched.
-    records = sorted(out.glob("runs/*/*/part-*.json"))
+    records = sorted(out.glob("store/*/*/record.json"))
     mtimes = {p: p.stat().st_mtime_ns for p in records}
-    lost, damaged = out / "runs/conv_stem/C100/part-0.json", out / "runs/blocks.1/C1/part-0.json"
-    lost.unlink()
-    damaged.write_text('{"config": {"half')
-    (out / "runs/conv_stem/C1/.part-0.json.x1y2.part").write_text('{"half')
+    lost = _record(out, info, "conv_stem", "C100", 0)
+    damaged = _record(out, info, "blocks.1", "C1", 1)
+    lost_dir = out / "store" / lost["key"][:2] / lost["key"]
+    damaged_png = out / "store" / damaged["key"][:2] / damaged["key"] / "r0.png"
+    (lost_dir / "record.json").unlink()
+    damaged_png.write_bytes(damaged_png.read_bytes()[:100])
+    (lost_dir / ".r0.png.x1y2.part").write_text("half")
     again = _run(image_dir, out)
-    assert again["units"] == {"total": 4, "computed": 2, "reused": 2}
-    assert lost.is_file() and json.loads(damaged.read_text())["problems"]
-    assert not list(out.glob("runs/**/.*.part"))
+    assert again["units"] == {"total": 8, "computed": 2, "reused": 6, "failed": 0}
+    assert (lost_dir / "record.json").is_file() and not list(out.glob("store/**/.*.part"))
     for p in records:
-        if p not in (lost, damaged):
+        if p.parent not in (lost_dir, damaged_png.parent):
             assert p.stat().st_mtime_ns == mtimes[p], p
-    assert again["rows"][0] == info["rows"][0]
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert drop(again["rows"]) == drop(info["rows"])
 
-    # A different configuration is never mixed in.
+    # A different configuration's report is not written over this one's (without --force).
     with pytest.raises(PreimageError, match="different run.*iters"):
         _run(image_dir, out, iters=5)
-    # Adding a C value only computes the new units.
+    # Adding a C value only computes the new jobs.
     more = _run(image_dir, out, C=[1.0, 100.0, 20.0])
-    assert more["units"] == {"total": 6, "computed": 2, "reused": 4}
+    assert more["units"] == {"total": 12, "computed": 4, "reused": 8, "failed": 0}
 
 
 def test_cnn_layers_restarts_and_noreg(image_dir: Path, tmp_path: Path) -> None:
     info = _run(image_dir, tmp_path / "r", layers=["conv_stem"], C=[100.0], restarts=2, noreg=True, iters=3)
     assert [r["condition"] for r in info["rows"]] == ["C100", "noreg-C1"]
-    rec = json.loads((tmp_path / "r/runs/conv_stem/C100/part-0.json").read_text())
     by_img: dict[str, list[float]] = {}
-    for p in rec["problems"]:
-        by_img.setdefault(p["image"], []).append(p["error"])
+    for i in range(2):
+        for p in _record(tmp_path / "r", info, "conv_stem", "C100", i)["result"]["problems"]:
+            by_img.setdefault(p["image"], []).append(p["error"])
     spreads = [float(torch.tensor(v).std()) for v in by_img.values()]
     assert info["rows"][0]["restart_spread"] == pytest.approx(sum(spreads) / 2, abs=1e-6)
     assert (tmp_path / "r/plot-restart-spread.png").is_file()
@@ -153,12 +166,12 @@ def _fake_activation() -> types.ModuleType:
     """A stand-in with the documented API, so the sections are tested on their own."""
     mod = types.ModuleType("preimage.tasks.activation")
 
-    def maximize(rep, units, restarts=1, iters=None, seed=0, energy=None, progress=None) -> Result:
+    def maximize(rep, units, restarts=1, iters=None, seed=0, energy=None, progress=None, **kw) -> Result:
         n = len(units) * restarts
         return Result(torch.rand(n, 3, 16, 16) * 255, [{"unit": u} for u in units], {}, rep.name, rep.layer, 0,
                       0.0, torch.zeros(0, n))
 
-    def caricature(rep, images, iters=None, seed=0, size=None, energy=None, progress=None) -> Result:
+    def caricature(rep, images, iters=None, seed=0, size=None, energy=None, progress=None, **kw) -> Result:
         return Result(images.clone(), [{}], {}, rep.name, rep.layer, 0, 0.0, torch.zeros(0, 1))
 
     mod.maximize, mod.caricature = maximize, caricature
@@ -200,3 +213,25 @@ def test_cnn_layers_on_a_representation_without_layers(image_dir: Path, tmp_path
     info = run_cnn_layers("hog", str(image_dir), tmp_path / "h", C=[100.0], size=48, iters=3, log=lambda s: None)
     assert info["layers"] == ["output"] and info["label_agreement"] is False
     assert info["rows"][0]["label_agreement"] is None and info["rows"][0]["error"] > 0
+
+
+def test_reports_open_in_a_browser(image_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                   browser) -> None:  # noqa: ANN001
+    """The cnn-layers and figures pages load every image, with no console error (headless chromium)."""
+    from conftest import ARTIFACTS, PageCheck, keep_artifact
+
+    _run(image_dir, tmp_path / "c", layers=["conv_stem"], C=[100.0], iters=2)
+    monkeypatch.setitem(sys.modules, "preimage.tasks.activation", _fake_activation())
+    monkeypatch.setattr(preimage.tasks, "activation", sys.modules["preimage.tasks.activation"], raising=False)
+    run_figures(lite0_spec(), tmp_path / "f", layers=["conv_stem"], size=48, iters=2,
+                log=lambda s: None, sections=["all-layers", "classes", "caricatures"])
+    tab = PageCheck(browser)
+    try:
+        tab.open(tmp_path / "c/index.html")
+        assert tab.assert_all_images_load() >= 5  # plots, originals, pre-images
+        tab.open(tmp_path / "f/index.html")
+        assert tab.assert_all_images_load() == 2 + 7 + 2  # original + layer, 7 classes, original + caricature
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        tab.page.screenshot(path=str(keep_artifact(ARTIFACTS / "figures-page.png")), full_page=True)
+    finally:
+        tab.close()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -164,3 +165,40 @@ def save_png(x: torch.Tensor, path: str | Path, scale: str = "minmax") -> Path:
     Image.fromarray(to_uint8(x, scale)).save(buf, format="PNG")
     atomic_write_bytes(Path(path), buf.getvalue())
     return Path(path)
+
+
+def _warn(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def list_images(images: str | Sequence[str], log: Callable[[str], None] = _warn) -> tuple[list[str], list[str]]:
+    """Image specs from a folder, the word ``samples`` (scikit-image's colour samples), one file, or a list.
+
+    Returns (readable specs in sorted order, skipped files). Unreadable files are skipped with one warning line
+    each; a folder without any image is an error.
+    """
+    if isinstance(images, str) and images == "samples":
+        return [f"sample:{n}" for n in COLOR_SAMPLES], []
+    if isinstance(images, str):
+        p = Path(images)
+        if not p.exists():
+            raise PreimageError(f"image folder not found: {images}")
+        candidates = [str(f) for f in sorted(p.iterdir()) if f.is_file() and not f.name.startswith(".")] \
+            if p.is_dir() else [str(p)]
+    else:
+        candidates = list(images)
+    good, skipped = [], []
+    for spec in candidates:
+        try:
+            load_image(spec, 8)
+            good.append(spec)
+        except PreimageError as e:
+            if isinstance(images, str) and Path(images).is_dir():
+                log(f"warning: skipping {spec}: {e}")
+                skipped.append(spec)
+            else:
+                raise
+    if not good:
+        raise PreimageError(f"no readable images in {images}" + (f" ({len(skipped)} files skipped)" if skipped
+                                                                  else ""))
+    return good, skipped

@@ -12,29 +12,37 @@ import typer
 from ..errors import PreimageError
 from ..images import safe_name, save_png
 from ..report import OutputDir, save_grid, write_json
+from ..tasks.activation import MAXIMIZE_STYLE
 from .common import (
     AmpOpt,
     CompileOpt,
     DeviceOpt,
     ForceOpt,
     JsonOpt,
+    JudgeOpt,
     LayerOpt,
     ModelOpt,
+    ParamOpt,
+    PriorOpt,
+    PriorWeightOpt,
     RandomOpt,
     SeedOpt,
     ThreadsOpt,
+    TransformsOpt,
     WeightsOpt,
     app,
     emit,
     load_rep,
     out_console,
     progress_bar,
+    style_opt,
 )
 from .shallow import ExactGradientOpt, gradient_options
 
 SizeOpt = Annotated[int | None, typer.Option(help="input size in pixels (default: from the receptive field)")]
-ItersOpt = Annotated[int | None, typer.Option(help="iterations (default: the paper's 300)")]
-OptimizerOpt = Annotated[str, typer.Option(help="paper (momentum+AdaGrad) or adam")]
+ItersOpt = Annotated[int | None, typer.Option(help="iterations (default: the style's: 300 for paper)")]
+OptimizerOpt = Annotated[str | None, typer.Option(help="paper (momentum+AdaGrad) or adam (default: paper for the "
+                                                  "pixel parameterization, adam for the others)")]
 LeakOpt = Annotated[float, typer.Option("--relu-leak", help="slope given to the net's ReLUs while optimizing "
                                         "(the paper's option; 0 in its released runs)")]
 CapLeakOpt = Annotated[float, typer.Option(
@@ -79,28 +87,47 @@ def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
              mode: Annotated[str, typer.Option(help="neuron (the centre neuron, the paper's) or channel (the whole "
                                                "map's mean)")] = "neuron",
              restarts: Annotated[int, typer.Option(help="random restarts per unit (diverse pre-images)")] = 1,
-             relu_leak: LeakOpt = 0.0, cap_leak: CapLeakOpt = 0.0, size: SizeOpt = None,
-             iters: ItersOpt = None, seed: SeedOpt = 0,
-             optimizer: OptimizerOpt = "paper", out: OutOpt = Path("preimage-out"),
+             relu_leak: LeakOpt = 0.0, cap_leak: CapLeakOpt = 0.0, size: SizeOpt = None, iters: ItersOpt = None,
+             seed: SeedOpt = 0, optimizer: OptimizerOpt = None, out: OutOpt = Path("preimage-out"),
              png_scale: PngScaleOpt = "minmax", weights: WeightsOpt = None, random_weights: RandomOpt = False,
              template: Annotated[Path | None, typer.Option(help="maximize a linear template over the cells instead "
                                                            "of units: .npy/.npz/DPM .mat, h×w×D or D×h×w (HOG "
                                                            "template pictures)")] = None,
              exact_gradient: ExactGradientOpt = False, force: ForceOpt = False, device: DeviceOpt = "cpu",
              amp: AmpOpt = None, compile: CompileOpt = False,
-             threads: ThreadsOpt = None, as_json: JsonOpt = False) -> None:
+             threads: ThreadsOpt = None, style: style_opt(MAXIMIZE_STYLE) = MAXIMIZE_STYLE, param: ParamOpt = None,
+             transforms: TransformsOpt = None, prior: PriorOpt = None, prior_weight: PriorWeightOpt = None,
+             objective: Annotated[str, typer.Option(help="what to maximize, a weighted sum: 'unit' (the --unit "
+                                                    "targets), 'direction:FILE.npy' (a direction in channel "
+                                                    "space), 'diversity' or 'diversity@LAYER' (a penalty on "
+                                                    "restarts' similarity), e.g. 'unit + 100*diversity'")] = "unit",
+             judge: JudgeOpt = None, as_json: JsonOpt = False) -> None:
     """Activation maximization: images that excite units of a layer most (one image per unit and restart,
     plus a mosaic). Normalized by each unit's maximum response over reference images (see 'preimage stats')."""
+    from ..engine.objectives import load_direction, parse_objective
+    from ..engine.styles import resolve
     from ..tasks.activation import check_options, check_units
     from ..tasks.activation import maximize as run_maximize
 
     hog_kw = gradient_options(model, exact_gradient)
     if template is not None:
         return _template(model, template, restarts, iters, seed, out, png_scale, force, device, as_json, hog_kw)
-    units = parse_units(unit)
+    terms = parse_objective(objective)
+    weights_of = {name: sum(w for w, n, _ in terms if n == name) for name in ("unit", "direction", "diversity")}
+    dirs = [a for _, n, a in terms if n == "direction"]
+    div_layers = {a for _, n, a in terms if n == "diversity"}
+    if len(set(dirs)) > 1 or len(div_layers) > 1:
+        raise PreimageError("--objective takes one direction file and one diversity layer")
+    direction = load_direction(dirs[0]) if dirs else None
+    has_unit = any(n == "unit" for _, n, _ in terms)
+    units = parse_units(unit) if has_unit or unit is not None else [0]
     check_options(mode, restarts, relu_leak, cap_leak)
-    # Check the units (and measure the layer) before claiming files or starting the progress bar.
+    # Check the units, the style and the judges (and measure the layer) before claiming files or starting the
+    # progress bar.
     rep, _, units = check_units(load_rep(model, layer, weights, random_weights, device, threads, **hog_kw), units)
+    resolve(rep, style, param=param, transforms=transforms, prior=prior, prior_weight=prior_weight,
+            optimizer=optimizer)
+    judges = _judges(judge, device)
     stem = f"max-{safe_name(rep.name)}-{safe_name(rep.layer or 'output')}-u{_units_tag(units)}"
     names = [f"{stem}-u{u}" + (f"-r{r}" if restarts > 1 else "") for u in units for r in range(restarts)] \
         if len(units) * restarts > 1 else [stem]
@@ -110,7 +137,11 @@ def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
     with progress_bar(f"maximize {rep.layer or 'output'}") as update:
         res = run_maximize(rep, units, mode=mode, restarts=restarts, size=size, iters=iters, seed=seed,
                            optimizer=optimizer, relu_leak=relu_leak, cap_leak=cap_leak, progress=update, amp=amp,
-                           compile=compile)
+                           compile=compile,
+                           style=style, param=param, transforms=transforms, prior=prior, prior_weight=prior_weight,
+                           direction=direction, direction_weight=weights_of["direction"],
+                           diversity=weights_of["diversity"], diversity_layer=next(iter(div_layers), None),
+                           unit_weight=weights_of["unit"] if has_unit else 0.0)
     records = res.records()
     for rec, name, img in zip(records, names, res.images, strict=True):
         rec["image"] = str(save_png(img, outdir / f"{name}.png", png_scale))
@@ -126,15 +157,29 @@ def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
                "reference_max": [next(r["reference_max"] for r in records if r["unit"] == u) for u in units],
                "ratio": per_unit["ratio"], "image": image, "images": [r["image"] for r in records],
                "iterations": res.iterations, "seconds": round(res.seconds, 3), "seed": seed,
-               "optimizer": optimizer, "relu_leak": relu_leak, "cap_leak": res.info["cap_leak"],
-               "size": res.info["size"], "point": res.info["point"], "weight": res.info["weight"],
+               "optimizer": res.info["optimizer"], "relu_leak": relu_leak,
+               "cap_leak": res.info["cap_leak"], "size": res.info["size"],
+               "style": res.info["style"], "param": res.info["param"], "transforms": res.info["transforms"],
+               "prior": res.info["prior"], "prior_weight": res.info["prior_weight"], "objective": objective,
+               "point": res.info["point"], "weight": res.info["weight"],
                "paper_code_reference_max": res.info["paper_code_reference_max"], "stats": res.info["stats"],
                "results": records}
     if "probability" in per_unit:
         summary["probability"] = per_unit["probability"]
+    if "direction" in res.metrics:
+        summary["direction"] = res.metrics["direction"].tolist()
+    if judges:
+        if not res.info["logits"]:
+            raise PreimageError("--judge needs class targets: maximize a layer of class logits (e.g. --layer "
+                                "classifier)")
+        summary["transfer"] = {j.name: j.classes([r["image"] for r in records], [r["unit"] for r in records])
+                               for j in judges}
     summary["json"] = str(write_json(outdir / f"{stem}.json", summary))
 
     def human() -> None:
+        for name, t in summary.get("transfer", {}).items():
+            out_console.print(f"judge {name}: top-1 for {sum(t['top1'])}/{len(t['top1'])}, mean p(class) "
+                              f"{t['mean_probability']:.3f}")
         for r in records:
             extra = f", p={r['probability']:.3f}" if "probability" in r else ""
             out_console.print(f"unit {r['unit']} restart {r['restart']}: activation {r['activation']:.3g} = "
@@ -145,6 +190,13 @@ def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
                           f"{res.seconds:.1f} s")
 
     emit(summary, as_json, human)
+
+
+def _judges(names: list[str] | None, device: str) -> list:
+    """The judges named by --judge (loaded before any output is claimed, so a bad name fails first)."""
+    from ..measures.judge import judges
+
+    return judges(names, device) if names else []
 
 
 def _template(model: str, template: Path, restarts: int, iters: int | None, seed: int, out: Path, png_scale: str,
@@ -177,34 +229,42 @@ def _template(model: str, template: Path, restarts: int, iters: int | None, seed
 def caricature(image: Annotated[str, typer.Argument(help="image path or sample:NAME (e.g. sample:coffee)")],
                model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
                size: Annotated[int | None, typer.Option(help="input size in pixels (default: the model's)")] = None,
-               iters: ItersOpt = None, seed: SeedOpt = 0, optimizer: OptimizerOpt = "paper",
+               iters: ItersOpt = None, seed: SeedOpt = 0, optimizer: OptimizerOpt = None,
                relu_leak: LeakOpt = 0.0, cap_leak: CapLeakOpt = 0.0,
                limit: Annotated[bool, typer.Option("--limit", help="also measure how far the score can go: the "
                                                    "same energy maximized from noise (3× the work)")] = False,
                out: OutOpt = Path("preimage-out"), png_scale: PngScaleOpt = "minmax",
                weights: WeightsOpt = None, random_weights: RandomOpt = False, force: ForceOpt = False,
                device: DeviceOpt = "cpu", amp: AmpOpt = None, compile: CompileOpt = False,
-               threads: ThreadsOpt = None, as_json: JsonOpt = False) -> None:
+               threads: ThreadsOpt = None, style: style_opt("paper") = "paper", param: ParamOpt = None,
+               transforms: TransformsOpt = None, prior: PriorOpt = None, prior_weight: PriorWeightOpt = None,
+               as_json: JsonOpt = False) -> None:
     """Caricature: exaggerate what a layer sees in IMAGE, starting from IMAGE itself."""
+    from ..engine.styles import resolve
     from ..images import image_name
     from ..tasks.activation import caricature as run_caricature
     from ..tasks.activation import check_options
 
     check_options(relu_leak=relu_leak, cap_leak=cap_leak)
     rep = load_rep(model, layer, weights, random_weights, device, threads)
+    resolve(rep, style, param=param, transforms=transforms, prior=prior, prior_weight=prior_weight,
+            optimizer=optimizer)
     stem = f"car-{image_name(image)}-{safe_name(rep.name)}-{safe_name(rep.layer or 'output')}"
     outdir = OutputDir(out, force)
     outdir.claim([f"{stem}.png", f"{stem}.json"])
     with progress_bar(f"caricature {rep.layer or 'output'}") as update:
         res = run_caricature(rep, image, size=size, iters=iters, seed=seed, optimizer=optimizer,
                              relu_leak=relu_leak, cap_leak=cap_leak, limit=limit, progress=update, amp=amp,
-                             compile=compile)
+                             compile=compile, style=style, param=param, transforms=transforms, prior=prior,
+                             prior_weight=prior_weight)
     start, end = float(res.metrics["score_start"][0]), float(res.metrics["score_end"][0])
     png = str(save_png(res.images[0], outdir / f"{stem}.png", png_scale))
     summary = {"model": res.model, "layer": res.layer, "input": image, "score_start": start, "score_end": end,
                "gain": end / start, "image": png, "iterations": res.iterations, "seconds": round(res.seconds, 3),
-               "seed": seed, "optimizer": optimizer, "relu_leak": relu_leak, "cap_leak": res.info["cap_leak"],
-               "size": res.info["size"], "point": res.info["point"]}
+               "seed": seed, "optimizer": res.info["optimizer"], "relu_leak": relu_leak,
+               "cap_leak": res.info["cap_leak"], "size": res.info["size"],
+               "style": res.info["style"], "param": res.info["param"], "transforms": res.info["transforms"],
+               "prior": res.info["prior"], "point": res.info["point"]}
     if limit:
         summary["score_limit"] = float(res.metrics["score_limit"][0])
         summary["share_of_limit"] = float(res.metrics["share_of_limit"][0])

@@ -34,6 +34,26 @@ AmpOpt = Annotated[str | None, typer.Option("--amp", help="mixed precision for t
 CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile the network (start-up cost; for GPUs)")]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="CPU threads for torch (default: torch's)")]
 
+ParamOpt = Annotated[str | None, typer.Option("--param", help="parameterization: pixel (the paper's), fourier "
+                                              "(1/f spectrum, decorrelated colour) or maco (phase only); "
+                                              "default: the style's")]
+TransformsOpt = Annotated[str | None, typer.Option("--transforms", help="transforms before the network, e.g. "
+                                                   "'jitter:9,scale:0.9-1.1,rotate:10,flip,crops:4:0.6-1', "
+                                                   "'standard' (Lucid's) or 'none'; default: the style's")]
+PriorOpt = Annotated[str | None, typer.Option("--prior", help="feature-statistics prior: bn (BatchNorm statistics, "
+                                              "DeepInversion) or none; default: the style's")]
+PriorWeightOpt = Annotated[float | None, typer.Option("--prior-weight", min=0.0, max=1e6,
+                                                      help="weight of the prior (default: the style's)")]
+JudgeOpt = Annotated[list[str] | None, typer.Option("--judge", help="judge the written pictures with this "
+                                                    "classifier (repeatable), e.g. efficientnet_lite1; adds "
+                                                    "'transfer' to the JSON")]
+
+
+def style_opt(default: str) -> Any:
+    """``--style paper|natural`` with a command's own default."""
+    return Annotated[str, typer.Option("--style", help=f"paper (the paper's method) or natural (Fourier "
+                                       f"parameterization, transforms, BatchNorm prior); default: {default}")]
+
 
 def load_rep(model: str, layer: str | None, weights: str | None, random_weights: bool,
              device: str = "cpu", threads: int | None = None, **kw: Any) -> Representation:
@@ -100,3 +120,45 @@ def parse_floats(s: str | None, opt: str) -> list[float] | None:
     if not vals or any(not v > 0 for v in vals):
         raise PreimageError(f"{opt} values must be positive numbers, got '{s}'")
     return vals
+
+
+RayOpt = Annotated[bool, typer.Option("--ray", help="run the jobs on a Ray cluster (a local one unless --address)")]
+AddressOpt = Annotated[str | None, typer.Option("--address", help="join the Ray cluster at HOST:PORT, ray://HOST:PORT "
+                                                "or auto (implies --ray)")]
+RayCpusOpt = Annotated[int | None, typer.Option("--ray-cpus", min=1, max=4096,
+                                                help="CPUs of the local Ray cluster (default: all)")]
+
+
+@contextmanager
+def sweep_bar(description: str, enabled: bool = True) -> Iterator[Callable[[dict[str, int]], None]]:
+    """One progress bar for a whole sweep (jobs done, cached and failed), on stderr; yields ``update(counts)``.
+
+    Like ``progress_bar``, it appears at the first report, so an error raised while planning stays alone."""
+    if not enabled:
+        yield lambda counts: None
+        return
+    with ExitStack() as stack:
+        bar: list[tuple[Progress, TaskID]] = []
+
+        def update(c: dict[str, int]) -> None:
+            if not bar:
+                prog = stack.enter_context(Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                                    TextColumn("{task.fields[tally]}"), TimeElapsedColumn(),
+                                                    console=err_console))
+                bar.append((prog, prog.add_task(description, total=c["total"], tally="")))
+            prog, task = bar[0]
+            prog.update(task, completed=c["done"] + c["cached"] + c["failed"], total=c["total"],
+                        tally=f"{c['done']} done · {c['cached']} cached · {c['failed']} failed")
+
+        yield update
+
+
+def sweep_backend(ray: bool, address: str | None, ray_cpus: int | None) -> Any:
+    """The sweep backend of ``--ray``/``--address``; an address that does not answer fails here, in one line,
+    before any work."""
+    from ..sweep import backend
+    from ..sweep.backends import check_address
+
+    if address:
+        check_address(address)
+    return backend(ray, address, num_cpus=ray_cpus)

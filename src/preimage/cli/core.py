@@ -7,19 +7,28 @@ from typing import Annotated
 
 import typer
 
+from ..errors import PreimageError
 from ..images import safe_name, save_png
 from ..report import OutputDir, write_json
 from .common import (
+    AddressOpt,
     AmpOpt,
     CompileOpt,
     DeviceOpt,
     ForceOpt,
     JsonOpt,
+    JudgeOpt,
     LayerOpt,
     ModelOpt,
+    ParamOpt,
+    PriorOpt,
+    PriorWeightOpt,
     RandomOpt,
+    RayCpusOpt,
+    RayOpt,
     SeedOpt,
     ThreadsOpt,
+    TransformsOpt,
     WeightsOpt,
     app,
     emit,
@@ -29,6 +38,9 @@ from .common import (
     out_console,
     parse_floats,
     progress_bar,
+    style_opt,
+    sweep_backend,
+    sweep_bar,
 )
 from .shallow import ExactGradientOpt, gradient_options
 
@@ -78,7 +90,8 @@ def invert(image: Annotated[str, typer.Argument(help="image path or sample:NAME 
            size: Annotated[int | None, typer.Option(help="input size in pixels (default: the model's)")] = None,
            restarts: Annotated[int, typer.Option(help="random restarts per image and C")] = 1,
            seed: SeedOpt = 0,
-           optimizer: Annotated[str, typer.Option(help="paper (momentum+AdaGrad) or adam")] = "paper",
+           optimizer: Annotated[str | None, typer.Option(help="paper (momentum+AdaGrad) or adam (default: paper "
+                                                         "for the pixel parameterization, adam otherwise)")] = None,
            mask: Annotated[str | None, typer.Option(help="neigh:5 or channels:first-half|second-half|A:B")] = None,
            out: Annotated[Path, typer.Option(help="output folder")] = Path("preimage-out"),
            png_scale: Annotated[str, typer.Option(help="minmax (the paper's) or clip")] = "minmax",
@@ -87,13 +100,20 @@ def invert(image: Annotated[str, typer.Argument(help="image path or sample:NAME 
                "image (default: the model's; on for hog)")] = None,
            exact_gradient: ExactGradientOpt = False,
            force: ForceOpt = False, device: DeviceOpt = "cpu", amp: AmpOpt = None, compile: CompileOpt = False,
-           threads: ThreadsOpt = None, as_json: JsonOpt = False) -> None:
+           threads: ThreadsOpt = None, style: style_opt("paper") = "paper", param: ParamOpt = None,
+           transforms: TransformsOpt = None, prior: PriorOpt = None, prior_weight: PriorWeightOpt = None,
+           judge: JudgeOpt = None, as_json: JsonOpt = False) -> None:
     """Invert IMAGE's representation at a layer: the image whose features match it."""
+    from ..engine.styles import resolve
     from ..images import image_name
+    from ..measures.judge import judges as load_judges
     from ..tasks.inversion import invert as run_invert
 
     cs = parse_floats(C, "--C")
     rep = load_rep(model, layer, weights, random_weights, device, threads, **gradient_options(model, exact_gradient))
+    resolve(rep, style, param=param, transforms=transforms, prior=prior, prior_weight=prior_weight,
+            optimizer=optimizer)
+    judges = load_judges(judge, device) if judge else []
     stem = f"{image_name(image)}-{safe_name(rep.name)}-{safe_name(rep.layer or 'output')}"
     n_c = len(cs) if cs else 1
     names = [f"{stem}-C{_num(c)}" + (f"-r{r}" if restarts > 1 else "") for c in (cs or [rep.defaults.C])
@@ -102,21 +122,30 @@ def invert(image: Annotated[str, typer.Argument(help="image path or sample:NAME 
     outdir.claim([f"{n}.png" for n in names] + [f"{stem}.json"])
     with progress_bar(f"invert {rep.layer or 'output'}") as update:
         res = run_invert(rep, image, C=cs, restarts=restarts, size=size, iters=iters, seed=seed,
-                         optimizer=optimizer, mask=mask, progress=update, amp=amp, compile=compile,
+                         optimizer=optimizer, mask=mask, progress=update, amp=amp, compile=compile, style=style,
+                         param=param, transforms=transforms, prior=prior, prior_weight=prior_weight,
                          coarse_to_fine=coarse_to_fine)
     records = res.records()
     for rec, name, img in zip(records, names, res.images, strict=True):
         rec["image"] = str(save_png(img, outdir / f"{name}.png", png_scale))
     summary = {"model": res.model, "layer": res.layer, "input": image, "error": records[0]["error"],
                "image": records[0]["image"], "iterations": res.iterations, "seconds": round(res.seconds, 3),
-               "seed": seed, "optimizer": optimizer, "size": res.info["size"], "stages": res.info["stages"],
-               "coarse_to_fine": res.info["coarse_to_fine"],
-               "results": records}
+               "seed": seed, "optimizer": res.info["optimizer"], "size": res.info["size"],
+               "stages": res.info["stages"], "style": res.info["style"], "param": res.info["param"],
+               "transforms": res.info["transforms"], "prior": res.info["prior"],
+               "coarse_to_fine": res.info["coarse_to_fine"], "results": records}
+    if judges:
+        # Label agreement: the judge's top-1 on the original (as loaded for the inversion) and on each PNG.
+        ref = res.info["reference"].repeat_interleave(len(records) // res.info["reference"].shape[0], 0)
+        ref = ref.expand(-1, 3, -1, -1) if ref.shape[1] == 1 else ref
+        summary["transfer"] = {j.name: j.agreement([r["image"] for r in records], ref) for j in judges}
     summary["json"] = str(write_json(outdir / f"{stem}.json", summary))
 
     def human() -> None:
         for r in records:
             out_console.print(f"C={_num(r['C'])} restart {r['restart']}: error {100 * r['error']:.1f}%  → {r['image']}")
+        for name, t in summary.get("transfer", {}).items():
+            out_console.print(f"judge {name}: same top-1 as the original for {sum(t['agree'])}/{len(t['agree'])}")
         out_console.print(f"{res.iterations} iterations in {res.seconds:.1f} s")
 
     emit(summary, as_json, human)
@@ -125,29 +154,57 @@ def invert(image: Annotated[str, typer.Argument(help="image path or sample:NAME 
 @app.command()
 def demo(out: Annotated[Path, typer.Option(help="output folder")] = Path("preimage-demo"),
          image: Annotated[str, typer.Option(help="image path or sample:NAME")] = "sample:chelsea",
-         layers: Annotated[str, typer.Option(help="comma-separated layers")] = ",".join(
+         layers: Annotated[str, typer.Option(help="comma-separated layers to invert at")] = ",".join(
              f"blocks.{i}" for i in range(1, 7)),
-         size: Annotated[int, typer.Option(help="input size in pixels")] = 224,
-         iters: Annotated[int | None, typer.Option(help="iterations per layer (default: 300+50)")] = None,
-         C: Annotated[float, typer.Option("--C", "-C", help="data-term weight")] = 100.0,
+         size: Annotated[int, typer.Option(min=16, max=2048, help="input size in pixels")] = 224,
+         iters: Annotated[int | None, typer.Option(min=1, max=100000, help="iterations of the inversions, class "
+                                                   "pre-images and caricature (default: 300+50, 300, 300)")] = None,
+         C: Annotated[float, typer.Option("--C", "-C", min=1e-6, max=1e9, help="data-term weight")] = 100.0,
+         classes: Annotated[str, typer.Option(help="class units to visualize (ImageNet indices)")] = "100,31,933",
+         caricature_layer: Annotated[str, typer.Option(help="layer of the caricature")] = "blocks.4",
+         atlas_layer: Annotated[str, typer.Option(help="layer of the small atlas")] = "blocks.2",
+         atlas_iters: Annotated[int, typer.Option(min=1, max=100000, help="iterations of the atlas's "
+                                                  "maximizations")] = 120,
          seed: SeedOpt = 0, force: ForceOpt = False, device: DeviceOpt = "cpu", amp: AmpOpt = None,
-         compile: CompileOpt = False, threads: ThreadsOpt = None, as_json: JsonOpt = False) -> None:
-    """The main job: invert a sample through several layers of efficientnet_lite0; write PNGs and an HTML page."""
-    from ..tasks.demo import run_demo
+         compile: CompileOpt = False, threads: ThreadsOpt = None, ray: RayOpt = False, address: AddressOpt = None,
+         ray_cpus: RayCpusOpt = None,
+         judge: Annotated[str, typer.Option(help="network that judges the class pre-images from their PNGs "
+                                            "('none': no judge)")] = "efficientnet_lite1",
+         as_json: JsonOpt = False) -> None:
+    """The tour: inversions through the layers, class pre-images, a caricature and a small atlas, one page."""
+    from ..experiments.demo import run_demo
+    from ..representations import parse_device
+    from .activation import parse_units
 
+    parse_device(device)
+    if threads is not None and threads < 1:
+        raise PreimageError("--threads must be at least 1")
     layer_list = [s.strip() for s in layers.split(",") if s.strip()]
-    with progress_bar("demo", True) as update:
+    class_list = parse_units(classes)
+    run_on = sweep_backend(ray, address, ray_cpus)
+    with sweep_bar("demo") as update:
         info = run_demo(out, image=image, layers=layer_list, size=size, iters=iters, C=C, seed=seed, force=force,
-                        device=device, progress=update, amp=amp, compile=compile, threads=threads)
+                        device=device, classes=class_list, caricature_layer=caricature_layer, atlas_layer=atlas_layer,
+                        atlas_iters=atlas_iters, backend=run_on, progress=update, amp=amp, compile=compile,
+                        threads=threads, judge=None if judge.lower() == "none" else judge,
+                        log=lambda s: err_console.print(s, markup=False, highlight=False))
 
     def human() -> None:
         for r in info["layers"]:
             out_console.print(f"{r['layer']:>10}: error {100 * r['error']:.1f}%")
+        for r in info["classes"]:
+            out_console.print(f"{r['label']:>20}: p = {r['probability']:.2f}"
+                              + (f"; judge {r['judge']}" if r["judge"] else ""), markup=False)
+        if info["caricature"]:
+            out_console.print(f"caricature at {info['caricature']['layer']}: score ×{info['caricature']['gain']:.2f}")
+        out_console.print(f"atlas of {info['atlas']['layer']}: {info['atlas']['units']} units")
         out_console.print(f"open {info['page']}")
 
     emit(info, as_json, human)
     if not as_json:
         err_console.print(f"done in {info['seconds']:.0f} s", markup=False)
+    if info["jobs"]["failed"]:
+        raise typer.Exit(1)
 
 
 def _num(v: float) -> str:

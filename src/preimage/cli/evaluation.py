@@ -10,11 +10,14 @@ import typer
 from ..errors import PreimageError
 from ..representations import parse_device
 from .common import (
+    AddressOpt,
     DeviceOpt,
     ForceOpt,
     JsonOpt,
     ModelOpt,
     RandomOpt,
+    RayCpusOpt,
+    RayOpt,
     SeedOpt,
     WeightsOpt,
     app,
@@ -22,6 +25,8 @@ from .common import (
     err_console,
     out_console,
     parse_floats,
+    sweep_backend,
+    sweep_bar,
 )
 
 reproduce_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
@@ -57,11 +62,11 @@ def cnn_layers(model: ModelOpt = "efficientnet_lite0",
                out: Annotated[Path, typer.Option(help="output folder (rerun to resume)")] = Path(
                    "preimage-cnn-layers"),
                seed: SeedOpt = 0, weights: WeightsOpt = None, random_weights: RandomOpt = False,
-               force: ForceOpt = False, device: DeviceOpt = "cpu", as_json: JsonOpt = False) -> None:
+               force: ForceOpt = False, device: DeviceOpt = "cpu", ray: RayOpt = False, address: AddressOpt = None,
+               ray_cpus: RayCpusOpt = None, as_json: JsonOpt = False) -> None:
     """The IJCV CNN protocol: error, label agreement and naturalness per layer and C (resumable)."""
     from ..experiments.reproduce.cnn_layers import markdown_table, run_cnn_layers
     from ..measures.metrics import EVAL_SCALES
-    from .common import progress_bar
 
     if eval_scale not in EVAL_SCALES:
         raise PreimageError(f"--eval-scale must be one of {', '.join(EVAL_SCALES)}, got '{eval_scale}'")
@@ -69,18 +74,22 @@ def cnn_layers(model: ModelOpt = "efficientnet_lite0",
         raise PreimageError("--size must be at least 16")
     cs = parse_floats(C, "--C")
     parse_device(device)
-    with progress_bar("cnn-layers") as update:
+    run_on = sweep_backend(ray, address, ray_cpus)
+    with sweep_bar("cnn-layers") as update:
         info = run_cnn_layers(model, images, out, layers=_names(layers), C=cs, restarts=restarts, size=size,
                               iters=iters, paper=paper, noreg=noreg, seed=seed, batch=batch, eval_scale=eval_scale,
                               force=force, device=device, weights=weights, random_weights=random_weights,
-                              progress=update, log=_log)
+                              backend=run_on, progress=update, log=_log)
 
     def human() -> None:
         out_console.print(markdown_table(info), markup=False)
-        out_console.print(f"{info['units']['computed']} units computed, {info['units']['reused']} reused from disk; "
+        u = info["units"]
+        out_console.print(f"{u['computed']} jobs computed, {u['reused']} reused from disk, {u['failed']} failed; "
                           f"{info['seconds']:.0f} s; open {info['files']['page']}", markup=False)
 
     emit(info, as_json, human)
+    if info["units"]["failed"]:
+        raise typer.Exit(1)
 
 
 @reproduce_app.command("figures")
@@ -97,34 +106,41 @@ def figures(model: ModelOpt = "efficientnet_lite0",
             paper: Annotated[bool, typer.Option("--paper", help="the paper's size, iterations, all layers")] = False,
             out: Annotated[Path, typer.Option(help="output folder")] = Path("preimage-figures"),
             seed: SeedOpt = 0, weights: WeightsOpt = None, random_weights: RandomOpt = False,
-            force: ForceOpt = False, device: DeviceOpt = "cpu", as_json: JsonOpt = False) -> None:
-    """The paper's qualitative experiments in one HTML report."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+            force: ForceOpt = False, device: DeviceOpt = "cpu", ray: RayOpt = False, address: AddressOpt = None,
+            ray_cpus: RayCpusOpt = None,
+            judge: Annotated[list[str] | None, typer.Option("--judge", help="judge the class pictures with this "
+                                                            "classifier (repeatable); adds 'transfer' to the "
+                                                            "JSON")] = None,
+            as_json: JsonOpt = False) -> None:
+    """The paper's qualitative experiments in one HTML report (every optimization a job of one sweep)."""
     from ..experiments.reproduce.figures import run_figures
+    from ..measures.judge import judges as load_judges
 
     parse_device(device)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err_console) as prog:
-        sec_task = prog.add_task("sections", total=None)
-        it_task = prog.add_task("  optimization", total=None)
-
-        def on_section(i: int, n: int, name: str) -> None:
-            prog.update(sec_task, completed=i, total=n, description=f"section {name}")
-
-        def update(done: int, total: int) -> None:
-            prog.update(it_task, completed=done, total=total)
-
+    judges = load_judges(judge, device) if judge else []  # a bad name fails before any work
+    run_on = sweep_backend(ray, address, ray_cpus)
+    with sweep_bar("figures") as update:
         info = run_figures(model, out, image=image, layers=_names(layers), sections=_names(sections), size=size,
-                           iters=iters, paper=paper,
-                           seed=seed, force=force, device=device, weights=weights, random_weights=random_weights,
-                           progress=update, on_section=on_section, log=_log)
+                           iters=iters, paper=paper, seed=seed, force=force, device=device, weights=weights,
+                           random_weights=random_weights, backend=run_on, progress=update, log=_log)
+    # The class neurons' pictures (classes/UNIT.png), reloaded from the files by each judge.
+    pictures = sorted(Path(out).glob("classes/*.png"), key=lambda p: int(p.stem) if p.stem.isdigit() else -1)
+    pictures = [p for p in pictures if p.stem.isdigit()]
+    if judges and pictures:
+        info["transfer"] = {j.name: {"files": [str(p) for p in pictures],
+                                     **j.classes(pictures, [int(p.stem) for p in pictures])} for j in judges}
 
     def human() -> None:
+        for name, t in info.get("transfer", {}).items():
+            out_console.print(f"judge {name}: class pictures top-1 for {sum(t['top1'])}/{len(t['top1'])}, mean "
+                              f"p(class) {t['mean_probability']:.3f}", markup=False)
         for s in info["sections"]:
             note = f" (skipped: {s['skipped']})" if s["skipped"] else ""
-            out_console.print(f"{s['name']:>17}: {len(s['figures'])} figures, {s['seconds']:.0f} s{note}",
-                              markup=False)
-        out_console.print(f"open {info['page']}", markup=False)
+            out_console.print(f"{s['name']:>17}: {len(s['figures'])} figures{note}", markup=False)
+        c = info["jobs"]
+        out_console.print(f"{c['done']} jobs computed, {c['cached']} reused, {c['failed']} failed; "
+                          f"{info['seconds']:.0f} s; open {info['page']}", markup=False)
 
     emit(info, as_json, human)
+    if info["jobs"]["failed"]:
+        raise typer.Exit(1)

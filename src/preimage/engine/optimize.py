@@ -1,4 +1,5 @@
-"""The one optimizer loop: minimize data(Φ(τ(x))) + λ_α R_α(x) + λ_β R_TVβ(x) over a batch of N problems.
+"""The one optimizer loop: minimize data(Φ(τ(x))) + λ_α R_α(x) + λ_β R_TVβ(x) [+ prior] over a batch of N problems,
+x = the image a parameterization produces (the pixels themselves in the paper).
 
 Paper-notes §1.1: noise initialization, jitter canvas, momentum + leaky AdaGrad with lr = H·W·lr0, projection
 of every pixel's colour onto the ball of radius B+ after each step, stages that restart the optimizer state.
@@ -13,6 +14,7 @@ without changing what it computes (allocator, memory layout, autocast, compilati
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -22,10 +24,13 @@ import torch
 
 from ..errors import PreimageError
 from ..representations.base import Representation, Stage
-from .objectives import Objective
+from . import transforms
+from .objectives import Objective, Term, views_of
+from .param import PARAMS, Param, Pixel, make_param
+from .priors import BNStats
 from .regularizers import alpha_norm, alpha_norm_and_grad, project_ball, tv_beta, tv_beta_and_grad
 from .runtime import DataTerm, frozen, keep_freed_memory, update_chunks
-from .transforms import centre_crop, place_on_canvas, random_offset
+from .transforms import Transform, centre_crop, place_on_canvas, random_offset
 
 #: progress(iterations done, total iterations)
 Progress = Callable[[int, int], None]
@@ -168,66 +173,166 @@ class Trace:
     stages: list[dict] = field(default_factory=list)
 
 
+class PixelPath:
+    """The paper's path (pixel parameterization, jitter canvas, no other transform or prior): autograd runs
+    through the network only (gradient w.r.t. the jittered window, the network's parameters frozen), the priors'
+    gradients are closed forms, the update and projection are in place, chunk by chunk on CPU."""
+
+    def __init__(self, rep: Representation, data: DataTerm, x: torch.Tensor, size: tuple[int, int],
+                 energy: Energy, optimizer: str, jitter: int | None, gen: torch.Generator) -> None:
+        self.rep, self.data, self.x, self.size, self.energy = rep, data, x, size, energy
+        self.optimizer, self.jitter, self.gen = optimizer or "paper", jitter, gen
+
+    def start(self, stage: Stage) -> dict:
+        device, dtype = self.rep.device_dtype()
+        J = self.jitter if stage.jitter and self.jitter else 1
+        # Each stage starts afresh from the previous result's centre, as a new call of the authors' routine.
+        self.canvas = place_on_canvas(self.x.to(device, dtype), J)
+        self.step = make_step(self.optimizer, self.canvas, self.size, self.energy, stage.lr_scale)
+        self.chunks = update_chunks(self.canvas)
+        return {"iters": stage.iters, "lr": stage.lr_scale, "jitter": J}
+
+    def iterate(self, out: torch.Tensor) -> None:
+        """One step; the energy of each problem goes into ``out`` (N)."""
+        (h, w), canvas = self.size, self.canvas
+        jy, jx = random_offset(canvas, self.size, self.gen)
+        # Autograd sees only the window and the network: its gradient lands in the window directly,
+        # with no full-canvas scatter and no graph through the priors.
+        window = canvas[..., jy:jy + h, jx:jx + w].detach().requires_grad_(True)
+        e_data, g_data = self.data(window)
+        with torch.no_grad():
+            for sl in self.chunks:
+                part = canvas[sl]
+                e_reg, g = self.energy.regularizer_and_grad(part)
+                g[..., jy:jy + h, jx:jx + w] += g_data[sl]
+                self.step(part, g, sl)
+                project_ball(part, self.energy.bound)
+                torch.add(e_data[sl], e_reg, out=out[sl])
+
+    def finish(self) -> None:
+        self.x = centre_crop(self.canvas, self.size)
+
+    def image(self) -> torch.Tensor:
+        return self.x
+
+
+class AutogradPath:
+    """Every other combination: parameterization → image (paper units) → transforms (k views per problem) →
+    Φ in one call → objective (+ feature prior) + the paper's priors on the image, one autograd pass back to the
+    parameters. Stages without jitter use no transforms (the paper's refinement stage)."""
+
+    def __init__(self, rep: Representation, data: DataTerm, objective: Objective, param: Param, n: int,
+                 size: tuple[int, int], energy: Energy, optimizer: str | None, jitter: int | None,
+                 transforms: Sequence[Transform] | None, prior: BNStats | None, gen: torch.Generator) -> None:
+        self.rep, self.data, self.objective, self.param, self.n = rep, data, objective, param, n
+        self.size, self.energy, self.gen, self.prior = size, energy, gen, prior
+        self.optimizer = optimizer or param.optimizer
+        if self.optimizer == "paper" and not isinstance(param, Pixel):
+            raise PreimageError(f"the paper's optimizer is for the pixel parameterization; use --optimizer adam "
+                                f"with --param {param.name}")
+        self.jitter, self.transforms = jitter, transforms
+
+    def start(self, stage: Stage) -> dict:
+        p = self.param.params()
+        if self.optimizer == "paper":
+            self.steps = [make_step("paper", t, self.size, self.energy, stage.lr_scale) for t in p]
+        elif self.optimizer == "adam":
+            lr = (ADAM_LR if isinstance(self.param, Pixel) else self.param.lr) * stage.lr_scale
+            self.steps = [AdamStep(t, lr) for t in p]
+        else:
+            raise PreimageError(f"unknown optimizer '{self.optimizer}' (choose {', '.join(OPTIMIZERS)})")
+        if not stage.jitter:
+            self.stage_transforms: list[Transform] = []
+        elif self.transforms is None:
+            self.stage_transforms = [transforms.jitter(self.jitter)] if self.jitter and self.jitter > 1 else []
+        else:
+            self.stage_transforms = list(self.transforms)
+        return {"iters": stage.iters, "lr": stage.lr_scale, "jitter": self.jitter if stage.jitter else 1,
+                "param": self.param.name, "transforms": len(self.stage_transforms), "optimizer": self.optimizer,
+                "prior": self.prior.weight if self.prior else None}
+
+    def iterate(self, out: torch.Tensor) -> None:
+        with torch.enable_grad():
+            img = self.param()
+            views = transforms.compose(self.stage_transforms, img, self.gen)
+            with self.prior.watching(self.rep) if self.prior else contextlib.nullcontext():
+                phi = self.data.phi(views)
+            e = views_of(self.objective, phi, self.n)
+            if self.prior:
+                e = e + self.prior.value(self.n)
+            e = e + self.energy.regularizer(img)
+            grads = torch.autograd.grad(e.sum(), self.param.params())
+        with torch.no_grad():
+            for t, g, step in zip(self.param.params(), grads, self.steps, strict=True):
+                step(t.data, g)
+            self.param.project_()
+            out.copy_(e.detach())
+
+    def finish(self) -> None:
+        pass
+
+    def image(self) -> torch.Tensor:
+        with torch.no_grad():
+            return self.param().detach()
+
+
 def optimize(rep: Representation, objective: Objective, n: int, size: tuple[int, int],
              schedule: Sequence[Stage], *, init: torch.Tensor | None = None, seed: int = 0,
-             optimizer: str = "paper", energy: Energy = Energy(), jitter: int | None = None,
+             optimizer: str | None = None, energy: Energy = Energy(), jitter: int | None = None,
              progress: Progress | None = None, check_every: int = 20, amp: bool | str | None = None,
-             compile: bool = False) -> Trace:
+             compile: bool = False, param: str = "pixel", transforms: Sequence[Transform] | None = None,
+             prior: BNStats | None = None) -> Trace:
     """Minimize the energy for N problems at once.
 
     rep: Φ; objective: features → N data terms; size: (H, W) of the network input; init: N×C×H×W in paper
-    units (None: noise); jitter: J (default from the layer's measured stride). amp: mixed precision for Φ
-    (True or "bf16": bfloat16 autocast; "fp16": float16 with a fixed loss scale); the data term, the priors,
-    the image and the optimizer state stay float32. compile: run Φ through ``torch.compile`` (start-up cost;
-    for GPUs). Raises PreimageError if the energy becomes NaN/inf.
-    Deterministic for a given seed.
+    units (None: noise, or the parameterization's own random start); jitter: J (default from the layer's
+    measured stride). param: ``pixel`` (the paper's), ``fourier`` or ``maco``; transforms: a list of transforms
+    applied before Φ each step (None: the paper's jitter); prior: a feature-statistics prior (``priors.BNStats``).
+    The pixel parameterization without transforms or prior takes the paper's fast path (closed-form prior
+    gradients, jitter canvas); everything else goes through autograd, the α-norm, TV^β and projection applied
+    to the image the parameterization produces. optimizer: ``paper`` or ``adam`` (None: the parameterization's
+    own: paper for pixel, adam otherwise). amp: mixed precision for Φ (True or "bf16": bfloat16 autocast;
+    "fp16": float16, with a fixed loss scale on the fast path); the data term, the priors, the image and the
+    optimizer state stay float32. compile: run Φ through ``torch.compile`` (start-up cost; for GPUs).
+    Raises PreimageError if the energy becomes NaN/inf. Deterministic for a given seed.
     """
     device, dtype = rep.device_dtype()
     keep_freed_memory()
     gen = torch.Generator().manual_seed(seed)
-    if init is None:
-        x = noise_init(n, rep.channels, size, energy.B, gen)
-    else:
+    if param not in PARAMS:
+        raise PreimageError(f"unknown parameterization '{param}' (choose {', '.join(PARAMS)})")
+    x = None
+    if init is not None:
         x = init.detach().to("cpu", dtype)
+    elif param == "pixel":
+        x = noise_init(n, rep.channels, size, energy.B, gen)
     if jitter is None and any(s.jitter for s in schedule):
         jitter = rep.geometry().jitter
     data = DataTerm(rep, objective, amp, compile)
+    if param == "pixel" and transforms is None and prior is None:
+        path: PixelPath | AutogradPath = PixelPath(rep, data, x, size, energy, optimizer, jitter, gen)
+    else:
+        p = make_param(param, n, rep.channels, size, rep.mean.cpu(), energy.bound, gen,
+                       init=None if x is None else x).to(device, dtype)
+        path = AutogradPath(rep, data, objective, p, n, size, energy, optimizer, jitter, transforms, prior, gen)
     total = sum(s.iters for s in schedule)
     history = torch.empty(total, n, dtype=dtype, device=device)
-    h, w = size
     t = 0
     t0 = time.perf_counter()
     stage_log = []
-    with frozen(rep):
+    watch = objective.watching(rep) if isinstance(objective, Term) else contextlib.nullcontext()
+    with frozen(rep), watch:
         for stage in schedule:
-            J = jitter if stage.jitter and jitter else 1
-            # Each stage starts afresh from the previous result's centre, as a new call of the authors' routine.
-            canvas = place_on_canvas(x.to(device, dtype), J)
-            step = make_step(optimizer, canvas, size, energy, stage.lr_scale)
-            chunks = update_chunks(canvas)
+            stage_log.append(path.start(stage))
             for _ in range(stage.iters):
-                jy, jx = random_offset(canvas, size, gen)
-                # Autograd sees only the window and the network: its gradient lands in the window directly,
-                # with no full-canvas scatter and no graph through the priors.
-                window = canvas[..., jy:jy + h, jx:jx + w].detach().requires_grad_(True)
-                e_data, g_data = data(window)
-                with torch.no_grad():
-                    for sl in chunks:
-                        part = canvas[sl]
-                        e_reg, g = energy.regularizer_and_grad(part)
-                        g[..., jy:jy + h, jx:jx + w] += g_data[sl]
-                        step(part, g, sl)
-                        project_ball(part, energy.bound)
-                        torch.add(e_data[sl], e_reg, out=history[t, sl])
+                path.iterate(history[t])
                 t += 1
                 if t % check_every == 0 or t == total:
                     _check_finite(history[t - 1], t)
                     if progress:
                         progress(t, total)
-            x = centre_crop(canvas, size)
-            stage_log.append({"iters": stage.iters, "lr": stage.lr_scale, "jitter": J})
-    if total == 0:
-        x = x.to(device, dtype)
+            path.finish()
+    x = path.image() if (total or x is None) else x.to(device, dtype)
     return Trace(x.contiguous(), history, total, time.perf_counter() - t0, stage_log)
 
 

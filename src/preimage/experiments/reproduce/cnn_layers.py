@@ -2,14 +2,13 @@
 then report the feature-space error, the image-space error, top-1 label agreement, naturalness and the spread
 across restarts, as mean ± 95% CI per (layer, C).
 
-Resumable: the work is cut into units (layer × condition × chunk of images), each written as PNGs and then one
-JSON record, atomically and only when complete. A rerun loads the finished units whose stored configuration
-matches, computes the rest, and refuses records from a different configuration (unless ``force``).
+Resumable: every (layer, condition, image) is one job of a sweep (``preimage.sweep``), run in this process or
+on Ray, its result stored atomically under the key of its whole configuration; a rerun computes only what is
+missing, and refuses to write its report over another configuration's (unless ``force``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import time
@@ -19,11 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from ...engine.optimize import Energy, scale_schedule
 from ...errors import PreimageError
-from ...images import COLOR_SAMPLES, atomic_write_bytes, load_image, safe_name, save_png, unique_names
+from ...images import atomic_write_bytes, image_name, list_images, save_png, unique_names
 from ...measures.metrics import (
     EVAL_SCALES,
     as_saved,
@@ -36,6 +34,11 @@ from ...measures.metrics import (
 from ...report import html_page, write_json
 from ...report.plots import metric_vs_layer
 from ...representations import ModelSpec, Representation, Stage, load
+from ...representations.layers import main_layers
+from ...sweep import Job, LocalBackend, Model, Output, RayBackend, Store, run_sweep
+from ...sweep.jobs import fingerprint
+from ...sweep.run import SweepProgress
+from ...sweep.runners import Context, png_bytes, problem_noise
 from ...tasks.inversion import invert, prepare_images
 
 PROTOCOL = "ijcv-cnn-layers/1"
@@ -44,8 +47,6 @@ PAPER_C = (1.0, 20.0, 100.0, 300.0)
 FAST_SIZE = 96
 FAST_ITERS = 60
 PAPER_ITERS = 350
-#: Modules whose output equals their input's: not worth a layer of their own.
-_PASS_THROUGH = (nn.Dropout, nn.Dropout2d, nn.Identity, nn.Flatten, nn.Softmax, nn.LogSoftmax)
 
 Log = Callable[[str], None]
 
@@ -71,59 +72,8 @@ class Condition:
 
 
 def default_layers(spec: ModelSpec) -> list[str]:
-    """The layers to sweep: MatConvNet's numbered layers for the paper networks, else the network's top-level
-    modules with sequential containers opened one level (e.g. ``conv_stem, bn1, blocks.0 … blocks.6, conv_head,
-    bn2, global_pool, classifier``), skipping dropout/identity/flatten/softmax."""
-    mods = dict(spec.module.named_modules())
-    if spec.layer_aliases and all(k.isdigit() for k in spec.layer_aliases):
-        names = [spec.layer_aliases[k] for k in sorted(spec.layer_aliases, key=int)]
-    else:
-        names = []
-        for name, child in spec.module.named_children():
-            if isinstance(child, (nn.Sequential, nn.ModuleList)) and len(child) > 0:
-                names += [f"{name}.{sub}" for sub, _ in child.named_children()]
-            else:
-                names.append(name)
-    return [n for n in names if n in mods and not isinstance(mods[n], _PASS_THROUGH)]
-
-
-def list_images(images: str | Sequence[str], log: Log = _stderr) -> tuple[list[str], list[str]]:
-    """Image specs from a folder, the word ``samples`` (scikit-image's colour samples), one file, or a list.
-
-    Returns (readable specs in sorted order, skipped files). Unreadable files are skipped with one warning line
-    each; a folder without any image is an error.
-    """
-    if isinstance(images, str) and images == "samples":
-        return [f"sample:{n}" for n in COLOR_SAMPLES], []
-    if isinstance(images, str):
-        p = Path(images)
-        if not p.exists():
-            raise PreimageError(f"image folder not found: {images}")
-        candidates = [str(f) for f in sorted(p.iterdir()) if f.is_file() and not f.name.startswith(".")] \
-            if p.is_dir() else [str(p)]
-    else:
-        candidates = list(images)
-    good, skipped = [], []
-    for spec in candidates:
-        try:
-            load_image(spec, 8)
-            good.append(spec)
-        except PreimageError as e:
-            if isinstance(images, str) and Path(images).is_dir():
-                log(f"warning: skipping {spec}: {e}")
-                skipped.append(spec)
-            else:
-                raise
-    if not good:
-        raise PreimageError(f"no readable images in {images}" + (f" ({len(skipped)} files skipped)" if skipped
-                                                                  else ""))
-    return good, skipped
-
-
-def _fingerprint(spec: str) -> str:
-    if spec.startswith("sample:"):
-        return spec
-    return hashlib.sha1(Path(spec).read_bytes()).hexdigest()[:16]
+    """The layers to sweep: ``representations.layers.main_layers``."""
+    return main_layers(spec)
 
 
 def _normalized(obj: Any) -> Any:
@@ -142,43 +92,18 @@ def _nan_to_none(v: float) -> float | None:
     return None if v != v else round(v, 6)
 
 
-class _Store:
-    """Finished units on disk: ``runs/<layer>/<condition>/part-<k>.json`` plus the PNGs it lists."""
-
-    def __init__(self, root: Path, config: dict[str, Any], force: bool) -> None:
-        self.root, self.config, self.force = root, _normalized(config), force
-
-    def unit_dir(self, layer: str, cond: Condition) -> Path:
-        return self.root / "runs" / safe_name(layer) / cond.name
-
-    def record_path(self, layer: str, cond: Condition, part: int) -> Path:
-        return self.unit_dir(layer, cond) / f"part-{part}.json"
-
-    def load(self, path: Path, unit: dict[str, Any]) -> dict[str, Any] | None:
-        """The finished record at ``path``, None if absent or incomplete; an error if from another configuration."""
-        if self.force or not path.exists():
-            return None
-        try:
-            rec = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None  # unreadable: recompute it (atomic writes make this rare)
-        unit = _normalized(unit)
-        if rec.get("config") != self.config or rec.get("unit") != unit:
-            a, b = (rec.get("config") or {}, self.config) if rec.get("config") != self.config else \
-                (rec.get("unit") or {}, unit)
-            raise PreimageError(f"{path} comes from a different run ({_first_difference(a, b)}); use another --out, "
-                                "or --force to recompute everything")
-        if any(not (path.parent / p["png"]).is_file() for p in rec.get("problems", [])):
-            return None
-        return rec
-
-    def clean_partial(self) -> int:
-        """Remove leftovers of interrupted atomic writes (``.NAME.XXXX.part``); they are never read."""
-        n = 0
-        for p in (self.root / "runs").glob("**/.*.part"):
-            p.unlink(missing_ok=True)
-            n += 1
-        return n
+def _check_previous(outdir: Path, config: dict[str, Any], force: bool) -> None:
+    """Refuse to write this run's report over another configuration's (the stored results of both stay)."""
+    path = outdir / "cnn-layers.json"
+    if force or not path.is_file():
+        return
+    try:
+        prev = json.loads(path.read_text()).get("config")
+    except (OSError, ValueError):
+        return
+    if isinstance(prev, dict) and prev != config:
+        raise PreimageError(f"{path} comes from a different run ({_first_difference(prev, config)}); use another "
+                            "--out, or --force to write this run's report there")
 
 
 def run_cnn_layers(model: str | ModelSpec = "efficientnet_lite0", images: str | Sequence[str] = "samples",
@@ -187,8 +112,8 @@ def run_cnn_layers(model: str | ModelSpec = "efficientnet_lite0", images: str | 
                    iters: int | None = None, paper: bool = False, noreg: bool = False, seed: int = 0,
                    batch: int = 32, eval_scale: str = "minmax", classify_size: int | None = None,
                    force: bool = False, device: str = "cpu", weights: str | None = None,
-                   random_weights: bool = False, progress: Callable[[int, int], None] | None = None,
-                   log: Log = _stderr) -> dict[str, Any]:
+                   random_weights: bool = False, backend: LocalBackend | RayBackend | None = None,
+                   progress: SweepProgress | None = None, log: Log = _stderr) -> dict[str, Any]:
     """Run (or resume) the IJCV per-layer inversion protocol and write its report into ``out``.
 
     model: a name or a ModelSpec. images: a folder, ``samples`` or a list of specs. C: data-term weights (the
@@ -197,8 +122,12 @@ def run_cnn_layers(model: str | ModelSpec = "efficientnet_lite0", images: str | 
     default 96 px and 60 iterations (300+50 scaled), or the paper's with ``paper=True``. eval_scale: how the
     pre-image is turned into the evaluated image (``minmax`` = the paper's saved PNG). Label agreement
     classifies both images resized to ``classify_size`` (default: the model's input size).
-    Writes ``cnn-layers.json``, ``table.md``, ``plot-*.png``, ``index.html`` and ``runs/`` (the records).
-    Returns the JSON summary (keys: rows, layers, C, size, iters, images, units, files, seconds, ...).
+
+    Every (layer, condition, image) is one job of a sweep (``preimage.sweep``), ``batch`` problems at a time,
+    in this process or on Ray (``backend``); results are stored under ``out/store`` by the key of their whole
+    configuration, so a rerun computes only what is missing, and ``force`` only allows writing this report
+    over another configuration's. Writes ``cnn-layers.json``, ``table.md``, ``plot-*.png`` and
+    ``index.html``. Returns the JSON summary (keys: rows, layers, C, size, iters, images, units, files, ...).
     """
     t0 = time.perf_counter()
     if restarts < 1:
@@ -213,7 +142,7 @@ def run_cnn_layers(model: str | ModelSpec = "efficientnet_lite0", images: str | 
     spec = base.spec
     # A representation without layers (HOG, DSIFT) is swept at its output only.
     layer_names: list[str | None] = list(layers) if layers else (default_layers(spec) or [None])
-    reps = [Representation(spec, name).to(device) for name in layer_names]  # unknown layer: fail before work
+    reps = [Representation(spec, name) for name in layer_names]  # unknown layer: fail before work
     layer_names = [r.layer or "output" for r in reps]
     if len(set(layer_names)) != len(layer_names):
         raise PreimageError("--layers names the same layer twice")
@@ -222,8 +151,7 @@ def run_cnn_layers(model: str | ModelSpec = "efficientnet_lite0", images: str | 
         size = (spec.defaults.size or (224, 224))[0] if paper else FAST_SIZE
     if iters is None:
         iters = PAPER_ITERS if paper else FAST_ITERS
-    base_schedule = spec.defaults.schedule
-    schedule = scale_schedule(base_schedule, iters)
+    schedule = scale_schedule(spec.defaults.schedule, iters)
     conditions = [Condition(float(c)) for c in C] + ([Condition(1.0, regularize=False)] if noreg else [])
     if len({c.name for c in conditions}) != len(conditions):
         raise PreimageError("--C lists the same value twice")
@@ -233,66 +161,39 @@ def run_cnn_layers(model: str | ModelSpec = "efficientnet_lite0", images: str | 
     img, _ = prepare_images(base, specs, size)
     classifier = classifier_for(base)
     cls_size = classify_size or (spec.defaults.size[0] if spec.defaults.size else size)
-    orig_labels = top1(classifier, img, cls_size) if classifier is not None else None
     normalizer = mean_pairwise_distance(img) if len(specs) > 1 else None
 
     outdir = Path(out)
     if outdir.exists() and not outdir.is_dir():
         raise PreimageError(f"output path {outdir} exists and is not a folder")
-    config = {"protocol": PROTOCOL, "model": spec.name, "weights": spec.weights_id, "size": [size, size],
-              "iters": iters, "schedule": [[s.iters, s.lr_scale, s.jitter] for s in schedule], "seed": seed,
-              "optimizer": "paper", "restarts": restarts, "eval_scale": eval_scale, "classify_size": cls_size}
-    store = _Store(outdir, config, force)
-    store.clean_partial()
-    per_unit = max(1, batch // restarts)
-    chunks = [list(range(i, min(i + per_unit, len(specs)))) for i in range(0, len(specs), per_unit)]
-    prints = [_fingerprint(s) for s in specs]
-
-    # Plan: which units are finished on disk (checked up front, so a foreign record fails before any work).
-    plan: list[tuple[int, Condition, int, dict[str, Any], dict[str, Any] | None]] = []
+    config = _normalized({"protocol": PROTOCOL, "model": spec.name, "weights": spec.weights_id, "size": [size, size],
+                          "iters": iters, "schedule": [[s.iters, s.lr_scale, s.jitter] for s in schedule],
+                          "seed": seed, "optimizer": "paper", "restarts": restarts, "eval_scale": eval_scale,
+                          "classify_size": cls_size})
+    _check_previous(outdir, config, force)
+    m = Model(spec, device)
+    jobs: dict[tuple[int, str, int], Job] = {}
     for li, name in enumerate(layer_names):
         for cond in conditions:
-            for k, idx in enumerate(chunks):
-                unit = {"layer": name, "condition": cond.name, "C": cond.C, "regularize": cond.regularize,
-                        "part": k, "images": [names[i] for i in idx], "fingerprints": [prints[i] for i in idx]}
-                plan.append((li, cond, k, unit, store.load(store.record_path(name, cond, k), unit)))
-    todo = [p for p in plan if p[4] is None]
-    total_iters = sum(iters * len(chunks[p[2]]) * restarts for p in todo)
+            sched = schedule if cond.regularize else tuple(Stage(s.iters, s.lr_scale, False) for s in schedule)
+            opts = {"protocol": PROTOCOL, "C": cond.C, "regularize": cond.regularize, "restarts": restarts,
+                    "size": size, "schedule": [[s.iters, s.lr_scale, s.jitter] for s in sched], "seed": seed,
+                    "eval_scale": eval_scale, "classify_size": cls_size}
+            for i, s in enumerate(specs):
+                jobs[(li, cond.name, i)] = Job(PROTOCOL_TASK, m.id, None if name == "output" else name,
+                                               images=(s,), options=opts)
     log(f"cnn-layers: {spec.name}, {len(specs)} images, {len(layer_names)} layers × {len(conditions)} conditions "
         f"× {restarts} restart(s) at {size} px, {iters} iterations"
         + ("" if paper or iters >= PAPER_ITERS else f" (reduced: the paper's is {PAPER_ITERS} at 224 px, --paper)")
-        + f"; {len(plan) - len(todo)} of {len(plan)} units already on disk")
-
-    records: dict[tuple[int, str, int], dict[str, Any]] = {(p[0], p[1].name, p[2]): p[4] for p in plan if p[4]}
-    done = 0
-    for li, cond, k, unit, _ in todo:
-        rep, idx = reps[li], chunks[k]
-
-        def update(t: int, _n: int, base_done: int = done, width: int = len(idx) * restarts) -> None:
-            if progress:
-                progress(base_done + t * width, total_iters)
-
-        sched = schedule if cond.regularize else tuple(Stage(s.iters, s.lr_scale, False) for s in schedule)
-        res = invert(rep, img[idx], C=[cond.C], restarts=restarts, size=size, schedule=sched, seed=seed,
-                     energy=Energy(regularize=cond.regularize), progress=update)
-        done += iters * len(idx) * restarts
-        rec = _evaluate(res.images, res.metrics["error"], img[idx].repeat_interleave(restarts, 0),
-                        [names[i] for i in idx], restarts, eval_scale, classifier, cls_size,
-                        None if orig_labels is None else orig_labels[idx].repeat_interleave(restarts))
-        folder = store.unit_dir(layer_names[li], cond)
-        for p, im in zip(rec, res.images, strict=True):
-            save_png(im, folder / p["png"], "minmax")
-        record = {"config": store.config, "unit": _normalized(unit), "problems": rec,
-                  "seconds": round(res.seconds, 2)}
-        write_json(store.record_path(layer_names[li], cond, k), record)  # last: marks the unit finished
-        records[(li, cond.name, k)] = record
-        errs = ", ".join(f"{100 * p['error']:.1f}" for p in rec[:4]) + (" ..." if len(rec) > 4 else "")
-        log(f"{layer_names[li]} {cond.label} part {k}: error % {errs} ({res.seconds:.1f} s)")
-
-    if progress:
-        progress(done, total_iters)
-    rows = _summarize(layer_names, conditions, chunks, records, normalizer, restarts)
-    info = {"model": spec.name, "weights": spec.weights_id, "protocol": PROTOCOL,
+        + f"; {len(jobs)} jobs")
+    store = Store(outdir / "store")
+    result = run_sweep(list(jobs.values()), {m.id: m}, store, backend, max(batch, restarts), progress)
+    for f in result.failures:
+        log(f"failed: {f.line()}")
+    records = {k: result.records[j.key] for k, j in jobs.items() if j.key in result.records}
+    rows = _summarize(layer_names, conditions, len(specs), records, names, normalizer, restarts)
+    c = result.counts
+    info = {"model": spec.name, "weights": spec.weights_id, "protocol": PROTOCOL, "config": config,
             "images": {"source": images if isinstance(images, str) else "list", "count": len(specs),
                        "names": names, "skipped": len(skipped), "skipped_files": skipped},
             "layers": layer_names, "C": [c.C for c in conditions if c.regularize], "noreg": noreg,
@@ -301,7 +202,8 @@ def run_cnn_layers(model: str | ModelSpec = "efficientnet_lite0", images: str | 
             "reduced": not (iters >= PAPER_ITERS and size >= 224), "seed": seed, "eval_scale": eval_scale,
             "classify_size": cls_size, "label_agreement": classifier is not None,
             "image_error_normalizer": _nan_to_none(normalizer) if normalizer else None,
-            "units": {"total": len(plan), "computed": len(todo), "reused": len(plan) - len(todo)},
+            "units": {"total": c["total"], "computed": c["done"], "reused": c["cached"], "failed": c["failed"]},
+            "failures": [vars(f) for f in result.failures],
             "rows": rows, "out": str(outdir), "seconds": round(time.perf_counter() - t0, 1),
             "notes": ["error: ‖Φ(x)−Φ0‖/‖Φ0‖ at the end of the optimization; mean ± 1.96·std/√n over images "
                       "(restarts averaged per image first)",
@@ -313,9 +215,47 @@ def run_cnn_layers(model: str | ModelSpec = "efficientnet_lite0", images: str | 
                       "naturalness: intersection of 18-bin gradient-orientation histograms (grey, Sobel, "
                       "magnitude-weighted)",
                       "restart spread: std over restarts of the error (the paper: of its square, from the PNG)"]}
-    info["files"] = _write_report(outdir, info, img, names, conditions, records, chunks)
+    info["files"] = _write_report(outdir, info, img, names, conditions, records, store)
     write_json(outdir / "cnn-layers.json", info)
     return info
+
+
+#: The sweep task of one (layer, condition, image) job: inversion, then the protocol's measures.
+PROTOCOL_TASK = "preimage.experiments.reproduce.cnn_layers:run_protocol"
+
+
+def run_protocol(ctx: Context, jobs: list[Job]) -> list[Output]:
+    """The sweep runner: invert every job's image (one batch: images × restarts problems, each from its own
+    noise), then evaluate the pre-images against the originals (errors, label agreement, naturalness)."""
+    job = jobs[0]
+    o = job.options
+    rep = ctx.rep(job.model, job.layer)
+    specs = [s for j in jobs for s in j.images]
+    img, _ = prepare_images(rep, specs, o["size"])
+    restarts, hw = int(o["restarts"]), tuple(img.shape[-2:])
+    energy = Energy(regularize=bool(o["regularize"]))
+    init = torch.cat([problem_noise(rep.channels, hw, energy.B, o["seed"], fingerprint(s), o["C"], r)
+                      for s in specs for r in range(restarts)])
+    sched = tuple(Stage(int(i), float(lr), bool(j)) for i, lr, j in o["schedule"])
+    res = invert(rep, img, C=[o["C"]], restarts=restarts, size=hw, schedule=sched, seed=o["seed"], energy=energy,
+                 init=init.to(img.device))
+    classifier = classifier_for(rep)
+    labels = top1(classifier, img, o["classify_size"]) if classifier is not None else None
+    rec = _evaluate(res.images, res.metrics["error"], img.repeat_interleave(restarts, 0),
+                    [image_name(s) for s in specs], restarts, o["eval_scale"], classifier, o["classify_size"],
+                    None if labels is None else labels.repeat_interleave(restarts))
+    outputs = []
+    for k in range(len(specs)):
+        probs = rec[k * restarts:(k + 1) * restarts]
+        files = {}
+        for r, p in enumerate(probs):
+            p["png"] = f"r{r}.png"
+            files[p["png"]] = png_bytes(res.images[k * restarts + r], "minmax")
+        outputs.append(Output({"problems": probs}, files))
+    return outputs
+
+
+run_protocol.batchable = True  # type: ignore[attr-defined] - jobs of one signature share a batch
 
 
 @torch.no_grad()
@@ -339,20 +279,23 @@ def _evaluate(pre: torch.Tensor, error: torch.Tensor, x0: torch.Tensor, names: l
     return out
 
 
-def _summarize(layers: list[str], conditions: list[Condition], chunks: list[list[int]],
-               records: dict[tuple[int, str, int], dict[str, Any]], normalizer: float | None,
+def _summarize(layers: list[str], conditions: list[Condition], n_images: int,
+               records: dict[tuple[int, str, int], dict[str, Any]], names: list[str], normalizer: float | None,
                restarts: int) -> list[dict[str, Any]]:
     """One row per (layer, condition): mean and 95% CI over images (restarts averaged per image first)."""
     rows = []
     for li, layer in enumerate(layers):
         for cond in conditions:
-            probs = [p for k in range(len(chunks)) if (li, cond.name, k) in records
-                     for p in records[(li, cond.name, k)]["problems"]]
-            if not probs:
-                continue
             per_image: dict[str, list[dict[str, Any]]] = {}
-            for p in probs:
-                per_image.setdefault(p["image"], []).append(p)
+            seconds = 0.0
+            for i in range(n_images):
+                rec = records.get((li, cond.name, i))
+                if rec is not None:
+                    per_image[names[i]] = rec["result"]["problems"]
+                    seconds += rec["result"].get("seconds", 0.0)
+            if not per_image:
+                continue
+            probs = [p for ps in per_image.values() for p in ps]
 
             def per_img(fn: Callable[[dict[str, Any]], float], group: dict = per_image) -> list[float]:
                 return [sum(fn(p) for p in ps) / len(ps) for ps in group.values()]
@@ -371,8 +314,7 @@ def _summarize(layers: list[str], conditions: list[Condition], chunks: list[list
             for key in ("error", "image_error", "label_agreement", "naturalness", "restart_spread"):
                 m, ci = mean_ci(metrics[key]) if key in metrics else (float("nan"), float("nan"))
                 row[key], row[f"{key}_ci"] = _nan_to_none(m), _nan_to_none(ci)
-            row["seconds"] = round(sum(records[(li, cond.name, k)]["seconds"] for k in range(len(chunks))
-                                       if (li, cond.name, k) in records), 1)
+            row["seconds"] = round(seconds, 1)
             rows.append(row)
     return rows
 
@@ -416,7 +358,7 @@ _PLOTS = (("error", "error (%)", 100.0, "Normalized reconstruction error ‖Φ(x
 
 def _write_report(outdir: Path, info: dict[str, Any], img: torch.Tensor, names: list[str],
                   conditions: list[Condition], records: dict[tuple[int, str, int], dict[str, Any]],
-                  chunks: list[list[int]]) -> dict[str, Any]:
+                  store: Store) -> dict[str, Any]:
     """table.md, plot-*.png, originals and index.html from the records."""
     files: dict[str, Any] = {"json": str(outdir / "cnn-layers.json"), "table": str(outdir / "table.md")}
     atomic_write_bytes(outdir / "table.md", markdown_table(info).encode())
@@ -438,17 +380,16 @@ def _write_report(outdir: Path, info: dict[str, Any], img: torch.Tensor, names: 
     for i, name in enumerate(names):
         save_png(img[i], outdir / "originals" / f"{name}.png", "clip")
     sections: list[tuple[str, list[tuple[str, str]]]] = [("Plots", [(p, t) for p, t in plots])]
-    part_of = {i: k for k, idx in enumerate(chunks) for i in idx}
     for i, name in enumerate(names):
         for cond in conditions:
             figs = [(f"originals/{name}.png", f"original {name}")]
             for li, layer in enumerate(layers):
-                rec = records.get((li, cond.name, part_of[i]))
+                rec = records.get((li, cond.name, i))
                 if rec is None:
                     continue
-                p = next(q for q in rec["problems"] if q["image"] == name and q["restart"] == 0)
+                p = rec["result"]["problems"][0]
                 agree = "" if "agree" not in p else (", same label" if p["agree"] else ", other label")
-                figs.append((f"runs/{safe_name(layer)}/{cond.name}/{p['png']}",
+                figs.append((store.file(rec["key"], p["png"]).relative_to(outdir).as_posix(),
                              f"{layer}: error {100 * p['error']:.1f}%{agree}"))
             sections.append((f"{name}, {cond.label}", figs))
     intro = (f"Mahendran & Vedaldi's CNN inversion protocol on {info['images']['count']} images with {info['model']}: "

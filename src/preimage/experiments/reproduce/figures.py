@@ -19,14 +19,15 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from ...engine.objectives import channel_mask
 from ...engine.optimize import Energy, scale_schedule
 from ...errors import PreimageError
 from ...images import image_name, save_png, to_uint8
 from ...report import OutputDir, html_page, save_grid, write_json
 from ...representations import ModelSpec, Representation, Stage, load
 from ...result import Result
-from ...tasks.inversion import invert, prepare_images
+from ...sweep import Job, LocalBackend, Model, RayBackend, Store, SweepResult, run_sweep
+from ...sweep.run import SweepProgress
+from ...tasks.inversion import prepare_images
 from .cnn_layers import FAST_ITERS, FAST_SIZE, PAPER_ITERS, default_layers
 
 Figure = tuple[str, str]
@@ -54,10 +55,14 @@ class FigureContext:
     device: str = "cpu"
     weights: str | None = None
     random_weights: bool = False
-    progress: Callable[[int, int], None] | None = None
     log: Callable[[str], None] = print
     layer_list: Sequence[str] | None = None  # None: default_layers(model)
+    planning: bool = False  # True: record the jobs and return stand-ins; False: return the sweep's results
+    jobs: list[Job] = field(default_factory=list)
+    results: SweepResult | None = None
+    store: Store | None = None
     _reps: dict[str | None, Representation] = field(default_factory=dict)
+    _model: Model | None = None
     _base: Representation | None = None
     _x0: torch.Tensor | None = None
 
@@ -102,23 +107,98 @@ class FigureContext:
         return self._x0
 
     # --- running and saving -----------------------------------------------------------------------------------
-    def invert(self, layer: str, **kw: Any) -> Result:
+    # Sections run twice: first ``planning``, when every computation is recorded as a sweep job and answered
+    # with a stand-in of the right length, then, after the sweep ran them all (in this process or on Ray),
+    # with the stored results. So sections stay plain code, and their work runs in parallel and resumes.
+    @property
+    def model_entry(self) -> Model:
+        if self._model is None:
+            self._model = Model(self.base.spec, self.device)
+        return self._model
+
+    def _result(self, task: str, layer: str | None, units: Sequence[int], n: int, options: dict[str, Any]) -> Result:
+        images = () if units else (self.image,)
+        job = Job(task, self.model_entry.id, layer, tuple(units), images, options | {"arrays": True})
+        if self.planning:
+            self.jobs.append(job)
+            side = options.get("size") or self.size
+            return Result(torch.zeros(n, self.base.channels, side, side), [{} for _ in range(n)],
+                          _StandIn(n), self.base.name, layer, 0, 0.0, torch.zeros(0, n))
+        assert self.results is not None and self.store is not None
+        rec = self.results.records.get(job.key)
+        if rec is None:
+            error = next((f.error for f in self.results.failures if f.key == job.key), "not computed")
+            raise SectionSkipped(f"a computation failed: {error}")
+        probs = rec["result"]["problems"]
+        x = torch.from_numpy(np.load(self.store.file(job.key, "images.npy")))
+        metrics = {k: torch.tensor([p[k] for p in probs]) for k, v in probs[0].items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        return Result(x, probs, metrics, self.base.name, layer, rec["result"]["iterations"], 0.0,
+                      torch.zeros(0, len(probs)), rec["result"]["info"])
+
+    def invert(self, layer: str, C: float | Sequence[float] = 100.0, restarts: int = 1, mask: str | None = None,
+               schedule: Sequence[Stage] | None = None, iters: int | None = -1, energy: Energy | None = None) -> Result:
         """``preimage.invert`` of the image at ``layer`` with this context's size, iterations and seed."""
-        kw.setdefault("iters", self.iters)
-        return invert(self.rep(layer), self.x0, size=self.size, seed=self.seed, progress=self.progress, **kw)
+        cs = [float(C)] if isinstance(C, (int, float)) else [float(c) for c in C]
+        opts: dict[str, Any] = {"C": cs, "restarts": restarts, "size": self.size, "seed": self.seed}
+        if iters == -1:
+            iters = self.iters
+        if iters is not None:
+            opts["iters"] = iters
+        if mask is not None:
+            opts["mask"] = mask
+        if schedule is not None:
+            opts["schedule"] = [[s.iters, s.lr_scale, s.jitter] for s in schedule]
+        if energy is not None:
+            opts["energy"] = _energy_options(energy)
+        return self._result("invert", layer, (), len(cs) * restarts, opts)
+
+    def maximize(self, layer: str, units: Sequence[int], size: int | None, energy: Energy | None = None) -> Result:
+        """Activation maximization of ``units`` (one restart each) with this context's iterations and seed."""
+        opts: dict[str, Any] = {"restarts": 1, "iters": self.iters, "seed": self.seed, "style": "paper"}
+        if size is not None:
+            opts["size"] = size
+        if energy is not None:
+            opts["energy"] = _energy_options(energy)
+        return self._result("maximize", layer, list(units), len(units), opts)
+
+    def caricature(self, layer: str, energy: Energy | None = None) -> Result:
+        """The caricature of the image at ``layer``."""
+        opts: dict[str, Any] = {"iters": self.iters, "seed": self.seed, "size": self.size}
+        if energy is not None:
+            opts["energy"] = _energy_options(energy)
+        return self._result("caricature", layer, (), 1, opts)
 
     def save(self, x: torch.Tensor, name: str, scale: str = "minmax") -> str:
         """Save one C×H×W image (0–255 units); returns its path relative to the page."""
-        save_png(x, self.out / name, scale)
+        if not self.planning:
+            save_png(x, self.out / name, scale)
         return name
 
     def strip(self, images: Sequence[torch.Tensor], name: str, ncol: int | None = None,
               scale: str = "minmax") -> str:
         """Save images side by side (each min–max rescaled on its own when scale='minmax')."""
+        if self.planning:
+            return name
         if scale == "minmax":
             images = [_minmax(im) for im in images]
         save_grid(list(images), self.out / name, ncol=ncol, scale="clip")
         return name
+
+
+class _StandIn(dict):
+    """Metrics of a planning stand-in: zeros under any name."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+
+    def __missing__(self, key: str) -> torch.Tensor:
+        return torch.zeros(self.n)
+
+
+def _energy_options(e: Energy) -> dict[str, Any]:
+    return {"alpha": e.alpha, "beta": e.beta, "B": e.B, "B_plus": e.B_plus, "regularize": e.regularize}
 
 
 def _minmax(x: torch.Tensor) -> torch.Tensor:
@@ -218,14 +298,10 @@ def section_channel_halves(ctx: FigureContext) -> Section:
     """All channels vs the first and the second half of them (AlexNet's two GPU streams; paper-notes §4 item 6)."""
     figs: list[Figure] = []
     for layer in ctx.spread(ctx.layers, 5):
-        shape = ctx.feature_shape(layer)
-        # One batch of three problems, each with its own mask: all, first half, second half.
-        masks = torch.cat([torch.ones(1, *shape)] + [channel_mask(shape, part) for part in ("first-half",
-                                                                                            "second-half")])
-        res = invert(ctx.rep(layer), ctx.x0.expand(3, -1, -1, -1), C=100.0, size=ctx.size, iters=ctx.iters,
-                     seed=ctx.seed, mask=masks.to(ctx.x0.device), progress=ctx.progress)
-        errs = " / ".join(_pct(e) for e in res.metrics["error"])
-        figs.append((ctx.strip(list(res.images), f"channel-halves/{_slug(layer)}.png"),
+        # Three problems: all channels, the first half, the second half (each its own mask).
+        parts = [ctx.invert(layer, C=100.0, mask=m) for m in (None, "channels:first-half", "channels:second-half")]
+        errs = " / ".join(_pct(r.metrics["error"][0]) for r in parts)
+        figs.append((ctx.strip([r.images[0] for r in parts], f"channel-halves/{_slug(layer)}.png"),
                      f"{layer}: all / first half / second half of the channels, errors {errs}"))
     return "Channel groups: first and second half", figs
 
@@ -276,14 +352,6 @@ def _activation() -> Any:
     return activation
 
 
-def _call(fn: Callable[..., Result], *args: Any, **kw: Any) -> Result:
-    """Call ``fn`` with the keywords it accepts (the activation API may not take every option)."""
-    params = inspect.signature(fn).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        kw = {k: v for k, v in kw.items() if k in params}
-    return fn(*args, **kw)
-
-
 def _class_names(n: int) -> list[str] | None:
     if n != 1000:
         return None
@@ -313,8 +381,7 @@ def section_activation_mosaics(ctx: FigureContext) -> Section:
     for layer in ctx.spread(ctx.spatial_layers(), 5):
         rep = ctx.rep(layer)
         units = list(range(min(k, ctx.feature_shape(layer)[0])))
-        res = _call(act.maximize, rep, units=units, restarts=1, iters=ctx.iters, seed=ctx.seed,
-                    size=_unit_size(ctx, act, rep), progress=ctx.progress)
+        res = ctx.maximize(layer, units, _unit_size(ctx, act, rep))
         figs.append((ctx.strip(list(res.images), f"maximize/{_slug(layer)}.png", ncol=math.ceil(len(units) ** 0.5)),
                      f"{layer}: channels 0–{len(units) - 1}"))
     return "Activation maximization: channel mosaics", figs
@@ -336,11 +403,10 @@ def _class_units(ctx: FigureContext, layer: str) -> tuple[list[int], list[str]]:
 
 def section_class_units(ctx: FigureContext) -> Section:
     """Class neurons of the last layer (the paper's seven classes on ImageNet networks; paper-notes §4 item 9)."""
-    act = _activation()
+    _activation()  # skips the section when the activation tasks are missing
     layer = _classifier_layer(ctx)
     units, labels = _class_units(ctx, layer)
-    res = _call(act.maximize, ctx.rep(layer), units=units, restarts=1, iters=ctx.iters, seed=ctx.seed,
-                size=None if ctx.paper else ctx.size, progress=ctx.progress)
+    res = ctx.maximize(layer, units, None if ctx.paper else ctx.size)
     return "Class neurons", [(ctx.save(im, f"classes/{u}.png"), f"{lab} (unit {u})")
                              for im, u, lab in zip(res.images, units, labels, strict=False)]
 
@@ -352,11 +418,10 @@ def _caricature_layers(ctx: FigureContext) -> list[str]:
 
 def section_caricatures(ctx: FigureContext) -> Section:
     """Caricatures of the image at the last spatial layer and the last layer (paper-notes §4 item 10)."""
-    act = _activation()
+    _activation()  # skips the section when the activation tasks are missing
     figs: list[Figure] = [(ctx.save(ctx.x0[0], "original.png", "clip"), "original")]
     for layer in dict.fromkeys(_caricature_layers(ctx)):
-        res = _call(act.caricature, ctx.rep(layer), ctx.x0, iters=ctx.iters, seed=ctx.seed, size=ctx.size,
-                    progress=ctx.progress)
+        res = ctx.caricature(layer)
         figs.append((ctx.save(res.images[0], f"caricatures/{_slug(layer)}.png"), f"{layer}"))
     return "Caricatures", figs
 
@@ -371,13 +436,11 @@ def section_noreg_activation(ctx: FigureContext) -> Section:
             raise SectionSkipped(f"preimage.tasks.activation.{name} takes no 'energy' argument")
     layer = _classifier_layer(ctx)
     units, labels = _class_units(ctx, layer)
-    res = _call(act.maximize, ctx.rep(layer), units=units[:3], restarts=1, iters=ctx.iters, seed=ctx.seed,
-                size=None if ctx.paper else ctx.size, energy=noreg, progress=ctx.progress)
+    res = ctx.maximize(layer, units[:3], None if ctx.paper else ctx.size, energy=noreg)
     figs += [(ctx.save(im, f"noreg/class-{u}.png"), f"{lab}, no regularizer")
              for im, u, lab in zip(res.images, units, labels, strict=False)]
     for layer in dict.fromkeys(_caricature_layers(ctx)):
-        res = _call(act.caricature, ctx.rep(layer), ctx.x0, iters=ctx.iters, seed=ctx.seed, size=ctx.size,
-                    energy=noreg, progress=ctx.progress)
+        res = ctx.caricature(layer, energy=noreg)
         figs.append((ctx.save(res.images[0], f"noreg/caricature-{_slug(layer)}.png"),
                      f"caricature at {layer}, no regularizer"))
     return "Classes and caricatures without regularizers", figs
@@ -403,15 +466,16 @@ def run_figures(model: str | ModelSpec = "efficientnet_lite0", out: str | Path =
                 sections: Sequence[str] | None = None, size: int | None = None,
                 iters: int | None = None, paper: bool = False, seed: int = 0, force: bool = False,
                 device: str = "cpu", weights: str | None = None, random_weights: bool = False,
-                progress: Callable[[int, int], None] | None = None,
-                on_section: Callable[[int, int, str], None] | None = None,
-                log: Callable[[str], None] = print) -> dict[str, Any]:
+                backend: LocalBackend | RayBackend | None = None, batch: int = 16,
+                progress: SweepProgress | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the qualitative sections and write ``index.html`` + ``figures.json`` (+ PNGs) into ``out``.
 
     Defaults: 96 px, 60 iterations and a spread of the layers per section (minutes on a CPU); ``paper=True``:
     the model's input size, 300+50 iterations and every layer. layers: the layers to use (default: the
-    network's main layers, ``default_layers``). Returns {out, page, sections: [{name, heading,
-    figures: [{image, caption}], seconds, skipped}], seconds}.
+    network's main layers, ``default_layers``). Every optimization is a job of one sweep (``preimage.sweep``,
+    in this process or on Ray via ``backend``), stored under ``out/store`` so a rerun (with ``force``)
+    computes only what is missing. Returns {out, page, sections: [{name, heading, figures: [{image,
+    caption}], skipped}], jobs, seconds}.
     """
     t0 = time.perf_counter()
     names = list(sections) if sections else list(SECTIONS)
@@ -421,8 +485,8 @@ def run_figures(model: str | ModelSpec = "efficientnet_lite0", out: str | Path =
     outdir = OutputDir(out, force)
     outdir.claim(["index.html", "figures.json"])
     ctx = FigureContext(model, Path(out), image=image, size=FAST_SIZE, iters=iters or FAST_ITERS, seed=seed,
-                        paper=paper, device=device, weights=weights, random_weights=random_weights,
-                        progress=progress, log=log, layer_list=layers)
+                        paper=paper, device=device, weights=weights, random_weights=random_weights, log=log,
+                        layer_list=layers)
     if paper:
         ctx.size = (ctx.base.spec.defaults.size or (224, 224))[0]
         ctx.iters = iters or PAPER_ITERS
@@ -431,31 +495,38 @@ def run_figures(model: str | ModelSpec = "efficientnet_lite0", out: str | Path =
     _ = ctx.x0  # a missing image or unknown layer fails before any work
     for layer in ctx.layers:
         ctx.rep(layer)
-    page_sections: list[Section] = []
-    rows = []
-    for i, name in enumerate(names):
-        if on_section:
-            on_section(i, len(names), name)
-        ts = time.perf_counter()
-        skipped = None
-        try:
-            heading, figs = SECTIONS[name](ctx)
-        except SectionSkipped as e:
-            skipped = str(e)
-            heading, figs = f"{name}: skipped ({skipped})", []
-        secs = time.perf_counter() - ts
-        log(f"{name}: {len(figs)} figures in {secs:.0f} s" + (f" (skipped: {skipped})" if skipped else ""))
+
+    def run_sections() -> list[tuple[str, str, list[Figure], str | None]]:
+        done = []
+        for name in names:
+            try:
+                heading, figs = SECTIONS[name](ctx)
+                done.append((name, heading, figs, None))
+            except SectionSkipped as e:
+                done.append((name, f"{name}: skipped ({e})", [], str(e)))
+        return done
+
+    ctx.planning = True
+    run_sections()
+    ctx.planning = False
+    ctx.store = Store(Path(out) / "store")
+    m = ctx.model_entry
+    ctx.results = run_sweep(ctx.jobs, {m.id: m}, ctx.store, backend, batch, progress)
+    for f in ctx.results.failures:
+        log(f"failed: {f.line()}")
+    rows, page_sections = [], []
+    for name, heading, figs, skipped in run_sections():
+        log(f"{name}: {len(figs)} figures" + (f" (skipped: {skipped})" if skipped else ""))
         page_sections.append((heading, figs))
         rows.append({"name": name, "heading": heading, "figures": [{"image": f, "caption": c} for f, c in figs],
-                     "seconds": round(secs, 1), "skipped": skipped})
-    if on_section:
-        on_section(len(names), len(names), "done")
+                     "skipped": skipped})
     intro = (f"Qualitative experiments of Mahendran & Vedaldi (IJCV 2016) with {ctx.base.name} on {image}: "
              f"{ctx.size} px, {ctx.iters} iterations per optimization"
              + ("" if paper else " and a spread of layers (reduced for speed; --paper for the paper's settings)")
              + ". Pre-images are min–max rescaled for display, as in the paper.")
     page = html_page(Path(out) / "index.html", f"Natural pre-images of {ctx.base.name}", page_sections, intro)
     info = {"out": str(out), "page": str(page), "model": ctx.base.name, "image": image, "size": ctx.size,
-            "iters": ctx.iters, "paper": paper, "sections": rows, "seconds": round(time.perf_counter() - t0, 1)}
+            "iters": ctx.iters, "paper": paper, "sections": rows, "jobs": ctx.results.counts,
+            "failures": [vars(f) for f in ctx.results.failures], "seconds": round(time.perf_counter() - t0, 1)}
     write_json(Path(out) / "figures.json", info)
     return info

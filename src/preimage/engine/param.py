@@ -1,0 +1,236 @@
+"""Parameterizations: what the optimizer changes, and how it becomes an image in paper units (N×C×H×W).
+
+* ``pixel``: the image itself (the paper's; the loop keeps its closed-form fast path for it);
+* ``fourier``: a spectrum scaled by 1/f (Lucid/Lucent ``fft_image``), decorrelated colour, a sigmoid to 0–255;
+* ``maco``: only the Fourier phase (Fel et al. 2023): the magnitude is fixed to that of natural images, measured
+  on the bundled colour samples and shipped as ``data/maco_magnitude.npy`` (``measure_magnitude`` recomputes it).
+
+Each is an ``nn.Module`` whose parameters are the optimization variables and whose ``forward()`` returns the
+image in paper units. The paper's priors (α-norm, TV^β) and its projection onto the ball of radius B+ apply to
+that image: ``pixel`` projects its variable in place after each step (the paper's rule); the others produce
+an image that is projected in ``forward`` (the projection is part of the map, so gradients see it).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import PreimageError
+from .regularizers import colour_norms2, project_ball
+
+PARAMS = ("pixel", "fourier", "maco")
+
+#: Square root of ImageNet's colour covariance (Lucid's ``color_correlation_svd_sqrt``), its columns scaled so
+#: the largest has norm 1: decorrelated coordinates c map to RGB as c @ COLOUR.T.
+_SVD_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
+COLOUR = _SVD_SQRT / _SVD_SQRT.norm(dim=0).max()
+#: Lucid's divisor of the inverse FFT ("increasing this seems to reduce saturation").
+FFT_MAGIC = 4.0
+MAGNITUDE_FILE = Path(__file__).with_name("data") / "maco_magnitude.npy"
+
+
+def decorrelated_to_rgb(c: torch.Tensor) -> torch.Tensor:
+    """Decorrelated colour → RGB: N×3×H×W → N×3×H×W (c @ COLOUR.T per pixel); grey images pass through."""
+    if c.shape[1] != 3:
+        return c
+    return torch.einsum("nchw,rc->nrhw", c, COLOUR.to(c))
+
+
+def rgb_to_decorrelated(x: torch.Tensor) -> torch.Tensor:
+    """The inverse of ``decorrelated_to_rgb``."""
+    if x.shape[1] != 3:
+        return x
+    return torch.einsum("nrhw,cr->nchw", x, torch.linalg.inv(COLOUR).to(x))
+
+
+def rfft_freqs(h: int, w: int) -> torch.Tensor:
+    """|f| (cycles per pixel) of the rfft2 bins of an h×w image: h×(w//2+1)."""
+    fy = torch.fft.fftfreq(h)[:, None]
+    fx = torch.fft.rfftfreq(w)[None, :]
+    return (fx * fx + fy * fy).sqrt()
+
+
+def _logit_image(x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """Paper units → the pre-sigmoid values that give them (clamped inside (0, 255))."""
+    v = ((x + mean.view(1, -1, 1, 1)) / 255.0).clamp(1e-3, 1 - 1e-3)
+    return torch.logit(v)
+
+
+class Param(nn.Module):
+    """A parameterization: ``forward()`` → N×C×H×W image in paper units. ``optimizer``/``lr``: its default
+    optimizer (``paper`` or ``adam``) and learning rate (for ``adam``; ``paper`` uses H·W·lr0)."""
+
+    name = "param"
+    optimizer = "adam"
+    lr = 0.05
+
+    def __init__(self, n: int, channels: int, size: tuple[int, int], mean: torch.Tensor, bound: float) -> None:
+        super().__init__()
+        self.n, self.channels, self.size, self.bound = n, channels, tuple(size), bound
+        self.register_buffer("mean", mean.detach().float().reshape(-1).expand(channels).clone())
+
+    def params(self) -> list[torch.Tensor]:
+        """The optimization variables."""
+        return list(self.parameters())
+
+    def project_(self) -> None:
+        """After each step: keep the variable valid (only ``pixel`` has anything to do)."""
+
+    def _paper(self, pre: torch.Tensor) -> torch.Tensor:
+        """Pre-sigmoid RGB → paper units, projected onto the ball of radius B+ (differentiably)."""
+        x = 255.0 * torch.sigmoid(pre) - self.mean.view(1, -1, 1, 1)
+        if self.bound == float("inf"):
+            return x
+        return x * colour_norms2(x).clamp_min(1e-12).rsqrt().mul(self.bound).clamp(max=1.0)
+
+
+class Pixel(Param):
+    """The image itself (paper units); projected in place after each step, as the paper does."""
+
+    name = "pixel"
+    optimizer = "paper"
+
+    def __init__(self, x: torch.Tensor, mean: torch.Tensor, bound: float) -> None:
+        super().__init__(x.shape[0], x.shape[1], tuple(x.shape[-2:]), mean, bound)
+        self.x = nn.Parameter(x.detach().clone())
+
+    def forward(self) -> torch.Tensor:
+        return self.x
+
+    @torch.no_grad()
+    def project_(self) -> None:
+        project_ball(self.x.data, self.bound)
+
+
+class Fourier(Param):
+    """A spectrum scaled by 1/max(|f|, 1/max(H,W))^decay (Lucid's ``fft_image``), inverse FFT (ortho) ÷ 4, colour
+    decorrelated (``COLOUR``), sigmoid to 0–255, minus the mean colour. Parameters: N×C×H×(W//2+1)×2 (re, im)."""
+
+    name = "fourier"
+
+    def __init__(self, n: int, channels: int, size: tuple[int, int], mean: torch.Tensor, bound: float,
+                 generator: torch.Generator, sd: float = 0.01, decay: float = 1.0,
+                 init: torch.Tensor | None = None) -> None:
+        super().__init__(n, channels, size, mean, bound)
+        h, w = size
+        scale = 1.0 / rfft_freqs(h, w).clamp_min(1.0 / max(h, w)) ** decay
+        self.register_buffer("scale", scale[..., None].float())
+        if init is None:
+            coeffs = torch.randn(n, channels, h, w // 2 + 1, 2, generator=generator) * sd
+        else:
+            spec = torch.fft.rfft2(rgb_to_decorrelated(_logit_image(init.float(), self.mean)) * FFT_MAGIC,
+                                   norm="ortho")
+            coeffs = torch.view_as_real(spec) / self.scale
+        self.coeffs = nn.Parameter(coeffs.contiguous())
+
+    def decorrelated(self) -> torch.Tensor:
+        """The image before colour and sigmoid: N×C×H×W (its spectrum falls as 1/f^decay)."""
+        spec = torch.view_as_complex((self.coeffs * self.scale).contiguous())
+        return torch.fft.irfft2(spec, s=self.size, norm="ortho") / FFT_MAGIC
+
+    def forward(self) -> torch.Tensor:
+        return self._paper(decorrelated_to_rgb(self.decorrelated()))
+
+
+def _standardize(t: torch.Tensor) -> torch.Tensor:
+    """Zero mean, unit standard deviation per problem (Horama's ``standardize``): N×... → N×..."""
+    flat = t.flatten(1)
+    return ((flat - flat.mean(1, keepdim=True)) / (flat.std(1, keepdim=True) + 1e-4)).view_as(t)
+
+
+class Maco(Param):
+    """Phase-only Fourier image (MaCo): magnitude fixed to natural images' (``maco_magnitude``), phase optimized.
+    image = sigmoid(colour(standardize(irfft2(M·e^{i·standardize(φ)})))), then paper units. Parameters: the phase
+    N×C×H×(W//2+1)."""
+
+    name = "maco"
+    lr = 0.1
+
+    def __init__(self, n: int, channels: int, size: tuple[int, int], mean: torch.Tensor, bound: float,
+                 generator: torch.Generator, init: torch.Tensor | None = None) -> None:
+        super().__init__(n, channels, size, mean, bound)
+        self.register_buffer("magnitude", maco_magnitude(size, channels))
+        if init is None:
+            phase = torch.randn(n, channels, size[0], size[1] // 2 + 1, generator=generator)
+        else:
+            phase = torch.fft.rfft2(rgb_to_decorrelated(_logit_image(init.float(), self.mean))).angle()
+            phase = (phase - phase.mean()) / phase.std()  # forward standardizes it back
+        self.phase = nn.Parameter(phase.contiguous())
+
+    def decorrelated(self) -> torch.Tensor:
+        """The standardized image before colour and sigmoid: N×C×H×W, amplitude spectrum ∝ the magnitude."""
+        phi = _standardize(self.phase)
+        spec = torch.polar(self.magnitude.expand_as(phi), phi)
+        return _standardize(torch.fft.irfft2(spec, s=self.size))
+
+    def forward(self) -> torch.Tensor:
+        return self._paper(decorrelated_to_rgb(self.decorrelated()))
+
+
+def measure_magnitude(images: torch.Tensor, size: tuple[int, int] = (256, 256)) -> torch.Tensor:
+    """Mean amplitude spectrum of images in decorrelated colour: N×3×H×W in 0–255 → 3×h×(w//2+1) (float32),
+    each image resized to ``size``, centred, and scaled to unit total energy before averaging; the result is
+    scaled to mean 1 (only its shape matters: MaCo standardizes the image)."""
+    from ..images import resize
+
+    x = resize(images.float(), size) / 255.0
+    c = rgb_to_decorrelated(x - x.mean((-2, -1), keepdim=True))
+    amp = torch.fft.rfft2(c).abs()
+    amp = (amp / amp.flatten(1).norm(dim=1).view(-1, 1, 1, 1)).mean(0)
+    return amp / amp.mean()
+
+
+@lru_cache(maxsize=8)
+def _shipped_magnitude() -> torch.Tensor:
+    if not MAGNITUDE_FILE.is_file():
+        raise PreimageError(f"the MaCo magnitude spectrum {MAGNITUDE_FILE} is missing from the installation")
+    return torch.from_numpy(np.load(MAGNITUDE_FILE).astype(np.float32))
+
+
+def maco_magnitude(size: tuple[int, int], channels: int = 3) -> torch.Tensor:
+    """The shipped magnitude resized to an image size: C×H×(W//2+1) (bilinear, as Horama resizes its own).
+
+    Grey images (C=1) use the luminance channel (the first decorrelated one)."""
+    m = _shipped_magnitude()
+    target = (size[0], size[1] // 2 + 1)
+    if tuple(m.shape[-2:]) != target:
+        m = F.interpolate(m[None], size=target, mode="bilinear", align_corners=False, antialias=True)[0]
+    return m[:channels].contiguous()
+
+
+def make_param(name: str, n: int, channels: int, size: tuple[int, int], mean: torch.Tensor, bound: float,
+               generator: torch.Generator, init: torch.Tensor | None = None, noise: torch.Tensor | None = None
+               ) -> Param:
+    """A parameterization by name for N problems. init: N×C×H×W paper units to start from (None: each one's
+    random start; ``noise`` is the pixel start, the paper's noise image)."""
+    if name == "pixel":
+        if init is None and noise is None:
+            raise PreimageError("the pixel parameterization needs a start image")
+        return Pixel(init if init is not None else noise, mean, bound)
+    if name == "fourier":
+        return Fourier(n, channels, size, mean, bound, generator, init=init)
+    if name == "maco":
+        return Maco(n, channels, size, mean, bound, generator, init=init)
+    raise PreimageError(f"unknown parameterization '{name}' (choose {', '.join(PARAMS)})")
+
+
+def spectrum_slope(x: torch.Tensor) -> float:
+    """The log-log slope of the radially averaged amplitude spectrum of N×C×H×W images (−1 for 1/f images)."""
+    h, w = x.shape[-2:]
+    x = x.detach()
+    amp = torch.fft.rfft2(x - x.mean((-2, -1), keepdim=True)).abs().flatten(0, 1).mean(0)
+    f = rfft_freqs(h, w)
+    keep = (f > 2.0 / max(h, w)) & (f < 0.5)
+    lf, la = f[keep].log(), amp[keep].clamp_min(1e-12).log()
+    lf = lf - lf.mean()
+    return float((lf * (la - la.mean())).sum() / (lf * lf).sum())
+
+
+__all__ = ["COLOUR", "PARAMS", "Fourier", "Maco", "Param", "Pixel", "decorrelated_to_rgb", "make_param",
+           "maco_magnitude", "measure_magnitude", "rfft_freqs", "rgb_to_decorrelated", "spectrum_slope"]

@@ -1,0 +1,93 @@
+"""The keyed store: one folder per job result, ``ROOT/<key[:2]>/<key>/``, holding the result's files and a
+``record.json`` written last, which lists every file with its SHA-256.
+
+A result counts as finished only if its record reads, names its own key, and every file it lists is there
+with that digest: a half-written or damaged result is never trusted, it is computed again. Every file is
+written atomically (a temporary, then a rename); leftovers of interrupted writes are removed by ``clean``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..images import atomic_write_bytes
+from .jobs import STORE_FORMAT, Job
+
+RECORD = "record.json"
+
+
+@dataclass
+class Output:
+    """What a job returns: a JSON record (metrics, sizes, ...) and named files (PNG, NPY bytes)."""
+
+    record: dict[str, Any]
+    files: dict[str, bytes] = field(default_factory=dict)
+
+
+class Store:
+    """Finished job results under ``root``, by key."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def folder(self, key: str) -> Path:
+        return self.root / key[:2] / key
+
+    def file(self, key: str, name: str) -> Path:
+        """Where a result's file lives (for pages that link to it)."""
+        return self.folder(key) / name
+
+    def load(self, key: str, verify: bool = True) -> dict[str, Any] | None:
+        """The record of a finished result, or None if it is absent, incomplete or damaged.
+
+        verify: check every file's digest (else only that it exists with its recorded size)."""
+        try:
+            rec = json.loads((self.folder(key) / RECORD).read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(rec, dict) or rec.get("key") != key or rec.get("format") != STORE_FORMAT:
+            return None
+        files = rec.get("files")
+        if not isinstance(files, dict):
+            return None
+        for name, meta in files.items():
+            path = self.folder(key) / name
+            try:
+                if verify:
+                    ok = hashlib.sha256(path.read_bytes()).hexdigest() == meta.get("sha256")
+                else:
+                    ok = path.stat().st_size == meta.get("bytes")
+            except (OSError, AttributeError):
+                return None
+            if not ok:
+                return None
+        return rec
+
+    def save(self, job: Job, output: Output, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Write a result: its files first, then the record that marks it finished. Returns the record."""
+        key = job.key
+        folder = self.folder(key)
+        if folder.exists() and self.load(key, verify=False) is None:
+            shutil.rmtree(folder, ignore_errors=True)  # remains of a damaged result: start clean
+        files = {}
+        for name, data in output.files.items():
+            atomic_write_bytes(folder / name, data)
+            files[name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+        rec = {"key": key, "format": STORE_FORMAT, "job": job.config(), "result": output.record, "files": files,
+               **(extra or {})}
+        atomic_write_bytes(folder / RECORD, (json.dumps(rec, indent=1) + "\n").encode())
+        return rec
+
+    def clean(self) -> int:
+        """Remove leftovers of interrupted atomic writes (``.NAME.XXXX.part``); they are never read."""
+        n = 0
+        if self.root.is_dir():
+            for p in self.root.glob("*/*/.*.part"):
+                p.unlink(missing_ok=True)
+                n += 1
+        return n

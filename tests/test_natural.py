@@ -1,0 +1,308 @@
+"""Beyond the paper: parameterizations (their image statistics), transforms (gradients), the BatchNorm prior,
+objectives (direction, diversity, sums), judges (transfer on the saved file), styles and their CLI options."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from preimage.cli import main
+from preimage.engine import transforms as T
+from preimage.engine.objectives import Diversity, InnerProduct, Sum, direction, gram, parse_objective
+from preimage.engine.optimize import Energy, optimize
+from preimage.engine.param import (
+    COLOUR,
+    MAGNITUDE_FILE,
+    Fourier,
+    Maco,
+    Pixel,
+    decorrelated_to_rgb,
+    maco_magnitude,
+    measure_magnitude,
+    rgb_to_decorrelated,
+    spectrum_slope,
+)
+from preimage.engine.priors import BNStats, view_stats
+from preimage.engine.styles import resolve
+from preimage.errors import PreimageError
+from preimage.images import COLOR_SAMPLES, load_image, save_png
+from preimage.measures.judge import Judge
+from preimage.representations import Stage, load
+
+MEAN = torch.full((3,), 127.5)
+
+
+def tiny_net(bn: bool = True) -> nn.Module:
+    layers = [nn.Conv2d(3, 8, 3, padding=1)] + ([nn.BatchNorm2d(8)] if bn else []) + [nn.ReLU(),
+              nn.Conv2d(8, 12, 3, stride=2, padding=1)] + ([nn.BatchNorm2d(12)] if bn else []) + [nn.ReLU()]
+    torch.manual_seed(0)
+    net = nn.Sequential(*layers, nn.Conv2d(12, 10, 3, padding=1))
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+    return net.eval()
+
+
+def tiny_rep(bn: bool = True, layer: str | None = None):
+    return load(tiny_net(bn), layer, mean=(0.5,) * 3, std=(0.5,) * 3, input_size=(32, 32))
+
+
+# --- parameterizations ---------------------------------------------------------------------------------------
+
+def test_fourier_has_a_one_over_f_spectrum_and_applies_the_decorrelation_matrix() -> None:
+    p = Fourier(4, 3, (64, 64), MEAN, float("inf"), torch.Generator().manual_seed(0), sd=1.0)
+    c = p.decorrelated()
+    assert spectrum_slope(c) == pytest.approx(-1.0, abs=0.1)
+    # forward = 255·sigmoid(c @ COLOUR.T) − mean: undo the sigmoid and the colour matrix, get c back.
+    x = p()
+    pre = torch.logit((x + 127.5) / 255.0)
+    assert torch.allclose(pre, torch.einsum("nchw,rc->nrhw", c, COLOUR), atol=1e-3)
+    assert torch.allclose(rgb_to_decorrelated(pre), c, atol=1e-3)
+    # Independent unit-variance coordinates get ImageNet's colour covariance COLOUR·COLOURᵀ.
+    z = torch.randn(1, 3, 200, 200, generator=torch.Generator().manual_seed(1))
+    rgb = decorrelated_to_rgb(z)[0].flatten(1)
+    assert torch.allclose(torch.cov(rgb), COLOUR @ COLOUR.T, atol=0.02)
+
+
+def test_fourier_and_maco_start_from_an_image() -> None:
+    img = load_image("sample:chelsea", 48) - 127.5
+    for cls in (Fourier,):
+        p = cls(1, 3, (48, 48), MEAN, float("inf"), torch.Generator(), init=img)
+        assert (p() - img.clamp(-127, 127)).abs().max() < 1.0
+    m = Maco(1, 3, (48, 48), MEAN, float("inf"), torch.Generator(), init=img)
+    # Same phase, natural-image magnitude: the picture correlates with the image it started from.
+    corr = torch.corrcoef(torch.stack([m().flatten(), img.flatten()]))[0, 1]
+    assert corr > 0.5
+
+
+def test_maco_keeps_the_natural_magnitude_and_the_shipped_array_is_the_samples() -> None:
+    p = Maco(2, 3, (64, 64), MEAN, float("inf"), torch.Generator().manual_seed(0))
+    amp = torch.fft.rfft2(p.decorrelated()).abs()
+    mag = maco_magnitude((64, 64))
+    # Bins off the DC and Nyquist columns (irfft2 makes those Hermitian, which a random phase is not).
+    per_image = (amp / mag)[..., 1:-1].flatten(2)
+    assert (per_image.std(-1) / per_image.mean(-1)).max() < 1e-3  # amplitude ∝ the magnitude, bin by bin
+    # The shipped array is the bundled colour samples' mean spectrum (recomputed here, float16 in the file).
+    x = torch.cat([load_image(f"sample:{s}", 256) for s in COLOR_SAMPLES])
+    shipped = torch.from_numpy(np.load(MAGNITUDE_FILE).astype(np.float32))
+    assert torch.allclose(measure_magnitude(x), shipped, rtol=2e-3, atol=1e-3)
+    assert spectrum_slope(p.decorrelated()) < -0.8  # natural images fall off roughly as 1/f
+
+
+def test_pixel_param_is_the_image_and_projects_in_place() -> None:
+    x = torch.randn(2, 3, 8, 8) * 200
+    p = Pixel(x, MEAN, 160.0)
+    assert torch.equal(p(), x)
+    p.project_()
+    assert p().norm(dim=1).max() <= 160.0 + 1e-3
+    assert Fourier(1, 3, (8, 8), MEAN, 160.0, torch.Generator(), sd=5.0)().norm(dim=1).max() <= 160.0 + 1e-3
+
+
+# --- transforms ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("spec", ["jitter:3", "scale:0.8-1.2", "rotate:20", "flip:1", "crops:3:0.5-0.9"])
+def test_gradients_through_every_transform(spec: str) -> None:
+    (t,) = T.parse_transforms(spec)
+    x = torch.randn(2, 3, 7, 9, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(t(x.detach(), torch.Generator().manual_seed(3)).shape, dtype=torch.float64)
+
+    def f(x: torch.Tensor) -> torch.Tensor:
+        return (t(x, torch.Generator().manual_seed(3)) * w).sum()
+
+    assert torch.autograd.gradcheck(f, (x,), eps=1e-6, atol=1e-5)
+
+
+def test_transforms_shapes_and_order() -> None:
+    x = torch.arange(2.0).view(2, 1, 1, 1).expand(2, 3, 16, 16).contiguous()
+    v = T.compose(T.parse_transforms("standard,crops:4,flip"), x, torch.Generator().manual_seed(0))
+    assert v.shape == (8, 3, 16, 16)
+    # Crop-major: rows j·N + i are views of problem i.
+    assert torch.allclose(v.view(4, 2, -1)[:, 1].max(1).values, torch.ones(4), atol=1e-5)
+    assert v.view(4, 2, -1)[:, 0].abs().max() == 0
+    assert T.parse_transforms("none") == [] and T.parse_transforms(None) is None
+    for bad in ("jitter:0", "scale:2-1", "crops:0", "crops:2:0.5-1.5", "warp:3", "rotate:x"):
+        with pytest.raises(PreimageError, match="bad transform"):
+            T.parse_transforms(bad)
+
+
+# --- BatchNorm prior -----------------------------------------------------------------------------------------
+
+def test_bn_prior_is_zero_at_the_running_statistics() -> None:
+    rep = tiny_rep()
+    x = torch.randn(1, 3, 32, 32) * 60
+    prior = BNStats(rep, weight=1.0)
+
+    def value(img: torch.Tensor) -> float:
+        with torch.no_grad(), prior.watching(rep):
+            rep(img)
+            return float(prior.value(1))
+
+    before = value(x)
+    # Set each BatchNorm layer's running statistics to those of its input on x, in order (a layer's statistics
+    # change what the next one sees).
+    for bn in prior.layers:
+        seen: list = []
+        h = bn.register_forward_pre_hook(lambda m, a, seen=seen: seen.append(view_stats(a[0], 1)) and None)
+        with torch.no_grad():
+            rep(x)
+        h.remove()
+        bn.running_mean.copy_(seen[0][0][0])
+        bn.running_var.copy_(seen[0][1][0])
+    assert before > 0.1
+    assert value(x) == pytest.approx(0.0, abs=1e-4)
+    assert value(x + 10) > 1e-3
+    with pytest.raises(PreimageError, match="BatchNorm"):
+        BNStats(tiny_rep(bn=False))
+    with pytest.raises(PreimageError, match="BatchNorm"):
+        resolve(tiny_rep(bn=False), "paper", prior="bn")
+
+
+def test_the_natural_styles_prior_is_bn_only_where_a_batchnorm_runs_before_the_target() -> None:
+    # conv_stem comes before efficientnet_lite0's first BatchNorm (bn1); blocks.1 contains some and follows bn1.
+    assert resolve(load("efficientnet_lite0", "conv_stem"), "natural")[0].prior == "none"
+    assert resolve(load("efficientnet_lite0", "bn1"), "natural")[0].prior == "bn"
+    style, kw = resolve(load("efficientnet_lite0", "blocks.1"), "natural")
+    assert style.prior == "bn" and kw["prior"] is not None
+
+
+# --- objectives ----------------------------------------------------------------------------------------------
+
+def test_direction_sum_and_parse() -> None:
+    phi = torch.randn(2, 4, 3, 3)
+    v = torch.tensor([1.0, 2.0, 0.0, -2.0])
+    d = direction(v, (4, 3, 3))
+    expect = -(phi * (v / 3).view(1, 4, 1, 1)).sum((1, 2, 3)) / 9
+    assert torch.allclose(d(phi), expect, atol=1e-6)
+    u = InnerProduct(torch.zeros(1, 4, 3, 3).index_fill_(1, torch.tensor([0]), 1.0))
+    s = 2 * u - 0.5 * d
+    assert isinstance(s, Sum) and torch.allclose(s(phi), 2 * u(phi) - 0.5 * d(phi))
+    assert [w for w, _ in (s + d).terms] == [2.0, -0.5, 1.0]
+    terms = parse_objective("unit + 0.5*direction:v.npy - 1e2*diversity@blocks.3")
+    assert terms == [(1.0, "unit", None), (0.5, "direction", "v.npy"), (-100.0, "diversity", "blocks.3")]
+    assert parse_objective("diversity") == [(1.0, "diversity", None)]
+    for bad in ("unit +", "2*wobble", "x*unit", "direction", "unit:3", ""):
+        with pytest.raises(PreimageError, match="--objective"):
+            parse_objective(bad)
+    with pytest.raises(PreimageError, match="channels"):
+        direction(torch.ones(3), (4, 3, 3))
+
+
+def test_diversity_separates_restarts() -> None:
+    rep = tiny_rep(layer="3")
+    with torch.no_grad():
+        shape = rep(torch.zeros(1, 3, 32, 32)).shape[1:]
+    w = torch.zeros(1, *shape)
+    w[:, 3] = 1.0 / (shape[1] * shape[2])
+    unit = InnerProduct(w.expand(4, *shape))
+
+    def similarity(weight: float) -> float:
+        obj = unit + weight * Diversity() if weight else unit
+        tr = optimize(rep, obj, 4, (32, 32), (Stage(30, 1.0, False),), seed=1, param="fourier",
+                      transforms=[])
+        with torch.no_grad():
+            g = gram(rep(tr.x)).flatten(1)
+        sim = g @ g.T
+        return float((sim.sum() - sim.diagonal().sum()) / 12)
+
+    assert similarity(50.0) < similarity(0.0) - 0.05
+
+
+# --- the loop with other parameterizations ------------------------------------------------------------------
+
+@pytest.mark.parametrize("param", ["fourier", "maco", "pixel"])
+def test_autograd_path_lowers_the_energy_and_is_deterministic(param: str) -> None:
+    rep = tiny_rep()
+    with torch.no_grad():
+        phi0 = rep(load_image("sample:coffee", 32) - 127.5)
+    from preimage.engine.objectives import Inversion
+
+    obj = Inversion(phi0.expand(2, -1, -1, -1), 100.0)
+    kw = {"param": param, "transforms": T.parse_transforms("jitter:3,crops:2"), "prior": BNStats(rep, 0.01),
+          "optimizer": "adam" if param == "pixel" else None}
+    sched = (Stage(25, 1.0, True), Stage(5, 0.1, False))
+    a = optimize(rep, obj, 2, (32, 32), sched, seed=0, **kw)
+    b = optimize(rep, obj, 2, (32, 32), sched, seed=0, **kw)
+    assert torch.equal(a.x, b.x)
+    assert (a.energy[-5:].mean(0) < 0.8 * a.energy[:3].mean(0)).all(), (param, a.energy[:3], a.energy[-5:])
+    assert a.x.shape == (2, 3, 32, 32) and a.x.norm(dim=1).max() <= Energy().bound + 1e-3
+    assert a.stages[0]["param"] == param and a.stages[1]["transforms"] == 0
+
+
+# --- judges and transfer -------------------------------------------------------------------------------------
+
+def test_transfer_is_the_judges_softmax_on_the_saved_file(tmp_path) -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(4, 5)).eval()
+    judge = Judge(load(net, None, mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3), input_size=(20, 20)))
+    img = torch.rand(3, 37, 29) * 255
+    path = save_png(img, tmp_path / "p.png")
+    got = judge.classes([path], [3])
+    # As a user would: decode the PNG, resize to the judge's input size, normalize, softmax.
+    a = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)[None].float()
+    a = F.interpolate(a, size=(20, 20), mode="bicubic", antialias=True, align_corners=False).clamp(0, 255)
+    mean, std = torch.tensor([0.4, 0.5, 0.6]).view(1, 3, 1, 1), torch.tensor([0.2, 0.25, 0.3]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        p = net((a / 255 - mean) / std).softmax(1)[0]
+    assert got["probability"][0] == pytest.approx(float(p[3]), abs=1e-5)
+    assert got["top1"][0] == (int(p.argmax()) == 3) and got["judge_top1"][0] == int(p.argmax())
+    agree = judge.agreement([path], img[None])
+    assert agree["agree"][0] == (agree["original_top1"][0] == int(p.argmax()))
+    with pytest.raises(PreimageError, match="out of range"):
+        judge.classes([path], [7])
+
+
+def test_efficientnet_lite1_judge_recognises_a_cat() -> None:
+    judge = Judge("efficientnet_lite1")
+    assert judge.size == (240, 240)
+    probs = judge.probabilities(load_image("sample:chelsea", 240))
+    assert int(probs.argmax()) in (281, 282, 285)  # tabby, tiger cat, Egyptian cat
+
+
+# --- the command line ----------------------------------------------------------------------------------------
+
+def test_maximize_natural_with_judge_cli(tmp_path, capsys) -> None:
+    rc = main(["maximize", "--layer", "classifier", "--unit", "1", "--size", "64", "--iters", "3",
+               "--style", "natural", "--transforms", "jitter:3,crops:2", "--judge", "efficientnet_lite1",
+               "--out", str(tmp_path), "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["style"] == "natural" and out["param"] == "fourier" and out["prior"] == "bn"
+    t = out["transfer"]["efficientnet_lite1"]
+    judge = Judge("efficientnet_lite1")
+    assert t["probability"][0] == pytest.approx(judge.classes([out["image"]], [1])["probability"][0], abs=1e-6)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--param", "wavelet"], "parameterization"),
+    (["--prior", "gan"], "prior"),
+    (["--transforms", "jitter:0"], "bad transform"),
+    (["--style", "fancy"], "style"),
+    (["--judge", "nosuchnet"], "unknown model"),
+    (["--objective", "direction:missing.npy"], "direction file"),
+    (["--model", "alexnet", "--random-weights", "--prior", "bn"], "BatchNorm"),
+])
+def test_bad_new_options_end_in_one_line(tmp_path, capsys, args, message) -> None:
+    rc = main(["maximize", "--layer", "classifier", "--unit", "1", "--iters", "1", "--out", str(tmp_path)] + args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("error:") and message in err[0]
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--classes", "x"], "--classes"),
+    (["--classes", "25", "--styles", "fancy"], "unknown variant"),
+    (["--classes", "1000"], "out of range"),
+])
+def test_bench_transfer_bad_input(tmp_path, capsys, args, message) -> None:
+    rc = main(["bench", "--transfer", "--no-lucent", "--out", str(tmp_path / "t"), *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and message in err[0]
+    assert not (tmp_path / "t").exists()
