@@ -121,7 +121,8 @@ def test_translation_by_one_cell_shifts_the_map() -> None:
 def test_gradcheck(variant: str) -> None:
     torch.manual_seed(1)
     x = (torch.rand(1, 1, 24, 24, dtype=torch.float64) * 255).requires_grad_()
-    net = HOG(8, variant, texture=True)
+    # The exact gradient (the surrogate's is another function's, by design: see the surrogate test).
+    net = HOG(8, variant, texture=True, exact_gradient=True)
     assert torch.autograd.gradcheck(net, (x,), eps=1e-6, atol=1e-6, rtol=1e-4)
 
 
@@ -134,3 +135,24 @@ def test_gradient_is_finite_on_flat_and_step_images() -> None:
         (g,) = torch.autograd.grad((y * torch.rand_like(y)).sum(), xv)
         assert torch.isfinite(g).all()
         assert torch.all(y[0] == 0) and g[0].abs().max() == 0
+
+
+def test_surrogate_forward_is_exact_and_backward_is_the_bilinear_binnings(vl_hog) -> None:
+    im = grey("coffee")[40:168, 60:220]
+    x = torch.from_numpy(im)[None, None].clone().requires_grad_()
+    exact, sur, hogb = HOG(8, "hog", exact_gradient=True), HOG(8, "hog"), HOG(8, "hogb")
+    # Forward: bit for bit the hard binning's (with autograd recording), hence still VLFeat's UoCTTI HOG.
+    y = sur(x)
+    assert torch.equal(y, exact(x))
+    assert stats(ours(im, "hog", exact_gradient=False), vl_hog(im, 8, variant="UoCTTI"))[1] < 1e-6
+    # Backward of the binning: exactly what HOGb's bilinear binning gives, not the hard one's.
+    w = torch.rand(1, 18, 16, 20, generator=torch.Generator().manual_seed(0))
+    (g_sur,) = torch.autograd.grad((sur.cell_histograms(x) * w).sum(), x)
+    (g_bil,) = torch.autograd.grad((hogb.cell_histograms(x) * w).sum(), x)
+    (g_hard,) = torch.autograd.grad((exact.cell_histograms(x) * w).sum(), x)
+    assert torch.equal(g_sur, g_bil)
+    assert (g_sur - g_hard).norm() > 0.3 * g_hard.norm()
+    # Through the whole HOG: the chain rule on the hard histogram's values with the bilinear Jacobian.
+    (g,) = torch.autograd.grad((y * torch.rand_like(y)).sum(), x)
+    assert torch.isfinite(g).all() and g.abs().max() > 0
+

@@ -43,6 +43,7 @@ from .common import (
     progress_bar,
     style_opt,
 )
+from .shallow import ExactGradientOpt, gradient_options
 
 SizeOpt = Annotated[int | None, typer.Option(help="input size in pixels (default: from the receptive field)",
                                              **SIZE)]
@@ -51,6 +52,9 @@ OptimizerOpt = Annotated[str | None, typer.Option(help="paper (momentum+AdaGrad)
                                                   "pixel parameterization, adam for the others)")]
 LeakOpt = Annotated[float, typer.Option("--relu-leak", help="slope given to the net's ReLUs while optimizing "
                                         "(the paper's option; 0 in its released runs)", **FRACTION)]
+CapLeakOpt = Annotated[float, typer.Option(
+    "--cap-leak", min=0.0, max=1.0, help="backward slope where ReLU6 is flat; the forward and the scores stay "
+    "exact (0, the default: the exact gradient)")]
 OutOpt = Annotated[Path, typer.Option(help="output folder")]
 PngScaleOpt = Annotated[str, typer.Option(help="minmax (the paper's) or clip")]
 
@@ -91,14 +95,15 @@ def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
                                                "map's mean); on a vision transformer's patch grid")] = "neuron",
              token: TokenOpt = None,
              restarts: Annotated[int, typer.Option(help="random restarts per unit (diverse pre-images)", **COUNT)] = 1,
-             relu_leak: LeakOpt = 0.0, size: SizeOpt = None, iters: ItersOpt = None, seed: SeedOpt = 0,
-             optimizer: OptimizerOpt = None, out: OutOpt = Path("preimage-out"),
+             relu_leak: LeakOpt = 0.0, cap_leak: CapLeakOpt = 0.0, size: SizeOpt = None, iters: ItersOpt = None,
+             seed: SeedOpt = 0, optimizer: OptimizerOpt = None, out: OutOpt = Path("preimage-out"),
              png_scale: PngScaleOpt = "minmax", weights: WeightsOpt = None, random_weights: RandomOpt = False,
              channels: ChannelsOpt = None,
              template: Annotated[Path | None, typer.Option(help="maximize a linear template over the cells instead "
                                                            "of units: .npy/.npz/DPM .mat, h×w×D or D×h×w (HOG "
                                                            "template pictures)")] = None,
-             force: ForceOpt = False, device: DeviceOpt = "cpu", amp: AmpOpt = None, compile: CompileOpt = False,
+             exact_gradient: ExactGradientOpt = False, force: ForceOpt = False, device: DeviceOpt = "cpu",
+             amp: AmpOpt = None, compile: CompileOpt = False,
              threads: ThreadsOpt = None, style: style_opt(MAXIMIZE_STYLE) = MAXIMIZE_STYLE, param: ParamOpt = None,
              transforms: TransformsOpt = None, prior: PriorOpt = None, prior_weight: PriorWeightOpt = None,
              objective: Annotated[str, typer.Option(help="what to maximize, a weighted sum: 'unit' (the --unit "
@@ -113,8 +118,9 @@ def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
     from ..tasks.activation import check_options, check_units
     from ..tasks.activation import maximize as run_maximize
 
+    hog_kw = gradient_options(model, exact_gradient)
     if template is not None:
-        return _template(model, template, restarts, iters, seed, out, png_scale, force, device, as_json)
+        return _template(model, template, restarts, iters, seed, out, png_scale, force, device, as_json, hog_kw)
     terms = parse_objective(objective)
     weights_of = {name: sum(w for w, n, _ in terms if n == name) for name in ("unit", "direction", "diversity")}
     dirs = [a for _, n, a in terms if n == "direction"]
@@ -124,11 +130,11 @@ def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
     direction = load_direction(dirs[0]) if dirs else None
     has_unit = any(n == "unit" for _, n, _ in terms)
     units = parse_units(unit) if has_unit or unit is not None else [0]
-    check_options(mode, restarts, relu_leak)
+    check_options(mode, restarts, relu_leak, cap_leak)
     # Check the units, the style and the judges (and measure the layer) before claiming files or starting the
     # progress bar.
-    rep, _, units = check_units(load_rep(model, layer, weights, random_weights, device, threads, channels), units,
-                                token=token)
+    rep, _, units = check_units(load_rep(model, layer, weights, random_weights, device, threads, channels, **hog_kw),
+                                units, token=token)
     resolve(rep, style, param=param, transforms=transforms, prior=prior, prior_weight=prior_weight,
             optimizer=optimizer)
     judges = _judges(judge, device)
@@ -141,7 +147,8 @@ def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
                  + [f"{stem}.json"])
     with progress_bar(f"maximize {rep.layer or 'output'}") as update:
         res = run_maximize(rep, units, mode=mode, token=token, restarts=restarts, size=size, iters=iters, seed=seed,
-                           optimizer=optimizer, relu_leak=relu_leak, progress=update, amp=amp, compile=compile,
+                           optimizer=optimizer, relu_leak=relu_leak, cap_leak=cap_leak, progress=update, amp=amp,
+                           compile=compile,
                            style=style, param=param, transforms=transforms, prior=prior, prior_weight=prior_weight,
                            direction=direction, direction_weight=weights_of["direction"],
                            diversity=weights_of["diversity"], diversity_layer=next(iter(div_layers), None),
@@ -162,7 +169,8 @@ def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
                "reference_max": [next(r["reference_max"] for r in records if r["unit"] == u) for u in units],
                "ratio": per_unit["ratio"], "image": image, "images": [r["image"] for r in records],
                "iterations": res.iterations, "seconds": round(res.seconds, 3), "seed": seed,
-               "optimizer": res.info["optimizer"], "relu_leak": relu_leak, "size": res.info["size"],
+               "optimizer": res.info["optimizer"], "relu_leak": relu_leak,
+               "cap_leak": res.info["cap_leak"], "size": res.info["size"],
                "style": res.info["style"], "param": res.info["param"], "transforms": res.info["transforms"],
                "prior": res.info["prior"], "prior_weight": res.info["prior_weight"], "objective": objective,
                "point": res.info["point"], "weight": res.info["weight"],
@@ -204,12 +212,12 @@ def _judges(names: list[str] | None, device: str) -> list:
 
 
 def _template(model: str, template: Path, restarts: int, iters: int | None, seed: int, out: Path, png_scale: str,
-              force: bool, device: str, as_json: bool) -> None:
+              force: bool, device: str, as_json: bool, hog_kw: dict[str, bool]) -> None:
     """``maximize --template``: the picture of a linear template (paper-notes §4 item 2)."""
     from ..tasks.templates import load_template, template_picture
 
     w = load_template(template)  # a bad file fails before any output is claimed
-    rep = load_rep(model, None, None, False, device)
+    rep = load_rep(model, None, None, False, device, **hog_kw)
     stem = f"template-{safe_name(template.stem)}-{safe_name(rep.name)}"
     names = [f"{stem}-r{r}" for r in range(restarts)] if restarts > 1 else [stem]
     outdir = OutputDir(out, force)
@@ -235,7 +243,10 @@ def caricature(image: Annotated[str, typer.Argument(help="image path or sample:N
                size: Annotated[int | None, typer.Option(help="input size in pixels (default: the model's)",
                                                         **SIZE)] = None,
                iters: ItersOpt = None, seed: SeedOpt = 0, optimizer: OptimizerOpt = None,
-               relu_leak: LeakOpt = 0.0, out: OutOpt = Path("preimage-out"), png_scale: PngScaleOpt = "minmax",
+               relu_leak: LeakOpt = 0.0, cap_leak: CapLeakOpt = 0.0,
+               limit: Annotated[bool, typer.Option("--limit", help="also measure how far the score can go: the "
+                                                   "same energy maximized from noise (3× the work)")] = False,
+               out: OutOpt = Path("preimage-out"), png_scale: PngScaleOpt = "minmax",
                weights: WeightsOpt = None, random_weights: RandomOpt = False, channels: ChannelsOpt = None,
                force: ForceOpt = False,
                device: DeviceOpt = "cpu", amp: AmpOpt = None, compile: CompileOpt = False,
@@ -248,7 +259,7 @@ def caricature(image: Annotated[str, typer.Argument(help="image path or sample:N
     from ..tasks.activation import caricature as run_caricature
     from ..tasks.activation import check_options
 
-    check_options(relu_leak=relu_leak)
+    check_options(relu_leak=relu_leak, cap_leak=cap_leak)
     rep = load_rep(model, layer, weights, random_weights, device, threads, channels)
     resolve(rep, style, param=param, transforms=transforms, prior=prior, prior_weight=prior_weight,
             optimizer=optimizer)
@@ -257,19 +268,27 @@ def caricature(image: Annotated[str, typer.Argument(help="image path or sample:N
     outdir.claim([*picture_files(stem, rep.channels), f"{stem}.json"])
     with progress_bar(f"caricature {rep.layer or 'output'}") as update:
         res = run_caricature(rep, image, size=size, iters=iters, seed=seed, optimizer=optimizer,
-                             relu_leak=relu_leak, progress=update, amp=amp, compile=compile, style=style,
-                             param=param, transforms=transforms, prior=prior, prior_weight=prior_weight)
+                             relu_leak=relu_leak, cap_leak=cap_leak, limit=limit, progress=update, amp=amp,
+                             compile=compile, style=style, param=param, transforms=transforms, prior=prior,
+                             prior_weight=prior_weight)
     start, end = float(res.metrics["score_start"][0]), float(res.metrics["score_end"][0])
     png = str(save_picture(res.images[0], outdir / f"{stem}.png", png_scale))
     summary = {"model": res.model, "layer": res.layer, "input": image, "score_start": start, "score_end": end,
                "gain": end / start, "image": png, "iterations": res.iterations, "seconds": round(res.seconds, 3),
-               "seed": seed, "optimizer": res.info["optimizer"], "relu_leak": relu_leak, "size": res.info["size"],
+               "seed": seed, "optimizer": res.info["optimizer"], "relu_leak": relu_leak,
+               "cap_leak": res.info["cap_leak"], "size": res.info["size"],
                "style": res.info["style"], "param": res.info["param"], "transforms": res.info["transforms"],
                "prior": res.info["prior"], "point": res.info["point"]}
+    if limit:
+        summary["score_limit"] = float(res.metrics["score_limit"][0])
+        summary["share_of_limit"] = float(res.metrics["share_of_limit"][0])
     summary["json"] = str(write_json(outdir / f"{stem}.json", summary))
 
     def human() -> None:
         out_console.print(f"score {start:.3g} → {end:.3g} ({end / start:.2f}×)  → {png}")
+        if limit:
+            out_console.print(f"limit {summary['score_limit']:.3g} (the best score found from noise or here); "
+                              f"this caricature reaches {100 * summary['share_of_limit']:.0f}% of it")
         out_console.print(f"{res.iterations} iterations in {res.seconds:.1f} s")
 
     emit(summary, as_json, human)

@@ -45,6 +45,7 @@ from .common import (
     sweep_backend,
     sweep_bar,
 )
+from .shallow import ExactGradientOpt, gradient_options
 
 
 @app.command()
@@ -106,6 +107,10 @@ def invert(image: Annotated[str, typer.Argument(help="image path or sample:NAME 
            mask: Annotated[str | None, typer.Option(help="neigh:5 or channels:first-half|second-half|A:B")] = None,
            out: Annotated[Path, typer.Option(help="output folder")] = Path("preimage-out"),
            png_scale: Annotated[str, typer.Option(help="minmax (the paper's) or clip")] = "minmax",
+           coarse_to_fine: Annotated[bool | None, typer.Option(
+               "--coarse-to-fine/--one-level", help="spend the first third of the iterations on a half-resolution "
+               "image (default: the model's; on for hog)")] = None,
+           exact_gradient: ExactGradientOpt = False,
            force: ForceOpt = False, device: DeviceOpt = "cpu", amp: AmpOpt = None, compile: CompileOpt = False,
            threads: ThreadsOpt = None, style: style_opt("paper") = "paper", param: ParamOpt = None,
            transforms: TransformsOpt = None, prior: PriorOpt = None, prior_weight: PriorWeightOpt = None,
@@ -117,7 +122,8 @@ def invert(image: Annotated[str, typer.Argument(help="image path or sample:NAME 
     from ..tasks.inversion import invert as run_invert
 
     cs = parse_floats(C, "--C")
-    rep = load_rep(model, layer, weights, random_weights, device, threads, channels)
+    rep = load_rep(model, layer, weights, random_weights, device, threads, channels,
+                   **gradient_options(model, exact_gradient))
     resolve(rep, style, param=param, transforms=transforms, prior=prior, prior_weight=prior_weight,
             optimizer=optimizer)
     judges = load_judges(judge, device) if judge else []
@@ -130,7 +136,8 @@ def invert(image: Annotated[str, typer.Argument(help="image path or sample:NAME 
     with progress_bar(f"invert {rep.layer or 'output'}") as update:
         res = run_invert(rep, image, C=cs, restarts=restarts, size=size, iters=iters, seed=seed,
                          optimizer=optimizer, mask=mask, progress=update, amp=amp, compile=compile, style=style,
-                         param=param, transforms=transforms, prior=prior, prior_weight=prior_weight)
+                         param=param, transforms=transforms, prior=prior, prior_weight=prior_weight,
+                         coarse_to_fine=coarse_to_fine)
     records = res.records()
     for rec, name, img in zip(records, names, res.images, strict=True):
         rec["image"] = str(save_picture(img, outdir / f"{name}.png", png_scale))
@@ -138,7 +145,8 @@ def invert(image: Annotated[str, typer.Argument(help="image path or sample:NAME 
                "image": records[0]["image"], "iterations": res.iterations, "seconds": round(res.seconds, 3),
                "seed": seed, "optimizer": res.info["optimizer"], "size": res.info["size"],
                "stages": res.info["stages"], "style": res.info["style"], "param": res.info["param"],
-               "transforms": res.info["transforms"], "prior": res.info["prior"], "results": records}
+               "transforms": res.info["transforms"], "prior": res.info["prior"],
+               "coarse_to_fine": res.info["coarse_to_fine"], "results": records}
     if judges:
         # Label agreement: the judge's top-1 on the original (as loaded for the inversion) and on each PNG.
         ref = res.info["reference"].repeat_interleave(len(records) // res.info["reference"].shape[0], 0)

@@ -12,6 +12,19 @@ from ..representations import parse_device
 from .common import ITERS, SIZE, DeviceOpt, ForceOpt, JsonOpt, SeedOpt, emit, err_console, out_console, progress_bar
 from .evaluation import reproduce_app
 
+ExactGradientOpt = Annotated[bool, typer.Option("--exact-gradient", help="HOG only: the paper's behaviour, the "
+                                                "hard binning's own gradient at one resolution (default: the "
+                                                "bilinear binning's gradient and a coarse-to-fine start)")]
+
+
+def gradient_options(model: str, exact_gradient: bool) -> dict[str, bool]:
+    """The builder options for ``--exact-gradient``; an error for models it does not apply to."""
+    if not exact_gradient:
+        return {}
+    if model != "hog":
+        raise PreimageError(f"--exact-gradient applies to --model hog only ({model} has no surrogate gradient)")
+    return {"exact_gradient": True}
+
 
 def _log(msg: str) -> None:
     err_console.print(msg, markup=False, highlight=False, soft_wrap=True)
@@ -27,7 +40,8 @@ def hog_table(images: Annotated[str, typer.Option(help="a folder of images, or '
               iters: Annotated[int, typer.Option(help="iterations per inversion (the paper's 300)", **ITERS)] = 300,
               pngs: Annotated[bool, typer.Option("--pngs/--no-pngs", help="save every pre-image and a grid")] = True,
               out: Annotated[Path, typer.Option(help="output folder")] = Path("preimage-hog-table"),
-              seed: SeedOpt = 0, force: ForceOpt = False, device: DeviceOpt = "cpu", as_json: JsonOpt = False) -> None:
+              exact_gradient: ExactGradientOpt = False, seed: SeedOpt = 0, force: ForceOpt = False,
+              device: DeviceOpt = "cpu", as_json: JsonOpt = False) -> None:
     """The IJCV HOG table: mean inversion error ± 95% CI of HOG, HOGb and DSIFT over a folder (grey, C=100)."""
 
     from ..experiments.reproduce.hog_table import MODELS, collect_images, run_hog_table
@@ -48,7 +62,7 @@ def hog_table(images: Annotated[str, typer.Option(help="a folder of images, or '
     outdir.claim(["hog-table.md", "hog-table.json", *files])
     with progress_bar(f"hog-table: {len(found)} images × {len(names)} models") as update:
         table = run_hog_table(found, models=names, iters=iters, seed=seed, device=dev, skipped=skipped,
-                              source=images, max_side=max_side, progress=update)
+                              source=images, max_side=max_side, exact_gradient=exact_gradient, progress=update)
     summary = table.to_json()
     if pngs:
         tiles = []

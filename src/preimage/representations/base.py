@@ -36,11 +36,13 @@ SHALLOW_INVERSION = (Stage(300, 1.0, False),)
 
 @dataclass(frozen=True)
 class TaskDefaults:
-    """Per-model defaults for inversion: data-term weight C, schedule, input size (None = the image's own)."""
+    """Per-model defaults for inversion: data-term weight C, schedule, input size (None = the image's own),
+    and whether to start coarse-to-fine (``tasks.coarse_to_fine``)."""
 
     C: float = 100.0
     schedule: tuple[Stage, ...] = CNN_INVERSION
     size: tuple[int, int] | None = (224, 224)
+    coarse_to_fine: bool = False
 
 
 @dataclass

@@ -25,6 +25,7 @@ from torch import nn
 
 from ..errors import PreimageError
 from .base import SHALLOW_INVERSION, ModelSpec, TaskDefaults
+from .surrogate import straight_through
 from .zoo import register_model
 
 _SQRT_EPS = 1e-6  # makes |∇I| differentiable at 0 (gradient 0 there) while changing values by at most 1e-6
@@ -100,7 +101,7 @@ class HOG(nn.Module):
     """
 
     def __init__(self, cell_size: int = 8, variant: Literal["hog", "hogb"] = "hog", num_orientations: int = 9,
-                 texture: bool = False) -> None:
+                 texture: bool = False, exact_gradient: bool = False) -> None:
         super().__init__()
         if variant not in ("hog", "hogb"):
             raise PreimageError(f"unknown HOG variant '{variant}' (hog or hogb)")
@@ -110,6 +111,7 @@ class HOG(nn.Module):
         self.variant = variant
         self.num_orientations = num_orientations
         self.texture = texture
+        self.exact_gradient = exact_gradient
         k, self._pad = _cell_kernel(cell_size)
         self.register_buffer("kernel", torch.outer(k, k).float(), persistent=False)
 
@@ -120,7 +122,8 @@ class HOG(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"cell_size={self.cell_size}, variant={self.variant!r}, "
-                f"num_orientations={self.num_orientations}, texture={self.texture}")
+                f"num_orientations={self.num_orientations}, texture={self.texture}"
+                + (", exact_gradient=True" if self.exact_gradient and self.variant == "hog" else ""))
 
     def cell_histograms(self, x: torch.Tensor) -> torch.Tensor:
         """Unnormalized directed histograms: N×C×H×W → N×2O×⌊H/cell⌋×⌊W/cell⌋."""
@@ -131,7 +134,12 @@ class HOG(nn.Module):
             raise PreimageError(f"image {x.shape[-2]}×{x.shape[-1]} is smaller than two HOG cells "
                                 f"({2 * b}×{2 * b} pixels)")
         gx, gy = _hog_gradients(x)
-        hist = orientation_histogram(gx, gy, 2 * no, self.variant == "hog", gradient_magnitude(gx, gy))
+        mag = gradient_magnitude(gx, gy)
+        hard = self.variant == "hog"
+        hist = orientation_histogram(gx, gy, 2 * no, hard, mag)
+        if hard and not self.exact_gradient and mag.requires_grad:
+            # Values of the hard binning, gradient of the bilinear one: edges can turn (see ``surrogate``).
+            hist = straight_through(hist, orientation_histogram(gx, gy, 2 * no, False, mag))
         # Pixels past the last cell centre still feed it (VLFeat drops only what falls outside the grid).
         hist = F.pad(hist, (self._pad, b, self._pad, b))
         weight = self.kernel.to(hist).expand(2 * no, 1, 2 * b, 2 * b)
@@ -157,18 +165,24 @@ class HOG(nn.Module):
         return torch.cat(out, 1)
 
 
-def _spec(name: str, module: nn.Module, weights_id: str) -> ModelSpec:
+def _spec(name: str, module: nn.Module, weights_id: str, coarse_to_fine: bool = False) -> ModelSpec:
     # mean 0, std 1/255: the representation hands the module the grey image in 0–255, as the paper's nets.
     return ModelSpec(name, module, mean=(0.0,), std=(1 / 255,), channels=1,
-                     defaults=TaskDefaults(C=100.0, schedule=SHALLOW_INVERSION, size=None),
+                     defaults=TaskDefaults(C=100.0, schedule=SHALLOW_INVERSION, size=None,
+                                           coarse_to_fine=coarse_to_fine),
                      default_layer=None, weights_id=weights_id)
 
 
 @register_model("hog", "UoCTTI HOG (VLFeat vl_hog), hard orientation binning; grey input")
 def build_hog(weights: str | None = None, random_weights: bool = False, cell_size: int = 8,
-              **kw: object) -> ModelSpec:
-    """HOG with hard orientation binning (no weights: ``weights``/``random_weights`` are ignored)."""
-    return _spec("hog", HOG(cell_size, "hog", **kw), f"hog-cell{cell_size}")
+              exact_gradient: bool = False, **kw: object) -> ModelSpec:
+    """HOG with hard orientation binning (no weights: ``weights``/``random_weights`` are ignored).
+
+    By default its backward pass is the bilinear binning's (``surrogate``) and inversion starts coarse-to-fine;
+    ``exact_gradient=True`` gives the paper's behaviour (the hard binning's own gradient, one level). The
+    features are the same either way."""
+    return _spec("hog", HOG(cell_size, "hog", exact_gradient=exact_gradient, **kw), f"hog-cell{cell_size}",
+                 coarse_to_fine=not exact_gradient)
 
 
 @register_model("hogb", "HOGb: UoCTTI HOG with bilinear orientation binning; grey input")

@@ -27,6 +27,7 @@ from ..errors import PreimageError
 from ..measures.stats import RELUS, NeuronStats, Point, load_stats, warn
 from ..representations.base import Geometry, ModelSpec, Representation, Stage, truncated_forward
 from ..result import Result
+from .capped import CAP_LEAK, leaky_backward, score_limit
 from .inversion import as_representation, image_count, prepare_images, reference_features
 
 #: Activation maximization and caricature: one stage of 300 steps at lr0 with jitter (paper-notes §1.3, §1.4).
@@ -203,14 +204,17 @@ def _as_units(units: int | Sequence[int]) -> list[int]:
     return us
 
 
-def check_options(mode: str = "neuron", restarts: int = 1, relu_leak: float = 0.0) -> None:
-    """A clear error for a bad mode, restart count or ReLU leak."""
+def check_options(mode: str = "neuron", restarts: int = 1, relu_leak: float = 0.0,
+                  cap_leak: float = 0.0) -> None:
+    """A clear error for a bad mode, restart count, ReLU leak or cap leak."""
     if mode not in MODES:
         raise PreimageError(f"unknown mode '{mode}' (choose {' or '.join(MODES)})")
     if restarts < 1:
         raise PreimageError("--restarts must be at least 1")
     if not 0 <= relu_leak < 1:
         raise PreimageError("--relu-leak must be in [0, 1)")
+    if not 0 <= cap_leak < 1:
+        raise PreimageError("--cap-leak must be in [0, 1)")
 
 
 def check_units(model: Representation | str, units: int | Sequence[int], layer: str | None = None,
@@ -250,12 +254,12 @@ def maximize(model: Representation | str, units: int | Sequence[int], *, layer: 
              mode: str = "neuron", token: str | None = None, restarts: int = 1,
              size: int | tuple[int, int] | None = None,
              iters: int | None = None, seed: int = 0, optimizer: str | None = None, relu_leak: float = 0.0,
-             stats: NeuronStats | None = None, energy: Energy = Energy(), init: torch.Tensor | None = None,
-             progress: Progress | None = None, amp: bool | str | None = None, compile: bool = False,
-             style: str = MAXIMIZE_STYLE, param: str | None = None, transforms: str | None = None,
-             prior: str | None = None, prior_weight: float | None = None, direction: torch.Tensor | None = None,
-             direction_weight: float = 1.0, diversity: float = 0.0, diversity_layer: str | None = None,
-             unit_weight: float = 1.0) -> Result:
+             cap_leak: float = 0.0, stats: NeuronStats | None = None, energy: Energy = Energy(),
+             init: torch.Tensor | None = None, progress: Progress | None = None, amp: bool | str | None = None,
+             compile: bool = False, style: str = MAXIMIZE_STYLE, param: str | None = None,
+             transforms: str | None = None, prior: str | None = None, prior_weight: float | None = None,
+             direction: torch.Tensor | None = None, direction_weight: float = 1.0, diversity: float = 0.0,
+             diversity_layer: str | None = None, unit_weight: float = 1.0) -> Result:
     """Images that excite units of a layer most: R restarts × k units = N problems, one ``optimize`` batch.
 
     mode: ``neuron`` (the paper): the unit's centre neuron of the pre-ReLU map; ``channel``: the mean of its
@@ -271,7 +275,8 @@ def maximize(model: Representation | str, units: int | Sequence[int], *, layer: 
     side (default: ``unit_image_size``). init: the starting images, N×C×H×W in paper units, units × restarts
     in order (default: the loop's noise; the sweep passes noise drawn per problem, so that a problem's result
     does not depend on the batch it shares). relu_leak: slope given to the net's ReLUs while optimizing (the
-    reported activations use the real network). Returns a Result of N images in 0–255 units with metrics
+    reported activations use the real network). cap_leak: backward slope where ReLU6 is flat (``capped``; 0, the
+    default: the exact gradient; the forward stays exact). Returns a Result of N images in 0–255 units with metrics
     ``activation`` (Φ_c at the centre neuron, or the map's mean, on the final image without jitter),
     ``reference_max`` (M_c), ``ratio`` and, for logits, ``probability`` (softmax) and ``top1``.
 
@@ -281,7 +286,7 @@ def maximize(model: Representation | str, units: int | Sequence[int], *, layer: 
     map, normalized as a unit with the layer's median maximum), plus ``diversity`` × Lucid's Gram-similarity
     penalty between the restarts of each unit (at Φ, or at ``diversity_layer``).
     """
-    check_options(mode, restarts, relu_leak)
+    check_options(mode, restarts, relu_leak, cap_leak)
     if unit_weight == 0 and direction is None:
         raise PreimageError("nothing to maximize: give units (a non-zero unit weight) or a direction")
     rep, point, us = check_units(model, units, layer, token)
@@ -336,7 +341,7 @@ def maximize(model: Representation | str, units: int | Sequence[int], *, layer: 
         objective = sty.C * objective
 
     sched = scale_schedule(SINGLE_STAGE, iters if iters is not None else sty.iters)
-    with leaky_relus(rep.net, relu_leak):
+    with leaky_relus(rep.net, relu_leak), leaky_backward(rep.net, cap_leak):
         trace = optimize(rep, objective, n, hw, sched, init=init, seed=seed, energy=energy, progress=progress,
                          amp=amp, compile=compile, **opt_kw)
     with torch.no_grad():
@@ -357,7 +362,7 @@ def maximize(model: Representation | str, units: int | Sequence[int], *, layer: 
     if direction is not None:
         metrics["direction"] = along.score(phi) / dir_scale  # mean ⟨Φ, v̂⟩ over the map
     info = {"size": list(hw), "mode": mode, "token": token, "stages": trace.stages, "seed": seed, **describe(sty),
-            "relu_leak": relu_leak, "point": f"{point[0]} of {point[1] or 'the network'}",
+            "relu_leak": relu_leak, "cap_leak": cap_leak, "point": f"{point[0]} of {point[1] or 'the network'}",
             "receptive_field": list(geo.receptive_field) if geo.receptive_field else None,
             "stride": list(geo.stride) if geo.stride else None, "centre": list(centre) if centre else None,
             "weight": w_unit.tolist(), "paper_code_reference_max": quirk, "logits": logits,
@@ -372,19 +377,23 @@ def maximize(model: Representation | str, units: int | Sequence[int], *, layer: 
 
 def caricature(model: Representation | str, images: str | Sequence[str] | torch.Tensor, *,
                layer: str | None = None, size: int | tuple[int, int] | None = None, iters: int | None = None,
-               seed: int = 0, optimizer: str | None = None, relu_leak: float = 0.0, energy: Energy = Energy(),
-               progress: Progress | None = None, amp: bool | str | None = None, compile: bool = False,
-               style: str = "paper", param: str | None = None, transforms: str | None = None,
-               prior: str | None = None, prior_weight: float | None = None) -> Result:
+               seed: int = 0, optimizer: str | None = None, relu_leak: float = 0.0, cap_leak: float = 0.0,
+               limit: bool = False, energy: Energy = Energy(), progress: Progress | None = None,
+               amp: bool | str | None = None, compile: bool = False, style: str = "paper", param: str | None = None,
+               transforms: str | None = None, prior: str | None = None, prior_weight: float | None = None) -> Result:
     """Exaggerate what a layer sees in images: minimize −⟨Φ(x), Φ0⁺⟩/‖Φ0⁺‖², Φ0⁺ = max(Φ(x0), 0), starting
     from x0, 300 steps with jitter (paper-notes §1.4). Φ0 is computed on the mean-subtracted image the
     optimization starts from (the authors' script used the raw image: a quirk, fixed here).
 
-    images: a path, ``sample:NAME``, a list, or N×C×H×W in 0–255. Returns a Result with metrics
-    ``score_start`` and ``score_end``: ⟨Φ, Φ0⁺⟩/‖Φ0⁺‖² on the image and on the final image without jitter
-    (``score_start`` is 1 by construction: ⟨Φ0, Φ0⁺⟩ = ‖Φ0⁺‖²).
+    images: a path, ``sample:NAME``, a list, or N×C×H×W in 0–255. cap_leak: backward slope where ReLU6 is flat
+    (``capped``; 0, the default: the exact gradient; the forward and the scores stay exact).
+    limit: also measure how far the score can go (``capped.score_limit``: the same energy from noise, with and
+    without the leak; about three times the work). Returns a Result with metrics ``score_start`` and
+    ``score_end``: ⟨Φ, Φ0⁺⟩/‖Φ0⁺‖² on the image and on the final image without jitter (``score_start`` is 1
+    by construction: ⟨Φ0, Φ0⁺⟩ = ‖Φ0⁺‖²), and with ``limit`` ``score_limit`` (the best score of the noise
+    runs and of the caricature itself) and ``share_of_limit`` = score_end / score_limit.
     """
-    check_options(relu_leak=relu_leak)
+    check_options(relu_leak=relu_leak, cap_leak=cap_leak)
     rep, point = response_point(as_representation(model, layer))
     check_memory(rep, image_count(images), size or rep.defaults.size)
     sty, opt_kw = resolve(rep, style, param=param, transforms=transforms, prior=prior, prior_weight=prior_weight,
@@ -397,14 +406,21 @@ def caricature(model: Representation | str, images: str | Sequence[str] | torch.
                             "there is nothing to exaggerate")
     objective = caricature_objective(phi0)
     sched = scale_schedule(SINGLE_STAGE, iters if iters is not None else sty.iters)
-    with leaky_relus(rep.net, relu_leak):
+    with leaky_relus(rep.net, relu_leak), leaky_backward(rep.net, cap_leak):
         trace = optimize(rep, objective, x0.shape[0], tuple(x0.shape[-2:]), sched, init=x0, seed=seed,
                          energy=energy, progress=progress, amp=amp, compile=compile, **opt_kw)
     with torch.no_grad():
         end = objective.score(rep(trace.x))
     start = objective.score(phi0)
+    metrics = {"score_start": start, "score_end": end}
+    if limit:
+        best, _ = score_limit(rep, objective, x0.shape[0], tuple(x0.shape[-2:]), sched,
+                              leaks=sorted({0.0, cap_leak or CAP_LEAK}), seed=seed, energy=energy, **opt_kw)
+        metrics["score_limit"] = torch.maximum(best.to(end), end)
+        metrics["share_of_limit"] = end / metrics["score_limit"]
     problems = [{"input": nm} for nm in names]
     info = {"size": list(x0.shape[-2:]), "stages": trace.stages, "seed": seed, **describe(sty),
-            "relu_leak": relu_leak, "point": f"{point[0]} of {point[1] or 'the network'}", "reference": img}
-    return Result(rep.to_image(trace.x), problems, {"score_start": start, "score_end": end}, rep.name, rep.layer,
-                  trace.iterations, trace.seconds, trace.energy, info)
+            "relu_leak": relu_leak, "cap_leak": cap_leak, "point": f"{point[0]} of {point[1] or 'the network'}",
+            "reference": img}
+    return Result(rep.to_image(trace.x), problems, metrics, rep.name, rep.layer, trace.iterations, trace.seconds,
+                  trace.energy, info)

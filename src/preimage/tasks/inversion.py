@@ -15,6 +15,7 @@ from ..images import load_image, resize, rgb_to_grey
 from ..representations import Representation, Stage, load
 from ..representations.base import refusal
 from ..result import Result
+from .coarse_to_fine import optimize_coarse_to_fine
 
 
 def as_representation(model: Representation | str, layer: str | None = None, **kw: object) -> Representation:
@@ -111,15 +112,17 @@ def invert(model: Representation | str, images: str | Sequence[str] | torch.Tens
            optimizer: str | None = None, mask: str | torch.Tensor | None = None, energy: Energy = Energy(),
            init: torch.Tensor | None = None, progress: Progress | None = None, amp: bool | str | None = None,
            compile: bool = False, style: str = "paper", param: str | None = None, transforms: str | None = None,
-           prior: str | None = None, prior_weight: float | None = None) -> Result:
+           prior: str | None = None, prior_weight: float | None = None, coarse_to_fine: bool | None = None) -> Result:
     """Reconstruct images from their representation: one problem per (image, C, restart), batched.
 
     images: a path, ``sample:NAME``, a list of them, or N×C×H×W in 0–255. C: the data-term weight(s)
-    (default: the model's, 100 for CNNs). Returns a Result with metric ``error`` = ‖Φ(x)−Φ0‖/‖Φ0‖ on the
-    final image without jitter (masked when a mask is given). init: the starting images, N×C×H×W in paper
-    units, one per problem (default: the loop's noise, or the parameterization's own start). amp/compile: see
-    ``optimize``. style: ``paper`` (the default) or ``natural``; param/transforms/prior/prior_weight override its
-    parts (``engine.styles``).
+    (default: the model's, 100 for CNNs). coarse_to_fine: spend the first third of the iterations on a
+    half-resolution image (``tasks.coarse_to_fine``; None: the model's default, on for ``hog``; not with
+    ``init``). Returns a Result with metric ``error`` = ‖Φ(x)−Φ0‖/‖Φ0‖ on the final image without jitter
+    (masked when a mask is given). init: the starting images, N×C×H×W in paper units, one per problem
+    (default: the loop's noise, or the parameterization's own start). amp/compile: see ``optimize``. style:
+    ``paper`` (the default) or ``natural``; param/transforms/prior/prior_weight override its parts
+    (``engine.styles``).
     """
     rep = as_representation(model, layer)
     if mask is not None and isinstance(mask, str) and mask.startswith("neigh") and rep.view is None:
@@ -142,15 +145,22 @@ def invert(model: Representation | str, images: str | Sequence[str] | torch.Tens
     c_vec = torch.tensor(cs, dtype=phi0.dtype).repeat_interleave(restarts).repeat(len(names))
     obj = Inversion(phi0, c_vec.to(phi0.device), None if m is None else m.to(phi0.device))
     sched = scale_schedule(schedule or rep.defaults.schedule, iters)
-    trace = optimize(rep, obj, len(problems), tuple(img.shape[-2:]), sched, init=init, seed=seed, energy=energy,
-                     progress=progress, amp=amp, compile=compile, **opt_kw)
+    if coarse_to_fine is None:
+        coarse_to_fine = rep.defaults.coarse_to_fine and init is None
+    if coarse_to_fine and init is not None:
+        raise PreimageError("coarse-to-fine starts from noise at half resolution: it takes no init")
+    if coarse_to_fine:
+        trace = optimize_coarse_to_fine(rep, obj, len(problems), tuple(img.shape[-2:]), sched, seed=seed,
+                                        energy=energy, progress=progress, amp=amp, compile=compile, **opt_kw)
+    else:
+        trace = optimize(rep, obj, len(problems), tuple(img.shape[-2:]), sched, init=init, seed=seed, energy=energy,
+                         progress=progress, amp=amp, compile=compile, **opt_kw)
     with torch.no_grad():
         error = obj.error(rep(trace.x))
     return Result(rep.to_image(trace.x), problems, {"error": error}, rep.name, rep.layer, trace.iterations,
                   trace.seconds, trace.energy, {"stages": trace.stages, "size": list(img.shape[-2:]),
-                                                 "seed": seed, **describe(sty),
-                                                 "mask": str(mask) if mask
-                                                 is not None else None, "reference": img})
+                                                 "seed": seed, **describe(sty), "coarse_to_fine": coarse_to_fine,
+                                                 "mask": str(mask) if mask is not None else None, "reference": img})
 
 
 def _grid_view(rep: Representation) -> Representation:

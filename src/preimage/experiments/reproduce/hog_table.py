@@ -97,7 +97,8 @@ class HogTable:
         s = self.settings
         size = f"longer side ≤ {s['max_side']} px" if s["max_side"] else "original resolution"
         lines += ["", f"{len(self.images)} images from `{s['images']}` ({size}, grey); {s['iters']} iterations, "
-                  f"C={s['C']:g}, no jitter, seed {s['seed']}; {len(self.skipped)} files skipped; "
+                  f"C={s['C']:g}, no jitter, seed {s['seed']}; HOG gradient: {s['hog_gradient']}; "
+                  f"{len(self.skipped)} files skipped; "
                   f"{self.seconds:.0f} s. HOGgle (ihog) is not run here. CVPR15 used another normalizer "
                   "(mean squared distance between descriptors), so its figures compare only loosely."]
         return "\n".join(lines) + "\n"
@@ -185,10 +186,12 @@ def _row(key: str, model: str, measure: str, errors: Sequence[float]) -> dict[st
 def run_hog_table(images: Sequence[TableImage], *, models: Sequence[str] = MODELS, iters: int = 300,
                   C: float = 100.0, seed: int = 0, vlfeat: bool | None = None, device: str | torch.device = "cpu",
                   skipped: Sequence[dict[str, str]] = (), source: str = "", max_side: int | None = None,
-                  progress: Progress | None = None) -> HogTable:
+                  exact_gradient: bool = False, progress: Progress | None = None) -> HogTable:
     """Invert every image with every model (one batched call per model and image size) and tabulate the errors.
 
     vlfeat: also score HOG pre-images with VLFeat's UoCTTI HOG (None: when cyvlfeat is installed).
+    exact_gradient: HOG as the paper (hard binning's gradient, one level) instead of the surrogate gradient and
+    coarse-to-fine start; the features, and so the scores, are the same either way.
     """
     t0 = time.perf_counter()
     if vlfeat is None:
@@ -203,7 +206,7 @@ def run_hog_table(images: Sequence[TableImage], *, models: Sequence[str] = MODEL
         errors[VLFEAT_ROW] = [math.nan] * len(images)
     pictures: dict[str, torch.Tensor] = {}
     for model in models:
-        rep = load(model, device=device)
+        rep = load(model, device=device, **({"exact_gradient": True} if exact_gradient and model == "hog" else {}))
         for idx in groups.values():
             x0 = torch.cat([images[i].image for i in idx]).to(device)
 
@@ -223,13 +226,15 @@ def run_hog_table(images: Sequence[TableImage], *, models: Sequence[str] = MODEL
     if vlfeat:
         rows.append(_row(VLFEAT_ROW, "hog", "VLFeat UoCTTI HOG, 31 dims (the paper's HOG column)", errors[VLFEAT_ROW]))
     settings = {"images": source, "max_side": max_side, "models": list(models), "iters": iters, "C": C,
-                "seed": seed, "vlfeat": bool(vlfeat)}
+                "seed": seed, "vlfeat": bool(vlfeat),
+                "hog_gradient": "exact" if exact_gradient else "surrogate (bilinear binning's), coarse-to-fine"}
     return HogTable(list(images), errors, pictures, list(skipped), settings, time.perf_counter() - t0, rows)
 
 
 def hog_table(images: str | Sequence[str] = "samples", *, max_side: int | None = None,
               models: Sequence[str] = MODELS, iters: int = 300, seed: int = 0, vlfeat: bool | None = None,
-              device: str | torch.device = "cpu", log: Log = _stderr, progress: Progress | None = None) -> HogTable:
+              device: str | torch.device = "cpu", exact_gradient: bool = False, log: Log = _stderr,
+              progress: Progress | None = None) -> HogTable:
     """The whole experiment: ``collect_images`` then ``run_hog_table``."""
     unknown = [m for m in models if m not in MODELS]
     if unknown:
@@ -239,4 +244,4 @@ def hog_table(images: str | Sequence[str] = "samples", *, max_side: int | None =
     found, skipped = collect_images(images, max_side=max_side, models=models, log=log)
     return run_hog_table(found, models=models, iters=iters, seed=seed, vlfeat=vlfeat, device=device,
                          skipped=skipped, source=images if isinstance(images, str) else "list",
-                         max_side=max_side, progress=progress)
+                         max_side=max_side, exact_gradient=exact_gradient, progress=progress)
