@@ -179,8 +179,8 @@ def sweep_backend(ray: bool, address: str | None, ray_cpus: int | None) -> Any:
     """The sweep backend of ``--ray``/``--address``; an address that does not answer fails here, in one line,
     before any work."""
     from ..sweep import backend
-    from ..sweep.backends import check_address
+    from ..sweep.backends import connect
 
     if address:
-        check_address(address)
+        connect(address)  # joined now, so that a cluster that does not answer fails before the plan and the bar
     return backend(ray, address, num_cpus=ray_cpus)

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from ..images import image_name, load_image, save_png
-from ..measures.judge import DEFAULT_JUDGE
+from ..measures.judge import DEFAULT_JUDGE, Judge
 from ..report import OutputDir, save_grid, write_json
 from ..report import site as pages
 from ..representations import Representation, load
@@ -41,20 +41,14 @@ def _minmax(x: torch.Tensor) -> torch.Tensor:
     return (x - x.min()) / (x.max() - x.min()).clamp_min(1e-8) * 255
 
 
-def verdicts(judge: str | None, files: Sequence[Path], classes: Sequence[int], device: str) -> list[str | None]:
+def verdicts(judge: Judge | None, files: Sequence[Path], classes: Sequence[int]) -> list[str | None]:
     """The judge network's verdict on each class pre-image, read back from its PNG as a user would: its
-    p(class) and whether the class is its top-1. None where there is no judge or its weights are missing."""
-    if not judge or not files:
+    p(class) and whether the class is its top-1 (None everywhere without a judge)."""
+    if judge is None or not files:
         return [None] * len(files)
-    from ..errors import PreimageError
-    from ..measures.judge import Judge
-
-    try:
-        t = Judge(judge, device).classes(list(files), list(classes))
-    except PreimageError:
-        return [None] * len(files)
-    return [f"{judge} p = {p:.2f}{', top-1' if top else ''}" for p, top in zip(t["probability"], t["top1"],
-                                                                               strict=True)]
+    t = judge.classes(list(files), list(classes))
+    return [f"{judge.name} p = {p:.2f}{', top-1' if top else ''}" for p, top in zip(t["probability"], t["top1"],
+                                                                                    strict=True)]
 
 
 def run_demo(out: str | Path, image: str = "sample:chelsea", layers: Sequence[str] = (), size: int = 224,
@@ -77,6 +71,7 @@ def run_demo(out: str | Path, image: str = "sample:chelsea", layers: Sequence[st
     if threads:
         torch.set_num_threads(threads)
     spec = load(model, None).spec
+    jdg = Judge(judge, device) if judge else None  # an unknown judge fails before any work
     reps = [Representation(spec, layer) for layer in layers]  # a bad layer fails before any work
     Representation(spec, caricature_layer)
     outdir.claim(["original.png", "grid.png", "index.html", "demo.json"])
@@ -128,8 +123,8 @@ def run_demo(out: str | Path, image: str = "sample:chelsea", layers: Sequence[st
     names = _class_names(1000) or []
     class_rows, class_figs = [], []
     cls_probs = problems(cls)
-    judged_all = verdicts(judge, [store.file(cls.key, p["png"]) for p in cls_probs] if cls else [],
-                          [p["unit"] for p in cls_probs], device)
+    judged_all = verdicts(jdg, [store.file(cls.key, p["png"]) for p in cls_probs] if cls else [],
+                          [p["unit"] for p in cls_probs])
     for p, judged in zip(cls_probs, judged_all, strict=True):
         label = names[p["unit"]] if p["unit"] < len(names) else f"class {p['unit']}"
         caption = f"{label} ({p['unit']}): p = {p.get('probability', float('nan')):.2f}" + \

@@ -10,8 +10,11 @@ most ``2 × the cluster's slots`` batches are in flight, so an interrupted drive
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import socket
+import sys
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -127,7 +130,8 @@ def connect(address: str | None, num_cpus: int | None = None, object_store_memor
     if address:
         check_address(address)
         try:
-            ray.init(address=address, **quiet)
+            with _silent_stderr():  # Ray's C++ client logs each connection retry there; we say it in one line
+                ray.init(address=address, **quiet)
         except Exception as e:  # noqa: BLE001 - ConnectionError, ValueError, RuntimeError, ...
             raise PreimageError(f"cannot join the Ray cluster at {address}: {' '.join(str(e).split())[:200]}") \
                 from None
@@ -135,6 +139,20 @@ def connect(address: str | None, num_cpus: int | None = None, object_store_memor
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, object_store_memory=object_store_memory,
              **quiet)
     return True
+
+
+@contextlib.contextmanager
+def _silent_stderr() -> Iterator[None]:
+    """File descriptor 2 sent to /dev/null inside (it catches what C++ extensions write, too)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as null:
+        os.dup2(null.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def check_address(address: str, timeout: float = 3.0) -> None:
