@@ -169,15 +169,16 @@ def demo(out: Annotated[Path, typer.Option(help="output folder")] = Path("preima
          image: Annotated[str, typer.Option(help="image path or sample:NAME")] = "sample:chelsea",
          layers: Annotated[str, typer.Option(help="comma-separated layers to invert at")] = ",".join(
              f"blocks.{i}" for i in range(1, 7)),
-         size: Annotated[int, typer.Option(min=16, max=2048, help="input size in pixels")] = 224,
+         size: Annotated[int, typer.Option(min=16, max=2048, help="input size of the inversions and the "
+                                           "caricature, in pixels")] = 160,
          iters: Annotated[int | None, typer.Option(min=1, max=100000, help="iterations of the inversions, class "
                                                    "pre-images and caricature (default: 300+50, 300, 300)")] = None,
          C: Annotated[float, typer.Option("--C", "-C", min=1e-6, max=1e9, help="data-term weight")] = 100.0,
          classes: Annotated[str, typer.Option(help="class units to visualize (ImageNet indices)")] = "100,31,933",
          caricature_layer: Annotated[str, typer.Option(help="layer of the caricature")] = "blocks.4",
-         atlas_layer: Annotated[str, typer.Option(help="layer of the small atlas")] = "blocks.2",
-         atlas_iters: Annotated[int, typer.Option(min=1, max=100000, help="iterations of the atlas's "
-                                                  "maximizations")] = 120,
+         atlas_layer: Annotated[str, typer.Option(help="layer of the small atlas")] = "blocks.1",
+         atlas_iters: Annotated[int | None, typer.Option(min=1, max=100000, help="iterations of the atlas's "
+                                                         "maximizations (default: the natural style's 64)")] = None,
          seed: SeedOpt = 0, force: ForceOpt = False, device: DeviceOpt = "cpu", amp: AmpOpt = None,
          compile: CompileOpt = False, threads: ThreadsOpt = None, ray: RayOpt = False, address: AddressOpt = None,
          ray_cpus: RayCpusOpt = None,
