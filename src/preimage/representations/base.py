@@ -7,9 +7,11 @@ them to what its network expects ((x/255 − mean)/std) inside its own forward, 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import difflib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -123,6 +125,24 @@ def resolve_layer(spec: ModelSpec, layer: str | None) -> str | None:
     close = difflib.get_close_matches(layer, list(names) + list(spec.layer_aliases), n=4, cutoff=0.5)
     hint = f"; close matches: {', '.join(close)}" if close else "; run 'preimage layers --model ...' to list them"
     raise PreimageError(f"unknown layer '{layer}' for model '{spec.name}'{hint}")
+
+
+@contextlib.contextmanager
+def swap_modules(net: nn.Module, replace: Callable[[nn.Module], nn.Module | None]) -> Iterator[int]:
+    """Temporarily put ``replace(child)`` in place of every submodule for which it returns a module; yields how
+    many were swapped. Restored on exit, also on error."""
+    swapped: list[tuple[nn.Module, str, nn.Module]] = []
+    for parent in list(net.modules()):
+        for name, child in list(parent.named_children()):
+            new = replace(child)
+            if new is not None:
+                setattr(parent, name, new)
+                swapped.append((parent, name, child))
+    try:
+        yield len(swapped)
+    finally:
+        for parent, name, child in reversed(swapped):
+            setattr(parent, name, child)
 
 
 def truncated_forward(net: nn.Module, x: torch.Tensor, target: nn.Module | None,

@@ -25,7 +25,14 @@ from ..engine.optimize import Energy, Progress, optimize, scale_schedule
 from ..engine.styles import describe, resolve
 from ..errors import PreimageError
 from ..measures.stats import RELUS, NeuronStats, Point, load_stats, warn
-from ..representations.base import Geometry, ModelSpec, Representation, Stage, truncated_forward
+from ..representations.base import (
+    Geometry,
+    ModelSpec,
+    Representation,
+    Stage,
+    swap_modules,
+    truncated_forward,
+)
 from ..result import Result
 from .capped import CAP_LEAK, leaky_backward, score_limit
 from .inversion import as_representation, image_count, prepare_images, reference_features
@@ -116,19 +123,13 @@ def leaky_relus(net: nn.Module, leak: float) -> Iterator[int]:
     """Temporarily replace the net's ``nn.ReLU``/``nn.ReLU6`` modules by leaky ones (slope ``leak`` where they
     are flat, paper-notes §1.3); yields how many were swapped. Restored on exit. Functional ReLUs (``F.relu``
     in a forward) are not affected. ``leak == 0`` changes nothing."""
-    swapped: list[tuple[nn.Module, str, nn.Module]] = []
-    if leak:
-        for parent in list(net.modules()):
-            for name, child in list(parent.named_children()):
-                if isinstance(child, (nn.ReLU, nn.ReLU6)):
-                    upper = 6.0 if isinstance(child, nn.ReLU6) else None
-                    setattr(parent, name, LeakyClamp(leak, upper))
-                    swapped.append((parent, name, child))
-    try:
-        yield len(swapped)
-    finally:
-        for parent, name, child in reversed(swapped):
-            setattr(parent, name, child)
+    def leaky(m: nn.Module) -> nn.Module | None:
+        if not leak or not isinstance(m, (nn.ReLU, nn.ReLU6)):
+            return None
+        return LeakyClamp(leak, 6.0 if isinstance(m, nn.ReLU6) else None)
+
+    with swap_modules(net, leaky) as n:
+        yield n
 
 
 # --- image size ------------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from torch import nn
 
 from ..engine.objectives import InnerProduct
 from ..engine.optimize import Energy, optimize
-from ..representations.base import Representation, Stage
+from ..representations.base import Representation, Stage, swap_modules
 from ..representations.surrogate import straight_through
 
 #: The slope the limit search also tries where ReLU6 is flat (the paper's leak is 0.05–0.1). Not a default of
@@ -53,18 +53,8 @@ def is_capped(net: nn.Module) -> bool:
 def leaky_backward(net: nn.Module, leak: float) -> Iterator[int]:
     """Temporarily give the net's ``nn.ReLU6`` modules a leaky backward (forward unchanged); yields how many
     were swapped. Restored on exit. ``leak == 0`` changes nothing."""
-    swapped: list[tuple[nn.Module, str, nn.Module]] = []
-    if leak:
-        for parent in list(net.modules()):
-            for name, child in list(parent.named_children()):
-                if isinstance(child, CAPPED):
-                    setattr(parent, name, LeakyBackwardReLU6(leak))
-                    swapped.append((parent, name, child))
-    try:
-        yield len(swapped)
-    finally:
-        for parent, name, child in reversed(swapped):
-            setattr(parent, name, child)
+    with swap_modules(net, lambda m: LeakyBackwardReLU6(leak) if leak and isinstance(m, CAPPED) else None) as n:
+        yield n
 
 
 def score_limit(rep: Representation, objective: InnerProduct, n: int, size: tuple[int, int],
