@@ -30,6 +30,7 @@ from ..sweep import Job, LocalBackend, RayBackend, run_sweep
 from ..sweep.atlas import best_style, finish_atlas, plan_atlas
 from ..sweep.run import SweepProgress
 from ..sweep.store import Store
+from ..tasks.activation import check_units
 from .reproduce.figures import _class_names
 
 #: The paper's class neurons shown by default: black swan, tree frog, cheeseburger (ImageNet indices).
@@ -76,6 +77,8 @@ def run_demo(out: str | Path, image: str = "sample:chelsea", layers: Sequence[st
     jdg = Judge(judge, device) if judge else None  # an unknown judge fails before any work
     reps = [Representation(spec, layer) for layer in layers]  # a bad layer fails before any work
     Representation(spec, caricature_layer)
+    if spec.classifier_layer and classes:  # an out-of-range class fails here, before any work
+        check_units(Representation(spec, spec.classifier_layer), list(classes))
     outdir.claim(["original.png", "grid.png", "index.html", "demo.json"])
     store = Store(outdir / "store")
     atlas = plan_atlas(spec, outdir / "atlas", layers=[atlas_layer], images="samples", iters=atlas_iters,
