@@ -22,6 +22,7 @@ from preimage.engine.param import (
     Fourier,
     Maco,
     Pixel,
+    Pyramid,
     decorrelated_to_rgb,
     maco_magnitude,
     measure_magnitude,
@@ -103,6 +104,35 @@ def test_pixel_param_is_the_image_and_projects_in_place() -> None:
     p.project_()
     assert p().norm(dim=1).max() <= 160.0 + 1e-3
     assert Fourier(1, 3, (8, 8), MEAN, 160.0, torch.Generator(), sd=5.0)().norm(dim=1).max() <= 160.0 + 1e-3
+
+
+def test_pyramid_is_the_weighted_sum_of_its_upsampled_levels() -> None:
+    x = torch.randn(2, 3, 16, 16) * 20
+    p = Pyramid(2, 3, (16, 16), MEAN, 160.0, init=x, levels=3, weight=0.5)
+    assert [tuple(t.shape[-2:]) for t in p.levels] == [(16, 16), (8, 8), (4, 4)]
+    assert torch.equal(p(), x)  # coarse levels start at zero
+    with torch.no_grad():
+        p.levels[2].fill_(8.0)  # a constant up-samples to itself, weighted by 0.5²
+    assert torch.allclose(p(), x + 2.0)
+    # Each output pixel's bilinear weights sum to 1, so a level's gradient under d(sum)/dx = 1 sums to w^k·N·C·H·W.
+    grads = torch.autograd.grad(p().sum(), list(p.levels))
+    for k, g in enumerate(grads):
+        assert g.sum().item() == pytest.approx(0.5 ** k * 2 * 3 * 16 * 16, rel=1e-5)
+    assert Pyramid(1, 3, (8, 8), MEAN, 160.0, init=torch.full((1, 3, 8, 8), 500.0))().norm(dim=1).max() <= 160.01
+    assert torch.equal(Pyramid(1, 3, (8, 8), MEAN, 160.0)(), torch.zeros(1, 3, 8, 8))  # the mean image
+
+
+def test_fast_style_is_one_stage_of_the_pyramid_and_beats_the_paper_at_equal_steps() -> None:
+    from preimage.tasks.inversion import invert
+
+    rep = tiny_rep(bn=False)
+    img = load_image("sample:coffee", 32)
+    fast = invert(rep, img, style="fast", iters=40)
+    paper = invert(rep, img, iters=40)
+    assert fast.info["stages"] == [{"iters": 40, "lr": 1.0, "jitter": 1, "param": "pyramid", "transforms": 0,
+                                    "optimizer": "paper", "prior": None}]
+    assert fast.info["optimizer"] == "paper" and fast.info["param"] == "pyramid"
+    assert fast.metrics["error"].item() < paper.metrics["error"].item()
 
 
 # --- transforms ----------------------------------------------------------------------------------------------
@@ -216,7 +246,7 @@ def test_diversity_separates_restarts() -> None:
 
 # --- the loop with other parameterizations ------------------------------------------------------------------
 
-@pytest.mark.parametrize("param", ["fourier", "maco", "pixel"])
+@pytest.mark.parametrize("param", ["fourier", "maco", "pixel", "pyramid"])
 def test_autograd_path_lowers_the_energy_and_is_deterministic(param: str) -> None:
     rep = tiny_rep()
     with torch.no_grad():

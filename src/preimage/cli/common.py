@@ -55,8 +55,8 @@ TokenOpt = Annotated[str | None, typer.Option("--token", help="maximize a channe
                                               "patch grid)")]
 
 ParamOpt = Annotated[str | None, typer.Option("--param", help="parameterization: pixel (the paper's), fourier "
-                                              "(1/f spectrum, decorrelated colour) or maco (phase only); "
-                                              "default: the style's")]
+                                              "(1/f spectrum, decorrelated colour), maco (phase only) or "
+                                              "pyramid (Laplacian); default: the style's")]
 TransformsOpt = Annotated[str | None, typer.Option("--transforms", help="transforms before the network, e.g. "
                                                    "'jitter:9,scale:0.9-1.1,rotate:10,flip,crops:4:0.6-1', "
                                                    "'standard' (Lucid's) or 'none'; default: the style's")]
@@ -70,9 +70,10 @@ JudgeOpt = Annotated[list[str] | None, typer.Option("--judge", help="judge the w
 
 
 def style_opt(default: str) -> Any:
-    """``--style paper|natural`` with a command's own default."""
-    return Annotated[str, typer.Option("--style", help=f"paper (the paper's method) or natural (Fourier "
-                                       f"parameterization, transforms, BatchNorm prior); default: {default}")]
+    """``--style paper|natural|fast`` with a command's own default."""
+    return Annotated[str, typer.Option("--style", help=f"paper (the paper's method), natural (Fourier "
+                                       f"parameterization, transforms, BatchNorm prior) or fast (Laplacian "
+                                       f"pyramid, 120 iterations, for inversion); default: {default}")]
 
 
 def load_rep(model: str, layer: str | None, weights: str | None, random_weights: bool,

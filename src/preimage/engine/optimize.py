@@ -227,9 +227,9 @@ class AutogradPath:
         self.rep, self.data, self.objective, self.param, self.n = rep, data, objective, param, n
         self.size, self.energy, self.gen, self.prior = size, energy, gen, prior
         self.optimizer = optimizer or param.optimizer
-        if self.optimizer == "paper" and not isinstance(param, Pixel):
-            raise PreimageError(f"the paper's optimizer is for the pixel parameterization; use --optimizer adam "
-                                f"with --param {param.name}")
+        if self.optimizer == "paper" and param.optimizer != "paper":
+            raise PreimageError(f"the paper's optimizer is for parameterizations in paper units (pixel, pyramid); "
+                                f"use --optimizer adam with --param {param.name}")
         self.jitter, self.transforms = jitter, transforms
 
     def start(self, stage: Stage) -> dict:

@@ -3,7 +3,8 @@
 * ``pixel``: the image itself (the paper's; the loop keeps its closed-form fast path for it);
 * ``fourier``: a spectrum scaled by 1/f (Lucid/Lucent ``fft_image``), decorrelated colour, a sigmoid to 0–255;
 * ``maco``: only the Fourier phase (Fel et al. 2023): the magnitude is fixed to that of natural images, measured
-  on the bundled colour samples and shipped as ``data/maco_magnitude.npy`` (``measure_magnitude`` recomputes it).
+  on the bundled colour samples and shipped as ``data/maco_magnitude.npy`` (``measure_magnitude`` recomputes it);
+* ``pyramid``: a Laplacian pyramid of images in paper units, for fast inversion (the ``fast`` style).
 
 Each is an ``nn.Module`` whose parameters are the optimization variables and whose ``forward()`` returns the
 image in paper units. The paper's priors (α-norm, TV^β) and its projection onto the ball of radius B+ apply to
@@ -24,7 +25,7 @@ from torch import nn
 from ..errors import PreimageError
 from .regularizers import colour_norms2, project_ball
 
-PARAMS = ("pixel", "fourier", "maco")
+PARAMS = ("pixel", "fourier", "maco", "pyramid")
 
 #: Square root of ImageNet's colour covariance (Lucid's ``color_correlation_svd_sqrt``), its columns scaled so
 #: the largest has norm 1: decorrelated coordinates c map to RGB as c @ COLOUR.T.
@@ -173,6 +174,37 @@ class Maco(Param):
         return self._paper(decorrelated_to_rgb(self.decorrelated()))
 
 
+class Pyramid(Param):
+    """A Laplacian pyramid: image = Σ_k w^k·up(L_k), level k at 1/2^k of the size (bilinear up-sampling),
+    projected onto the ball of radius B+. A step on a coarse level moves a whole region at once, so the
+    low frequencies that pixel steps take hundreds of iterations to build converge in a few (a preconditioner
+    for pixel-space inversion); w < 1 keeps the coarse levels from overshooting the fine detail. It uses the
+    paper's optimizer (each level is in paper units) and starts from the mean image: the paper's noise start,
+    even at a tenth of its amplitude, costs it several points of error within 120 iterations
+    (benchmarks/time_to_quality.py). Parameters: the levels, N×C×h_k×w_k (level 0 full size)."""
+
+    name = "pyramid"
+    optimizer = "paper"
+
+    def __init__(self, n: int, channels: int, size: tuple[int, int], mean: torch.Tensor, bound: float,
+                 init: torch.Tensor | None = None, levels: int = 6, weight: float = 0.6) -> None:
+        super().__init__(n, channels, size, mean, bound)
+        h, w = size
+        shapes = [(max(1, h >> k), max(1, w >> k)) for k in range(levels)]
+        first = init.float() if init is not None else torch.zeros(n, channels, h, w)
+        self.weight = weight
+        self.levels = nn.ParameterList([nn.Parameter(first.clone())] + [
+            nn.Parameter(torch.zeros(n, channels, *s)) for s in shapes[1:]])
+
+    def forward(self) -> torch.Tensor:
+        x = self.levels[0]
+        for k, level in enumerate(self.levels[1:], 1):
+            x = x + self.weight ** k * F.interpolate(level, size=self.size, mode="bilinear", align_corners=False)
+        if self.bound == float("inf"):
+            return x
+        return x * colour_norms2(x).clamp_min(1e-12).rsqrt().mul(self.bound).clamp(max=1.0)
+
+
 def measure_magnitude(images: torch.Tensor, size: tuple[int, int] = (256, 256)) -> torch.Tensor:
     """Mean amplitude spectrum of images in decorrelated colour: N×3×H×W in 0–255 → 3×h×(w//2+1) (float32),
     each image resized to ``size``, centred, and scaled to unit total energy before averaging; the result is
@@ -204,6 +236,10 @@ def maco_magnitude(size: tuple[int, int], channels: int = 3) -> torch.Tensor:
     return m[:channels].contiguous()
 
 
+#: Each parameterization's own optimizer (used when none is asked for).
+OWN_OPTIMIZER = {c.name: c.optimizer for c in (Pixel, Fourier, Maco, Pyramid)}
+
+
 def make_param(name: str, n: int, channels: int, size: tuple[int, int], mean: torch.Tensor, bound: float,
                generator: torch.Generator, init: torch.Tensor | None = None, noise: torch.Tensor | None = None
                ) -> Param:
@@ -215,6 +251,8 @@ def make_param(name: str, n: int, channels: int, size: tuple[int, int], mean: to
         return Pixel(init if init is not None else noise, mean, bound)
     if name == "fourier":
         return Fourier(n, channels, size, mean, bound, generator, init=init)
+    if name == "pyramid":
+        return Pyramid(n, channels, size, mean, bound, init=init)
     if name == "maco":
         return Maco(n, channels, size, mean, bound, generator, init=init)
     raise PreimageError(f"unknown parameterization '{name}' (choose {', '.join(PARAMS)})")
@@ -232,5 +270,6 @@ def spectrum_slope(x: torch.Tensor) -> float:
     return float((lf * (la - la.mean())).sum() / (lf * lf).sum())
 
 
-__all__ = ["COLOUR", "PARAMS", "Fourier", "Maco", "Param", "Pixel", "decorrelated_to_rgb", "make_param",
-           "maco_magnitude", "measure_magnitude", "rfft_freqs", "rgb_to_decorrelated", "spectrum_slope"]
+__all__ = ["COLOUR", "OWN_OPTIMIZER", "PARAMS", "Fourier", "Maco", "Param", "Pixel", "Pyramid",
+           "decorrelated_to_rgb", "make_param", "maco_magnitude", "measure_magnitude", "rfft_freqs",
+           "rgb_to_decorrelated", "spectrum_slope"]

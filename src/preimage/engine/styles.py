@@ -2,7 +2,9 @@
 
 * ``paper``: exactly the paper's method (pixels, jitter canvas, momentum + AdaGrad, no feature prior);
 * ``natural``: the combination that measured best on a judge network that never saw the optimization
-  (benchmarks/transfer.py; the numbers are in benchmarks/README.md).
+  (benchmarks/transfer.py; the numbers are in benchmarks/README.md);
+* ``fast``: inversion in a third of the paper's iterations: a Laplacian-pyramid parameterization and one
+  120-step stage without jitter (benchmarks/time_to_quality.py).
 
 ``--param``, ``--transforms`` and ``--prior`` override a style's parts one by one.
 """
@@ -15,7 +17,8 @@ from typing import Any
 from torch import nn
 
 from ..errors import PreimageError
-from ..representations.base import Representation
+from ..representations.base import Representation, Stage
+from .param import OWN_OPTIMIZER, PARAMS
 from .priors import PRIORS, make_prior
 from .transforms import parse_transforms
 
@@ -26,7 +29,8 @@ class Style:
     ``none`` or ``auto`` (bn where the network has BatchNorm); optimizer None: the parameterization's own;
     iters: the default iterations of a single-stage task (None: the paper's 300); C: the weight of
     activation maximization's data term (the paper's is 1: its normalized unit term is ~0.2·logit/M for a
-    class, small against the priors once Adam, not the paper's step size, sets the balance)."""
+    class, small against the priors once Adam, not the paper's step size, sets the balance); schedule: the
+    stages of inversion (None: the model's, the paper's 300+50)."""
 
     name: str
     param: str = "pixel"
@@ -36,6 +40,7 @@ class Style:
     optimizer: str | None = None
     iters: int | None = None
     C: float = 1.0
+    schedule: tuple[Stage, ...] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -44,6 +49,7 @@ STYLES = {
     "natural": Style("natural", param="fourier",
                      transforms="jitter:17,scale:0.9-1.1,rotate:10,jitter:9,crops:4:0.6-1",
                      prior="auto", prior_weight=1e-4, iters=64, C=100.0),
+    "fast": Style("fast", param="pyramid", transforms="none", iters=120, schedule=(Stage(120, 1.0, False),)),
 }
 
 
@@ -80,8 +86,6 @@ def resolve(rep: Representation, style: str | Style = "paper", *, param: str | N
     if s.prior_weight < 0:
         raise PreimageError("--prior-weight must not be negative")
     prior_name = ("bn" if has_batchnorm(rep) else "none") if s.prior == "auto" else s.prior
-    from .param import PARAMS
-
     if s.param not in PARAMS:
         raise PreimageError(f"unknown parameterization '{s.param}' (choose {', '.join(PARAMS)})")
     s = replace(s, prior=prior_name)
@@ -94,4 +98,4 @@ def describe(s: Style) -> dict[str, Any]:
     """JSON-ready description of a resolved style."""
     return {"style": s.name, "param": s.param, "transforms": s.transforms, "prior": s.prior,
             "prior_weight": s.prior_weight if s.prior != "none" else None,
-            "optimizer": s.optimizer or ("paper" if s.param == "pixel" else "adam")}
+            "optimizer": s.optimizer or OWN_OPTIMIZER[s.param]}

@@ -121,7 +121,8 @@ def invert(model: Representation | str, images: str | Sequence[str] | torch.Tens
     ``init``). Returns a Result with metric ``error`` = ‖Φ(x)−Φ0‖/‖Φ0‖ on the final image without jitter
     (masked when a mask is given). init: the starting images, N×C×H×W in paper units, one per problem
     (default: the loop's noise, or the parameterization's own start). amp/compile: see ``optimize``. style:
-    ``paper`` (the default) or ``natural``; param/transforms/prior/prior_weight override its parts
+    ``paper`` (the default), ``natural`` or ``fast`` (120 iterations); param/transforms/prior/prior_weight
+    override its parts
     (``engine.styles``).
     """
     rep = as_representation(model, layer)
@@ -144,7 +145,7 @@ def invert(model: Representation | str, images: str | Sequence[str] | torch.Tens
     m = parse_mask(mask, tuple(phi0.shape[1:]))
     c_vec = torch.tensor(cs, dtype=phi0.dtype).repeat_interleave(restarts).repeat(len(names))
     obj = Inversion(phi0, c_vec.to(phi0.device), None if m is None else m.to(phi0.device))
-    sched = scale_schedule(schedule or rep.defaults.schedule, iters)
+    sched = scale_schedule(schedule or sty.schedule or rep.defaults.schedule, iters)
     if coarse_to_fine is None:
         coarse_to_fine = rep.defaults.coarse_to_fine and init is None
     if coarse_to_fine and init is not None:
