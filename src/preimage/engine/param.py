@@ -175,21 +175,23 @@ class Maco(Param):
 
 
 class Pyramid(Param):
-    """A Laplacian pyramid: image = Σ_k w^k·up(L_k), level k at 1/2^k of the size (bilinear up-sampling),
-    projected onto the ball of radius B+. A step on a coarse level moves a whole region at once, so the
-    low frequencies that pixel steps take hundreds of iterations to build converge in a few (a preconditioner
-    for pixel-space inversion); w < 1 keeps the coarse levels from overshooting the fine detail. It uses the
-    paper's optimizer (each level is in paper units) and starts from the mean image: the paper's noise start,
-    even at a tenth of its amplitude, costs it several points of error within 120 iterations
+    """A Laplacian pyramid: image = Σ_k w^k·up(L_k), level k at 1/2^k of the size down to one pixel (bilinear
+    up-sampling), projected onto the ball of radius B+. A step on a coarse level moves a whole region at once,
+    so the low frequencies that pixel steps take hundreds of iterations to build converge in a few (a
+    preconditioner for pixel-space inversion); w < 1 keeps the coarse levels from overshooting the fine detail.
+    It uses the paper's optimizer (each level is in paper units) and starts from the mean image: the paper's
+    noise start, even at 3 % of its amplitude, cost 0.7 points of error at blocks.3 after 120 iterations
     (benchmarks/time_to_quality.py). Parameters: the levels, N×C×h_k×w_k (level 0 full size)."""
 
     name = "pyramid"
     optimizer = "paper"
+    lr = 2.0  # with --optimizer adam: paper units per step, as for pixels
 
     def __init__(self, n: int, channels: int, size: tuple[int, int], mean: torch.Tensor, bound: float,
-                 init: torch.Tensor | None = None, levels: int = 6, weight: float = 0.6) -> None:
+                 init: torch.Tensor | None = None, levels: int | None = None, weight: float = 0.6) -> None:
         super().__init__(n, channels, size, mean, bound)
         h, w = size
+        levels = levels or min(h, w).bit_length()  # down to one pixel: the coarsest level is the mean colour
         shapes = [(max(1, h >> k), max(1, w >> k)) for k in range(levels)]
         first = init.float() if init is not None else torch.zeros(n, channels, h, w)
         self.weight = weight
