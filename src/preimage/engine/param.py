@@ -179,21 +179,26 @@ class Pyramid(Param):
     up-sampling), projected onto the ball of radius B+. A step on a coarse level moves a whole region at once,
     so the low frequencies that pixel steps take hundreds of iterations to build converge in a few (a
     preconditioner for pixel-space inversion); w < 1 keeps the coarse levels from overshooting the fine detail.
-    It uses the paper's optimizer (each level is in paper units) and starts from the mean image: the paper's
-    noise start, even at 3 % of its amplitude, cost 0.7 points of error at blocks.3 after 120 iterations
-    (benchmarks/time_to_quality.py). Parameters: the levels, N×C×h_k×w_k (level 0 full size)."""
+    It uses the paper's optimizer (each level is in paper units) and starts from the mean image plus noise of
+    ``start_sd`` paper units (so that restarts differ, and HOG, whose gradient vanishes on a flat image, can
+    start): the paper's noise start, even at 3 % of its amplitude, cost 0.7 points of error at blocks.3 after 120
+    iterations (benchmarks/time_to_quality.py). Parameters: the levels, N×C×h_k×w_k (level 0 full size)."""
 
     name = "pyramid"
     optimizer = "paper"
     lr = 2.0  # with --optimizer adam: paper units per step, as for pixels
 
     def __init__(self, n: int, channels: int, size: tuple[int, int], mean: torch.Tensor, bound: float,
-                 init: torch.Tensor | None = None, levels: int | None = None, weight: float = 0.6) -> None:
+                 init: torch.Tensor | None = None, levels: int | None = None, weight: float = 0.6,
+                 generator: torch.Generator | None = None, start_sd: float = 0.01) -> None:
         super().__init__(n, channels, size, mean, bound)
         h, w = size
         levels = levels or min(h, w).bit_length()  # down to one pixel: the coarsest level is the mean colour
         shapes = [(max(1, h >> k), max(1, w >> k)) for k in range(levels)]
-        first = init.float() if init is not None else torch.zeros(n, channels, h, w)
+        if init is not None:
+            first = init.float()
+        else:  # the mean image plus a trace of noise: restarts differ, and HOG's gradient is not zero there
+            first = torch.randn(n, channels, h, w, generator=generator) * start_sd
         self.weight = weight
         self.levels = nn.ParameterList([nn.Parameter(first.clone())] + [
             nn.Parameter(torch.zeros(n, channels, *s)) for s in shapes[1:]])
@@ -254,7 +259,7 @@ def make_param(name: str, n: int, channels: int, size: tuple[int, int], mean: to
     if name == "fourier":
         return Fourier(n, channels, size, mean, bound, generator, init=init)
     if name == "pyramid":
-        return Pyramid(n, channels, size, mean, bound, init=init)
+        return Pyramid(n, channels, size, mean, bound, init=init, generator=generator)
     if name == "maco":
         return Maco(n, channels, size, mean, bound, generator, init=init)
     raise PreimageError(f"unknown parameterization '{name}' (choose {', '.join(PARAMS)})")
