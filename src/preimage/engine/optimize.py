@@ -26,7 +26,7 @@ from ..errors import PreimageError
 from ..representations.base import Representation, Stage
 from . import transforms
 from .objectives import Objective, Term, views_of
-from .param import PARAMS, Param, Pixel, make_param
+from .param import ADAM_LR, PARAMS, Param, make_param
 from .priors import BNStats
 from .regularizers import alpha_norm, alpha_norm_and_grad, project_ball, tv_beta, tv_beta_and_grad
 from .runtime import DataTerm, frozen, keep_freed_memory, update_chunks
@@ -127,7 +127,6 @@ class AdamStep:
 
 
 OPTIMIZERS = ("paper", "adam")
-ADAM_LR = 2.0  # paper units per step at stage scale 1
 
 
 def make_step(name: str, x: torch.Tensor, size: tuple[int, int], energy: Energy, lr_scale: float):
@@ -237,7 +236,7 @@ class AutogradPath:
         if self.optimizer == "paper":
             self.steps = [make_step("paper", t, self.size, self.energy, stage.lr_scale) for t in p]
         elif self.optimizer == "adam":
-            lr = (ADAM_LR if isinstance(self.param, Pixel) else self.param.lr) * stage.lr_scale
+            lr = self.param.lr * stage.lr_scale
             self.steps = [AdamStep(t, lr) for t in p]
         else:
             raise PreimageError(f"unknown optimizer '{self.optimizer}' (choose {', '.join(OPTIMIZERS)})")

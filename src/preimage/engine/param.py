@@ -26,6 +26,8 @@ from ..errors import PreimageError
 from .regularizers import colour_norms2, project_ball
 
 PARAMS = ("pixel", "fourier", "maco", "pyramid")
+#: Adam's rate for parameterizations in paper units (pixel, pyramid): paper units per step at stage scale 1.
+ADAM_LR = 2.0
 
 #: Square root of ImageNet's colour covariance (Lucid's ``color_correlation_svd_sqrt``), its columns scaled so
 #: the largest has norm 1: decorrelated coordinates c map to RGB as c @ COLOUR.T.
@@ -85,7 +87,10 @@ class Param(nn.Module):
 
     def _paper(self, pre: torch.Tensor) -> torch.Tensor:
         """Pre-sigmoid RGB → paper units, projected onto the ball of radius B+ (differentiably)."""
-        x = 255.0 * torch.sigmoid(pre) - self.mean.view(1, -1, 1, 1)
+        return self._project(255.0 * torch.sigmoid(pre) - self.mean.view(1, -1, 1, 1))
+
+    def _project(self, x: torch.Tensor) -> torch.Tensor:
+        """Paper units → each pixel's colour scaled onto the ball of radius B+ where outside it (differentiably)."""
         if self.bound == float("inf"):
             return x
         return x * colour_norms2(x).clamp_min(1e-12).rsqrt().mul(self.bound).clamp(max=1.0)
@@ -96,6 +101,7 @@ class Pixel(Param):
 
     name = "pixel"
     optimizer = "paper"
+    lr = ADAM_LR  # with --optimizer adam
 
     def __init__(self, x: torch.Tensor, mean: torch.Tensor, bound: float) -> None:
         super().__init__(x.shape[0], x.shape[1], tuple(x.shape[-2:]), mean, bound)
@@ -186,7 +192,7 @@ class Pyramid(Param):
 
     name = "pyramid"
     optimizer = "paper"
-    lr = 2.0  # with --optimizer adam: paper units per step, as for pixels
+    lr = ADAM_LR  # with --optimizer adam
 
     def __init__(self, n: int, channels: int, size: tuple[int, int], mean: torch.Tensor, bound: float,
                  init: torch.Tensor | None = None, levels: int | None = None, weight: float = 0.6,
@@ -207,9 +213,7 @@ class Pyramid(Param):
         x = self.levels[0]
         for k, level in enumerate(self.levels[1:], 1):
             x = x + self.weight ** k * F.interpolate(level, size=self.size, mode="bilinear", align_corners=False)
-        if self.bound == float("inf"):
-            return x
-        return x * colour_norms2(x).clamp_min(1e-12).rsqrt().mul(self.bound).clamp(max=1.0)
+        return self._project(x)
 
 
 def measure_magnitude(images: torch.Tensor, size: tuple[int, int] = (256, 256)) -> torch.Tensor:
@@ -277,6 +281,6 @@ def spectrum_slope(x: torch.Tensor) -> float:
     return float((lf * (la - la.mean())).sum() / (lf * lf).sum())
 
 
-__all__ = ["COLOUR", "OWN_OPTIMIZER", "PARAMS", "Fourier", "Maco", "Param", "Pixel", "Pyramid",
+__all__ = ["ADAM_LR", "COLOUR", "OWN_OPTIMIZER", "PARAMS", "Fourier", "Maco", "Param", "Pixel", "Pyramid",
            "decorrelated_to_rgb", "make_param", "maco_magnitude", "measure_magnitude", "rfft_freqs",
            "rgb_to_decorrelated", "spectrum_slope"]
