@@ -36,7 +36,49 @@ def table(info: dict) -> str:
         lines.append(f"| {r['method']} | {r.get('iterations', r.get('steps', ''))} | {rate} | {mp} | "
                      f"{secs:.1f} |" if secs else f"| {r['method']} | {r.get('iterations', r.get('steps', ''))} | "
                      f"{rate} | {mp} | |")
-    return "\n".join(lines)
+    return "\n".join(lines + subset_table(info))
+
+
+def subset_table(info: dict) -> list[str]:
+    """When a row covers only some classes (a peer still running), every row again on just those classes, so
+    that the rates compare like with like."""
+    full = set(info["classes"])
+    partial = [r for r in info["rows"] if "skipped" not in r and r.get("classes") and set(r["classes"]) < full]
+    lines, seen = [], []
+    for part in partial:
+        keep = set(part["classes"])
+        if keep in seen:
+            continue
+        seen.append(keep)
+        lines += ["", f"The same rows on the {len(keep)} classes that {part['method']} has finished "
+                  f"({', '.join(map(str, sorted(keep)))}):", "", "| method | top-1 on the judge | mean p(class) |",
+                  "|---|---|---|"]
+        for r in info["rows"]:
+            pick = [i for i, c in enumerate(r.get("classes") or []) if c in keep]
+            if "skipped" in r or len(pick) != len(keep):
+                continue
+            top = sum(r["top1"][i] for i in pick)
+            mp = sum(r["probability"][i] for i in pick) / len(pick)
+            lines.append(f"| {r['method']} | {top}/{len(pick)} | {mp:.3f} |")
+    return lines
+
+
+def centre_crops(folder: pathlib.Path, frac: float) -> pathlib.Path:
+    """Centre crops of Horama's pictures (``folder/class{c}.png``) into ``folder/centre-crop``: the network saw
+    crops of 25–30 % of the canvas side around its centre (horama.common.optimization_step), so a whole 1280 px
+    canvas shrunk to the judge's 240 px shows its objects 3–4× smaller than they were optimized at."""
+    from PIL import Image
+
+    out = folder / "centre-crop"
+    out.mkdir(exist_ok=True)
+    for png in sorted(folder.glob("class*.png")):
+        if png.name.endswith(".tmp.png"):
+            continue
+        im = Image.open(png)
+        side = round(min(im.size) * frac)
+        left, top = (im.width - side) // 2, (im.height - side) // 2
+        im.crop((left, top, left + side, top + side)).save(out / png.name)
+    return out
 
 
 def main() -> None:
@@ -53,6 +95,8 @@ def main() -> None:
     ap.add_argument("--lucent-dir", default=None, help="judge Lucent pictures already in this folder")
     ap.add_argument("--lucent-python", default=None)
     ap.add_argument("--horama-dir", default=None)
+    ap.add_argument("--horama-crop", type=float, default=0.275,
+                    help="also judge a centre crop of this fraction of Horama's canvas side (0: not)")
     ap.add_argument("--results", default=None, help="also write benchmarks/results/NAME.json and NAME.md")
     a = ap.parse_args()
     from preimage.experiments.transfer import VARIANTS, class_transfer
@@ -64,13 +108,17 @@ def main() -> None:
         peers["Lucent render_vis (512 steps)"] = pathlib.Path(a.lucent_dir)
     if a.horama_dir:
         peers["Horama MaCo (1000 steps)"] = pathlib.Path(a.horama_dir)
+        if a.horama_crop:
+            name = f"Horama MaCo, centre {100 * a.horama_crop:g} % crop"
+            peers[name] = centre_crops(pathlib.Path(a.horama_dir), a.horama_crop)
     out = pathlib.Path(a.out)
     info = class_transfer(a.model, a.judge, [int(c) for c in a.classes.split(",")], variants, out=out,
                           iters=a.iters, batch=a.batch, lucent=not (a.no_lucent or a.lucent_dir),
                           lucent_python_path=a.lucent_python, threads=a.threads, peers=peers,
                           say=lambda m: print(m, file=sys.stderr, flush=True))
     for name, folder in peers.items():
-        log = folder / ("log.jsonl" if "Horama" in name else "log.json")
+        home = folder.parent if folder.name == "centre-crop" else folder
+        log = home / ("log.jsonl" if "Horama" in name else "log.json")
         if log.is_file():
             recs = [json.loads(line) for line in log.read_text().splitlines() if line.strip().startswith("{")]
             row = next(r for r in info["rows"] if r["method"] == name)
