@@ -121,3 +121,19 @@ def test_offline_pretrained_weights_fail_in_one_line(model: str, tmp_path, capsy
     out = capsys.readouterr()
     assert out.out == ""  # nothing on stdout: --json's stdout holds one object or nothing
     assert out.err.strip().splitlines() == [out.err.strip()] and "--random-weights" in out.err
+
+
+def test_piped_layer_table_keeps_one_line_per_layer() -> None:
+    """Piped to grep, ``preimage layers`` prints each layer's row whole (rich would otherwise wrap at 80)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    out = subprocess.run([sys.executable, "-c", "from preimage.cli import main; main()", "layers",
+                          "--model", "efficientnet_lite0", "--size", "64"],
+                         capture_output=True, text=True, env=env, check=True).stdout
+    rows = [ln for ln in out.splitlines() if ln.startswith("│ ")]
+    by_name = {ln.split("│")[1].strip(): ln.split("│")[-2].strip() for ln in rows}
+    assert by_name["bn1"] == "BatchNormAct2d" and by_name["blocks.0.0"] == "DepthwiseSeparableConv"
+    assert all(ln.split("│")[1].strip() for ln in rows)  # no continuation lines

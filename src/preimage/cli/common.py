@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Annotated, Any
@@ -15,7 +17,9 @@ from ..representations import Representation, load
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None, help="Natural pre-images: see what image representations see.")
-out_console = Console(highlight=False, soft_wrap=True)
+# Piped or redirected output gets COLUMNS or 160 columns, not rich's 80: tables stay one line per row for grep.
+_PIPE_WIDTH = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "0") or 0) or 160
+out_console = Console(highlight=False, soft_wrap=True, width=_PIPE_WIDTH)
 err_console = Console(stderr=True, highlight=False)
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="efficientnet_lite0, a torchvision name, "
