@@ -324,3 +324,23 @@ def test_cli_caricature_json(tmp_path, capsys) -> None:
     assert (tmp_path / info["image"].split("/")[-1]).is_file() and info["size"] == [32, 32]
     code, _, err = _run(capsys, ["caricature", "missing.png", *TINY, "--out", str(tmp_path / "x")])
     assert code == 2 and err.strip().splitlines() == ["error: image not found: missing.png"]
+
+
+def test_cli_maximize_on_a_zero_head_reports_no_ratio(tmp_path, capsys) -> None:
+    """A zero-initialized head (torchvision ViTs with random weights) gives activation 0 on the reference images:
+    the ratio is null in the JSON (valid JSON, no NaN) and the line says why, instead of ``nan×``."""
+    import torchvision
+
+    net = torchvision.models.resnet18()
+    nn.init.zeros_(net.fc.weight)
+    nn.init.zeros_(net.fc.bias)
+    torch.save(net.state_dict(), tmp_path / "zero-head.pt")
+    args = ["maximize", "--model", "resnet18", "--weights", str(tmp_path / "zero-head.pt"), "--unit", "3",
+            "--restarts", "2", "--iters", "2", "--size", "32", "--out", str(tmp_path / "out")]
+    code, out, err = _run(capsys, [*args, "--json"])
+    assert code == 0, err
+    info = json.loads(out, parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
+    assert info["activation"] == [0.0] and info["reference_max"] == [0.0] and info["ratio"] == [None]
+    assert [r["ratio"] for r in info["results"]] == [None, None]
+    code, out, _ = _run(capsys, [*args, "--force"])
+    assert code == 0 and "no ratio" in out and "nan" not in out

@@ -154,6 +154,9 @@ def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
                            diversity=weights_of["diversity"], diversity_layer=next(iter(div_layers), None),
                            unit_weight=weights_of["unit"] if has_unit else 0.0)
     records = res.records()
+    for rec in records:  # 0/0 where the reference images give 0 (a zero-initialized head): null in the JSON
+        if "ratio" in rec and not math.isfinite(rec["ratio"]):
+            rec["ratio"] = None
     for rec, name, img in zip(records, names, res.images, strict=True):
         rec["image"] = str(save_picture(img, outdir / f"{name}.png", png_scale))
     image = records[0]["image"]
@@ -161,7 +164,7 @@ def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
         # Rows of restarts per unit; for single runs the paper's near-square grid.
         ncol = restarts if restarts > 1 else math.ceil(math.sqrt(len(units)))
         image = str(save_grid(list(res.images), outdir / mosaic, ncol=ncol, scale=png_scale))
-    per_unit = {k: [max(r[k] for r in records if r["unit"] == u) for u in units]
+    per_unit = {k: [max((r[k] for r in records if r["unit"] == u and r[k] is not None), default=None) for u in units]
                 for k in ("activation", "ratio", "probability") if k in res.metrics}
     summary = {"model": res.model, "layer": res.layer, "units": units, "mode": mode, "token": token,
                "restarts": restarts,
@@ -194,8 +197,11 @@ def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
                               f"{t['mean_probability']:.3f}")
         for r in records:
             extra = f", p={r['probability']:.3f}" if "probability" in r else ""
-            out_console.print(f"unit {r['unit']} restart {r['restart']}: activation {r['activation']:.3g} = "
-                              f"{r['ratio']:.2f}× the reference max {r['reference_max']:.3g}{extra}  → {r['image']}")
+            # A zero-initialized head (torchvision ViTs with --random-weights) gives 0 everywhere: no ratio.
+            ratio = (f" = {r['ratio']:.2f}× the reference max {r['reference_max']:.3g}" if r["reference_max"]
+                     else " (the reference images give 0 here: no ratio)")
+            out_console.print(f"unit {r['unit']} restart {r['restart']}: activation {r['activation']:.3g}"
+                              f"{ratio}{extra}  → {r['image']}")
         if mosaic:
             out_console.print(f"mosaic → {image}")
         out_console.print(f"{res.iterations} iterations at {res.info['size'][0]}×{res.info['size'][1]} in "
@@ -285,7 +291,8 @@ def caricature(image: Annotated[str, typer.Argument(help="image path or sample:N
     summary["json"] = str(write_json(outdir / f"{stem}.json", summary))
 
     def human() -> None:
-        out_console.print(f"score {start:.3g} → {end:.3g} ({end / start:.2f}×)  → {png}")
+        gain = f"{end / start:.2f}×" if start else "the start scores 0"
+        out_console.print(f"score {start:.3g} → {end:.3g} ({gain})  → {png}")
         if limit:
             out_console.print(f"limit {summary['score_limit']:.3g} (the best score found from noise or here); "
                               f"this caricature reaches {100 * summary['share_of_limit']:.0f}% of it")
