@@ -102,7 +102,8 @@ def test_inversion_and_maximization_on_tokens() -> None:
 def test_dynamic_size_vit_runs_at_multiples_of_its_patch_and_explains_others(capsys, tmp_path) -> None:
     rep = Representation(_vit_spec(), "blocks.0")
     assert preimage.invert(rep, "sample:chelsea", size=96, iters=2).images.shape[-1] == 96
-    with pytest.raises(PreimageError, match=r"does not take a 3×100×100 input .*divisible by patch size"):
+    with pytest.raises(PreimageError, match=r"does not take a 3×100×100 input .*divisible by patch size.*"
+                       r"use a --size that is a multiple of 16$"):
         preimage.invert(rep, "sample:chelsea", size=100, iters=2)
 
 

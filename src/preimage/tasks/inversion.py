@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import torch
@@ -75,8 +76,13 @@ def reference_features(rep: Representation, x: torch.Tensor) -> torch.Tensor:
         if isinstance(e, MemoryError) or "allocate" in str(e):
             raise
         native = tuple(rep.defaults.size or ())
-        hint = (f"; it was built for {native[0]}×{native[1]}: drop --size" if native and native != tuple(x.shape[-2:])
-                else "")
+        multiple = re.search(r"divisible by (?:patch size )?\(?(\d+)\)?", str(e))
+        if multiple:  # a ViT that takes any size made of whole patches (timm's dynamic_img_size)
+            hint = f"; use a --size that is a multiple of {multiple.group(1)}"
+        elif native and native != tuple(x.shape[-2:]):
+            hint = f"; it was built for {native[0]}×{native[1]}: drop --size"
+        else:
+            hint = ""
         raise PreimageError(f"{rep.name} does not take a {'×'.join(map(str, x.shape[1:]))} input at layer "
                             f"'{rep.layer or 'output'}' ({refusal(e)}){hint}") from None
     if phi.numel() == 0 or (phi.ndim == 4 and min(phi.shape[-2:]) == 0):
