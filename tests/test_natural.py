@@ -132,9 +132,34 @@ def test_fast_style_is_one_stage_of_the_pyramid_and_beats_the_paper_at_equal_ste
     fast = invert(rep, img, style="fast", iters=40)
     paper = invert(rep, img, iters=40)
     assert fast.info["stages"] == [{"iters": 40, "lr": 1.0, "jitter": 1, "param": "pyramid", "transforms": 0,
-                                    "optimizer": "paper", "prior": None}]
-    assert fast.info["optimizer"] == "paper" and fast.info["param"] == "pyramid"
+                                    "optimizer": "hybrid", "prior": None}]
+    assert fast.info["optimizer"] == "hybrid" and fast.info["param"] == "pyramid"
     assert fast.metrics["error"].item() < paper.metrics["error"].item()
+
+
+def test_hybrid_optimizer_is_adam_on_the_full_size_level_and_the_papers_on_the_coarser_ones() -> None:
+    from preimage.engine.optimize import AdamStep, AutogradPath, PaperStep
+
+    p = Pyramid(2, 3, (16, 16), MEAN, 160.0)
+    assert p.step_names("hybrid") == ["adam"] + ["paper"] * 4 and p.step_names("adam") == ["adam"] * 5
+    path = AutogradPath(tiny_rep(bn=False), None, None, p, 2, (16, 16), Energy(), None, None, None, None,
+                        torch.Generator())
+    path.start(Stage(10, 0.5, False))
+    assert [type(s) for s in path.steps] == [AdamStep] + [PaperStep] * 4
+    assert path.steps[0].lr == pytest.approx(p.lr * 0.5)  # Adam's rate, in paper units, scaled by the stage
+    assert 1 / path.steps[1].inv_lr == pytest.approx(16 * 16 * Energy().lr0 * 0.5)  # the paper's H·W·lr0
+    # One step moves the full-size level by Adam's rate exactly (its first step is lr·sign(g)).
+    g = torch.randn_like(p.levels[0])
+    before = p.levels[0].detach().clone()
+    path.steps[0](p.levels[0].data, g)
+    assert torch.allclose((p.levels[0] - before).abs(), torch.full_like(g, p.lr * 0.5), atol=2e-3)
+    with pytest.raises(PreimageError, match="hybrid optimizer is the pyramid's"):
+        AutogradPath(tiny_rep(bn=False), None, None, Pixel(torch.zeros(1, 3, 8, 8), MEAN, 160.0), 1, (8, 8), Energy(),
+                     "hybrid", None, None, None, torch.Generator())
+    from preimage.tasks.inversion import invert
+
+    with pytest.raises(PreimageError, match="use --param pyramid"):  # the pixels' fast path says the same
+        invert(tiny_rep(bn=False), load_image("sample:coffee", 16), optimizer="hybrid", iters=1)
 
 
 def test_fast_style_starts_hog_off_its_flat_saddle() -> None:

@@ -126,7 +126,14 @@ class AdamStep:
         x.addcdiv_(m, v.sqrt().add_(self.eps), value=-step)
 
 
-OPTIMIZERS = ("paper", "adam")
+OPTIMIZERS = ("paper", "adam", "hybrid")
+#: ``hybrid``: one optimizer per tensor of the parameterization (``Param.step_names``): the pyramid's own, Adam on
+#: its full-size level and the paper's on the coarser ones (benchmarks/results/time_to_quality.md).
+
+
+def _hybrid_only(param: str) -> PreimageError:
+    return PreimageError(f"the hybrid optimizer is the pyramid's (Adam on its full-size level, the paper's on the "
+                         f"coarser ones); use --param pyramid, or paper or adam with --param {param}")
 
 
 def make_step(name: str, x: torch.Tensor, size: tuple[int, int], energy: Energy, lr_scale: float):
@@ -181,6 +188,8 @@ class PixelPath:
                  energy: Energy, optimizer: str, jitter: int | None, gen: torch.Generator) -> None:
         self.rep, self.data, self.x, self.size, self.energy = rep, data, x, size, energy
         self.optimizer, self.jitter, self.gen = optimizer or "paper", jitter, gen
+        if self.optimizer == "hybrid":
+            raise _hybrid_only("pixel")
 
     def start(self, stage: Stage) -> dict:
         device, dtype = self.rep.device_dtype()
@@ -226,20 +235,19 @@ class AutogradPath:
         self.rep, self.data, self.objective, self.param, self.n = rep, data, objective, param, n
         self.size, self.energy, self.gen, self.prior = size, energy, gen, prior
         self.optimizer = optimizer or param.optimizer
-        if self.optimizer == "paper" and param.optimizer != "paper":
+        if self.optimizer == "paper" and param.optimizer not in ("paper", "hybrid"):
             raise PreimageError(f"the paper's optimizer is for parameterizations in paper units (pixel, pyramid); "
                                 f"use --optimizer adam with --param {param.name}")
+        if self.optimizer == "hybrid" and param.optimizer != "hybrid":
+            raise _hybrid_only(param.name)
         self.jitter, self.transforms = jitter, transforms
 
     def start(self, stage: Stage) -> dict:
-        p = self.param.params()
-        if self.optimizer == "paper":
-            self.steps = [make_step("paper", t, self.size, self.energy, stage.lr_scale) for t in p]
-        elif self.optimizer == "adam":
-            lr = self.param.lr * stage.lr_scale
-            self.steps = [AdamStep(t, lr) for t in p]
-        else:
+        if self.optimizer not in OPTIMIZERS:
             raise PreimageError(f"unknown optimizer '{self.optimizer}' (choose {', '.join(OPTIMIZERS)})")
+        self.steps = [AdamStep(t, self.param.lr * stage.lr_scale) if name == "adam" else
+                      make_step(name, t, self.size, self.energy, stage.lr_scale)
+                      for t, name in zip(self.param.params(), self.param.step_names(self.optimizer), strict=True)]
         if not stage.jitter:
             self.stage_transforms: list[Transform] = []
         elif self.transforms is None:
@@ -289,11 +297,12 @@ def optimize(rep: Representation, objective: Objective, n: int, size: tuple[int,
     applied before Φ each step (None: the paper's jitter); prior: a feature-statistics prior (``priors.BNStats``).
     The pixel parameterization without transforms or prior takes the paper's fast path (closed-form prior
     gradients, jitter canvas); everything else goes through autograd, the α-norm, TV^β and projection applied
-    to the image the parameterization produces. optimizer: ``paper`` or ``adam`` (None: the parameterization's
-    own: paper for pixel, adam otherwise). amp: mixed precision for Φ (True or "bf16": bfloat16 autocast;
-    "fp16": float16, with a fixed loss scale on the fast path); the data term, the priors, the image and the
-    optimizer state stay float32. compile: run Φ through ``torch.compile`` (start-up cost; for GPUs).
-    Raises PreimageError if the energy becomes NaN/inf. Deterministic for a given seed.
+    to the image the parameterization produces. optimizer: ``paper``, ``adam`` or ``hybrid`` (the pyramid's;
+    None: the parameterization's own: paper for pixel, hybrid for pyramid, adam otherwise). amp: mixed
+    precision for Φ (True or "bf16": bfloat16 autocast; "fp16": float16, with a fixed loss scale on the fast
+    path); the data term, the priors, the image and the optimizer state stay float32. compile: run Φ through
+    ``torch.compile`` (start-up cost; for GPUs). Raises PreimageError if the energy becomes NaN/inf.
+    Deterministic for a given seed.
     """
     device, dtype = rep.device_dtype()
     keep_freed_memory()

@@ -82,6 +82,10 @@ class Param(nn.Module):
         """The optimization variables."""
         return list(self.parameters())
 
+    def step_names(self, optimizer: str) -> list[str]:
+        """The optimizer (``paper`` or ``adam``) of each tensor of ``params()`` when ``optimizer`` is asked for."""
+        return [optimizer] * len(self.params())
+
     def project_(self) -> None:
         """After each step: keep the variable valid (only ``pixel`` has anything to do)."""
 
@@ -185,14 +189,15 @@ class Pyramid(Param):
     up-sampling), projected onto the ball of radius B+. A step on a coarse level moves a whole region at once,
     so the low frequencies that pixel steps take hundreds of iterations to build converge in a few (a
     preconditioner for pixel-space inversion); w < 1 keeps the coarse levels from overshooting the fine detail.
-    It uses the paper's optimizer (each level is in paper units) and starts from the mean image plus noise of
+    Its own optimizer is ``hybrid`` (``step_names``; each level is in paper units, so ``paper`` and ``adam`` work
+    too). It starts from the mean image plus noise of
     ``start_sd`` paper units (so that restarts differ, and HOG, whose gradient vanishes on a flat image, can
     start): the paper's noise start, even at 3 % of its amplitude, cost 0.7 points of error at blocks.3 after 120
     iterations (benchmarks/time_to_quality.py). Parameters: the levels, N×C×h_k×w_k (level 0 full size)."""
 
     name = "pyramid"
-    optimizer = "paper"
-    lr = ADAM_LR  # with --optimizer adam
+    optimizer = "hybrid"
+    lr = ADAM_LR  # Adam's, in paper units
 
     def __init__(self, n: int, channels: int, size: tuple[int, int], mean: torch.Tensor, bound: float,
                  init: torch.Tensor | None = None, levels: int | None = None, weight: float = 0.6,
@@ -208,6 +213,16 @@ class Pyramid(Param):
         self.weight = weight
         self.levels = nn.ParameterList([nn.Parameter(first.clone())] + [
             nn.Parameter(torch.zeros(n, channels, *s)) for s in shapes[1:]])
+
+    def step_names(self, optimizer: str) -> list[str]:
+        """``hybrid``: Adam on the full-size level, the paper's optimizer on the coarser ones. Adam's
+        per-pixel normalization moves the fine detail of deep layers' pre-images faster, and the paper's
+        momentum builds the coarse levels better (time_to_quality.md: in 120 steps it reaches the paper's
+        350-step error at blocks.1–3 and 6 of efficientnet_lite0 and ties it at blocks.4, where Adam on every
+        level loses at blocks.1–4 and the paper's optimizer on every level at blocks.4–6)."""
+        if optimizer == "hybrid":
+            return ["adam"] + ["paper"] * (len(self.levels) - 1)
+        return super().step_names(optimizer)
 
     def forward(self) -> torch.Tensor:
         x = self.levels[0]

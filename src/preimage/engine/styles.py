@@ -3,8 +3,8 @@
 * ``paper``: exactly the paper's method (pixels, jitter canvas, momentum + AdaGrad, no feature prior);
 * ``natural``: the combination that measured best on a judge network that never saw the optimization
   (benchmarks/transfer.py; the numbers are in benchmarks/README.md);
-* ``fast``: inversion in a third of the paper's iterations: a Laplacian-pyramid parameterization and one
-  120-step stage without jitter (benchmarks/time_to_quality.py).
+* ``fast``: inversion in a third of the paper's iterations: a Laplacian-pyramid parameterization with its
+  ``hybrid`` optimizer and one 120-step stage without jitter (benchmarks/time_to_quality.py).
 
 ``--param``, ``--transforms`` and ``--prior`` override a style's parts one by one.
 """
