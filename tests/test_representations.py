@@ -137,3 +137,6 @@ def test_piped_layer_table_keeps_one_line_per_layer() -> None:
     by_name = {ln.split("│")[1].strip(): ln.split("│")[-2].strip() for ln in rows}
     assert by_name["bn1"] == "BatchNormAct2d" and by_name["blocks.0.0"] == "DepthwiseSeparableConv"
     assert all(ln.split("│")[1].strip() for ln in rows)  # no continuation lines
+    bad = subprocess.run([sys.executable, "-c", "from preimage.cli import main; main()", "layers", "--size", "64"],
+                         capture_output=True, text=True, env={**env, "COLUMNS": "abc"})
+    assert bad.returncode == 0 and "Traceback" not in bad.stderr  # a malformed COLUMNS falls back to 160

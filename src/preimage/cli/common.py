@@ -18,7 +18,8 @@ from ..representations import Representation, load
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None, help="Natural pre-images: see what image representations see.")
 # Piped or redirected output gets COLUMNS or 160 columns, not rich's 80: tables stay one line per row for grep.
-_PIPE_WIDTH = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "0") or 0) or 160
+_COLUMNS = os.environ.get("COLUMNS", "")
+_PIPE_WIDTH = None if sys.stdout.isatty() else (int(_COLUMNS) if _COLUMNS.isdigit() and int(_COLUMNS) else 160)
 out_console = Console(highlight=False, soft_wrap=True, width=_PIPE_WIDTH)
 err_console = Console(stderr=True, highlight=False)
 
