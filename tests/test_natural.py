@@ -124,16 +124,17 @@ def test_pyramid_is_the_weighted_sum_of_its_upsampled_levels() -> None:
     assert 0 < start.abs().max() < 0.1 and not torch.equal(start[0], start[1])
 
 
-def test_fast_style_is_one_stage_of_the_pyramid_and_beats_the_paper_at_equal_steps() -> None:
+def test_fast_style_is_adam_then_lbfgs_on_the_pyramid_and_beats_the_paper_at_equal_steps() -> None:
     from preimage.tasks.inversion import invert
 
     rep = tiny_rep(bn=False)
     img = load_image("sample:coffee", 32)
     fast = invert(rep, img, style="fast", iters=40)
     paper = invert(rep, img, iters=40)
-    assert fast.info["stages"] == [{"iters": 40, "lr": 1.0, "jitter": 1, "param": "pyramid", "transforms": 0,
-                                    "optimizer": "hybrid", "prior": None}]
-    assert fast.info["optimizer"] == "hybrid" and fast.info["param"] == "pyramid"
+    stage = {"lr": 1.0, "jitter": 1, "param": "pyramid", "transforms": 0, "prior": None}
+    assert fast.info["stages"] == [{"iters": 7, **stage, "optimizer": "adam"},
+                                   {"iters": 33, **stage, "optimizer": "lbfgs"}]  # 20 + 100, scaled to 40
+    assert fast.info["optimizer"] == "adam+lbfgs" and fast.info["param"] == "pyramid"
     assert fast.metrics["error"].item() < paper.metrics["error"].item()
 
 
@@ -155,7 +156,7 @@ def test_hybrid_optimizer_is_adam_on_the_full_size_level_and_the_papers_on_the_c
     assert torch.allclose((p.levels[0] - before).abs(), torch.full_like(g, p.lr * 0.5), atol=2e-3)
     with pytest.raises(PreimageError, match="hybrid optimizer is the pyramid's"):
         AutogradPath(tiny_rep(bn=False), None, None, Pixel(torch.zeros(1, 3, 8, 8), MEAN, 160.0), 1, (8, 8), Energy(),
-                     "hybrid", None, None, None, torch.Generator())
+                     "hybrid", None, None, None, torch.Generator()).optimizer_for(Stage(1))
     from preimage.tasks.inversion import invert
 
     with pytest.raises(PreimageError, match="use --param pyramid"):  # the pixels' fast path says the same

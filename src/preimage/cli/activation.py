@@ -48,9 +48,10 @@ from .shallow import ExactGradientOpt, gradient_options
 SizeOpt = Annotated[int | None, typer.Option(help="input size in pixels (default: from the receptive field)",
                                              **SIZE)]
 ItersOpt = Annotated[int | None, typer.Option(help="iterations (default: the style's: 300 for paper)", **ITERS)]
-OptimizerOpt = Annotated[str | None, typer.Option(help="paper (momentum+AdaGrad), adam, or hybrid (the pyramid's: "
-                                                  "adam on its full-size level, paper on the coarser ones); default: "
-                                                  "paper for pixels, hybrid for the pyramid, adam for the others")]
+OptimizerOpt = Annotated[str | None, typer.Option(help="paper (momentum+AdaGrad), adam, hybrid (the pyramid's: "
+                                                  "adam on its full-size level, paper on the coarser ones) or lbfgs "
+                                                  "(--transforms none only); default: paper for pixels, hybrid for "
+                                                  "the pyramid, adam for the others")]
 LeakOpt = Annotated[float, typer.Option("--relu-leak", help="slope given to the net's ReLUs while optimizing "
                                         "(the paper's option; 0 in its released runs)", **FRACTION)]
 CapLeakOpt = Annotated[float, typer.Option(

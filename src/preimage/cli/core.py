@@ -102,10 +102,12 @@ def invert(image: Annotated[str, typer.Argument(help="image path or sample:NAME 
                                                     **SIZE)] = None,
            restarts: Annotated[int, typer.Option(help="random restarts per image and C", **COUNT)] = 1,
            seed: SeedOpt = 0,
-           optimizer: Annotated[str | None, typer.Option(help="paper (momentum+AdaGrad), adam, or hybrid (the "
+           optimizer: Annotated[str | None, typer.Option(help="paper (momentum+AdaGrad), adam, hybrid (the "
                                                          "pyramid's: adam on its full-size level, paper on the "
-                                                         "coarser ones); default: paper for pixels, hybrid for the "
-                                                         "pyramid, adam for the others")] = None,
+                                                         "coarser ones) or lbfgs (stages without jitter), for every "
+                                                         "stage; default: the style's (fast: 20 adam, then lbfgs), "
+                                                         "else paper for pixels, hybrid for the pyramid, adam for "
+                                                         "the others")] = None,
            mask: Annotated[str | None, typer.Option(help="neigh:5 or channels:first-half|second-half|A:B")] = None,
            out: Annotated[Path, typer.Option(help="output folder")] = Path("preimage-out"),
            png_scale: Annotated[str, typer.Option(help="minmax (the paper's) or clip")] = "minmax",

@@ -54,20 +54,21 @@ def bytes_per_pixel(rep: Representation) -> float:
     return rep._bytes_per_pixel
 
 
-def estimate_bytes(rep: Representation, n: int, size: tuple[int, int]) -> int:
+def estimate_bytes(rep: Representation, n: int, size: tuple[int, int], extra_buffers: int = 0) -> int:
     """Memory for optimizing ``n`` problems of ``size`` (H, W) at ``rep``'s layer: the network's activations
-    and their gradients, plus the loop's image-sized buffers."""
+    and their gradients, plus the loop's image-sized buffers (and ``extra_buffers`` more: L-BFGS's memory)."""
     h, w = size
-    per_pixel = AUTOGRAD_FACTOR * bytes_per_pixel(rep) + IMAGE_BUFFERS * 4 * rep.channels
+    per_pixel = AUTOGRAD_FACTOR * bytes_per_pixel(rep) + (IMAGE_BUFFERS + extra_buffers) * 4 * rep.channels
     return int(n * h * w * per_pixel)
 
 
-def check_memory(rep: Representation, n: int, size: tuple[int, int] | int | None, what: str = "") -> None:
+def check_memory(rep: Representation, n: int, size: tuple[int, int] | int | None, what: str = "",
+                 extra_buffers: int = 0) -> None:
     """Refuse, in one line with the estimate, a request that needs more memory than the device has."""
     if size is None:
         return
     hw = (size, size) if isinstance(size, int) else tuple(size)
-    need = estimate_bytes(rep, n, hw)
+    need = estimate_bytes(rep, n, hw, extra_buffers)
     have = machine_bytes(rep.device_dtype()[0])
     if need > have:
         raise PreimageError(f"{what or 'this request'} would need about {need / 2**30:.1f} GB ({n} problem(s) at "

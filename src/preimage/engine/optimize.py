@@ -18,13 +18,14 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from ..errors import PreimageError
 from ..representations.base import Representation, Stage
 from . import transforms
+from .lbfgs import LBFGSStep
 from .objectives import Objective, Term, views_of
 from .param import ADAM_LR, PARAMS, Param, make_param
 from .priors import BNStats
@@ -126,14 +127,21 @@ class AdamStep:
         x.addcdiv_(m, v.sqrt().add_(self.eps), value=-step)
 
 
-OPTIMIZERS = ("paper", "adam", "hybrid")
-#: ``hybrid``: one optimizer per tensor of the parameterization (``Param.step_names``): the pyramid's own, Adam on
-#: its full-size level and the paper's on the coarser ones (benchmarks/results/time_to_quality.md).
+OPTIMIZERS = ("paper", "adam", "hybrid", "lbfgs")
+#: ``hybrid``: one optimizer per tensor of the parameterization (``Param.step_names``): Adam on the pyramid's
+#: full-size level and the paper's on the coarser ones. ``lbfgs``: L-BFGS per problem, one evaluation per
+#: iteration (``engine.lbfgs``), on stages without jitter or transforms; the fast style's second stage
+#: (benchmarks/results/time_to_quality.md).
 
 
 def _hybrid_only(param: str) -> PreimageError:
     return PreimageError(f"the hybrid optimizer is the pyramid's (Adam on its full-size level, the paper's on the "
                          f"coarser ones); use --param pyramid, or paper or adam with --param {param}")
+
+
+def _lbfgs_needs_a_fixed_energy() -> PreimageError:
+    return PreimageError("the lbfgs optimizer needs the same energy at every step: use it on stages without jitter "
+                         "(--transforms none, or --style fast)")
 
 
 def make_step(name: str, x: torch.Tensor, size: tuple[int, int], energy: Energy, lr_scale: float):
@@ -163,7 +171,7 @@ def scale_schedule(schedule: Sequence[Stage], iters: int | None) -> tuple[Stage,
     for i, s in enumerate(schedule):
         k = left if i == len(schedule) - 1 else min(max(round(iters * s.iters / total), 1), left)
         if k > 0:
-            out.append(Stage(k, s.lr_scale, s.jitter))
+            out.append(replace(s, iters=k))
         left -= k
     return tuple(out)
 
@@ -187,16 +195,23 @@ class PixelPath:
     def __init__(self, rep: Representation, data: DataTerm, x: torch.Tensor, size: tuple[int, int],
                  energy: Energy, optimizer: str, jitter: int | None, gen: torch.Generator) -> None:
         self.rep, self.data, self.x, self.size, self.energy = rep, data, x, size, energy
-        self.optimizer, self.jitter, self.gen = optimizer or "paper", jitter, gen
-        if self.optimizer == "hybrid":
+        self.optimizer, self.jitter, self.gen = optimizer, jitter, gen
+
+    def optimizer_for(self, stage: Stage) -> str:
+        """The stage's optimizer (the run's, else the stage's own, else the paper's); bad names fail here."""
+        name = self.optimizer or stage.optimizer or "paper"
+        if name == "hybrid":
             raise _hybrid_only("pixel")
+        if name not in ("paper", "adam"):
+            raise PreimageError(f"unknown optimizer '{name}' (choose {', '.join(OPTIMIZERS)})")
+        return name
 
     def start(self, stage: Stage) -> dict:
         device, dtype = self.rep.device_dtype()
         J = self.jitter if stage.jitter and self.jitter else 1
         # Each stage starts afresh from the previous result's centre, as a new call of the authors' routine.
         self.canvas = place_on_canvas(self.x.to(device, dtype), J)
-        self.step = make_step(self.optimizer, self.canvas, self.size, self.energy, stage.lr_scale)
+        self.step = make_step(self.optimizer_for(stage), self.canvas, self.size, self.energy, stage.lr_scale)
         self.chunks = update_chunks(self.canvas)
         return {"iters": stage.iters, "lr": stage.lr_scale, "jitter": J}
 
@@ -234,28 +249,42 @@ class AutogradPath:
                  transforms: Sequence[Transform] | None, prior: BNStats | None, gen: torch.Generator) -> None:
         self.rep, self.data, self.objective, self.param, self.n = rep, data, objective, param, n
         self.size, self.energy, self.gen, self.prior = size, energy, gen, prior
-        self.optimizer = optimizer or param.optimizer
-        if self.optimizer == "paper" and param.optimizer not in ("paper", "hybrid"):
+        self.optimizer, self.jitter, self.transforms = optimizer, jitter, transforms
+
+    def optimizer_for(self, stage: Stage) -> str:
+        """The stage's optimizer (the run's, else the stage's own, else the parameterization's); bad names and
+        combinations fail here, before any work."""
+        name = self.optimizer or stage.optimizer or self.param.optimizer
+        if name not in OPTIMIZERS:
+            raise PreimageError(f"unknown optimizer '{name}' (choose {', '.join(OPTIMIZERS)})")
+        if name == "paper" and self.param.optimizer not in ("paper", "hybrid"):
             raise PreimageError(f"the paper's optimizer is for parameterizations in paper units (pixel, pyramid); "
-                                f"use --optimizer adam with --param {param.name}")
-        if self.optimizer == "hybrid" and param.optimizer != "hybrid":
-            raise _hybrid_only(param.name)
-        self.jitter, self.transforms = jitter, transforms
+                                f"use --optimizer adam with --param {self.param.name}")
+        if name == "hybrid" and self.param.optimizer != "hybrid":
+            raise _hybrid_only(self.param.name)
+        if name == "lbfgs" and self._transforms(stage):
+            raise _lbfgs_needs_a_fixed_energy()
+        return name
+
+    def _transforms(self, stage: Stage) -> list[Transform]:
+        if not stage.jitter:
+            return []
+        if self.transforms is None:
+            return [transforms.jitter(self.jitter)] if self.jitter and self.jitter > 1 else []
+        return list(self.transforms)
 
     def start(self, stage: Stage) -> dict:
-        if self.optimizer not in OPTIMIZERS:
-            raise PreimageError(f"unknown optimizer '{self.optimizer}' (choose {', '.join(OPTIMIZERS)})")
-        self.steps = [AdamStep(t, self.param.lr * stage.lr_scale) if name == "adam" else
-                      make_step(name, t, self.size, self.energy, stage.lr_scale)
-                      for t, name in zip(self.param.params(), self.param.step_names(self.optimizer), strict=True)]
-        if not stage.jitter:
-            self.stage_transforms: list[Transform] = []
-        elif self.transforms is None:
-            self.stage_transforms = [transforms.jitter(self.jitter)] if self.jitter and self.jitter > 1 else []
-        else:
-            self.stage_transforms = list(self.transforms)
+        name = self.optimizer_for(stage)
+        self.stage_transforms = self._transforms(stage)
+        params = self.param.params()
+        self.lbfgs = (LBFGSStep(first=self.param.lr * stage.lr_scale, scale=self.param.lbfgs_scale())
+                      if name == "lbfgs" else None)
+        self.steps = [] if self.lbfgs else [
+            AdamStep(t, self.param.lr * stage.lr_scale) if step == "adam" else
+            make_step(step, t, self.size, self.energy, stage.lr_scale)
+            for t, step in zip(params, self.param.step_names(name), strict=True)]
         return {"iters": stage.iters, "lr": stage.lr_scale, "jitter": self.jitter if stage.jitter else 1,
-                "param": self.param.name, "transforms": len(self.stage_transforms), "optimizer": self.optimizer,
+                "param": self.param.name, "transforms": len(self.stage_transforms), "optimizer": name,
                 "prior": self.prior.weight if self.prior else None}
 
     def iterate(self, out: torch.Tensor) -> None:
@@ -270,13 +299,18 @@ class AutogradPath:
             e = e + self.energy.regularizer(img)
             grads = torch.autograd.grad(e.sum(), self.param.params())
         with torch.no_grad():
-            for t, g, step in zip(self.param.params(), grads, self.steps, strict=True):
-                step(t.data, g)
+            e = e.detach()
+            if self.lbfgs:  # the energy it records is that of the accepted points
+                e = self.lbfgs([t.data for t in self.param.params()], list(grads), e)
+            else:
+                for t, g, step in zip(self.param.params(), grads, self.steps, strict=True):
+                    step(t.data, g)
             self.param.project_()
-            out.copy_(e.detach())
+            out.copy_(e)
 
     def finish(self) -> None:
-        pass
+        if self.lbfgs:
+            self.lbfgs.restore([t.data for t in self.param.params()])
 
     def image(self) -> torch.Tensor:
         with torch.no_grad():
@@ -295,10 +329,11 @@ def optimize(rep: Representation, objective: Objective, n: int, size: tuple[int,
     units (None: noise, or the parameterization's own random start); jitter: J (default from the layer's
     measured stride). param: ``pixel`` (the paper's), ``fourier`` or ``maco``; transforms: a list of transforms
     applied before Φ each step (None: the paper's jitter); prior: a feature-statistics prior (``priors.BNStats``).
-    The pixel parameterization without transforms or prior takes the paper's fast path (closed-form prior
+    The pixel parameterization without transforms, prior or L-BFGS takes the paper's fast path (closed-form prior
     gradients, jitter canvas); everything else goes through autograd, the α-norm, TV^β and projection applied
-    to the image the parameterization produces. optimizer: ``paper``, ``adam`` or ``hybrid`` (the pyramid's;
-    None: the parameterization's own: paper for pixel, hybrid for pyramid, adam otherwise). amp: mixed
+    to the image the parameterization produces. optimizer: ``paper``, ``adam``, ``hybrid`` (the pyramid's) or
+    ``lbfgs`` (stages without jitter only) for every stage; None: each stage's own (``Stage.optimizer``), else the
+    parameterization's: paper for pixel, hybrid for pyramid, adam otherwise. amp: mixed
     precision for Φ (True or "bf16": bfloat16 autocast; "fp16": float16, with a fixed loss scale on the fast
     path); the data term, the priors, the image and the optimizer state stay float32. compile: run Φ through
     ``torch.compile`` (start-up cost; for GPUs). Raises PreimageError if the energy becomes NaN/inf.
@@ -317,12 +352,15 @@ def optimize(rep: Representation, objective: Objective, n: int, size: tuple[int,
     if jitter is None and any(s.jitter for s in schedule):
         jitter = rep.geometry().jitter
     data = DataTerm(rep, objective, amp, compile)
-    if param == "pixel" and transforms is None and prior is None:
+    lbfgs = any((optimizer or s.optimizer) == "lbfgs" for s in schedule)
+    if param == "pixel" and transforms is None and prior is None and not lbfgs:
         path: PixelPath | AutogradPath = PixelPath(rep, data, x, size, energy, optimizer, jitter, gen)
     else:
         p = make_param(param, n, rep.channels, size, rep.mean.cpu(), energy.bound, gen,
                        init=None if x is None else x).to(device, dtype)
         path = AutogradPath(rep, data, objective, p, n, size, energy, optimizer, jitter, transforms, prior, gen)
+    for stage in schedule:
+        path.optimizer_for(stage)
     total = sum(s.iters for s in schedule)
     history = torch.empty(total, n, dtype=dtype, device=device)
     t = 0

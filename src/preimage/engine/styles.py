@@ -3,14 +3,15 @@
 * ``paper``: exactly the paper's method (pixels, jitter canvas, momentum + AdaGrad, no feature prior);
 * ``natural``: the combination that measured best on a judge network that never saw the optimization
   (benchmarks/transfer.py; the numbers are in benchmarks/README.md);
-* ``fast``: inversion in a third of the paper's iterations: a Laplacian-pyramid parameterization with its
-  ``hybrid`` optimizer and one 120-step stage without jitter (benchmarks/time_to_quality.py).
+* ``fast``: inversion in a third of the paper's iterations: a Laplacian-pyramid parameterization without jitter,
+  20 steps of Adam, then 100 of L-BFGS (one evaluation each; benchmarks/time_to_quality.py).
 
 ``--param``, ``--transforms`` and ``--prior`` override a style's parts one by one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -49,7 +50,8 @@ STYLES = {
     "natural": Style("natural", param="fourier",
                      transforms="jitter:17,scale:0.9-1.1,rotate:10,jitter:9,crops:4:0.6-1",
                      prior="auto", prior_weight=1e-4, iters=64, C=100.0),
-    "fast": Style("fast", param="pyramid", transforms="none", iters=120, schedule=(Stage(120, 1.0, False),)),
+    "fast": Style("fast", param="pyramid", transforms="none", iters=120,
+                  schedule=(Stage(20, 1.0, False, "adam"), Stage(100, 1.0, False, "lbfgs"))),
 }
 
 
@@ -94,8 +96,10 @@ def resolve(rep: Representation, style: str | Style = "paper", *, param: str | N
     return s, kw
 
 
-def describe(s: Style) -> dict[str, Any]:
-    """JSON-ready description of a resolved style."""
+def describe(s: Style, schedule: Sequence[Stage] = ()) -> dict[str, Any]:
+    """JSON-ready description of a resolved style run with ``schedule``; ``optimizer`` names the stages' optimizers
+    in order, joined by ``+`` (``adam+lbfgs`` for the fast style)."""
+    own = OWN_OPTIMIZER[s.param]
+    names = [s.optimizer] if s.optimizer else list(dict.fromkeys(st.optimizer or own for st in schedule)) or [own]
     return {"style": s.name, "param": s.param, "transforms": s.transforms, "prior": s.prior,
-            "prior_weight": s.prior_weight if s.prior != "none" else None,
-            "optimizer": s.optimizer or OWN_OPTIMIZER[s.param]}
+            "prior_weight": s.prior_weight if s.prior != "none" else None, "optimizer": "+".join(names)}

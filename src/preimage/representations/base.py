@@ -23,11 +23,14 @@ from .tokens import TokenLayout, find_layout, is_attention, prefix_names
 
 @dataclass(frozen=True)
 class Stage:
-    """One optimizer stage: ``iters`` steps at ``lr_scale``·lr0, with or without jitter."""
+    """One optimizer stage: ``iters`` steps at ``lr_scale``·lr0, with or without jitter; ``optimizer``: the
+    stage's own (``paper``, ``adam``, ``hybrid``, ``lbfgs``) when the run asks for none (None: the
+    parameterization's)."""
 
     iters: int
     lr_scale: float = 1.0
     jitter: bool = True
+    optimizer: str | None = None
 
 
 #: The IJCV inversion schedule: 300 steps with jitter, then 50 at lr0/10 without (paper-notes §1.2).

@@ -362,8 +362,9 @@ def maximize(model: Representation | str, units: int | Sequence[int], *, layer: 
     quirk = stats.get(point).max[k - 1].item() if k - 1 < channels else None
     if direction is not None:
         metrics["direction"] = along.score(phi) / dir_scale  # mean ⟨Φ, v̂⟩ over the map
-    info = {"size": list(hw), "mode": mode, "token": token, "stages": trace.stages, "seed": seed, **describe(sty),
-            "relu_leak": relu_leak, "cap_leak": cap_leak, "point": f"{point[0]} of {point[1] or 'the network'}",
+    info = {"size": list(hw), "mode": mode, "token": token, "stages": trace.stages, "seed": seed,
+            **describe(sty, sched), "relu_leak": relu_leak, "cap_leak": cap_leak,
+            "point": f"{point[0]} of {point[1] or 'the network'}",
             "receptive_field": list(geo.receptive_field) if geo.receptive_field else None,
             "stride": list(geo.stride) if geo.stride else None, "centre": list(centre) if centre else None,
             "weight": w_unit.tolist(), "paper_code_reference_max": quirk, "logits": logits,
@@ -420,7 +421,7 @@ def caricature(model: Representation | str, images: str | Sequence[str] | torch.
         metrics["score_limit"] = torch.maximum(best.to(end), end)
         metrics["share_of_limit"] = end / metrics["score_limit"]
     problems = [{"input": nm} for nm in names]
-    info = {"size": list(x0.shape[-2:]), "stages": trace.stages, "seed": seed, **describe(sty),
+    info = {"size": list(x0.shape[-2:]), "stages": trace.stages, "seed": seed, **describe(sty, sched),
             "relu_leak": relu_leak, "cap_leak": cap_leak, "point": f"{point[0]} of {point[1] or 'the network'}",
             "reference": img}
     return Result(rep.to_image(trace.x), problems, metrics, rep.name, rep.layer, trace.iterations, trace.seconds,

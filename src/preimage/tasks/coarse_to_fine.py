@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -58,9 +59,9 @@ def split_schedule(schedule: Sequence[Stage], first: int) -> tuple[tuple[Stage, 
     for s in schedule:
         k = min(max(left, 0), s.iters)
         if k:
-            head.append(Stage(k, s.lr_scale, s.jitter))
+            head.append(replace(s, iters=k))
         if s.iters - k:
-            tail.append(Stage(s.iters - k, s.lr_scale, s.jitter))
+            tail.append(replace(s, iters=s.iters - k))
         left -= k
     return tuple(head), tuple(tail)
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
+from ..engine.lbfgs import image_buffers
 from ..engine.memory import check_memory
 from ..engine.objectives import Inversion, channel_mask, neighbourhood_mask
 from ..engine.optimize import Energy, Progress, optimize, scale_schedule
@@ -140,10 +141,12 @@ def invert(model: Representation | str, images: str | Sequence[str] | torch.Tens
     if restarts < 1:
         raise PreimageError("--restarts must be at least 1")
     n = image_count(images) * len(cs) * restarts
-    check_memory(rep, n, size or rep.defaults.size)
+    sched = scale_schedule(schedule or sty.schedule or rep.defaults.schedule, iters)
+    extra = image_buffers() if any((opt_kw["optimizer"] or st.optimizer) == "lbfgs" for st in sched) else 0
+    check_memory(rep, n, size or rep.defaults.size, extra_buffers=extra)
     img, names = prepare_images(rep, images, size)
     if not (size or rep.defaults.size):  # the images' own size (HOG, DSIFT)
-        check_memory(rep, n, tuple(img.shape[-2:]))
+        check_memory(rep, n, tuple(img.shape[-2:]), extra_buffers=extra)
     problems = [{"input": nm, "C": c, "restart": r} for nm in names for c in cs for r in range(restarts)]
     rep_idx = torch.arange(len(names), device=img.device).repeat_interleave(len(cs) * restarts)
     x0 = rep.to_paper_units(img)
@@ -151,7 +154,6 @@ def invert(model: Representation | str, images: str | Sequence[str] | torch.Tens
     m = parse_mask(mask, tuple(phi0.shape[1:]))
     c_vec = torch.tensor(cs, dtype=phi0.dtype).repeat_interleave(restarts).repeat(len(names))
     obj = Inversion(phi0, c_vec.to(phi0.device), None if m is None else m.to(phi0.device))
-    sched = scale_schedule(schedule or sty.schedule or rep.defaults.schedule, iters)
     if coarse_to_fine is None:
         coarse_to_fine = rep.defaults.coarse_to_fine and init is None
     if coarse_to_fine and init is not None:
@@ -166,7 +168,7 @@ def invert(model: Representation | str, images: str | Sequence[str] | torch.Tens
         error = obj.error(rep(trace.x))
     return Result(rep.to_image(trace.x), problems, {"error": error}, rep.name, rep.layer, trace.iterations,
                   trace.seconds, trace.energy, {"stages": trace.stages, "size": list(img.shape[-2:]),
-                                                 "seed": seed, **describe(sty), "coarse_to_fine": coarse_to_fine,
+                                                 "seed": seed, **describe(sty, sched), "coarse_to_fine": coarse_to_fine,
                                                  "mask": str(mask) if mask is not None else None, "reference": img})
 
 
