@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from ..errors import PreimageError
 from .common import (
     COUNT,
     INDEX,
@@ -55,13 +56,25 @@ def bench(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None, weight
           = "paper,natural",
           judge: Annotated[str, typer.Option(help="--transfer: the judge")] = "efficientnet_lite1",
           out: Annotated[str, typer.Option(help="--transfer: folder for the pictures")] = "preimage-bench-transfer",
+          quality: Annotated[bool, typer.Option("--quality", help="instead of speed: inversion time-to-quality, "
+                                                "the median error of --style fast against the paper's 350 "
+                                                "iterations, per layer (--layer: comma-separated; default for "
+                                                "efficientnet_lite0: blocks.1-6)")] = False,
+          images: Annotated[int, typer.Option(help="--quality: how many bundled colour samples", **COUNT)] = 8,
+          methods: Annotated[str, typer.Option(help="--quality: PARAM:ITERS[:LR_SCALE], comma-separated ('fast' "
+                                               "is the style)")] = "pixel:350,fast:120",
           device: DeviceOpt = "cpu", as_json: JsonOpt = False) -> None:
     """Time one iteration against the bare network, batched against sequential runs, peak memory, and Lucent;
-    or, with --transfer, how well another network recognises the class pre-images."""
+    or, with --transfer, how well another network recognises the class pre-images; or, with --quality, how close
+    the fast style's inversions get in 120 iterations to the paper's in 350."""
     from ..experiments.bench import run_bench
 
+    if transfer and quality:
+        raise PreimageError("--transfer and --quality are two different benches: give one")
     if transfer:
         return _transfer(model, classes, styles, judge, out, iters, threads, lucent, lucent_python, as_json)
+    if quality:
+        return _quality(model, layer, weights, random_weights, size, images, methods, iters, threads, as_json)
     iters = iters or 10
 
     info = run_bench(model, layer, weights=weights, random_weights=random_weights, size=size, batch=batch,
@@ -91,6 +104,38 @@ def bench(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None, weight
     emit(info, as_json, human)
 
 
+def _quality(model: str, layer: str | None, weights: str | None, random_weights: bool, size: int | None,
+             images: int, methods: str, iters: int | None, threads: int | None, as_json: bool) -> None:
+    """``bench --quality``: the time-to-quality rows (benchmarks/time_to_quality.py: the full table)."""
+    import torch
+
+    from ..experiments.quality import LITE0_LAYERS, time_to_quality
+
+    if iters is not None:
+        raise PreimageError("--quality takes the iterations in --methods (e.g. fast:120,pixel:350), not --iters")
+    layers = [s.strip() for s in layer.split(",") if s.strip()] if layer else (
+        list(LITE0_LAYERS) if model == "efficientnet_lite0" else [None])
+    if threads:
+        torch.set_num_threads(threads)
+    info = time_to_quality(model, layers, images, [m for m in methods.split(",") if m.strip()], size=size,
+                           weights=weights, random_weights=random_weights,
+                           say=lambda m: err_console.print(m, markup=False, highlight=False))
+
+    def human() -> None:
+        from rich.table import Table
+
+        t = Table(title=f"{info['model']}: median inversion error (%) on {len(info['images'])} bundled sample(s)")
+        for c in ("layer", *info["methods"], "fast ≤ paper"):
+            t.add_column(c)
+        for r in info["rows"]:
+            verdict = "" if "fast_le_paper" not in r else ("yes" if r["fast_le_paper"] else "no")
+            t.add_row(str(r["layer"] or "output"), *(f"{100 * r[k]['median_error']:.1f} ({r[k]['seconds']:.0f} s)"
+                                                     for k in info["methods"]), verdict)
+        out_console.print(t)
+
+    emit(info, as_json, human)
+
+
 def _transfer(model: str, classes: str, styles: str, judge: str, out: str, iters: int | None, threads: int | None,
               lucent: bool, lucent_python: str | None, as_json: bool) -> None:
     """``bench --transfer``: the class-transfer rows for a few classes (benchmarks/transfer.py: all 20)."""
@@ -98,7 +143,6 @@ def _transfer(model: str, classes: str, styles: str, judge: str, out: str, iters
 
     import torch
 
-    from ..errors import PreimageError
     from ..experiments.transfer import class_transfer
 
     try:

@@ -1,0 +1,99 @@
+"""Inversion time-to-quality: the median IJCV error of a short run (``--style fast``, or another
+parameterization) against the paper's schedule after its 350 iterations, on the bundled colour samples.
+
+``benchmarks/time_to_quality.py`` runs the full table (efficientnet_lite0, blocks.1–6, 8 samples at 224 px);
+``preimage bench --quality`` runs the same measurement for any model and layers.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+from ..engine.optimize import scale_schedule
+from ..errors import PreimageError
+from ..images import COLOR_SAMPLES
+from ..representations import load
+from ..tasks.inversion import invert
+
+#: The issue's comparison: fast after 120 iterations against the paper's 300+50.
+METHODS = ("pixel:350", "fast:120")
+#: efficientnet_lite0's blocks, the table's layers.
+LITE0_LAYERS = tuple(f"blocks.{i}" for i in range(1, 7))
+
+Say = Callable[[str], None]
+
+
+def parse_method(spec: str) -> tuple[str, int, float]:
+    """``PARAM:ITERS[:LR_SCALE]`` → (param, iters, lr scale); ``fast`` is the style of that name."""
+    parts = spec.strip().split(":")
+    try:
+        if len(parts) not in (2, 3):
+            raise ValueError
+        return parts[0], int(parts[1]), float(parts[2]) if len(parts) == 3 else 1.0
+    except ValueError:
+        raise PreimageError(f"a method is PARAM:ITERS[:LR_SCALE], e.g. fast:120 or pixel:350; got '{spec}'") from None
+
+
+def method_key(param: str, iters: int, lr: float) -> str:
+    return f"{param}:{iters}" + (f":{lr:g}" if lr != 1 else "")
+
+
+def time_to_quality(model: str = "efficientnet_lite0", layers: Sequence[str] = LITE0_LAYERS, images: int = 8,
+                    methods: Sequence[str] = METHODS, *, size: int | None = None, C: float = 100.0,
+                    weights: str | None = None, random_weights: bool = False,
+                    say: Say = lambda m: None, on_row: Callable[[dict], None] = lambda r: None) -> dict[str, Any]:
+    """One row per layer: for each method, the median error over ``images`` bundled colour samples (and each
+    image's error, and the seconds). ``pixel``/``pyramid``/``fourier``/``maco`` run the model's paper schedule
+    (300+50 for CNNs) scaled to ITERS (its rate × LR_SCALE); ``fast`` runs the style with its own stages.
+    ``fast_le_paper`` compares the first fast method with the first pixel one."""
+    if not 1 <= images <= len(COLOR_SAMPLES):
+        raise PreimageError(f"--images must be between 1 and {len(COLOR_SAMPLES)} (the bundled colour samples)")
+    parsed = [parse_method(m) for m in methods]
+    if not layers:
+        raise PreimageError("give at least one layer")
+    specs = [f"sample:{s}" for s in COLOR_SAMPLES[:images]]
+    rows = []
+    for layer in layers:
+        rep = load(model, layer, weights=weights, random_weights=random_weights)
+        row: dict[str, Any] = {"layer": layer}
+        for param, iters, lr in parsed:
+            t = time.perf_counter()
+            if param == "fast":
+                res = invert(rep, specs, style="fast", iters=iters, C=C, size=size)
+            else:
+                sched = [replace(s, lr_scale=s.lr_scale * lr) for s in scale_schedule(rep.defaults.schedule, iters)]
+                res = invert(rep, specs, schedule=sched, param=param, C=C, size=size)
+            err = res.metrics["error"].tolist()
+            key = method_key(param, iters, lr)
+            row[key] = {"median_error": statistics.median(err), "errors": err, "seconds": time.perf_counter() - t}
+            say(f"{layer or 'output'} {key}: median error {100 * row[key]['median_error']:.1f}% "
+                f"({row[key]['seconds']:.0f} s)")
+        fast = next((method_key(*m) for m in parsed if m[0] == "fast"), None)
+        paper = next((method_key(*m) for m in parsed if m[0] == "pixel"), None)
+        if fast and paper:
+            row["fast_le_paper"] = row[fast]["median_error"] <= row[paper]["median_error"]
+        rows.append(row)
+        on_row(row)
+    return {"model": model, "images": specs, "C": C, "methods": [method_key(*m) for m in parsed], "rows": rows}
+
+
+def markdown(info: dict[str, Any]) -> str:
+    """The table: median error (%) per layer and method, with the seconds of all layers."""
+    keys = info["methods"]
+    lines = [f"{info['model']}, {len(info['images'])} bundled colour samples, C={info['C']:g}: median IJCV error (%)",
+             "", "| layer | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    rows = info["rows"]
+    for r in rows:
+        lines.append(f"| {r['layer']} | " + " | ".join(f"{100 * r[k]['median_error']:.1f}" for k in keys) + " |")
+    lines.append("| median over layers | " + " | ".join(
+        f"{100 * statistics.median(r[k]['median_error'] for r in rows):.1f}" for k in keys) + " |")
+    lines.append("| seconds (all layers) | " + " | ".join(f"{sum(r[k]['seconds'] for r in rows):.0f}" for k in keys)
+                 + " |")
+    return "\n".join(lines)
+
+
+__all__ = ["LITE0_LAYERS", "METHODS", "markdown", "parse_method", "time_to_quality"]

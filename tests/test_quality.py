@@ -1,0 +1,46 @@
+"""Time-to-quality (``experiments.quality``, ``preimage bench --quality``): the rows are the errors of the runs they
+name, and bad input ends in one line."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import pytest
+import torch
+
+from preimage.cli import main
+from preimage.experiments.quality import markdown, time_to_quality
+from preimage.tasks.inversion import invert
+
+
+def test_rows_are_the_median_errors_of_the_runs_they_name() -> None:
+    info = time_to_quality("efficientnet_lite0", ["blocks.1"], 2, ["fast:6", "pixel:6:0.5"], size=32)
+    row = info["rows"][0]
+    assert info["methods"] == ["fast:6", "pixel:6:0.5"] and info["images"] == ["sample:astronaut", "sample:chelsea"]
+    fast = invert("efficientnet_lite0", info["images"], layer="blocks.1", style="fast", iters=6, C=100.0, size=32)
+    assert row["fast:6"]["errors"] == pytest.approx(fast.metrics["error"].tolist(), rel=1e-5)
+    assert row["fast:6"]["median_error"] == pytest.approx(statistics.median(row["fast:6"]["errors"]))
+    # pixel:6:0.5 is the paper's schedule scaled to 6 steps (5 with jitter + 1) at half its rate.
+    from preimage.representations import Stage
+
+    paper = invert("efficientnet_lite0", info["images"], layer="blocks.1", iters=None, C=100.0, size=32,
+                   schedule=(Stage(5, 0.5, True), Stage(1, 0.05, False)))
+    assert row["pixel:6:0.5"]["errors"] == pytest.approx(paper.metrics["error"].tolist(), rel=1e-5)
+    assert row["fast_le_paper"] == (row["fast:6"]["median_error"] <= row["pixel:6:0.5"]["median_error"])
+    assert f"| blocks.1 | {100 * row['fast:6']['median_error']:.1f} |" in markdown(info)
+
+
+def test_cli_quality_json_and_bad_input(capsys) -> None:
+    torch.manual_seed(0)
+    rc = main(["bench", "--quality", "--layer", "blocks.1", "--images", "1", "--methods", "pixel:4,fast:4",
+               "--size", "32", "--json"])
+    info = json.loads(capsys.readouterr().out)
+    row = info["rows"][0]
+    assert rc in (0, None) and row["layer"] == "blocks.1"
+    assert row["fast_le_paper"] == (row["fast:4"]["median_error"] <= row["pixel:4"]["median_error"])
+    for args, message in ((["--methods", "fast"], "PARAM:ITERS"), (["--iters", "3"], "--methods"),
+                          (["--images", "9"], "between 1 and 8"), (["--transfer"], "give one")):
+        rc = main(["bench", "--quality", "--layer", "blocks.1", "--size", "32", *args])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and message in err[0]
