@@ -152,3 +152,9 @@ def test_memory_estimate_counts_what_lbfgs_holds_on_the_pyramid() -> None:
     rep = tiny()
     grow = estimate_bytes(rep, 2, (32, 32), image_buffers()) - estimate_bytes(rep, 2, (32, 32))
     assert grow == image_buffers() * image * 4
+    # Every task asks for them when a stage runs L-BFGS (the run's optimizer overriding the stages' own).
+    from preimage.engine.optimize import extra_buffers
+
+    fast = get_style("fast").schedule
+    assert extra_buffers(fast, None) == image_buffers() and extra_buffers(fast, "adam") == 0
+    assert extra_buffers((Stage(5),), "lbfgs") == image_buffers() and extra_buffers((Stage(5),), None) == 0

@@ -46,10 +46,8 @@ class LBFGSStep:
 
     def _start(self, xs: list[torch.Tensor], f: torch.Tensor) -> None:
         n, d = f.shape[0], sum(x[0].numel() for x in xs)
-        self.D = torch.ones(d, dtype=xs[0].dtype, device=xs[0].device)
-        if self.scale is not None:
-            self.D = torch.cat([torch.full((x[0].numel(),), c, dtype=self.D.dtype, device=self.D.device)
-                                for x, c in zip(xs, self.scale, strict=True)])
+        self.D = torch.cat([torch.full((x[0].numel(),), c, dtype=x.dtype, device=x.device)
+                            for x, c in zip(xs, self.scale or [1.0] * len(xs), strict=True)])
         self.S = torch.zeros(self.memory, n, d, dtype=self.D.dtype, device=self.D.device)
         self.Y = torch.zeros_like(self.S)
         self.R = torch.zeros(self.memory, n, dtype=self.D.dtype, device=self.D.device)
@@ -92,7 +90,7 @@ class LBFGSStep:
         for s, y, r, a in reversed(seen):
             q.addcmul_(s, (a - r * torch.linalg.vecdot(y, q))[:, None])
         bad = (self.count == 0) | ((g * q).sum(1) <= 0)
-        return torch.where(bad[:, None], self._first(g), -q)
+        return torch.where(bad[:, None], self._first(g), -q) if bool(bad.any()) else q.neg_()
 
     @torch.no_grad()
     def __call__(self, xs: list[torch.Tensor], gs: list[torch.Tensor], f: torch.Tensor) -> torch.Tensor:

@@ -25,7 +25,7 @@ import torch
 from ..errors import PreimageError
 from ..representations.base import Representation, Stage
 from . import transforms
-from .lbfgs import LBFGSStep
+from .lbfgs import LBFGSStep, image_buffers
 from .objectives import Objective, Term, views_of
 from .param import ADAM_LR, PARAMS, Param, make_param
 from .priors import BNStats
@@ -142,6 +142,16 @@ def _hybrid_only(param: str) -> PreimageError:
 def _lbfgs_needs_a_fixed_energy() -> PreimageError:
     return PreimageError("the lbfgs optimizer needs the same energy at every step: use it on stages without jitter "
                          "(--transforms none, or --style fast)")
+
+
+def uses_lbfgs(schedule: Sequence[Stage], optimizer: str | None) -> bool:
+    """Whether any stage runs L-BFGS (the run's optimizer, else the stage's own)."""
+    return any((optimizer or s.optimizer) == "lbfgs" for s in schedule)
+
+
+def extra_buffers(schedule: Sequence[Stage], optimizer: str | None) -> int:
+    """Image-sized buffers per problem beyond the loop's own (``memory.check_memory``): L-BFGS's pairs."""
+    return image_buffers() if uses_lbfgs(schedule, optimizer) else 0
 
 
 def make_step(name: str, x: torch.Tensor, size: tuple[int, int], energy: Energy, lr_scale: float):
@@ -352,8 +362,7 @@ def optimize(rep: Representation, objective: Objective, n: int, size: tuple[int,
     if jitter is None and any(s.jitter for s in schedule):
         jitter = rep.geometry().jitter
     data = DataTerm(rep, objective, amp, compile)
-    lbfgs = any((optimizer or s.optimizer) == "lbfgs" for s in schedule)
-    if param == "pixel" and transforms is None and prior is None and not lbfgs:
+    if param == "pixel" and transforms is None and prior is None and not uses_lbfgs(schedule, optimizer):
         path: PixelPath | AutogradPath = PixelPath(rep, data, x, size, energy, optimizer, jitter, gen)
     else:
         p = make_param(param, n, rep.channels, size, rep.mean.cpu(), energy.bound, gen,

@@ -225,9 +225,9 @@ class Pyramid(Param):
     def step_names(self, optimizer: str) -> list[str]:
         """``hybrid``: Adam on the full-size level, the paper's optimizer on the coarser ones. Adam's
         per-pixel normalization moves the fine detail of deep layers' pre-images faster, and the paper's
-        momentum builds the coarse levels better (time_to_quality.md: in 120 steps it reaches the paper's
-        350-step error at blocks.1–3 and 6 of efficientnet_lite0 and ties it at blocks.4, where Adam on every
-        level loses at blocks.1–4 and the paper's optimizer on every level at blocks.4–6)."""
+        momentum builds the coarse levels better (time_to_quality.md: Adam on every level lost at blocks.1–4 of
+        efficientnet_lite0, the paper's optimizer on every level at blocks.4–6). The fast style has since moved
+        to Adam, then L-BFGS, which does better than either."""
         if optimizer == "hybrid":
             return ["adam"] + ["paper"] * (len(self.levels) - 1)
         return super().step_names(optimizer)

@@ -21,7 +21,7 @@ from ..engine.memory import check_memory
 from ..engine.objectives import Diversity, InnerProduct
 from ..engine.objectives import caricature as caricature_objective
 from ..engine.objectives import direction as direction_term
-from ..engine.optimize import Energy, Progress, optimize, scale_schedule
+from ..engine.optimize import Energy, Progress, extra_buffers, optimize, scale_schedule
 from ..engine.styles import describe, resolve
 from ..errors import PreimageError
 from ..measures.stats import RELUS, NeuronStats, Point, load_stats, warn
@@ -300,7 +300,8 @@ def maximize(model: Representation | str, units: int | Sequence[int], *, layer: 
     if size is None:
         size = unit_image_size(rep)
     hw = (size, size) if isinstance(size, int) else tuple(size)
-    check_memory(rep, len(us) * restarts, hw)
+    sched = scale_schedule(SINGLE_STAGE, iters if iters is not None else sty.iters)
+    check_memory(rep, len(us) * restarts, hw, extra_buffers=extra_buffers(sched, opt_kw["optimizer"]))
     device, dtype = rep.device_dtype()
     shape = reference_features(rep, torch.zeros(1, rep.channels, *hw, device=device, dtype=dtype)).shape[1:]
 
@@ -341,7 +342,6 @@ def maximize(model: Representation | str, units: int | Sequence[int], *, layer: 
     if sty.C != 1.0:
         objective = sty.C * objective
 
-    sched = scale_schedule(SINGLE_STAGE, iters if iters is not None else sty.iters)
     with leaky_relus(rep.net, relu_leak), leaky_backward(rep.net, cap_leak):
         trace = optimize(rep, objective, n, hw, sched, init=init, seed=seed, energy=energy, progress=progress,
                          amp=amp, compile=compile, **opt_kw)
@@ -397,9 +397,11 @@ def caricature(model: Representation | str, images: str | Sequence[str] | torch.
     """
     check_options(relu_leak=relu_leak, cap_leak=cap_leak)
     rep, point = response_point(as_representation(model, layer))
-    check_memory(rep, image_count(images), size or rep.defaults.size)
     sty, opt_kw = resolve(rep, style, param=param, transforms=transforms, prior=prior, prior_weight=prior_weight,
                           optimizer=None if optimizer == "auto" else optimizer)
+    sched = scale_schedule(SINGLE_STAGE, iters if iters is not None else sty.iters)
+    check_memory(rep, image_count(images), size or rep.defaults.size,
+                 extra_buffers=extra_buffers(sched, opt_kw["optimizer"]))
     img, names = prepare_images(rep, images, size)
     x0 = rep.to_paper_units(img)
     phi0 = reference_features(rep, x0)
@@ -407,7 +409,6 @@ def caricature(model: Representation | str, images: str | Sequence[str] | torch.
         raise PreimageError(f"layer '{rep.layer or 'output'}' of {rep.name} has no positive response to the image: "
                             "there is nothing to exaggerate")
     objective = caricature_objective(phi0)
-    sched = scale_schedule(SINGLE_STAGE, iters if iters is not None else sty.iters)
     with leaky_relus(rep.net, relu_leak), leaky_backward(rep.net, cap_leak):
         trace = optimize(rep, objective, x0.shape[0], tuple(x0.shape[-2:]), sched, init=x0, seed=seed,
                          energy=energy, progress=progress, amp=amp, compile=compile, **opt_kw)

@@ -7,10 +7,9 @@ from collections.abc import Sequence
 
 import torch
 
-from ..engine.lbfgs import image_buffers
 from ..engine.memory import check_memory
 from ..engine.objectives import Inversion, channel_mask, neighbourhood_mask
-from ..engine.optimize import Energy, Progress, optimize, scale_schedule
+from ..engine.optimize import Energy, Progress, extra_buffers, optimize, scale_schedule
 from ..engine.styles import describe, resolve
 from ..errors import PreimageError
 from ..images import load_image, resize, rgb_to_grey
@@ -142,7 +141,7 @@ def invert(model: Representation | str, images: str | Sequence[str] | torch.Tens
         raise PreimageError("--restarts must be at least 1")
     n = image_count(images) * len(cs) * restarts
     sched = scale_schedule(schedule or sty.schedule or rep.defaults.schedule, iters)
-    extra = image_buffers() if any((opt_kw["optimizer"] or st.optimizer) == "lbfgs" for st in sched) else 0
+    extra = extra_buffers(sched, opt_kw["optimizer"])
     check_memory(rep, n, size or rep.defaults.size, extra_buffers=extra)
     img, names = prepare_images(rep, images, size)
     if not (size or rep.defaults.size):  # the images' own size (HOG, DSIFT)
