@@ -40,7 +40,9 @@ def test_cli_quality_json_and_bad_input(capsys) -> None:
     assert rc in (0, None) and row["layer"] == "blocks.1"
     assert row["fast_le_paper"] == (row["fast:4"]["median_error"] <= row["pixel:4"]["median_error"])
     for args, message in ((["--methods", "fast"], "PARAM:ITERS"), (["--iters", "3"], "--methods"),
-                          (["--images", "9"], "between 1 and 8"), (["--transfer"], "give one")):
+                          (["--images", "9"], "between 1 and 8"), (["--transfer"], "give one"),
+                          (["--methods", "fast:0"], "at least 1"), (["--methods", "pixel:3:-1"], "positive"),
+                          (["--methods", ","], "at least one method")):
         rc = main(["bench", "--quality", "--layer", "blocks.1", "--size", "32", *args])
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2 and len(err) == 1 and message in err[0]

@@ -33,9 +33,12 @@ def parse_method(spec: str) -> tuple[str, int, float]:
     try:
         if len(parts) not in (2, 3):
             raise ValueError
-        return parts[0], int(parts[1]), float(parts[2]) if len(parts) == 3 else 1.0
+        param, iters, lr = parts[0], int(parts[1]), float(parts[2]) if len(parts) == 3 else 1.0
     except ValueError:
         raise PreimageError(f"a method is PARAM:ITERS[:LR_SCALE], e.g. fast:120 or pixel:350; got '{spec}'") from None
+    if iters < 1 or not lr > 0:
+        raise PreimageError(f"a method's iterations must be at least 1 and its rate scale positive; got '{spec}'")
+    return param, iters, lr
 
 
 def method_key(param: str, iters: int, lr: float) -> str:
@@ -53,6 +56,8 @@ def time_to_quality(model: str = "efficientnet_lite0", layers: Sequence[str] = L
     if not 1 <= images <= len(COLOR_SAMPLES):
         raise PreimageError(f"--images must be between 1 and {len(COLOR_SAMPLES)} (the bundled colour samples)")
     parsed = [parse_method(m) for m in methods]
+    if not parsed:
+        raise PreimageError("give at least one method, e.g. fast:120,pixel:350")
     if not layers:
         raise PreimageError("give at least one layer")
     specs = [f"sample:{s}" for s in COLOR_SAMPLES[:images]]
