@@ -54,4 +54,10 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from preimage.errors import PreimageError
+
+    try:
+        main()
+    except (PreimageError, ValueError) as e:  # bad input: one line, exit 2, as the CLI
+        print(f"error: {e}" if isinstance(e, PreimageError) else f"error: bad value: {e}", file=sys.stderr)
+        sys.exit(2)

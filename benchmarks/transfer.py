@@ -99,6 +99,7 @@ def main() -> None:
                     help="also judge a centre crop of this fraction of Horama's canvas side (0: not)")
     ap.add_argument("--results", default=None, help="also write benchmarks/results/NAME.json and NAME.md")
     a = ap.parse_args()
+    from preimage.errors import PreimageError
     from preimage.experiments.transfer import VARIANTS, class_transfer
 
     torch.set_num_threads(a.threads)
@@ -106,6 +107,11 @@ def main() -> None:
     peers = {}
     if a.lucent_dir:
         peers["Lucent render_vis (512 steps)"] = pathlib.Path(a.lucent_dir)
+    for flag, folder in (("--lucent-dir", a.lucent_dir), ("--horama-dir", a.horama_dir)):
+        if folder and not pathlib.Path(folder).is_dir():
+            raise PreimageError(f"{flag}: no folder {folder}")
+    if not 0 <= a.horama_crop <= 1:
+        raise PreimageError(f"--horama-crop is a fraction of the canvas side, between 0 and 1; got {a.horama_crop}")
     if a.horama_dir:
         peers["Horama MaCo (1000 steps)"] = pathlib.Path(a.horama_dir)
         if a.horama_crop:
@@ -138,4 +144,10 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from preimage.errors import PreimageError
+
+    try:
+        main()
+    except (PreimageError, ValueError) as e:  # bad input: one line, exit 2, as the CLI
+        print(f"error: {e}" if isinstance(e, PreimageError) else f"error: bad value: {e}", file=sys.stderr)
+        sys.exit(2)
