@@ -34,6 +34,7 @@ def main() -> None:
     ap.add_argument("--results", default=None)
     a = ap.parse_args()
     from preimage.engine.styles import STYLES
+    from preimage.experiments.peers import HERE as PEERS
     from preimage.representations import load
     from preimage.tasks.activation import maximize
 
@@ -49,7 +50,8 @@ def main() -> None:
         return (time.perf_counter() - t) / a.steps
 
     def peer(py: pathlib.Path, script: str, extra: list[str]) -> float:
-        out = subprocess.run([str(py), str(HERE / script), "--model-file", str(net), "--classes", str(a.cls),
+        path = PEERS / script if (PEERS / script).is_file() else HERE / script
+        out = subprocess.run([str(py), str(path), "--model-file", str(net), "--classes", str(a.cls),
                               "--out", str(tmp / script), "--steps", str(a.steps), "--threads", str(a.threads),
                               *extra], capture_output=True, text=True, check=True)
         for f in (tmp / script).glob("class*.png"):

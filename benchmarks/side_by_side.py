@@ -86,7 +86,7 @@ def main() -> None:
     if py.is_file() and not a.skip_channels:
         net = work / "net.pt"
         torch.save(load("efficientnet_lite0").net, net)
-        subprocess.run([str(py), "benchmarks/lucent_classes.py", "--model-file", str(net), "--classes",
+        subprocess.run([str(py), "src/preimage/experiments/peers/lucent_classes.py", "--model-file", str(net), "--classes",
                         a.channels, "--layer", "net_" + a.layer.replace(".", "_"), "--prefix", "channel",
                         "--out", str(work / "lucent"), "--threads", str(a.threads)], check=True)
         net.unlink()

@@ -17,17 +17,14 @@ from preimage.cli import main
 from preimage.errors import PreimageError
 from preimage.images import load_image
 from preimage.measures.stats import cache_path, load_stats
-from preimage.representations import ModelSpec, TaskDefaults, load, register_model
-from preimage.tasks.activation import (
-    LeakyClamp,
-    PreActivation,
-    caricature,
-    cell_side,
-    leaky_relus,
-    maximize,
-    response_point,
-    unit_image_size,
-)
+from preimage.representations import ModelSpec, load, register_model
+from preimage.representations.base import model_id
+from preimage.representations.points import PreActivation, response_point
+from preimage.tasks.activation import LeakyClamp, caricature, cell_side, leaky_relus, maximize, unit_image_size
+
+
+def neurons(layer: str, units: list[int]) -> list[str]:
+    return [f"neuron:{layer}:{u}" for u in units]
 
 
 @functools.cache
@@ -42,7 +39,7 @@ def rep_at(layer: str):
 def test_maximized_units_exceed_their_maximum_over_the_samples() -> None:
     rep = rep_at("blocks.3")
     units = [0, 17, 42]
-    res = maximize(rep, units, size=64, iters=40, style="paper")
+    res = maximize(rep, neurons("blocks.3", units), size=64, iters=40, style="paper")
     stats = load_stats(lite0_spec())
     ref = stats.get(("output", "blocks.3")).max[units]
     torch.testing.assert_close(res.metrics["reference_max"], ref)
@@ -56,13 +53,14 @@ def test_maximized_units_exceed_their_maximum_over_the_samples() -> None:
     # w = 10⁴/(ρ²·M_c), ρ clipped to the 64-pixel image (the field is 147 pixels).
     expected = [1e4 / 64 ** 2 / float(m) for m in ref]
     assert res.info["weight"] == pytest.approx(expected, rel=1e-5)
-    assert res.info["paper_code_reference_max"] == pytest.approx(float(stats.get(("output", "blocks.3")).max[2]))
+    # The authors' script normalized by channel k's maximum, k the number of filters in an image: one here.
+    assert res.info["paper_code_reference_max"] == pytest.approx(float(stats.get(("output", "blocks.3")).max[0]))
 
 
 def test_a_maximized_class_logit_wins_with_high_probability() -> None:
     rep = rep_at("classifier")
     classes = [1, 947]  # goldfish, mushroom
-    res = maximize(rep, classes, size=128, iters=60, style="paper")
+    res = maximize(rep, [f"classifier:{c}" for c in classes], size=128, iters=60, style="paper")
     assert res.metrics["top1"].tolist() == classes
     assert bool((res.metrics["probability"] >= 0.9).all()), res.metrics["probability"]
     assert res.info["logits"] and res.info["centre"] is None
@@ -70,7 +68,7 @@ def test_a_maximized_class_logit_wins_with_high_probability() -> None:
 
 def test_restarts_are_batched_and_differ() -> None:
     rep = rep_at("blocks.3")
-    res = maximize(rep, [5, 9], restarts=3, size=48, iters=20, seed=1, style="paper")
+    res = maximize(rep, neurons("blocks.3", [5, 9]), restarts=3, size=48, iters=20, seed=1, style="paper")
     assert [(p["unit"], p["restart"]) for p in res.problems] == [(u, r) for u in (5, 9) for r in range(3)]
     x = rep.to_paper_units(res.images)  # mean colour removed, so the norms compare the patterns
     for i in range(6):
@@ -78,13 +76,13 @@ def test_restarts_are_batched_and_differ() -> None:
             rel = float((x[i] - x[j]).norm() / x[i].norm())
             assert rel > 0.5, (i, j, rel)  # about √2: as unrelated as two random images
     # Same seed, same images.
-    again = maximize(rep, [5, 9], restarts=3, size=48, iters=20, seed=1, style="paper")
+    again = maximize(rep, neurons("blocks.3", [5, 9]), restarts=3, size=48, iters=20, seed=1, style="paper")
     torch.testing.assert_close(again.images, res.images)
 
 
 def test_channel_mode_raises_the_whole_map() -> None:
     rep = rep_at("blocks.3")
-    res = maximize(rep, [3], mode="channel", size=48, iters=30, style="paper")
+    res = maximize(rep, "blocks.3:3", size=48, iters=30, style="paper")  # a bare LAYER:UNIT is the channel
     with torch.no_grad():
         phi = rep(rep.to_paper_units(res.images))
     torch.testing.assert_close(res.metrics["activation"], phi[:, 3].mean((-2, -1)))
@@ -158,8 +156,8 @@ def test_leaky_relus_are_swapped_and_restored() -> None:
 
 def test_leak_changes_the_run_and_activation_uses_the_real_network() -> None:
     rep = rep_at("blocks.2")
-    a = maximize(rep, [1], size=32, iters=10, style="paper")
-    b = maximize(rep, [1], size=32, iters=10, relu_leak=0.05, style="paper")
+    a = maximize(rep, "neuron:blocks.2:1", size=32, iters=10, style="paper")
+    b = maximize(rep, "neuron:blocks.2:1", size=32, iters=10, relu_leak=0.05, style="paper")
     assert not torch.allclose(a.images, b.images)
     with torch.no_grad():
         phi = rep(rep.to_paper_units(b.images))
@@ -182,16 +180,20 @@ def test_image_size_follows_receptive_field_and_stride() -> None:
 
 def test_api_bad_input() -> None:
     rep = rep_at("blocks.3")
-    with pytest.raises(PreimageError, match="out of range.*80 channels"):
-        maximize(rep, [80], size=32, iters=1, style="paper")
-    with pytest.raises(PreimageError, match="out of range"):
-        maximize(rep, -1, size=32, iters=1, style="paper")
-    with pytest.raises(PreimageError, match="mode"):
-        maximize(rep, 1, mode="pixel")
-    with pytest.raises(PreimageError, match="restarts"):
-        maximize(rep, 1, restarts=0)
-    with pytest.raises(PreimageError, match="at least one unit"):
+    with pytest.raises(PreimageError, match="out of range.*80 channels") as e:
+        maximize(rep, "blocks.3:80", size=32, iters=1, style="paper")
+    assert e.value.params == ("target",)
+    with pytest.raises(PreimageError, match="channel index"):
+        maximize(rep, preimage.Channel("blocks.3", -1))
+    with pytest.raises(PreimageError, match="cannot read the target"):
+        maximize(rep, "blocks.3")
+    with pytest.raises(PreimageError, match="restarts must be an integer from 1") as e:
+        maximize(rep, "blocks.3:1", restarts=0)
+    assert e.value.params == ("restarts",)
+    with pytest.raises(PreimageError, match="at least one target"):
         maximize(rep, [], style="paper")
+    with pytest.raises(PreimageError, match="named twice"):
+        maximize(rep, "blocks.3:1,1")
     assert preimage.maximize is maximize and preimage.caricature is caricature
 
 
@@ -219,7 +221,7 @@ class _Tiny(nn.Module):
 def _tiny(weights: str | None = None, random_weights: bool = False) -> ModelSpec:
     torch.manual_seed(0)
     return ModelSpec("test-activation-tiny", _Tiny(), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), weights_id="test:tiny",
-                     defaults=TaskDefaults(size=(32, 32)), classifier_layer="head")
+                     input_size=(32, 32), classifier_layer="head")
 
 
 TINY = ["--model", "test-activation-tiny"]
@@ -237,7 +239,7 @@ def _run(capsys, args: list[str]) -> tuple[int, str, str]:
 
 def test_cli_maximize_writes_images_mosaic_and_json(tmp_path, capsys) -> None:
     args = [*MAX_PAPER, "--layer", "features.2", "--unit", "0-2", "--restarts", "2", "--iters", "10",
-            "--out", str(tmp_path), "--json"]
+            "--mode", "neuron", "--out", str(tmp_path), "--json"]
     code, out, _ = _run(capsys, args)
     assert code == 0
     info = json.loads(out)
@@ -248,11 +250,19 @@ def test_cli_maximize_writes_images_mosaic_and_json(tmp_path, capsys) -> None:
     assert info["activation"] == [max(r["activation"] for r in info["results"] if r["unit"] == u) for u in (0, 1, 2)]
     # The tiny net's field and stride give R = round(1.1·7/4) = 2 → 3, and the largest input whose map is ≤ 3.
     assert info["size"] == [12, 12] and info["point"] == "output of features.2"
-    before = {p: p.read_bytes() for p in tmp_path.iterdir()}
-    code, _, err = _run(capsys, args)  # no --force: refused before computing, nothing touched
+    # Every picture's record: its key, configuration, the package version and the SHA-256 of its file.
+    assert len(set(info["keys"])) == 3 and all(r["key"] in info["keys"] and len(r["sha256"]) == 64
+                                               for r in info["results"])
+    before = {p: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    code, out, _ = _run(capsys, args)  # the same arguments: a cache hit, the same files
+    assert code == 0 and json.loads(out)["jobs"] == {"total": 3, "done": 0, "cached": 3, "failed": 0}
+    assert {p: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+    # Other arguments that would write the same names: refused before computing, nothing touched.
+    code, _, err = _run(capsys, [*args[:-1], "--iters", "11", "--json"])
     assert code == 2 and "already exists" in err and len(err.strip().splitlines()) == 1
-    assert {p: p.read_bytes() for p in tmp_path.iterdir()} == before
-    assert _run(capsys, [*args, "--force"])[0] == 0
+    assert {p: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+    code, out, _ = _run(capsys, [*args, "--force"])  # --force recomputes
+    assert code == 0 and json.loads(out)["jobs"]["done"] == 3
 
 
 def test_cli_maximize_class_logits_report_probability(tmp_path, capsys) -> None:
@@ -265,7 +275,7 @@ def test_cli_maximize_class_logits_report_probability(tmp_path, capsys) -> None:
 
 @pytest.mark.parametrize("args, message", [
     (["--layer", "features.2", "--unit", "16"], "unit 16 is out of range"),
-    (["--layer", "features.2", "--unit", "two"], "--unit takes unit indices"),
+    (["--layer", "features.2", "--unit", "two"], "--unit takes"),
     (["--layer", "tokens", "--unit", "0", "--token", "cls"], "has no prefix tokens"),
     (["--layer", "nope", "--unit", "0"], "unknown layer"),
     (["--layer", "features.2", "--unit", "0", "--relu-leak", "2"], "--relu-leak"),
@@ -290,7 +300,9 @@ def test_cli_stats_folder_cache_and_bad_folders(tmp_path, capsys, monkeypatch) -
         save_png(load_image(f"sample:{s}", 40)[0], imgs / f"{i}.png", "clip")
     code, out, _ = _run(capsys, ["stats", *TINY, "--images", str(imgs), "--json"])
     info = json.loads(out)
-    assert code == 0 and info["images"] == 2 and info["path"] == str(cache_path("test-activation-tiny", "test:tiny"))
+    spec = load("test-activation-tiny").spec
+    assert code == 0 and info["images"] == 2 and info["path"] == str(cache_path("test-activation-tiny",
+                                                                                  model_id(spec)))
     assert {"name": "features.2", "kind": "output"}.items() <= next(
         r for r in info["layers"] if r["name"] == "features.2" and r["kind"] == "output").items()
     # maximize uses that cache.
@@ -298,14 +310,14 @@ def test_cli_stats_folder_cache_and_bad_folders(tmp_path, capsys, monkeypatch) -
                                  "--out", str(tmp_path / "o"), "--json"])
     assert code == 0 and json.loads(out)["stats"]["images"] == 2
     (tmp_path / "empty").mkdir()
-    for folder, message in [(tmp_path / "empty", "no images in"), (tmp_path / "missing", "not found")]:
+    for folder, message in [(tmp_path / "empty", "no readable images in"), (tmp_path / "missing", "not found")]:
         code, out, err = _run(capsys, ["stats", *TINY, "--images", str(folder)])
         assert code == 2 and len(err.strip().splitlines()) == 1 and message in err
 
 
 def test_cli_corrupt_stats_cache_is_rebuilt_not_trusted(tmp_path, capsys, monkeypatch) -> None:
     monkeypatch.setenv("PREIMAGE_CACHE", str(tmp_path / "cache"))
-    path = cache_path("test-activation-tiny", "test:tiny")
+    path = cache_path("test-activation-tiny", model_id(load("test-activation-tiny").spec))
     path.parent.mkdir(parents=True)
     path.write_bytes(b"corrupt")
     code, out, err = _run(capsys, [*MAX_PAPER, "--layer", "features.0", "-u", "1", "--iters", "2",
@@ -322,7 +334,8 @@ def test_cli_caricature_json(tmp_path, capsys) -> None:
     info = json.loads(out)
     assert code == 0 and info["score_start"] == pytest.approx(1.0, abs=1e-5) and info["score_end"] > 0
     assert (tmp_path / info["image"].split("/")[-1]).is_file() and info["size"] == [32, 32]
-    code, _, err = _run(capsys, ["caricature", "missing.png", *TINY, "--out", str(tmp_path / "x")])
+    code, _, err = _run(capsys, ["caricature", "missing.png", *TINY, "--layer", "features.2",
+                                 "--out", str(tmp_path / "x")])
     assert code == 2 and err.strip().splitlines() == ["error: image not found: missing.png"]
 
 
@@ -335,8 +348,8 @@ def test_cli_maximize_on_a_zero_head_reports_no_ratio(tmp_path, capsys) -> None:
     nn.init.zeros_(net.fc.weight)
     nn.init.zeros_(net.fc.bias)
     torch.save(net.state_dict(), tmp_path / "zero-head.pt")
-    args = ["maximize", "--model", "resnet18", "--weights", str(tmp_path / "zero-head.pt"), "--unit", "3",
-            "--restarts", "2", "--iters", "2", "--size", "32", "--out", str(tmp_path / "out")]
+    args = ["maximize", "--model", "resnet18", "--weights", str(tmp_path / "zero-head.pt"), "--layer", "fc",
+            "--unit", "3", "--restarts", "2", "--iters", "2", "--size", "32", "--out", str(tmp_path / "out")]
     code, out, err = _run(capsys, [*args, "--json"])
     assert code == 0, err
     info = json.loads(out, parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))

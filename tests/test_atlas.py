@@ -13,11 +13,11 @@ from conftest import ARTIFACTS, PageCheck, keep_artifact, lite0, lite0_spec
 
 from preimage.cli import main
 from preimage.errors import PreimageError
+from preimage.experiments.atlas import run_atlas
 from preimage.images import load_image, save_png
-from preimage.sweep.atlas import run_atlas
-from preimage.sweep.examples import crop, crop_box, layer_examples
-from preimage.tasks.activation import response_point
-from preimage.tasks.inversion import prepare_images
+from preimage.measures.examples import crop, crop_box, layer_examples
+from preimage.representations.points import response_point
+from preimage.tasks.common import prepare_images
 
 SMALL = {"layers": ["conv_stem", "blocks.1"], "units": [0, 1, 2], "iters": 3, "size": 48, "inversions": 1,
          "unit_size": 24, "log": lambda s: None}
@@ -64,7 +64,7 @@ def test_examples_are_the_strongest_responses(images: Path) -> None:
     specs = sorted(str(p) for p in images.glob("[!b]*.png"))
     res = layer_examples(rep, specs, size=48, k=2, thumbnail=16)
     rp, _ = response_point(rep)
-    x, _ = prepare_images(rp, specs, 48)
+    x, _, _ = prepare_images(rp, specs, 48)
     with torch.no_grad():
         phi = rp(rp.to_paper_units(x))  # N×C×h×w
     per_image = phi.flatten(2).amax(2)  # N×C

@@ -21,11 +21,13 @@ from preimage.engine.regularizers import (
     tv_beta,
     tv_beta_and_grad,
 )
-from preimage.engine.runtime import amp_dtype, channels_last, frozen, keep_freed_memory
-from preimage.engine.transforms import centre_crop, place_on_canvas, random_crop
+from preimage.engine.rng import ProblemRNG
+from preimage.engine.runtime import amp_dtype, borrowed, channels_last, keep_freed_memory
+from preimage.engine.schedules import Stage
+from preimage.engine.transforms import centre_crop, place_on_canvas, random_offsets, windows
 from preimage.errors import PreimageError
 from preimage.experiments.bench import deepest_layer, interleaved, lucent_name
-from preimage.representations import Representation, Stage, load, parse_device
+from preimage.representations import Representation, load, parse_device
 
 
 @pytest.fixture(autouse=True)
@@ -37,12 +39,12 @@ def _one_thread():
     torch.set_num_threads(old)
 
 
-def _tiny() -> Representation:
+def _tiny(dtype: torch.dtype = torch.float32) -> Representation:
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1),
                         nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 3, padding=1))
-    net.eval()
-    return load(net, "5", input_size=(16, 16))
+    net.eval().to(dtype)
+    return load(net, "5", input_size=(16, 16)).to(dtype)
 
 
 @pytest.mark.parametrize("alpha", [2.0, 3.0, 6.0])
@@ -77,7 +79,7 @@ def test_colour_norms_and_row_dots_equal_the_plain_formulas(n: int) -> None:
 
 
 def test_cpu_networks_run_channels_last_with_the_same_features() -> None:
-    rep = _tiny().double()
+    rep = _tiny(torch.float64)
     x = torch.randn(2, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(3)) * 40
     with torch.no_grad():
         want = rep(x)
@@ -102,7 +104,8 @@ def test_update_by_chunks_of_problems_equals_the_whole_batch(optimizer: str, mon
     import importlib
 
     opt = importlib.import_module("preimage.engine.runtime")
-    rep = _tiny().double()
+    monkeypatch.setenv("PREIMAGE_BATCHED", "1")  # one batch, so that its update can be cut into chunks
+    rep = _tiny(torch.float64)
     with torch.no_grad():
         phi0 = rep(torch.randn(3, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(2)) * 40)
     obj = Inversion(phi0, torch.tensor([100.0, 20.0, 1.0], dtype=torch.float64))
@@ -126,17 +129,18 @@ def test_projection_keeps_black_pixels_and_bounds_the_rest() -> None:
 def _reference_loop(rep: Representation, obj, n: int, size: tuple[int, int], stages, seed: int,
                     energy: Energy, jitter: int) -> torch.Tensor:
     """The loop written the plain way: autograd through window and priors on the whole canvas."""
-    from preimage.engine.optimize import make_step
+    from preimage.engine.optimize import make_step, seeds_for
 
     device, dtype = rep.device_dtype()
-    gen = torch.Generator().manual_seed(seed)
-    x = noise_init(n, rep.channels, size, energy.B, gen)
+    rng = ProblemRNG(seeds_for(seed, n))  # each problem's own generator, as optimize draws them
+    x = noise_init(rep.channels, size, energy.B, rng)
     for stage in stages:
         J = jitter if stage.jitter else 1
         canvas = place_on_canvas(x.to(device, dtype), J).requires_grad_(True)
         step = make_step("paper", canvas, size, energy, stage.lr_scale)
         for _ in range(stage.iters):
-            e = obj(rep(random_crop(canvas, size, gen))) + energy.regularizer(canvas)
+            top, left = random_offsets(n, J, rng)
+            e = obj(rep(windows(canvas, top, left, size))) + energy.regularizer(canvas)
             (g,) = torch.autograd.grad(e.sum(), canvas)
             step(canvas.data, g)
             project_ball(canvas.data, energy.bound)
@@ -146,7 +150,7 @@ def _reference_loop(rep: Representation, obj, n: int, size: tuple[int, int], sta
 
 @pytest.mark.parametrize("regularize", [True, False])
 def test_fast_loop_equals_plain_autograd_loop_in_float64(regularize: bool) -> None:
-    rep = _tiny().double()
+    rep = _tiny(torch.float64)
     size = (16, 16)
     with torch.no_grad():
         phi0 = rep(torch.randn(2, 3, *size, dtype=torch.float64) * 40)
@@ -183,11 +187,16 @@ def test_amp_modes_parse_and_reject_unknown() -> None:
         amp_dtype("int8")
 
 
-def test_frozen_restores_trainable_parameters() -> None:
-    net = nn.Linear(2, 2)
-    with frozen(net):
-        assert not any(p.requires_grad for p in net.parameters())
-    assert all(p.requires_grad for p in net.parameters())
+def test_borrowed_restores_the_users_module() -> None:
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).train()
+    net[0].bias.requires_grad_(False)
+    rep = load(net, "1").to(memory_format=torch.channels_last)
+    before = [(p.data_ptr(), p.requires_grad, p.is_contiguous()) for p in net.parameters()]
+    with borrowed(rep):
+        assert not any(p.requires_grad for p in net.parameters()) and not any(m.training for m in net.modules())
+        channels_last(rep, torch.device("cpu"))  # converts the weights' layout inside
+    assert all(m.training for m in net.modules())
+    assert [(p.data_ptr(), p.requires_grad, p.is_contiguous()) for p in net.parameters()] == before
 
 
 def test_parameters_get_no_gradient_during_optimize() -> None:

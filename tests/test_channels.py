@@ -70,27 +70,31 @@ def test_five_channel_network_inverts_in_paper_units_with_the_projection_over_fi
     # The projection bounds each pixel's 5-vector, not 3 of its channels.
     assert float(colour_norms2(rep.to_paper_units(res.images)).sqrt().max()) <= 160 + 1e-3
     stats = compute_stats(rep, [str(tmp_path / "scene.npy")], size=32)
-    top = preimage.maximize(rep, [0], size=24, iters=5, stats=stats)
+    top = preimage.maximize(rep, "neuron:features.2:0", size=24, iters=5, stats=stats)
     assert top.images.shape == (1, 5, 24, 24) and torch.isfinite(top.metrics["activation"]).all()
     with pytest.raises(PreimageError, match="takes 5-channel images and the bundled samples are RGB"):
         compute_stats(rep)
 
 
 def test_pictures_show_first_channels_and_keep_the_whole_array(tmp_path) -> None:
-    from preimage.report import picture_files, save_picture
+    import io
 
-    x = torch.from_numpy(_scene(5)).permute(2, 0, 1)
-    assert picture_files("a", 5) == ["a.png", "a.npy"] and picture_files("a", 3) == ["a.png"]
-    png = save_picture(x, tmp_path / "a.png", "clip")
-    shown = np.asarray(Image.open(png))
+    from preimage.report.result import Result
+
+    x = torch.from_numpy(_scene(5)).permute(2, 0, 1).float()
+    res = Result(torch.stack([x, x]), [{}, {}], {}, "m", None, 0, 0.0, torch.zeros(0, 2),
+                 jobs=[{"config": {}, "rows": [0, 1], "names": ["a", "b"]}])
+    ((_, out),) = res.outputs("clip")
+    assert set(out.files) == {"a.png", "a.npy", "b.png", "b.npy"}  # k channels: the PNG shows 3, the .npy all
+    shown = np.asarray(Image.open(io.BytesIO(out.files["a.png"])))
     assert shown.shape == (40, 40, 3)
     np.testing.assert_array_equal(shown, to_uint8(x[:3], "clip"))
-    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), x.numpy())
-    two = save_picture(x[:2], tmp_path / "b.png", "clip")
-    assert np.asarray(Image.open(two)).shape == (40, 40)  # two channels: the first, in grey
-    assert (tmp_path / "b.npy").exists()
-    save_picture(x[:1], tmp_path / "c.png")
-    assert not (tmp_path / "c.npy").exists()
+    np.testing.assert_array_equal(np.load(io.BytesIO(out.files["a.npy"])), x.numpy())
+    two = Result(x[None, :2], [{}], {}, "m", None, 0, 0.0, torch.zeros(0, 1))
+    ((_, o2),) = two.outputs("clip")
+    assert np.asarray(Image.open(io.BytesIO(o2.files["p0.png"]))).shape == (40, 40)  # two channels: the first, grey
+    one = Result(x[None, :1], [{}], {}, "m", None, 0, 0.0, torch.zeros(0, 1))
+    assert set(one.outputs()[0][1].files) == {"p0.png"}
 
 
 def test_cli_five_channel_timm_network_writes_png_and_npy(tmp_path, capsys) -> None:
@@ -104,7 +108,7 @@ def test_cli_five_channel_timm_network_writes_png_and_npy(tmp_path, capsys) -> N
     arr = np.load(info["image"].replace(".png", ".npy"))
     assert arr.shape == (5, 32, 32) and np.asarray(Image.open(info["image"])).shape == (32, 32, 3)
     code = main(["invert", "sample:chelsea", "--model", "timm:test_resnet", "--channels", "5", "--random-weights",
-                 "--size", "32", "--out", str(tmp_path / "o2")])
+                 "--layer", "layer2", "--size", "32", "--out", str(tmp_path / "o2")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "has 3 channels, the model takes 5" in err
 
@@ -134,5 +138,5 @@ def test_torchvision_network_with_other_input_channels() -> None:
     assert rep.net.conv1.in_channels == 4 and len(rep.spec.mean) == 4
     x = torch.rand(1, 4, 32, 32) * 255
     assert rep(rep.to_paper_units(x)).shape == (1, 64, 8, 8)
-    with pytest.raises(PreimageError, match="--channels applies to torchvision and timm"):
+    with pytest.raises(PreimageError, match="channels applies to torchvision and timm"):
         preimage.load("hog", channels=3)

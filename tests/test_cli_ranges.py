@@ -94,11 +94,14 @@ def test_memory_estimate_follows_the_problem_size(monkeypatch) -> None:
     from preimage.errors import PreimageError
 
     rep = lite0("blocks.2")
-    one = memory.estimate_bytes(rep, 1, (64, 64))
-    assert memory.estimate_bytes(rep, 4, (64, 64)) == pytest.approx(4 * one, rel=1e-6)
+    one, four = memory.estimate_bytes(rep, 1, (64, 64)), memory.estimate_bytes(rep, 4, (64, 64))
+    buffers = (four - one) / 3  # each problem's images and optimizer state
+    assert one - buffers > 10 * buffers  # the network's activations: counted once, problems run one by one
     assert memory.estimate_bytes(rep, 1, (128, 128)) == pytest.approx(4 * one, rel=1e-6)
     # Activations of blocks.0–2 and the loop's buffers: tens of kB per pixel of a 224-px image is plausible.
     assert 1e3 < one / (64 * 64) < 1e5
+    monkeypatch.setenv("PREIMAGE_BATCHED", "1")  # one batch: its activations grow with it
+    assert memory.estimate_bytes(rep, 4, (64, 64)) == pytest.approx(4 * one, rel=1e-6)
     monkeypatch.setattr(memory, "machine_bytes", lambda device="cpu": 3 * one)
     preimage.invert(rep, "sample:chelsea", size=64, restarts=2, iters=1)  # 2 problems fit in 3
     with pytest.raises(PreimageError, match=r"would need about .* GB \(4 problem\(s\) at 64×64"):

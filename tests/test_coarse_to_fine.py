@@ -6,7 +6,8 @@ import torch
 
 from preimage.engine.objectives import Inversion
 from preimage.engine.optimize import optimize
-from preimage.representations import Stage, load
+from preimage.engine.schedules import Stage
+from preimage.representations import load
 from preimage.tasks.coarse_to_fine import Upsampled, coarse_size, optimize_coarse_to_fine, split_schedule, upsample
 
 

@@ -7,10 +7,19 @@ import math
 import pytest
 import torch
 
-from preimage.engine.optimize import Energy, PaperStep, noise_init, scale_schedule
+from preimage.engine.optimize import Energy, PaperStep, noise_init
 from preimage.engine.regularizers import alpha_norm, project_ball, tv_beta
-from preimage.engine.transforms import canvas_size, centre_crop, centre_offset, place_on_canvas, random_crop
-from preimage.representations import Geometry, Stage
+from preimage.engine.rng import ProblemRNG
+from preimage.engine.schedules import Stage, scale_schedule
+from preimage.engine.transforms import (
+    canvas_size,
+    centre_crop,
+    centre_offset,
+    place_on_canvas,
+    random_offsets,
+    windows,
+)
+from preimage.representations import Geometry
 
 
 def _fd_grad(f, x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -33,7 +42,7 @@ def test_alpha_norm_gradient_matches_finite_differences_and_formula(alpha: float
     xr = x.clone().requires_grad_(True)
     (g,) = torch.autograd.grad(alpha_norm(xr, alpha).sum(), xr)
     torch.testing.assert_close(g, _fd_grad(lambda t: alpha_norm(t, alpha), x.clone()), rtol=1e-5, atol=1e-7)
-    # paper-notes §1.1: ∂/∂x = (α/(HW)) · x · ‖x(u,v,:)‖^(α−2)
+    # docs/paper-notes.md §1.1: ∂/∂x = (α/(HW)) · x · ‖x(u,v,:)‖^(α−2)
     norm = x.pow(2).sum(1, keepdim=True).sqrt()
     torch.testing.assert_close(g, alpha / 20 * x * norm.pow(alpha - 2))
 
@@ -44,7 +53,7 @@ def test_tv_gradient_matches_finite_differences_and_formula(beta: float) -> None
     xr = x.clone().requires_grad_(True)
     (g,) = torch.autograd.grad(tv_beta(xr, beta).sum(), xr)
     torch.testing.assert_close(g, _fd_grad(lambda t: tv_beta(t, beta), x.clone()), rtol=1e-5, atol=1e-6)
-    # paper-notes §1.1: (β/HW)·(D1ᵀ(w·d1) + D2ᵀ(w·d2)), w = (d1²+d2²)^(β/2−1), per channel
+    # docs/paper-notes.md §1.1: (β/HW)·(D1ᵀ(w·d1) + D2ᵀ(w·d2)), w = (d1²+d2²)^(β/2−1), per channel
     d1 = torch.zeros_like(x)
     d2 = torch.zeros_like(x)
     d1[..., :, :-1] = x[..., :, 1:] - x[..., :, :-1]
@@ -101,7 +110,7 @@ def test_projection_bounds_each_pixel_colour_norm() -> None:
 
 
 def test_noise_init_quantile_scaling() -> None:
-    x = noise_init(3, 3, (20, 20), 80.0, torch.Generator().manual_seed(0))
+    x = noise_init(3, (20, 20), 80.0, ProblemRNG([0, 1, 2]))
     q = torch.quantile(x.flatten(1), 0.95, dim=1)
     torch.testing.assert_close(q, torch.full((3,), 80 / math.sqrt(3)))
     assert not torch.equal(x[0], x[1])
@@ -121,10 +130,10 @@ def test_canvas_bookkeeping_and_gradient_window() -> None:
         assert float(canvas[..., :o, :].abs().sum()) == 0.0
         torch.testing.assert_close(centre_crop(canvas, (4, 5)), x)
     canvas = place_on_canvas(x, 4).requires_grad_(True)
-    gen = torch.Generator().manual_seed(3)
+    rng = ProblemRNG([3])
     seen = set()
     for _ in range(50):
-        crop = random_crop(canvas, (4, 5), gen)
+        crop = windows(canvas, *random_offsets(1, 4, rng), (4, 5))
         assert crop.shape == x.shape
         (g,) = torch.autograd.grad(crop.sum(), canvas)
         rows = torch.nonzero(g[0, 0].sum(1)).flatten()

@@ -65,7 +65,7 @@ def test_shapes_dtypes_batch_and_registry() -> None:
         assert HOG(4, variant, texture=True)(x).shape == (3, 31, 17, 18)
     for name in ("hog", "hogb"):
         rep = load(name)
-        assert rep.channels == 1 and rep.defaults.size is None
+        assert rep.channels == 1 and rep.spec.input_size is None
         img = torch.rand(2, 1, 64, 64) * 255
         # mean 0, std 1/255: the module receives the image in 0–255 unchanged.
         assert torch.allclose(rep(img), HOG(8, name)(img))

@@ -71,7 +71,9 @@ def test_adam_option_also_inverts() -> None:
 
 def test_divergence_is_detected_not_written() -> None:
     rep = lite0("blocks.0")
-    with pytest.raises(PreimageError, match="diverged"):
+    with pytest.raises(PreimageError, match="diverged"):  # a step 10³⁴ times the paper's: pixels overflow
+        preimage.invert(rep, "sample:chelsea", size=32, iters=20, energy=preimage.Energy(B=1e19, B_plus=1e37))
+    with pytest.raises(PreimageError, match="C must be a number"):  # refused before any work
         preimage.invert(rep, "sample:chelsea", C=1e39, size=32, iters=20)
 
 
@@ -93,8 +95,12 @@ def test_cli_invert_writes_png_and_json_and_refuses_to_overwrite(tmp_path, capsy
     assert png.size == (48, 48) and png.mode == "RGB"
     record = json.loads(open(data["json"]).read())
     assert record["error"] == data["error"]
+    assert record["keys"] == [record["results"][0]["key"]] and record["version"]
     before = open(data["image"], "rb").read()
-    code, _, err = _run(args, capsys)
+    code, again, _ = _run(args, capsys)  # the same arguments: read back from the store, the same picture
+    assert code == 0 and again["jobs"]["cached"] == 1 and again["error"] == data["error"]
+    assert open(data["image"], "rb").read() == before
+    code, _, err = _run(args + ["--seed", "1"], capsys)  # another picture under the same name: refused first
     assert code == 2 and "already exists" in err and "--force" in err and len(err.strip().splitlines()) == 1
     assert open(data["image"], "rb").read() == before
     code, data2, _ = _run(args + ["--force", "--seed", "1"], capsys)

@@ -1,4 +1,4 @@
-"""The package's layers: imports run downward only (../shared/DESIGN.md, "Layout").
+"""The package's layers: imports run downward only (README.md, "Architecture").
 
 Every module's imports are read with ``ast`` (those inside functions too), resolved to the module they name, and
 compared by floor: a module may import its own floor or a lower one, never a higher one.
@@ -43,7 +43,7 @@ def floor_of(module: str) -> int | None:
     if len(parts) == 1:
         return API_FLOOR
     if parts[1] not in FLOORS:
-        raise AssertionError(f"{module} is in no room of the layout: add it to DESIGN.md and to FLOORS")
+        raise AssertionError(f"{module} is in no room of the layout: add it to the README's architecture and to FLOORS")
     return FLOORS[parts[1]]
 
 
@@ -114,3 +114,66 @@ def test_the_check_allows_downward_and_level_imports() -> None:
     assert upward_imports(src, "preimage.tasks.inversion") == []
     assert upward_imports("from ...tasks.inversion import invert\n", "preimage.experiments.reproduce.figures") == []
     assert upward_imports("from . import x\n", "preimage.cli", is_package=True) == []
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """Every module of the package → the package's modules it imports (those inside functions too)."""
+    modules = {module_name(p): p for p in SRC.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        deps = set()
+        for _, target in imported_modules(path.read_text(), name, path.name == "__init__.py"):
+            # ``from pkg import name`` names a module or something the package defines: keep what is a module.
+            while target and target not in modules:
+                target = target.rpartition(".")[0]
+            if target and target != name and not name.startswith(target + "."):
+                deps.add(target)
+        graph[name] = deps
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_two_modules_import_each_other() -> None:
+    # A package's __init__ re-exports its modules (it imports them, they never import it back): not a cycle.
+    graph = {m: {d for d in deps if not (m.startswith(d + ".") or d == m.rpartition(".")[0])}
+             for m, deps in _module_graph().items()}
+    assert _cycles(graph) == []
+
+
+def test_the_cycle_check_finds_a_cycle() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []

@@ -11,10 +11,10 @@ import torch
 from preimage.cli import main
 from preimage.engine.lbfgs import LBFGSStep
 from preimage.engine.optimize import Energy, optimize
+from preimage.engine.schedules import Stage
 from preimage.engine.styles import describe, get_style
 from preimage.errors import PreimageError
 from preimage.images import load_image
-from preimage.representations import Stage
 
 
 def quadratic(xs: list[torch.Tensor], scales: list[torch.Tensor], centres: list[torch.Tensor]
@@ -124,7 +124,8 @@ def test_fast_style_is_adam_then_lbfgs_and_lbfgs_refuses_a_random_energy() -> No
 
 def test_cli_lbfgs_needs_a_stage_without_jitter(tmp_path, capsys) -> None:
     out = tmp_path / "run"
-    base = ["invert", "sample:coffee", "--model", "timm:test_resnet", "--random-weights", "--size", "32",
+    base = ["invert", "sample:coffee", "--model", "timm:test_resnet", "--random-weights", "--layer", "layer2",
+            "--size", "32",
             "--iters", "4", "--out", str(out)]
     rc = main([*base, "--optimizer", "lbfgs"])  # the paper's schedule jitters
     err = capsys.readouterr().err.strip().splitlines()
@@ -139,9 +140,10 @@ def test_cli_lbfgs_needs_a_stage_without_jitter(tmp_path, capsys) -> None:
 def test_memory_estimate_counts_what_lbfgs_holds_on_the_pyramid() -> None:
     from preimage.engine.lbfgs import MEMORY, image_buffers
     from preimage.engine.memory import estimate_bytes
-    from preimage.engine.param import Pyramid
+    from preimage.engine.param import PyramidImage
+    from preimage.engine.rng import ProblemRNG
 
-    p = Pyramid(2, 3, (32, 32), torch.zeros(3), 160.0, generator=torch.Generator().manual_seed(0))
+    p = PyramidImage(2, 3, (32, 32), torch.zeros(3), 160.0, rng=ProblemRNG([0, 1]))
     xs = [t.data for t in p.params()]
     centres = [torch.randn_like(t) for t in xs]
     scales = [torch.ones_like(t) for t in xs]

@@ -14,29 +14,37 @@ from torch import nn
 
 from preimage.cli import main
 from preimage.engine import transforms as T
-from preimage.engine.objectives import Diversity, InnerProduct, Sum, direction, gram, parse_objective
+from preimage.engine.objectives import Diversity, InnerProduct, Sum, direction, gram
 from preimage.engine.optimize import Energy, optimize
 from preimage.engine.param import (
     COLOUR,
     MAGNITUDE_FILE,
-    Fourier,
-    Maco,
-    Pixel,
-    Pyramid,
+    FourierImage,
+    MacoImage,
+    PixelImage,
+    PyramidImage,
     decorrelated_to_rgb,
     maco_magnitude,
     measure_magnitude,
     rgb_to_decorrelated,
     spectrum_slope,
 )
-from preimage.engine.priors import BNStats, view_stats
+from preimage.engine.priors import BNPrior, BNStats, view_stats
+from preimage.engine.rng import ProblemRNG
+from preimage.engine.schedules import Stage
 from preimage.engine.styles import resolve
+from preimage.engine.targets import Channel, Combination, Direction, parse_target
 from preimage.errors import PreimageError
 from preimage.images import COLOR_SAMPLES, load_image, save_png
 from preimage.measures.judge import Judge
-from preimage.representations import Stage, load
+from preimage.representations import load
 
 MEAN = torch.full((3,), 127.5)
+
+
+def rng(n: int, seed: int = 0) -> ProblemRNG:
+    """One generator per problem."""
+    return ProblemRNG([seed + i for i in range(n)])
 
 
 def tiny_net(bn: bool = True) -> nn.Module:
@@ -58,7 +66,7 @@ def tiny_rep(bn: bool = True, layer: str | None = None):
 # --- parameterizations ---------------------------------------------------------------------------------------
 
 def test_fourier_has_a_one_over_f_spectrum_and_applies_the_decorrelation_matrix() -> None:
-    p = Fourier(4, 3, (64, 64), MEAN, float("inf"), torch.Generator().manual_seed(0), sd=1.0)
+    p = FourierImage(4, 3, (64, 64), MEAN, float("inf"), rng(4), sd=1.0)
     c = p.decorrelated()
     assert spectrum_slope(c) == pytest.approx(-1.0, abs=0.1)
     # forward = 255·sigmoid(c @ COLOUR.T) − mean: undo the sigmoid and the colour matrix, get c back.
@@ -74,17 +82,17 @@ def test_fourier_has_a_one_over_f_spectrum_and_applies_the_decorrelation_matrix(
 
 def test_fourier_and_maco_start_from_an_image() -> None:
     img = load_image("sample:chelsea", 48) - 127.5
-    for cls in (Fourier,):
-        p = cls(1, 3, (48, 48), MEAN, float("inf"), torch.Generator(), init=img)
+    for cls in (FourierImage,):
+        p = cls(1, 3, (48, 48), MEAN, float("inf"), rng(1), init=img)
         assert (p() - img.clamp(-127, 127)).abs().max() < 1.0
-    m = Maco(1, 3, (48, 48), MEAN, float("inf"), torch.Generator(), init=img)
+    m = MacoImage(1, 3, (48, 48), MEAN, float("inf"), rng(1), init=img)
     # Same phase, natural-image magnitude: the picture correlates with the image it started from.
     corr = torch.corrcoef(torch.stack([m().flatten(), img.flatten()]))[0, 1]
     assert corr > 0.5
 
 
 def test_maco_keeps_the_natural_magnitude_and_the_shipped_array_is_the_samples() -> None:
-    p = Maco(2, 3, (64, 64), MEAN, float("inf"), torch.Generator().manual_seed(0))
+    p = MacoImage(2, 3, (64, 64), MEAN, float("inf"), rng(2))
     amp = torch.fft.rfft2(p.decorrelated()).abs()
     mag = maco_magnitude((64, 64))
     # Bins off the DC and Nyquist columns (irfft2 makes those Hermitian, which a random phase is not).
@@ -99,16 +107,16 @@ def test_maco_keeps_the_natural_magnitude_and_the_shipped_array_is_the_samples()
 
 def test_pixel_param_is_the_image_and_projects_in_place() -> None:
     x = torch.randn(2, 3, 8, 8) * 200
-    p = Pixel(x, MEAN, 160.0)
+    p = PixelImage(x, MEAN, 160.0)
     assert torch.equal(p(), x)
     p.project_()
     assert p().norm(dim=1).max() <= 160.0 + 1e-3
-    assert Fourier(1, 3, (8, 8), MEAN, 160.0, torch.Generator(), sd=5.0)().norm(dim=1).max() <= 160.0 + 1e-3
+    assert FourierImage(1, 3, (8, 8), MEAN, 160.0, rng(1), sd=5.0)().norm(dim=1).max() <= 160.0 + 1e-3
 
 
 def test_pyramid_is_the_weighted_sum_of_its_upsampled_levels() -> None:
     x = torch.randn(2, 3, 16, 16) * 20
-    p = Pyramid(2, 3, (16, 16), MEAN, 160.0, init=x, levels=3, weight=0.5)
+    p = PyramidImage(2, 3, (16, 16), MEAN, 160.0, init=x, levels=3, weight=0.5)
     assert [tuple(t.shape[-2:]) for t in p.levels] == [(16, 16), (8, 8), (4, 4)]
     assert torch.equal(p(), x)  # coarse levels start at zero
     with torch.no_grad():
@@ -118,9 +126,9 @@ def test_pyramid_is_the_weighted_sum_of_its_upsampled_levels() -> None:
     grads = torch.autograd.grad(p().sum(), list(p.levels))
     for k, g in enumerate(grads):
         assert g.sum().item() == pytest.approx(0.5 ** k * 2 * 3 * 16 * 16, rel=1e-5)
-    assert Pyramid(1, 3, (8, 8), MEAN, 160.0, init=torch.full((1, 3, 8, 8), 500.0))().norm(dim=1).max() <= 160.01
+    assert PyramidImage(1, 3, (8, 8), MEAN, 160.0, init=torch.full((1, 3, 8, 8), 500.0))().norm(dim=1).max() <= 160.01
     # Its own start: the mean image plus a trace of seeded noise (restarts differ; HOG's gradient is not zero).
-    start = Pyramid(2, 3, (8, 8), MEAN, 160.0, generator=torch.Generator().manual_seed(0))()
+    start = PyramidImage(2, 3, (8, 8), MEAN, 160.0, rng=rng(2))()
     assert 0 < start.abs().max() < 0.1 and not torch.equal(start[0], start[1])
 
 
@@ -141,10 +149,9 @@ def test_fast_style_is_adam_then_lbfgs_on_the_pyramid_and_beats_the_paper_at_equ
 def test_hybrid_optimizer_is_adam_on_the_full_size_level_and_the_papers_on_the_coarser_ones() -> None:
     from preimage.engine.optimize import AdamStep, AutogradPath, PaperStep
 
-    p = Pyramid(2, 3, (16, 16), MEAN, 160.0)
+    p = PyramidImage(2, 3, (16, 16), MEAN, 160.0, rng=rng(2))
     assert p.step_names("hybrid") == ["adam"] + ["paper"] * 4 and p.step_names("adam") == ["adam"] * 5
-    path = AutogradPath(tiny_rep(bn=False), None, None, p, 2, (16, 16), Energy(), None, None, None, None,
-                        torch.Generator())
+    path = AutogradPath(tiny_rep(bn=False), None, None, p, 2, (16, 16), Energy(), None, None, None, None, rng(2))
     path.start(Stage(10, 0.5, False))
     assert [type(s) for s in path.steps] == [AdamStep] + [PaperStep] * 4
     assert path.steps[0].lr == pytest.approx(p.lr * 0.5)  # Adam's rate, in paper units, scaled by the stage
@@ -155,11 +162,11 @@ def test_hybrid_optimizer_is_adam_on_the_full_size_level_and_the_papers_on_the_c
     path.steps[0](p.levels[0].data, g)
     assert torch.allclose((p.levels[0] - before).abs(), torch.full_like(g, p.lr * 0.5), atol=2e-3)
     with pytest.raises(PreimageError, match="hybrid optimizer is the pyramid's"):
-        AutogradPath(tiny_rep(bn=False), None, None, Pixel(torch.zeros(1, 3, 8, 8), MEAN, 160.0), 1, (8, 8), Energy(),
-                     "hybrid", None, None, None, torch.Generator()).optimizer_for(Stage(1))
+        AutogradPath(tiny_rep(bn=False), None, None, PixelImage(torch.zeros(1, 3, 8, 8), MEAN, 160.0), 1, (8, 8),
+                     Energy(), "hybrid", None, None, None, rng(1)).optimizer_for(Stage(1))
     from preimage.tasks.inversion import invert
 
-    with pytest.raises(PreimageError, match="use --param pyramid"):  # the pixels' fast path says the same
+    with pytest.raises(PreimageError, match="use param pyramid"):  # the pixels' fast path says the same
         invert(tiny_rep(bn=False), load_image("sample:coffee", 16), optimizer="hybrid", iters=1)
 
 
@@ -177,22 +184,29 @@ def test_fast_style_starts_hog_off_its_flat_saddle() -> None:
 def test_gradients_through_every_transform(spec: str) -> None:
     (t,) = T.parse_transforms(spec)
     x = torch.randn(2, 3, 7, 9, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(t(x.detach(), torch.Generator().manual_seed(3)).shape, dtype=torch.float64)
+    w = torch.randn(t(x.detach(), rng(2, 3)).shape, dtype=torch.float64)
 
     def f(x: torch.Tensor) -> torch.Tensor:
-        return (t(x, torch.Generator().manual_seed(3)) * w).sum()
+        return (t(x, rng(2, 3)) * w).sum()
 
     assert torch.autograd.gradcheck(f, (x,), eps=1e-6, atol=1e-5)
 
 
 def test_transforms_shapes_and_order() -> None:
     x = torch.arange(2.0).view(2, 1, 1, 1).expand(2, 3, 16, 16).contiguous()
-    v = T.compose(T.parse_transforms("standard,crops:4,flip"), x, torch.Generator().manual_seed(0))
+    v = T.compose(T.parse_transforms("standard,crops:4,flip"), x, rng(2))
     assert v.shape == (8, 3, 16, 16)
     # Crop-major: rows j·N + i are views of problem i.
     assert torch.allclose(v.view(4, 2, -1)[:, 1].max(1).values, torch.ones(4), atol=1e-5)
     assert v.view(4, 2, -1)[:, 0].abs().max() == 0
     assert T.parse_transforms("none") == [] and T.parse_transforms(None) is None
+    # Objects and lists of them are the same transforms as their shorthand.
+    assert T.parse_transforms([T.Jitter(8), "scale:0.95-1.05", T.Rotate(5), T.Jitter(4)]) == T.standard()
+    assert T.transforms_spec(T.parse_transforms("standard")) == "jitter:8,scale:0.95-1.05,rotate:5,jitter:4"
+    # Each problem draws its own offsets: a problem's views are the same alone as in a batch.
+    one = T.compose([T.Jitter(5), T.Crops(2)], x[1:], ProblemRNG([7]))
+    two = T.compose([T.Jitter(5), T.Crops(2)], x, ProblemRNG([3, 7]))
+    assert torch.equal(two.view(2, 2, *x.shape[1:])[:, 1], one)
     for bad in ("jitter:0", "scale:2-1", "crops:0", "crops:2:0.5-1.5", "warp:3", "rotate:x"):
         with pytest.raises(PreimageError, match="bad transform"):
             T.parse_transforms(bad)
@@ -232,15 +246,18 @@ def test_bn_prior_is_zero_at_the_running_statistics() -> None:
 
 def test_the_natural_styles_prior_is_bn_only_where_a_batchnorm_runs_before_the_target() -> None:
     # conv_stem comes before efficientnet_lite0's first BatchNorm (bn1); blocks.1 contains some and follows bn1.
-    assert resolve(load("efficientnet_lite0", "conv_stem"), "natural")[0].prior == "none"
-    assert resolve(load("efficientnet_lite0", "bn1"), "natural")[0].prior == "bn"
+    assert resolve(load("efficientnet_lite0", "conv_stem"), "natural")[0].prior is None
+    assert resolve(load("efficientnet_lite0", "bn1"), "natural")[0].prior == BNPrior(1e-4, required=False)
     style, kw = resolve(load("efficientnet_lite0", "blocks.1"), "natural")
-    assert style.prior == "bn" and kw["prior"] is not None
+    assert style.prior is not None and kw["prior"] is not None
+    # An object, its shorthand and the flags' weight name the same prior.
+    assert resolve(load("efficientnet_lite0", "blocks.1"), "paper", prior="bn:0.5")[0].prior == BNPrior(0.5)
+    assert resolve(load("efficientnet_lite0", "blocks.1"), "paper", prior=BNPrior(0.5))[0].prior.spec() == "bn:0.5"
 
 
 # --- objectives ----------------------------------------------------------------------------------------------
 
-def test_direction_sum_and_parse() -> None:
+def test_direction_sum_and_targets() -> None:
     phi = torch.randn(2, 4, 3, 3)
     v = torch.tensor([1.0, 2.0, 0.0, -2.0])
     d = direction(v, (4, 3, 3))
@@ -250,14 +267,26 @@ def test_direction_sum_and_parse() -> None:
     s = 2 * u - 0.5 * d
     assert isinstance(s, Sum) and torch.allclose(s(phi), 2 * u(phi) - 0.5 * d(phi))
     assert [w for w, _ in (s + d).terms] == [2.0, -0.5, 1.0]
-    terms = parse_objective("unit + 0.5*direction:v.npy - 1e2*diversity@blocks.3")
-    assert terms == [(1.0, "unit", None), (0.5, "direction", "v.npy"), (-100.0, "diversity", "blocks.3")]
-    assert parse_objective("diversity") == [(1.0, "diversity", None)]
-    for bad in ("unit +", "2*wobble", "x*unit", "direction", "unit:3", ""):
-        with pytest.raises(PreimageError, match="--objective"):
-            parse_objective(bad)
     with pytest.raises(PreimageError, match="channels"):
         direction(torch.ones(3), (4, 3, 3))
+
+
+def test_targets_compose_and_their_strings_are_shorthand(tmp_path) -> None:
+    np.save(tmp_path / "v.npy", np.array([1.0, 2.0, 0.0], dtype=np.float32))
+    (t,) = parse_target(f"blocks.3:1 + 0.5*direction:blocks.3:{tmp_path / 'v.npy'} - 1e2*diversity@blocks.2")
+    assert isinstance(t, Combination) and [w for w, _ in t.terms()] == [1.0, 0.5, -100.0]
+    assert t.terms()[1][1] == Direction("blocks.3", [1.0, 2.0, 0.0])  # equal by values, whatever their name
+    obj = Channel("blocks.3", 1) - 0.5 * Channel("blocks.3", 7)
+    assert parse_target(obj.spec()) == [obj] and parse_target("blocks.3:1")[0] == Channel("blocks.3", 1)
+    assert [o.spec() for o in parse_target("layer2:0-2")] == [f"channel:layer2:{u}" for u in range(3)]
+    assert parse_target("neuron:blocks.3:4@cls")[0].spec() == "neuron:blocks.3:4@cls"
+    assert parse_target("class:25")[0].label == "class 25"
+    with pytest.raises(PreimageError, match="cancel out"):
+        Channel("a", 1) - Channel("a", 1)
+    for bad in ("blocks.3: +", "2*wobble", "direction", "blocks.3:x", "", "blocks.3:1 + blocks.3:2-4"):
+        with pytest.raises(PreimageError) as e:
+            parse_target(bad)
+        assert e.value.params == ("target",), bad
 
 
 def test_diversity_separates_restarts() -> None:
@@ -340,7 +369,7 @@ def test_maximize_natural_with_judge_cli(tmp_path, capsys) -> None:
                "--out", str(tmp_path), "--json"])
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["style"] == "natural" and out["param"] == "fourier" and out["prior"] == "bn"
+    assert out["style"] == "natural" and out["param"] == "fourier" and out["prior"] == "auto:0.0001"
     t = out["transfer"]["efficientnet_lite1"]
     judge = Judge("efficientnet_lite1")
     assert t["probability"][0] == pytest.approx(judge.classes([out["image"]], [1])["probability"][0], abs=1e-6)
@@ -352,7 +381,7 @@ def test_maximize_natural_with_judge_cli(tmp_path, capsys) -> None:
     (["--transforms", "jitter:0"], "bad transform"),
     (["--style", "fancy"], "style"),
     (["--judge", "nosuchnet"], "unknown model"),
-    (["--objective", "direction:missing.npy"], "direction file"),
+    (["--objective", "unit + direction:classifier:missing.npy"], "direction file"),
     (["--model", "alexnet", "--random-weights", "--prior", "bn"], "BatchNorm"),
 ])
 def test_bad_new_options_end_in_one_line(tmp_path, capsys, args, message) -> None:

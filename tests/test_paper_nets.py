@@ -238,7 +238,7 @@ def test_caffenet_mat_matches_matconvnet_formulas(tmp_path: Path, rng: np.random
     spec = rep.spec
     np.testing.assert_allclose(np.array(spec.mean) * 255, avg.mean((0, 1)), rtol=1e-5)  # spatial mean colour
     assert spec.std == (1 / 255,) * 3 and float(rep.scale.flatten()[0]) == pytest.approx(1.0)
-    assert spec.defaults.size == (227, 227)
+    assert spec.input_size == (227, 227)
     assert spec.weights_id.startswith("matconvnet:") and len(spec.weights_id) == len("matconvnet:") + 40
     assert [n for n, _ in spec.module.named_children()] == [c["name"] for c in cells]
     assert spec.classifier_layer is None  # fc8 is not in this file
@@ -267,7 +267,7 @@ def test_vgg_m_mat_with_pool_padding(tmp_path: Path, rng: np.random.Generator) -
     rep = load("vgg-m", layer="pool2", weights=str(path))
     with torch.no_grad():
         assert_matches(rep(x), reference(cells, x))
-    assert rep.spec.defaults.size == (224, 224)
+    assert rep.spec.input_size == (224, 224)
 
 
 def test_vgg16_mat_v73(tmp_path: Path, rng: np.random.Generator) -> None:
@@ -357,7 +357,7 @@ GEOMETRY = {
               "fc6": (32, 404), "fc7": (32, 404), "fc8": (32, 404)},
 }
 
-# paper-notes §1.6: the jitter J of every layer, by group
+# docs/paper-notes.md §1.6: the jitter J of every layer, by group
 JITTER = {
     "alexnet-caffe": {1: "conv1 relu1 norm1", 2: "pool1 conv2 relu2 norm2",
                       4: "pool2 conv3 relu3 conv4 relu4 conv5 relu5", 8: "pool5 fc6 relu6 fc7 relu7 fc8"},
@@ -436,7 +436,7 @@ def test_geometry_of_the_full_width_model(caffenet_random) -> None:
 
 def test_random_weight_spec_and_aliases(caffenet_random) -> None:
     alex = layer_aliases(architecture("alexnet-caffe"))
-    # paper-notes §3.2: the x-ticks of the error plots and the layers of the preference study
+    # docs/paper-notes.md §3.2: the x-ticks of the error plots and the layers of the preference study
     ticks = {"1": "conv1", "4": "pool1", "5": "conv2", "9": "conv3", "10": "relu3", "13": "conv5",
              "15": "pool5", "16": "fc6", "20": "fc8"}
     assert {k: alex[k] for k in ticks} == ticks and len(alex) == 20
@@ -445,7 +445,7 @@ def test_random_weight_spec_and_aliases(caffenet_random) -> None:
     spec = caffenet_random
     assert spec.layer_aliases == layer_aliases(architecture("caffenet"))
     assert spec.layer_aliases["4"] == "norm1"
-    assert spec.defaults.size == (227, 227) and spec.classifier_layer == "fc8" and spec.weights_id == "random"
+    assert spec.input_size == (227, 227) and spec.classifier_layer == "fc8" and spec.weights_id == "random"
     assert spec.std == (1 / 255,) * 3
     assert tuple(255 * m for m in spec.mean) == pytest.approx((122.679, 116.669, 104.007))
     assert tuple(dict(spec.module.named_children())["fc6"].weight.shape) == (4096, 256, 6, 6)

@@ -22,7 +22,7 @@ def test_rows_are_the_median_errors_of_the_runs_they_name() -> None:
     assert row["fast:6"]["errors"] == pytest.approx(fast.metrics["error"].tolist(), rel=1e-5)
     assert row["fast:6"]["median_error"] == pytest.approx(statistics.median(row["fast:6"]["errors"]))
     # pixel:6:0.5 is the paper's schedule scaled to 6 steps (5 with jitter + 1) at half its rate.
-    from preimage.representations import Stage
+    from preimage.engine.schedules import Stage
 
     paper = invert("efficientnet_lite0", info["images"], layer="blocks.1", iters=None, C=100.0, size=32,
                    schedule=(Stage(5, 0.5, True), Stage(1, 0.05, False)))

@@ -4,32 +4,30 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-import types
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import lite0_spec
 
-import preimage
 from preimage import PreimageError
 from preimage.cli import main
-from preimage.experiments.reproduce import default_layers, list_images, run_cnn_layers, run_figures
+from preimage.experiments.reproduce import run_cnn_layers, run_figures
 from preimage.experiments.reproduce.figures import FigureContext, neighbourhood_box
-from preimage.images import load_image, save_png
-from preimage.result import Result
+from preimage.images import list_images, load_image, save_png
+from preimage.representations.layers import main_layers as default_layers
 
 LAYERS = ["conv_stem", "blocks.1"]
 
 
 @pytest.fixture(scope="module")
 def image_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two small PNGs and a text file that is not an image."""
+    """Two small PNGs, a text file that is not an image, and a PNG that does not decode."""
     d = tmp_path_factory.mktemp("imgs")
     for name in ("chelsea", "coffee"):
         save_png(load_image(f"sample:{name}", 48)[0], d / f"{name}.png", "clip")
     (d / "notes.txt").write_text("not an image")
+    (d / "broken.png").write_bytes(b"not a png")
     return d
 
 
@@ -46,8 +44,8 @@ def test_default_layers_lite0() -> None:
 def test_list_images_skips_non_images(image_dir: Path, tmp_path: Path) -> None:
     warnings: list[str] = []
     good, skipped = list_images(str(image_dir), warnings.append)
-    assert [Path(g).name for g in good] == ["chelsea.png", "coffee.png"]
-    assert [Path(s).name for s in skipped] == ["notes.txt"] and len(warnings) == 1
+    assert [Path(g).name for g in good] == ["chelsea.png", "coffee.png"]  # notes.txt is no image: not listed
+    assert [Path(s).name for s in skipped] == ["broken.png"] and len(warnings) == 1
     assert list_images("samples")[0][0] == "sample:astronaut"
     with pytest.raises(PreimageError, match="no readable images"):
         list_images(str(tmp_path))
@@ -66,7 +64,7 @@ def _record(out: Path, info: dict, layer: str, cond: str, image: int) -> dict:
 def test_cnn_layers_table_json_and_resume(image_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     info = _run(image_dir, out)
-    assert info["units"] == {"total": 8, "computed": 8, "reused": 0, "failed": 0}
+    assert info["jobs"] == {"total": 8, "done": 8, "cached": 0, "failed": 0}
     assert info["images"]["count"] == 2 and info["images"]["skipped"] == 1
     assert info["iters"] == 4 and info["size"] == 48 and info["reduced"] is True
     assert [(r["layer"], r["C"]) for r in info["rows"]] == [(la, c) for la in LAYERS for c in (1.0, 100.0)]
@@ -100,7 +98,7 @@ def test_cnn_layers_table_json_and_resume(image_dir: Path, tmp_path: Path) -> No
     damaged_png.write_bytes(damaged_png.read_bytes()[:100])
     (lost_dir / ".r0.png.x1y2.part").write_text("half")
     again = _run(image_dir, out)
-    assert again["units"] == {"total": 8, "computed": 2, "reused": 6, "failed": 0}
+    assert again["jobs"] == {"total": 8, "done": 2, "cached": 6, "failed": 0}
     assert (lost_dir / "record.json").is_file() and not list(out.glob("store/**/.*.part"))
     for p in records:
         if p.parent not in (lost_dir, damaged_png.parent):
@@ -111,9 +109,11 @@ def test_cnn_layers_table_json_and_resume(image_dir: Path, tmp_path: Path) -> No
     # A different configuration's report is not written over this one's (without --force).
     with pytest.raises(PreimageError, match="different run.*iters"):
         _run(image_dir, out, iters=5)
-    # Adding a C value only computes the new jobs.
-    more = _run(image_dir, out, C=[1.0, 100.0, 20.0])
-    assert more["units"] == {"total": 12, "computed": 4, "reused": 8, "failed": 0}
+    # Adding a C value is another table too: refused, then with force it computes only the new jobs.
+    with pytest.raises(PreimageError, match="different run.*C"):
+        _run(image_dir, out, C=[1.0, 100.0, 20.0])
+    more = _run(image_dir, out, C=[1.0, 100.0, 20.0], force=True)
+    assert more["jobs"] == {"total": 12, "done": 4, "cached": 8, "failed": 0}
 
 
 def test_cnn_layers_restarts_and_noreg(image_dir: Path, tmp_path: Path) -> None:
@@ -135,7 +135,7 @@ def test_cli_cnn_layers_json(image_dir: Path, tmp_path: Path, capsys: pytest.Cap
     assert rc == 0
     info = json.loads(cap.out)
     assert info["rows"][0]["layer"] == "conv_stem" and info["images"]["skipped"] == 1
-    assert "skipping" in cap.err and "notes.txt" in cap.err
+    assert "skipping" in cap.err and "broken.png" in cap.err
 
 
 @pytest.mark.parametrize("args, message", [
@@ -162,25 +162,7 @@ def test_neighbourhood_box_conv_stem(tmp_path: Path) -> None:
     assert neighbourhood_box(ctx, "classifier") == (0, 0, 63, 63)
 
 
-def _fake_activation() -> types.ModuleType:
-    """A stand-in with the documented API, so the sections are tested on their own."""
-    mod = types.ModuleType("preimage.tasks.activation")
-
-    def maximize(rep, units, restarts=1, iters=None, seed=0, energy=None, progress=None, **kw) -> Result:
-        n = len(units) * restarts
-        return Result(torch.rand(n, 3, 16, 16) * 255, [{"unit": u} for u in units], {}, rep.name, rep.layer, 0,
-                      0.0, torch.zeros(0, n))
-
-    def caricature(rep, images, iters=None, seed=0, size=None, energy=None, progress=None, **kw) -> Result:
-        return Result(images.clone(), [{}], {}, rep.name, rep.layer, 0, 0.0, torch.zeros(0, 1))
-
-    mod.maximize, mod.caricature = maximize, caricature
-    return mod
-
-
 def test_figures_sections(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "preimage.tasks.activation", _fake_activation())
-    monkeypatch.setattr(preimage.tasks, "activation", sys.modules["preimage.tasks.activation"], raising=False)
     info = run_figures(lite0_spec(), tmp_path / "f", layers=["conv_stem", "blocks.1", "classifier"], size=48,
                        iters=2, log=lambda s: None,
                        sections=["all-layers", "neighbourhoods", "channel-halves", "jitter-beta", "maximize",
@@ -200,15 +182,6 @@ def test_figures_sections(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         run_figures(lite0_spec(), tmp_path / "f", sections=["all-layers"], log=lambda s: None)
 
 
-def test_figures_skip_without_activation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "preimage.tasks.activation", None)  # import fails
-    monkeypatch.delattr(preimage.tasks, "activation", raising=False)
-    info = run_figures(lite0_spec(), tmp_path / "g", layers=["conv_stem"], size=48, iters=2,
-                       sections=["maximize", "caricatures"], log=lambda s: None)
-    assert all("preimage.tasks.activation" in s["skipped"] for s in info["sections"])
-    assert "skipped" in (tmp_path / "g/index.html").read_text()
-
-
 def test_cnn_layers_on_a_representation_without_layers(image_dir: Path, tmp_path: Path) -> None:
     info = run_cnn_layers("hog", str(image_dir), tmp_path / "h", C=[100.0], size=48, iters=3, log=lambda s: None)
     assert info["layers"] == ["output"] and info["label_agreement"] is False
@@ -221,8 +194,6 @@ def test_reports_open_in_a_browser(image_dir: Path, tmp_path: Path, monkeypatch:
     from conftest import ARTIFACTS, PageCheck, keep_artifact
 
     _run(image_dir, tmp_path / "c", layers=["conv_stem"], C=[100.0], iters=2)
-    monkeypatch.setitem(sys.modules, "preimage.tasks.activation", _fake_activation())
-    monkeypatch.setattr(preimage.tasks, "activation", sys.modules["preimage.tasks.activation"], raising=False)
     run_figures(lite0_spec(), tmp_path / "f", layers=["conv_stem"], size=48, iters=2,
                 log=lambda s: None, sections=["all-layers", "classes", "caricatures"])
     tab = PageCheck(browser)

@@ -115,31 +115,29 @@ def test_input_size_for_any_spatial_representation() -> None:
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory):
-    """Two 48×64 images, one 56×56, a text file and a 12×40 image: 3 usable, 2 skipped."""
+    """Two 48×64 images, one 56×56, a text file (not listed), a PNG that does not decode and a 12×40 image: 3
+    usable, 2 skipped."""
     d = tmp_path_factory.mktemp("hogtable")
     save_png(load_image("sample:camera", (48, 64))[0], d / "a.png", "clip")
     save_png(load_image("sample:coins", (48, 64))[0], d / "b.png", "clip")
     save_png(load_image("sample:chelsea", (56, 56))[0], d / "c.png", "clip")
     (d / "notes.txt").write_text("not an image")
+    (d / "broken.png").write_bytes(b"not a png")
     save_png(torch.full((1, 12, 40), 100.0), d / "tiny.png", "clip")
     return d
 
 
-def test_hog_table_rows_are_mean_and_ci_of_the_per_image_errors(folder, monkeypatch) -> None:
+def test_hog_table_rows_are_mean_and_ci_of_the_per_image_errors(folder, tmp_path) -> None:
     from preimage.experiments.reproduce import hog_table as ht
+    from preimage.report.store import Store
 
-    calls = []
-    real = ht.invert
-    monkeypatch.setattr(ht, "invert", lambda rep, x, **kw: calls.append((rep.name, tuple(x.shape))) or real(rep, x,
-                                                                                                            **kw))
     logged: list[str] = []
-    tab = ht.hog_table(str(folder), iters=20, log=logged.append)
-    # One batched call per model and image size.
-    assert sorted(calls) == sorted((m, s) for m in ("hog", "hogb", "dsift")
-                                   for s in ((2, 1, 48, 64), (1, 1, 56, 56)))
+    store = Store(tmp_path / "store")
+    tab = ht.hog_table(str(folder), iters=20, log=logged.append, store=store)
+    assert len(list(store.root.glob("*/*/record.json"))) == 9  # one stored job per image and model
     js = tab.to_json()
     assert js["n"] == 3 and js["skipped"] == 2 and len(logged) == 2
-    assert {s["file"].rsplit("/", 1)[-1] for s in js["skipped_files"]} == {"notes.txt", "tiny.png"}
+    assert {s["file"].rsplit("/", 1)[-1] for s in js["skipped_files"]} == {"broken.png", "tiny.png"}
     assert [p["image"] for p in js["per_image"]] == ["a", "b", "c"]
     by = {r["row"]: r for r in js["rows"]}
     for key in ("hog", "hogb", "dsift") + (("hog-vlfeat",) if js["vlfeat"] else ()):
@@ -148,8 +146,8 @@ def test_hog_table_rows_are_mean_and_ci_of_the_per_image_errors(folder, monkeypa
         assert by[key]["n"] == 3
         assert math.isclose(by[key]["mean"], 100 * e.mean(), rel_tol=1e-9)
         assert math.isclose(by[key]["ci95"], 100 * 1.96 * e.std(ddof=1) / math.sqrt(3), rel_tol=1e-9)
-    # The errors are the inversions' own: rerunning one image alone gives the same error for DSIFT.
-    alone = invert("dsift", tab.images[2].image, iters=20)
+    # The errors are the inversions' own: the same problem run alone (not as a sweep job) gives the same error.
+    alone = invert("dsift", tab.images[2].spec, size=tuple(tab.images[2].image.shape[-2:]), iters=20)
     assert math.isclose(float(alone.metrics["error"][0]), js["per_image"][2]["dsift"], rel_tol=1e-5)
     md = tab.markdown()
     assert "| error (%) | HOGgle | HOG | HOGb | DSIFT |" in md and f"{by['hogb']['mean']:.1f}" in md
@@ -176,7 +174,9 @@ def test_hog_table_command(folder, tmp_path, capsys) -> None:
     assert js["skipped"] == 2 and js["n"] == 3 and [r["row"] for r in js["rows"]] == ["hogb", "dsift"]
     assert (out / "hog-table.md").is_file() and (out / "hog-table.png").is_file() and (out / "c-dsift.png").is_file()
     assert json.loads((out / "hog-table.json").read_text())["rows"] == js["rows"]
-    assert main(args) == 2  # never overwrites without --force
+    assert main(args) == 0  # the same table again: from the store, the same report
+    assert json.loads(capsys.readouterr().out)["rows"] == js["rows"]
+    assert main([*args[:-3], "--iters", "4", "--out", str(out)]) == 2  # another table: never over this one
     assert "already exists" in capsys.readouterr().err
     assert main(["reproduce", "hog-table", "--images", str(folder), "--models", "hog,sift", "--out",
                  str(tmp_path / "p")]) == 2
@@ -187,15 +187,14 @@ def test_maximize_template_command(tmp_path, capsys) -> None:
     w = rng.random((4, 4, 31)).astype(np.float32)  # DPM layout h×w×D, with texture dims that are dropped
     np.save(tmp_path / "w.npy", w)
     out = tmp_path / "out"
-    args = ["maximize", "--model", "hog", "--template", str(tmp_path / "w.npy"), "--iters", "15", "--out", str(out),
-            "--json"]
+    args = ["template", str(tmp_path / "w.npy"), "--model", "hog", "--iters", "15", "--out", str(out), "--json"]
     assert main(args) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["size"] == [48, 48]  # (4 cells + 2 border cells) × 8 px
     assert data["activation"][0] > data["activation_start"][0]
     assert (out / "template-w-hog.png").exists()
     assert main(args) == 2  # no overwrite without --force
-    assert main(["maximize", "--model", "hog", "--template", str(tmp_path / "missing.npy")]) == 2
+    assert main(["template", str(tmp_path / "missing.npy"), "--model", "hog"]) == 2
     assert "template file not found" in capsys.readouterr().err
 
 

@@ -21,7 +21,8 @@ from preimage.measures.stats import (
     read_stats,
     save_stats,
 )
-from preimage.representations import ModelSpec, Representation, TaskDefaults
+from preimage.representations import ModelSpec, Representation
+from preimage.representations.base import model_id
 
 
 def _tiny_spec(weights_id: str = "test:tiny-stats") -> ModelSpec:
@@ -29,7 +30,7 @@ def _tiny_spec(weights_id: str = "test:tiny-stats") -> ModelSpec:
     net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(4, 5, 3, stride=2),
                         nn.ReLU6(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     return ModelSpec("tiny-stats", net, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), weights_id=weights_id,
-                     defaults=TaskDefaults(size=(16, 16)))
+                     input_size=(16, 16))
 
 
 @pytest.fixture
@@ -46,8 +47,8 @@ def image_dir(tmp_path):
 def test_stats_match_a_direct_computation_and_are_pre_relu(image_dir) -> None:
     spec = _tiny_spec()
     st = compute_stats(spec, str(image_dir), batch=2)
-    assert st.images == list_images(image_dir) and len(st.images) == 3  # recursive, images only
-    rep = Representation(spec, None)
+    assert st.images == list_images(str(image_dir))[0] and len(st.images) == 3  # recursive, images only
+    rep = Representation(spec, "output")
     from preimage.images import load_image
 
     x = torch.cat([load_image(s, 16) for s in st.images])
@@ -73,18 +74,22 @@ def test_cache_round_trip_is_keyed_by_model_and_weights(tmp_path, monkeypatch, i
     monkeypatch.setenv("PREIMAGE_CACHE", str(tmp_path / "cache"))
     spec = _tiny_spec()
     st = load_stats(spec, images=str(image_dir))
-    path = cache_path(spec.name, spec.weights_id)
+    path = cache_path(spec.name, model_id(spec))
     assert path.is_file() and path.parent == tmp_path / "cache" / "stats"
-    back = read_stats(path, spec.name, spec.weights_id)
+    back = read_stats(path, spec.name, model_id(spec))
     assert set(back.points) == set(st.points) and back.images == st.images and back.size == (16, 16)
     for p in st.points:
         torch.testing.assert_close(back.points[p].max, st.points[p].max)
     assert cache_path(spec.name, "other-weights") != path
     with pytest.raises(ValueError, match="other weights"):
         read_stats(path, spec.name, "other-weights")
-    # The cache is used as it is: a second load does not recompute from the (now missing) images.
-    again = load_stats(spec, images=str(tmp_path / "gone"))
-    assert again.images == st.images
+    # The cache is used as it is: a second load (no image set named) does not recompute.
+    st.images = ["marker"]
+    save_stats(st, path)
+    assert load_stats(spec).images == ["marker"]
+    # Another image set named replaces it.
+    assert load_stats(spec, images=["sample:coffee"]).images == ["sample:coffee"]
+    assert read_stats(path, spec.name, model_id(spec)).images == ["sample:coffee"]
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "nan", "wrong-shape", "wrong-model"])
@@ -92,7 +97,7 @@ def test_a_corrupt_cache_is_rebuilt_with_one_warning(tmp_path, monkeypatch, caps
     monkeypatch.setenv("PREIMAGE_CACHE", str(tmp_path / "cache"))
     spec = _tiny_spec()
     good = load_stats(spec, images=str(image_dir))
-    path = cache_path(spec.name, spec.weights_id)
+    path = cache_path(spec.name, model_id(spec))
     if damage == "garbage":
         path.write_bytes(b"\x00not a torch file")
     elif damage == "truncated":
@@ -120,25 +125,27 @@ def test_a_corrupt_cache_is_rebuilt_with_one_warning(tmp_path, monkeypatch, caps
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("warning:") and "corrupt" in err[0] and "rebuilding" in err[0]
     assert rebuilt.source == "samples"
-    assert read_stats(path, spec.name, spec.weights_id).source == "samples"  # the file is valid again
+    assert read_stats(path, spec.name, model_id(spec)).source == "samples"  # the file is valid again
 
 
-def test_random_weights_are_not_cached(tmp_path, monkeypatch) -> None:
+def test_the_cache_is_keyed_by_the_weights_themselves(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("PREIMAGE_CACHE", str(tmp_path / "cache"))
     spec = _tiny_spec("random")
     st = load_stats(spec, images=["sample:coffee"])
-    assert st.images == ["sample:coffee"]
-    assert not (tmp_path / "cache").exists()
+    assert st.images == ["sample:coffee"] and cache_path(spec.name, model_id(spec)).is_file()
+    with torch.no_grad():
+        spec.module[0].weight.add_(1.0)  # other weights under the same name: another key, never the old cache
+    assert cache_path(spec.name, model_id(spec)) != cache_path(spec.name, st.weights_id)
 
 
 def test_bad_image_sets_are_clear_errors(tmp_path) -> None:
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "readme.txt").write_text("x")
-    with pytest.raises(PreimageError, match="no images in"):
+    with pytest.raises(PreimageError, match="no readable images in"):
         compute_stats(_tiny_spec(), str(tmp_path / "empty"))
     with pytest.raises(PreimageError, match="not found"):
         compute_stats(_tiny_spec(), str(tmp_path / "missing"))
-    with pytest.raises(PreimageError, match="no reference images"):
+    with pytest.raises(PreimageError, match="at least one image"):
         compute_stats(_tiny_spec(), [])
 
 

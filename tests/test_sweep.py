@@ -13,14 +13,13 @@ from PIL import Image
 
 from preimage.images import load_image, save_png
 from preimage.measures.stats import load_stats
-from preimage.sweep import Job, Model, Output, Store, run_sweep
+from preimage.report.store import Output, Store
+from preimage.sweep import Job, Model, run_sweep
 from preimage.sweep.jobs import make_batches
 from preimage.sweep.runners import one_line
 
-# The paper style: its random start and jitter are drawn per problem, so a job's result does not depend on the
-# batch it ran in, and results can be compared across runs. (The natural style draws its random transforms per
-# batch: a recomputed job is an equally valid pre-image, not the same one.)
-OPTS = {"mode": "channel", "restarts": 2, "iters": 3, "size": 24, "thumbnail": 16, "style": "paper"}
+# Every random draw is the problem's own (engine.rng), so a job's result does not depend on the batch it ran in.
+OPTS = {"kind": "channel", "restarts": 2, "iters": 3, "size": 24, "thumbnail": 16, "style": "paper"}
 
 
 @pytest.fixture(scope="module")
@@ -68,12 +67,12 @@ def test_batches_share_a_signature_and_respect_the_size(model: Model) -> None:
 def test_store_trusts_only_complete_results(tmp_path: Path) -> None:
     store = Store(tmp_path)
     job = Job("invert", "m@1", "x", images=("sample:chelsea",))
-    rec = store.save(job, Output({"error": 0.5}, {"a.png": b"\x89PNG data", "b.npy": b"numbers"}))
+    rec = store.save(job.config(), Output({"error": 0.5}, {"a.png": b"\x89PNG data", "b.npy": b"numbers"}))
     assert store.load(job.key) == rec and rec["result"] == {"error": 0.5}
     assert json.loads((store.folder(job.key) / "record.json").read_text())["job"]["layer"] == "x"
     (store.folder(job.key) / "a.png").write_bytes(b"\x89PNG dat")  # truncated
     assert store.load(job.key) is None
-    store.save(job, Output({"error": 0.5}, {"a.png": b"\x89PNG data"}))
+    store.save(job.config(), Output({"error": 0.5}, {"a.png": b"\x89PNG data"}))
     assert store.load(job.key) is not None and not (store.folder(job.key) / "b.npy").exists()
     (store.folder(job.key) / "record.json").write_text('{"key": "' + job.key + '", "form')  # half-written
     assert store.load(job.key) is None
@@ -94,7 +93,7 @@ def test_failures_resume_and_damaged_results(tmp_path: Path, model: Model, monke
     res = run_sweep([*jobs, bad], {model.id: model}, store, batch=4, progress=seen.append)
     assert res.counts == {"total": 4, "done": 3, "cached": 0, "failed": 1}
     (f,) = res.failures
-    assert f.key == bad.key and "diverged" in f.error and "\n" not in f.error and f.job == "invert blocks.1 coffee"
+    assert f.key == bad.key and "C must be" in f.error and "\n" not in f.error and f.job == "invert blocks.1 coffee"
     assert seen[0]["done"] == 0 and seen[-1] == res.counts
     rec = res.records[jobs[1].key]["result"]
     assert [p["unit"] for p in rec["problems"]] == [1, 1] and rec["size"] == [24, 24]

@@ -87,23 +87,23 @@ def test_inversion_and_maximization_on_tokens() -> None:
 
     stats = compute_stats(rep.spec, ["sample:chelsea"], size=64)
     assert ("grid", "blocks.1") in stats.points and ("token0", "blocks.1") in stats.points
-    centre = preimage.maximize(rep, [3], size=64, iters=20, stats=stats)
-    cls = preimage.maximize(rep, [3], token="cls", size=64, iters=20, stats=stats)
+    centre = preimage.maximize(rep, "neuron:blocks.1:3", size=64, iters=20, stats=stats)
+    cls = preimage.maximize(rep, preimage.Neuron("blocks.1", 3, token="cls"), size=64, iters=20, stats=stats)
     with torch.no_grad():
         x = torch.zeros(1, 3, 64, 64)
         start_grid = rep.with_view("grid")(x)[0, 3, 1, 1]
         start_cls = rep.with_view("cls")(x)[0, 3]
     assert centre.info["centre"] == [1, 1] and float(centre.metrics["activation"][0]) > float(start_grid)
-    assert float(cls.metrics["activation"][0]) > float(start_cls) and cls.info["token"] == "cls"
+    assert float(cls.metrics["activation"][0]) > float(start_cls) and cls.problems[0]["target"].endswith("@cls")
     with pytest.raises(PreimageError, match="unknown token 'dist'"):
-        preimage.maximize(rep, [3], token="dist", size=64, iters=2, stats=stats)
+        preimage.maximize(rep, "neuron:blocks.1:3@dist", size=64, iters=2, stats=stats)
 
 
 def test_dynamic_size_vit_runs_at_multiples_of_its_patch_and_explains_others(capsys, tmp_path) -> None:
     rep = Representation(_vit_spec(), "blocks.0")
     assert preimage.invert(rep, "sample:chelsea", size=96, iters=2).images.shape[-1] == 96
     with pytest.raises(PreimageError, match=r"does not take a 3×100×100 input .*divisible by patch size.*"
-                       r"use a --size that is a multiple of 16$"):
+                       r"use a size that is a multiple of 16$"):
         preimage.invert(rep, "sample:chelsea", size=100, iters=2)
 
 
@@ -115,9 +115,9 @@ def test_fixed_size_model_is_measured_at_its_size_and_refuses_others() -> None:
     assert g.fixed_size and g.stride == (16, 16) and g.grid == (10, 10)
     res = preimage.invert(rep, "sample:chelsea", iters=2)  # resized to its size
     assert res.images.shape[-2:] == (160, 160)
-    with pytest.raises(PreimageError, match=r"does not take a 3×96×96 input .*built for 160×160: drop --size"):
+    with pytest.raises(PreimageError, match=r"does not take a 3×96×96 input .*built for 160×160: leave size out"):
         preimage.invert(rep, "sample:chelsea", size=96, iters=2)
-    top = preimage.maximize(load(net, "patch_embed", input_size=(160, 160)), [0], iters=2,
+    top = preimage.maximize(load(net, "patch_embed", input_size=(160, 160)), "neuron:patch_embed:0", iters=2,
                             stats=_stats_for(net))
     assert top.info["size"] == [160, 160]  # a fixed-size model keeps its size
 
@@ -151,7 +151,7 @@ def test_cli_maximize_a_class_token_channel(tmp_path, capsys) -> None:
     code = main(["maximize", "--model", "timm:test_vit", "--random-weights", "--layer", "blocks.1", "--unit", "3",
                  "--token", "cls", "--size", "32", "--iters", "3", "--out", str(tmp_path), "--json"])
     info = json.loads(capsys.readouterr().out)
-    assert code == 0 and info["token"] == "cls" and info["size"] == [32, 32]
+    assert code == 0 and info["targets"] == ["channel:blocks.1:3@cls"] and info["size"] == [32, 32]
     code = main(["maximize", "--model", "timm:test_vit", "--random-weights", "--layer", "blocks.1", "--unit", "3",
                  "--token", "reg7", "--size", "32", "--out", str(tmp_path / "x")])
     err = capsys.readouterr().err.strip()

@@ -1,10 +1,14 @@
-"""Loading and saving images: paths or ``sample:NAME``, always returned as float tensors in 0–255."""
+"""Images in and out: paths or ``sample:NAME`` read as float tensors in 0–255 (the unit of every image the package
+takes and returns), folders listed, PNGs encoded. One reader, one lister, one PNG writer."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -25,6 +29,25 @@ COLOR_SAMPLES = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemist
 
 #: Files read as arrays of any number of channels (``load_image``).
 ARRAY_SUFFIXES = (".npy", ".tif", ".tiff")
+#: What a folder of images holds (``list_images``): photographs and arrays, by suffix, in any letter case.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".pnm", *ARRAY_SUFFIXES)
+#: The largest image the reader takes, in pixels (PREIMAGE_MAX_PIXELS overrides it): larger files are refused
+#: before they are decoded, as a decompression bomb would be.
+MAX_PIXELS = 200_000_000
+
+
+def max_pixels() -> int:
+    try:
+        return int(os.environ.get("PREIMAGE_MAX_PIXELS", MAX_PIXELS))
+    except ValueError:
+        return MAX_PIXELS
+
+
+def _check_size(spec: str, h: int, w: int) -> None:
+    if h * w > max_pixels():
+        raise PreimageError(f"image {spec} is {w}×{h} ({h * w / 1e6:.0f} megapixels), more than the "
+                            f"{max_pixels() / 1e6:.0f} this reader takes (PREIMAGE_MAX_PIXELS); resize it first",
+                            param="images")
 
 
 def _to_float(a: np.ndarray) -> np.ndarray:
@@ -61,12 +84,20 @@ def _read_array(path: Path) -> np.ndarray:
     """A ``.npy`` array or a (multi-page) TIFF as it is stored."""
     try:
         if path.suffix.lower() == ".npy":
-            return np.load(path, allow_pickle=False)
+            a = np.load(path, allow_pickle=False, mmap_mode="r")
+            _check_size(str(path), int(np.prod(a.shape[:-1])) if a.ndim > 2 else a.shape[0], a.shape[-1])
+            return np.asarray(a)
         import tifffile
 
-        return tifffile.imread(path)
+        with tifffile.TiffFile(path) as tif:
+            shape = tif.series[0].shape if tif.series else ()
+            if len(shape) >= 2:
+                _check_size(str(path), int(np.prod(shape[:-1])), int(shape[-1]))
+            return tif.asarray()
+    except PreimageError:
+        raise
     except Exception as e:  # noqa: BLE001 - any unreadable file is a user error
-        raise PreimageError(f"cannot read image {path}: {e.__class__.__name__}") from None
+        raise PreimageError(f"cannot read image {path}: {short_error(e)}", param="images") from None
 
 
 def _channels_last(a: np.ndarray, channels: int, spec: str) -> np.ndarray:
@@ -101,17 +132,21 @@ def _read(spec: str) -> np.ndarray:
         import skimage.data
 
         if name not in SAMPLES:
-            raise PreimageError(f"unknown sample '{name}'; choose one of: {', '.join(SAMPLES)}")
+            raise PreimageError(f"unknown sample '{name}'; choose one of: {', '.join(SAMPLES)}", param="images")
         if name == "motorcycle_left":  # scikit-image ships it as the left view of stereo_motorcycle()
             return np.asarray(skimage.data.stereo_motorcycle()[0])
         return np.asarray(getattr(skimage.data, name)())
     path = Path(spec)
     if not path.exists():
-        raise PreimageError(f"image not found: {spec}")
+        raise PreimageError(f"image not found: {spec}", param="images")
     if path.is_dir():
-        raise PreimageError(f"expected an image file, got a folder: {spec}")
+        raise PreimageError(f"expected an image file, got a folder: {spec}", param="images")
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im_ctx = Image.open(path)
+        with im_ctx as im:
+            _check_size(spec, im.size[1], im.size[0])
             im.load()
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 return np.asarray(im).astype(np.uint16 if im.mode.startswith("I;16") else np.int64)
@@ -120,8 +155,10 @@ def _read(spec: str) -> np.ndarray:
             if im.mode not in ("L", "LA", "RGB", "RGBA", "1"):
                 im = im.convert("RGB")
             return np.asarray(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise PreimageError(f"cannot read image {spec}: {e.__class__.__name__}") from None
+    except PreimageError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise PreimageError(f"cannot read image {spec}: {short_error(e)}", param="images") from None
 
 
 def image_name(spec: str) -> str:
@@ -191,15 +228,29 @@ def displayed(x: torch.Tensor) -> torch.Tensor:
     return x if x.shape[0] in (1, 3) else x[:3] if x.shape[0] > 3 else x[:1]
 
 
-def to_uint8(x: torch.Tensor, scale: str = "minmax") -> np.ndarray:
-    """One C×H×W image in 0–255 units → H×W×3 or H×W uint8 (``displayed`` channels). ``minmax`` rescales to
-    the full range (the paper's ``vl_imsc``); ``clip`` keeps the true colours and clips."""
+#: How a picture's values become 8-bit pixels: ``clip`` (its true colours; values are already in 0–255) or
+#: ``minmax`` (rescaled to the full range, the paper's ``vl_imsc``).
+SCALES = ("clip", "minmax")
+
+
+def check_scale(scale: str) -> str:
+    """``scale`` if it is one of ``SCALES``; a clear error otherwise (before any work)."""
+    if scale not in SCALES:
+        raise PreimageError(f"png_scale must be {' or '.join(SCALES)}, got {scale!r}", param="png_scale")
+    return scale
+
+
+def minmax(x: torch.Tensor) -> torch.Tensor:
+    """An image rescaled so that its smallest value is 0 and its largest 255 (a flat image becomes 0)."""
+    lo, hi = x.min(), x.max()
+    return (x - lo) / (hi - lo).clamp_min(1e-8) * 255.0
+
+
+def to_uint8(x: torch.Tensor, scale: str = "clip") -> np.ndarray:
+    """One C×H×W image in 0–255 units → H×W×3 or H×W uint8 (``displayed`` channels), by ``scale`` (``SCALES``)."""
     x = displayed(x.detach().float().cpu())
-    if scale == "minmax":
-        lo, hi = x.min(), x.max()
-        x = (x - lo) / (hi - lo).clamp_min(1e-8) * 255.0
-    elif scale != "clip":
-        raise PreimageError(f"unknown PNG scaling '{scale}' (use minmax or clip)")
+    if check_scale(scale) == "minmax":
+        x = minmax(x)
     a = x.clamp(0, 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     return a[:, :, 0] if a.shape[2] == 1 else a
 
@@ -212,54 +263,140 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from the user's group
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def save_png(x: torch.Tensor, path: str | Path, scale: str = "minmax") -> Path:
-    """Save one C×H×W image (0–255 units) as PNG, atomically."""
+def png_bytes(x: torch.Tensor, scale: str = "clip") -> bytes:
+    """One C×H×W image (0–255 units) as PNG bytes: the one PNG encoder of the package."""
     import io
 
     buf = io.BytesIO()
     Image.fromarray(to_uint8(x, scale)).save(buf, format="PNG")
-    atomic_write_bytes(Path(path), buf.getvalue())
+    return buf.getvalue()
+
+
+def npy_bytes(x: torch.Tensor) -> bytes:
+    """A tensor as the bytes of a float32 ``.npy`` file (pictures of other than 1 or 3 channels keep them all)."""
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, x.detach().float().cpu().numpy())
+    return buf.getvalue()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def save_png(x: torch.Tensor, path: str | Path, scale: str = "clip") -> Path:
+    """Save one C×H×W image (0–255 units) as PNG, atomically."""
+    atomic_write_bytes(Path(path), png_bytes(x, scale))
     return Path(path)
+
+
+def short_error(e: BaseException) -> str:
+    """An exception as a short line: its type and its message (not the type alone)."""
+    msg = " ".join(str(e).split())
+    msg = msg if len(msg) <= 160 else msg[:157] + "..."
+    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+
+
+def fingerprint(spec: str) -> str:
+    """An image spec's identity for keys and seeds: ``sample:NAME`` as it is, a file by the SHA-1 of its bytes (a
+    renamed copy is the same image)."""
+    if spec.startswith("sample:"):
+        return spec
+    p = Path(spec)
+    try:
+        st = p.stat()
+    except OSError:
+        raise PreimageError(f"image not found: {spec}", param="images") from None
+    return _file_digest(str(p.resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=65536)
+def _file_digest(path: str, _size: int, _mtime: int) -> str:
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()[:20]
+
+
+def tensor_fingerprint(x: torch.Tensor) -> str:
+    """20 hex digits naming a tensor's values and shape (images given as tensors)."""
+    h = hashlib.sha1(str(tuple(x.shape)).encode())
+    h.update(x.detach().float().cpu().contiguous().numpy().tobytes())
+    return "tensor:" + h.hexdigest()[:20]
 
 
 def _warn(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
-def list_images(images: str | Sequence[str], log: Callable[[str], None] = _warn) -> tuple[list[str], list[str]]:
-    """Image specs from a folder, the word ``samples`` (scikit-image's colour samples), one file, or a list.
+def list_images(images: str | os.PathLike | Sequence[str], log: Callable[[str], None] = _warn
+                ) -> tuple[list[str], list[str]]:
+    """Image specs from a folder, the word ``samples`` (scikit-image's colour samples), one file, or a list: the
+    one lister of ``--images`` everywhere.
 
-    Returns (readable specs in sorted order, skipped files). Unreadable files are skipped with one warning line
-    each; a folder without any image is an error.
+    A folder gives every file below it, recursively, whose suffix is one of ``IMAGE_SUFFIXES`` (any letter case),
+    in sorted path order, hidden files and folders left out. Each is checked by reading its header (not decoding
+    it); one that cannot be read, or is larger than the reader takes, is skipped with one warning line. Returns
+    (readable specs, skipped files); a folder without any readable image is an error.
     """
     if isinstance(images, str) and images == "samples":
         return [f"sample:{n}" for n in COLOR_SAMPLES], []
-    if isinstance(images, str):
+    if isinstance(images, (str, os.PathLike)):
         p = Path(images)
         if not p.exists():
-            raise PreimageError(f"image folder not found: {images}")
-        candidates = [str(f) for f in sorted(p.iterdir()) if f.is_file() and not f.name.startswith(".")] \
-            if p.is_dir() else [str(p)]
+            raise PreimageError(f"image folder not found: {images}", param="images")
+        if p.is_dir():
+            candidates = sorted(str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+                                and not any(part.startswith(".") for part in f.relative_to(p).parts))
+            good, skipped = [], []
+            for spec in candidates:
+                try:
+                    check_image(spec)
+                    good.append(spec)
+                except PreimageError as e:
+                    log(f"warning: skipping {spec}: {e}")
+                    skipped.append(spec)
+            if not good:
+                raise PreimageError(f"no readable images in {images} (looked for {' '.join(IMAGE_SUFFIXES)} files, "
+                                    f"recursively)" + (f"; {len(skipped)} skipped" if skipped else ""),
+                                    param="images")
+            return good, skipped
+        specs = [str(p)]
     else:
-        candidates = list(images)
-    good, skipped = [], []
-    for spec in candidates:
-        try:
-            load_image(spec, 8)
-            good.append(spec)
-        except PreimageError as e:
-            if isinstance(images, str) and Path(images).is_dir():
-                log(f"warning: skipping {spec}: {e}")
-                skipped.append(spec)
-            else:
-                raise
-    if not good:
-        raise PreimageError(f"no readable images in {images}" + (f" ({len(skipped)} files skipped)" if skipped
-                                                                  else ""))
-    return good, skipped
+        specs = [str(s) for s in images]
+        if not specs:
+            raise PreimageError("give at least one image", param="images")
+    for spec in specs:
+        check_image(spec)
+    return specs, []
+
+
+def check_image(spec: str) -> None:
+    """A clear error unless ``spec`` names a readable image of a size the reader takes (its header only)."""
+    if spec.startswith("sample:"):
+        if spec[len("sample:"):] not in SAMPLES:
+            _read(spec)  # the error that names the samples
+        return
+    path = Path(spec)
+    if not path.is_file():
+        raise PreimageError(f"image not found: {spec}" if not path.exists() else
+                            f"expected an image file, got a folder: {spec}", param="images")
+    if path.suffix.lower() in ARRAY_SUFFIXES:
+        _read_array(path)  # arrays are small to read, and their header is the file
+        return
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                _check_size(spec, im.size[1], im.size[0])
+    except PreimageError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise PreimageError(f"cannot read image {spec}: {short_error(e)}", param="images") from None

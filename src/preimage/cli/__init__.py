@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 import typer
@@ -37,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rv = command.main(args=argv, prog_name="preimage", standalone_mode=False)
     except PreimageError as e:
-        err_console.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
+        flags = _flags(command, sys.argv[1:] if argv is None else argv)
+        err_console.print(f"error: {e.for_cli(flags.get)}", markup=False, highlight=False, soft_wrap=True)
         return _exit(2, argv)
     except (click.exceptions.UsageError, _typer_click.exceptions.UsageError) as e:
         err_console.print(f"error: {e.format_message()}", markup=False, highlight=False, soft_wrap=True)
@@ -52,6 +54,33 @@ def main(argv: list[str] | None = None) -> int:
         err_console.print("interrupted", markup=False)
         return _exit(130, argv)
     return _exit(rv if isinstance(rv, int) else 0, argv)
+
+
+#: The library's parameter names that a command's flags spell differently.
+_ALIASES = {"target": "--unit", "png_scale": "--png-scale", "prior_weight": "--prior-weight"}
+
+
+def _flags(command: Any, argv: list[str]) -> dict[str, str]:
+    """Python parameter name → the flag (or argument) of the command that ``argv`` runs, so that a library error
+    speaks the command line's language."""
+    cmd, args = command, list(argv)
+    while hasattr(cmd, "commands"):
+        name = next((a for a in args if not a.startswith("-")), None)
+        sub = cmd.commands.get(name) if name else None
+        if sub is None:
+            break
+        cmd, args = sub, args[args.index(name) + 1:]
+    out = dict(_ALIASES)
+    for prm in getattr(cmd, "params", []):
+        if getattr(prm, "param_type_name", "") == "argument":
+            out[prm.name] = (prm.metavar or prm.name).upper()
+        else:
+            longs = [o for o in prm.opts if o.startswith("--")]
+            if longs:
+                out[prm.name] = longs[0]
+    if "images" not in out and "image" in out:
+        out["images"] = out["image"]
+    return out
 
 
 def _exit(code: int, argv: list[str] | None) -> int:

@@ -3,15 +3,13 @@ stats."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from ..errors import PreimageError
-from ..images import safe_name, save_png
-from ..report import OutputDir, picture_files, save_grid, save_picture, write_json
+from ..images import safe_name
 from ..tasks.activation import MAXIMIZE_STYLE
 from .common import (
     COUNT,
@@ -39,7 +37,9 @@ from .common import (
     app,
     emit,
     load_rep,
+    one_job_sweep,
     out_console,
+    prior_option,
     progress_bar,
     style_opt,
 )
@@ -57,189 +57,159 @@ LeakOpt = Annotated[float, typer.Option("--relu-leak", help="slope given to the 
 CapLeakOpt = Annotated[float, typer.Option(
     "--cap-leak", min=0.0, max=1.0, help="backward slope where ReLU6 is flat; the forward and the scores stay "
     "exact (0, the default: the exact gradient)")]
-OutOpt = Annotated[Path, typer.Option(help="output folder")]
-PngScaleOpt = Annotated[str, typer.Option(help="minmax (the paper's) or clip")]
+OutOpt = Annotated[Path, typer.Option(help="output folder (rerun to reuse its results)")]
+PngScaleOpt = Annotated[str | None, typer.Option(help="clip (true colours) or minmax (stretched, as the paper saved "
+                                                 "its pictures); default: minmax for the paper style, else clip")]
 
 
 def parse_units(spec: str | None) -> list[int]:
-    """``3``, ``3,5,7`` or ranges ``0-24`` (inclusive) → unit indices."""
+    """``3``, ``3,5,7`` or ranges ``0-24`` (inclusive) → unit indices; a clear error naming ``--unit``."""
+    from ..engine.targets import parse_units as parse
+
     if spec is None:
         raise PreimageError("--unit is required: which units (channels, or classes for logits) to maximize")
-    units: list[int] = []
     try:
-        for part in (p.strip() for p in spec.split(",")):
-            if not part:
-                continue
-            a, dash, b = part.partition("-")
-            if dash and a:
-                lo, hi = int(a), int(b)
-                if hi < lo:
-                    raise ValueError
-                units.extend(range(lo, hi + 1))
-            else:
-                units.append(int(part))
-    except ValueError:
-        raise PreimageError(f"--unit takes unit indices like 3, 3,5,7 or 0-24; got '{spec}'") from None
-    if not units:
-        raise PreimageError("--unit needs at least one unit index")
-    return units
+        return parse(spec)
+    except PreimageError as e:
+        raise PreimageError(str(e).replace("units are", "--unit takes").replace("unit index", "--unit index")) from None
 
 
-def _units_tag(units: list[int]) -> str:
-    return "_".join(map(str, units)) if len(units) <= 6 else f"{units[0]}_to_{units[-1]}_{len(units)}units"
+def targets_of(layer: str | None, unit: str | None, mode: str, token: str | None, objective: str) -> list[Any]:
+    """The objectives of ``maximize``'s flags: each ``--unit`` of ``--layer`` (a ``--mode`` channel or neuron, of
+    ``--token``), combined by ``--objective`` (``unit`` stands for each of them)."""
+    from ..engine.targets import Channel, Neuron, parse_target
+
+    if mode not in ("channel", "neuron"):
+        raise PreimageError(f"unknown --mode '{mode}' (choose channel or neuron)")
+    terms = objective.replace(" - ", " + ").split(" + ")
+    uses_unit = any(t.strip().lstrip("-").split("*")[-1] == "unit" for t in terms)
+    if not uses_unit and unit is not None:
+        raise PreimageError("--objective does not use 'unit': leave out --unit, or add 'unit' to --objective")
+    units = []
+    if uses_unit:
+        cls = Neuron if mode == "neuron" else Channel
+        units = [cls(layer, u, token) for u in parse_units(unit)]
+    return parse_target(objective, kind=mode, unit=units or None)
 
 
 @app.command()
 def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
              unit: Annotated[str | None, typer.Option("--unit", "-u", help="unit (channel or class) indices: 3, "
                                                       "3,5,7 or 0-24 (required)")] = None,
-             mode: Annotated[str, typer.Option(help="neuron (the centre neuron, the paper's) or channel (the whole "
-                                               "map's mean); on a vision transformer's patch grid")] = "neuron",
+             mode: Annotated[str, typer.Option(help="channel (the whole map's mean, Lucid's; the default) or neuron "
+                                               "(the centre neuron, the paper's); on a vision transformer's patch "
+                                               "grid")] = "channel",
              token: TokenOpt = None,
              restarts: Annotated[int, typer.Option(help="random restarts per unit (diverse pre-images)", **COUNT)] = 1,
              relu_leak: LeakOpt = 0.0, cap_leak: CapLeakOpt = 0.0, size: SizeOpt = None, iters: ItersOpt = None,
              seed: SeedOpt = 0, optimizer: OptimizerOpt = None, out: OutOpt = Path("preimage-out"),
-             png_scale: PngScaleOpt = "minmax", weights: WeightsOpt = None, random_weights: RandomOpt = False,
+             png_scale: PngScaleOpt = None, weights: WeightsOpt = None, random_weights: RandomOpt = False,
              channels: ChannelsOpt = None,
-             template: Annotated[Path | None, typer.Option(help="maximize a linear template over the cells instead "
-                                                           "of units: .npy/.npz/DPM .mat, h×w×D or D×h×w (HOG "
-                                                           "template pictures)")] = None,
+             images: Annotated[str | None, typer.Option(help="reference images for each unit's natural maximum (a "
+                                                        "folder, searched recursively; default: the cached "
+                                                        "statistics, else the bundled samples)")] = None,
              exact_gradient: ExactGradientOpt = False, force: ForceOpt = False, device: DeviceOpt = "cpu",
              amp: AmpOpt = None, compile: CompileOpt = False,
              threads: ThreadsOpt = None, style: style_opt(MAXIMIZE_STYLE) = MAXIMIZE_STYLE, param: ParamOpt = None,
              transforms: TransformsOpt = None, prior: PriorOpt = None, prior_weight: PriorWeightOpt = None,
-             objective: Annotated[str, typer.Option(help="what to maximize, a weighted sum: 'unit' (the --unit "
-                                                    "targets), 'direction:FILE.npy' (a direction in channel "
-                                                    "space), 'diversity' or 'diversity@LAYER' (a penalty on "
-                                                    "restarts' similarity), e.g. 'unit + 100*diversity'")] = "unit",
+             objective: Annotated[str, typer.Option(help="what to maximize, a weighted sum: 'unit' (each --unit), "
+                                                    "LAYER:UNIT, neuron:LAYER:UNIT, class:C, "
+                                                    "direction:LAYER:FILE.npy, 'diversity' or 'diversity@LAYER' (a "
+                                                    "penalty on restarts' similarity), e.g. 'unit + "
+                                                    "100*diversity'")] = "unit",
              judge: JudgeOpt = None, as_json: JsonOpt = False) -> None:
     """Activation maximization: images that excite units of a layer most (one image per unit and restart,
-    plus a mosaic). Normalized by each unit's maximum response over reference images (see 'preimage stats')."""
-    from ..engine.objectives import load_direction, parse_objective
+    plus a mosaic). Normalized by each unit's maximum response over reference images (--images)."""
     from ..engine.styles import resolve
-    from ..tasks.activation import check_options, check_units
+    from ..images import check_scale
+    from ..measures.judge import judges as load_judges
+    from ..sweep import Job, Model
+    from ..tasks.activation import check_options, target_layer, target_points, unit_image_size
     from ..tasks.activation import maximize as run_maximize
+    from ..tasks.common import call_options, check_size, display_scale
 
-    hog_kw = gradient_options(model, exact_gradient)
-    if template is not None:
-        return _template(model, template, restarts, iters, seed, out, png_scale, force, device, as_json, hog_kw)
-    terms = parse_objective(objective)
-    weights_of = {name: sum(w for w, n, _ in terms if n == name) for name in ("unit", "direction", "diversity")}
-    dirs = [a for _, n, a in terms if n == "direction"]
-    div_layers = {a for _, n, a in terms if n == "diversity"}
-    if len(set(dirs)) > 1 or len(div_layers) > 1:
-        raise PreimageError("--objective takes one direction file and one diversity layer")
-    direction = load_direction(dirs[0]) if dirs else None
-    has_unit = any(n == "unit" for _, n, _ in terms)
-    units = parse_units(unit) if has_unit or unit is not None else [0]
-    check_options(mode, restarts, relu_leak, cap_leak)
-    # Check the units, the style and the judges (and measure the layer) before claiming files or starting the
-    # progress bar.
-    rep, _, units = check_units(load_rep(model, layer, weights, random_weights, device, threads, channels, **hog_kw),
-                                units, token=token)
-    resolve(rep, style, param=param, transforms=transforms, prior=prior, prior_weight=prior_weight,
-            optimizer=optimizer)
-    judges = _judges(judge, device)
-    stem = f"max-{safe_name(rep.name)}-{safe_name(rep.layer or 'output')}-u{_units_tag(units)}"
-    names = [f"{stem}-u{u}" + (f"-r{r}" if restarts > 1 else "") for u in units for r in range(restarts)] \
-        if len(units) * restarts > 1 else [stem]
-    mosaic = f"{stem}-mosaic.png" if len(names) > 1 else None
-    outdir = OutputDir(out, force)
-    outdir.claim([f for n in names for f in picture_files(n, rep.channels)] + ([mosaic] if mosaic else [])
-                 + [f"{stem}.json"])
-    with progress_bar(f"maximize {rep.layer or 'output'}") as update:
-        res = run_maximize(rep, units, mode=mode, token=token, restarts=restarts, size=size, iters=iters, seed=seed,
-                           optimizer=optimizer, relu_leak=relu_leak, cap_leak=cap_leak, progress=update, amp=amp,
-                           compile=compile,
-                           style=style, param=param, transforms=transforms, prior=prior, prior_weight=prior_weight,
-                           direction=direction, direction_weight=weights_of["direction"],
-                           diversity=weights_of["diversity"], diversity_layer=next(iter(div_layers), None),
-                           unit_weight=weights_of["unit"] if has_unit else 0.0)
-    records = res.records()
-    for rec in records:  # 0/0 where the reference images give 0 (a zero-initialized head): null in the JSON
-        if "ratio" in rec and not math.isfinite(rec["ratio"]):
-            rec["ratio"] = None
-    for rec, name, img in zip(records, names, res.images, strict=True):
-        rec["image"] = str(save_picture(img, outdir / f"{name}.png", png_scale))
-    image = records[0]["image"]
-    if mosaic:
-        # Rows of restarts per unit; for single runs the paper's near-square grid.
-        ncol = restarts if restarts > 1 else math.ceil(math.sqrt(len(units)))
-        image = str(save_grid(list(res.images), outdir / mosaic, ncol=ncol, scale=png_scale))
-    per_unit = {k: [max((r[k] for r in records if r["unit"] == u and r[k] is not None), default=None) for u in units]
-                for k in ("activation", "ratio", "probability") if k in res.metrics}
-    summary = {"model": res.model, "layer": res.layer, "units": units, "mode": mode, "token": token,
-               "restarts": restarts,
-               "activation": per_unit["activation"],
-               "reference_max": [next(r["reference_max"] for r in records if r["unit"] == u) for u in units],
-               "ratio": per_unit["ratio"], "image": image, "images": [r["image"] for r in records],
-               "iterations": res.iterations, "seconds": round(res.seconds, 3), "seed": seed,
-               "optimizer": res.info["optimizer"], "relu_leak": relu_leak,
-               "cap_leak": res.info["cap_leak"], "size": res.info["size"],
-               "style": res.info["style"], "param": res.info["param"], "transforms": res.info["transforms"],
-               "prior": res.info["prior"], "prior_weight": res.info["prior_weight"], "objective": objective,
-               "point": res.info["point"], "weight": res.info["weight"],
-               "paper_code_reference_max": res.info["paper_code_reference_max"], "stats": res.info["stats"],
-               "results": records}
-    if "probability" in per_unit:
-        summary["probability"] = per_unit["probability"]
-    if "direction" in res.metrics:
-        summary["direction"] = res.metrics["direction"].tolist()
-    if judges:
-        if not res.info["logits"]:
-            raise PreimageError("--judge needs class targets: maximize a layer of class logits (e.g. --layer "
-                                "classifier)")
-        summary["transfer"] = {j.name: j.classes([r["image"] for r in records], [r["unit"] for r in records])
-                               for j in judges}
-    summary["json"] = str(write_json(outdir / f"{stem}.json", summary))
+    check_options(restarts, relu_leak, cap_leak)
+    rep = load_rep(model, layer, weights, random_weights, device, threads, channels,
+                   **gradient_options(model, exact_gradient))
+    targets = targets_of(rep.layer, unit, mode, token, objective)
+    if len({t.spec() for t in targets}) != len(targets):
+        raise PreimageError("--unit names a unit twice: each would give the same picture")
+    sty, _ = resolve(rep, style, param=param, transforms=transforms, prior=prior, prior_weight=prior_weight,
+                     optimizer=optimizer)
+    scale = check_scale(png_scale or display_scale(sty.name))
+    if judge:
+        load_judges(judge, device)  # an unknown judge fails before any work
+    if images is not None:
+        from ..images import list_images
+
+        list_images(images)  # a missing or empty folder fails before any work
+    hw = check_size(size) or ((unit_image_size(rep),) * 2)
+    target_points(rep.spec, targets, hw, rep.device_dtype())  # every unit checked against its layer, now
+    kwargs = {"restarts": restarts, "style": style, "param": param, "transforms": transforms,
+              "prior": prior_option(sty, prior, prior_weight), "optimizer": optimizer, "size": size, "iters": iters,
+              "seed": seed, "images": images, "judge": judge, "relu_leak": relu_leak, "cap_leak": cap_leak,
+              "amp": amp, "compile": compile}
+    options = call_options(run_maximize, kwargs, ("model", "target", "stats", "progress", "device")) | {
+        "png_scale": scale}
+    m = Model(rep.spec, device)
+    jobs = [Job("maximize", m.id, target_layer(t, rep.spec), (t.spec(),), options=options) for t in targets]
+    summary = one_job_sweep("maximize", m, jobs, [t.spec() for t in targets], out, force,
+                            label=f"maximize {rep.layer or 'output'}", mosaic=True)
 
     def human() -> None:
         for name, t in summary.get("transfer", {}).items():
             out_console.print(f"judge {name}: top-1 for {sum(t['top1'])}/{len(t['top1'])}, mean p(class) "
                               f"{t['mean_probability']:.3f}")
-        for r in records:
-            extra = f", p={r['probability']:.3f}" if "probability" in r else ""
-            # A zero-initialized head (torchvision ViTs with --random-weights) gives 0 everywhere: no ratio.
-            ratio = (f" = {r['ratio']:.2f}× the reference max {r['reference_max']:.3g}" if r["reference_max"]
+        for r in summary["results"]:
+            extra = f", p={r['probability']:.3f}" if r.get("probability") is not None else ""
+            ratio = (f" = {r['ratio']:.2f}× the reference max {r['reference_max']:.3g}" if r.get("ratio") is not None
+                     else " (no reference maximum for this target)" if r.get("unit") is None
                      else " (the reference images give 0 here: no ratio)")
-            out_console.print(f"unit {r['unit']} restart {r['restart']}: activation {r['activation']:.3g}"
-                              f"{ratio}{extra}  → {r['image']}")
-        if mosaic:
-            out_console.print(f"mosaic → {image}")
-        out_console.print(f"{res.iterations} iterations at {res.info['size'][0]}×{res.info['size'][1]} in "
-                          f"{res.seconds:.1f} s")
+            out_console.print(f"{r['label']} restart {r['restart']}: activation {r['activation']:.3g}{ratio}{extra}"
+                              f"  → {r['image']}", markup=False)
+        if len(summary["images"]) > 1:
+            out_console.print(f"mosaic → {summary['image']}")
+        cached = " (cached)" if summary["jobs"]["cached"] == summary["jobs"]["total"] else ""
+        out_console.print(f"{summary['iterations']} iterations at {summary['size'][0]}×{summary['size'][1]} in "
+                          f"{summary['seconds']:.1f} s{cached}")
 
     emit(summary, as_json, human)
 
 
-def _judges(names: list[str] | None, device: str) -> list:
-    """The judges named by --judge (loaded before any output is claimed, so a bad name fails first)."""
-    from ..measures.judge import judges
-
-    return judges(names, device) if names else []
-
-
-def _template(model: str, template: Path, restarts: int, iters: int | None, seed: int, out: Path, png_scale: str,
-              force: bool, device: str, as_json: bool, hog_kw: dict[str, bool]) -> None:
-    """``maximize --template``: the picture of a linear template (paper-notes §4 item 2)."""
+@app.command()
+def template(template: Annotated[Path, typer.Argument(help="a linear template over the cells: .npy/.npz/DPM .mat, "
+                                                      "h×w×D or D×h×w (e.g. a HOG detector's filter)")],
+             model: Annotated[str, typer.Option("--model", "-m", help="hog, hogb or dsift")] = "hog",
+             restarts: Annotated[int, typer.Option(help="pictures of the template (restarts)", **COUNT)] = 1,
+             iters: Annotated[int, typer.Option(help="iterations", **ITERS)] = 300, seed: SeedOpt = 0,
+             out: OutOpt = Path("preimage-out"), png_scale: PngScaleOpt = None,
+             exact_gradient: ExactGradientOpt = False,
+             force: ForceOpt = False, device: DeviceOpt = "cpu", as_json: JsonOpt = False) -> None:
+    """The picture of a linear template (a HOG detector's filter) by activation maximization over the cells
+    (docs/paper-notes.md §4 item 2)."""
+    from ..images import check_scale, save_png
+    from ..report import check_folder, write_json
     from ..tasks.templates import load_template, template_picture
 
+    scale = check_scale(png_scale or "minmax")
     w = load_template(template)  # a bad file fails before any output is claimed
-    rep = load_rep(model, None, None, False, device, **hog_kw)
+    rep = load_rep(model, "output", None, False, device, **gradient_options(model, exact_gradient))
+    outdir = check_folder(out)
     stem = f"template-{safe_name(template.stem)}-{safe_name(rep.name)}"
     names = [f"{stem}-r{r}" for r in range(restarts)] if restarts > 1 else [stem]
-    outdir = OutputDir(out, force)
-    outdir.claim([f"{n}.png" for n in names] + [f"{stem}.json"])
+    taken = [outdir / n for n in [*(f"{n}.png" for n in names), f"{stem}.json"] if (outdir / n).exists()]
+    if taken and not force:
+        raise PreimageError(f"{taken[0]} already exists; pass --force to overwrite or --out to write elsewhere")
     with progress_bar(f"template {template.name}") as update:
-        res = template_picture(rep, w, iters=iters or 300, seed=seed, restarts=restarts, progress=update)
-    images = [str(save_png(img, outdir / f"{n}.png", png_scale)) for n, img in zip(names, res.images, strict=True)]
+        res = template_picture(rep, w, iters=iters, seed=seed, restarts=restarts, progress=update)
+    files = [str(save_png(img, outdir / f"{n}.png", scale)) for n, img in zip(names, res.images, strict=True)]
     summary = {"model": res.model, "template": str(template), "activation": res.metrics["activation"].tolist(),
-               "activation_start": res.metrics["activation_start"].tolist(), "image": images[0], "images": images,
+               "activation_start": res.metrics["activation_start"].tolist(), "image": files[0], "images": files,
                "iterations": res.iterations, "seconds": round(res.seconds, 3), "size": res.info["size"], "seed": seed}
     summary["json"] = str(write_json(outdir / f"{stem}.json", summary))
 
     def human() -> None:
-        for a0, a, img in zip(summary["activation_start"], summary["activation"], images, strict=True):
+        for a0, a, img in zip(summary["activation_start"], summary["activation"], files, strict=True):
             out_console.print(f"template response {a0:.3g} → {a:.3g}  → {img}")
 
     emit(summary, as_json, human)
@@ -254,7 +224,7 @@ def caricature(image: Annotated[str, typer.Argument(help="image path or sample:N
                relu_leak: LeakOpt = 0.0, cap_leak: CapLeakOpt = 0.0,
                limit: Annotated[bool, typer.Option("--limit", help="also measure how far the score can go: the "
                                                    "same energy maximized from noise (3× the work)")] = False,
-               out: OutOpt = Path("preimage-out"), png_scale: PngScaleOpt = "minmax",
+               out: OutOpt = Path("preimage-out"), png_scale: PngScaleOpt = None,
                weights: WeightsOpt = None, random_weights: RandomOpt = False, channels: ChannelsOpt = None,
                force: ForceOpt = False,
                device: DeviceOpt = "cpu", amp: AmpOpt = None, compile: CompileOpt = False,
@@ -263,42 +233,36 @@ def caricature(image: Annotated[str, typer.Argument(help="image path or sample:N
                as_json: JsonOpt = False) -> None:
     """Caricature: exaggerate what a layer sees in IMAGE, starting from IMAGE itself."""
     from ..engine.styles import resolve
-    from ..images import image_name
+    from ..images import check_scale, image_name, load_image
+    from ..sweep import Job, Model
     from ..tasks.activation import caricature as run_caricature
     from ..tasks.activation import check_options
+    from ..tasks.common import call_options, display_scale
 
     check_options(relu_leak=relu_leak, cap_leak=cap_leak)
     rep = load_rep(model, layer, weights, random_weights, device, threads, channels)
-    resolve(rep, style, param=param, transforms=transforms, prior=prior, prior_weight=prior_weight,
-            optimizer=optimizer)
-    stem = f"car-{image_name(image)}-{safe_name(rep.name)}-{safe_name(rep.layer or 'output')}"
-    outdir = OutputDir(out, force)
-    outdir.claim([*picture_files(stem, rep.channels), f"{stem}.json"])
-    with progress_bar(f"caricature {rep.layer or 'output'}") as update:
-        res = run_caricature(rep, image, size=size, iters=iters, seed=seed, optimizer=optimizer,
-                             relu_leak=relu_leak, cap_leak=cap_leak, limit=limit, progress=update, amp=amp,
-                             compile=compile, style=style, param=param, transforms=transforms, prior=prior,
-                             prior_weight=prior_weight)
-    start, end = float(res.metrics["score_start"][0]), float(res.metrics["score_end"][0])
-    png = str(save_picture(res.images[0], outdir / f"{stem}.png", png_scale))
-    summary = {"model": res.model, "layer": res.layer, "input": image, "score_start": start, "score_end": end,
-               "gain": end / start, "image": png, "iterations": res.iterations, "seconds": round(res.seconds, 3),
-               "seed": seed, "optimizer": res.info["optimizer"], "relu_leak": relu_leak,
-               "cap_leak": res.info["cap_leak"], "size": res.info["size"],
-               "style": res.info["style"], "param": res.info["param"], "transforms": res.info["transforms"],
-               "prior": res.info["prior"], "point": res.info["point"]}
-    if limit:
-        summary["score_limit"] = float(res.metrics["score_limit"][0])
-        summary["share_of_limit"] = float(res.metrics["share_of_limit"][0])
-    summary["json"] = str(write_json(outdir / f"{stem}.json", summary))
+    sty, _ = resolve(rep, style, param=param, transforms=transforms, prior=prior, prior_weight=prior_weight,
+                     optimizer=optimizer)
+    scale = check_scale(png_scale or display_scale(sty.name))
+    load_image(image, size or rep.spec.input_size, channels=rep.channels)  # an unreadable image fails here
+    kwargs = {"size": size, "iters": iters, "seed": seed, "style": style, "param": param, "transforms": transforms,
+              "prior": prior_option(sty, prior, prior_weight), "optimizer": optimizer, "relu_leak": relu_leak,
+              "cap_leak": cap_leak, "limit": limit, "amp": amp, "compile": compile}
+    options = call_options(run_caricature, kwargs, ("model", "images", "layer", "progress", "device")) | {
+        "png_scale": scale}
+    m = Model(rep.spec, device)
+    jobs = [Job("caricature", m.id, rep.layer, images=(image,), options=options)]
+    summary = one_job_sweep("caricature", m, jobs, [image_name(image)], out, force,
+                            label=f"caricature {rep.layer or 'output'}")
+    start, end = summary["score_start"], summary["score_end"]
 
     def human() -> None:
         gain = f"{end / start:.2f}×" if start else "the start scores 0"
-        out_console.print(f"score {start:.3g} → {end:.3g} ({gain})  → {png}")
+        out_console.print(f"score {start:.3g} → {end:.3g} ({gain})  → {summary['image']}")
         if limit:
             out_console.print(f"limit {summary['score_limit']:.3g} (the best score found from noise or here); "
                               f"this caricature reaches {100 * summary['share_of_limit']:.0f}% of it")
-        out_console.print(f"{res.iterations} iterations in {res.seconds:.1f} s")
+        out_console.print(f"{summary['iterations']} iterations in {summary['seconds']:.1f} s")
 
     emit(summary, as_json, human)
 
@@ -317,12 +281,12 @@ def stats(model: ModelOpt = "efficientnet_lite0",
     from ..measures.stats import cache_path, compute_stats, resolve_images, save_stats
 
     specs, source = resolve_images(images)  # an empty or missing folder fails here, before any work
-    rep = load_rep(model, None, weights, random_weights, device, channels=channels)
+    rep = load_rep(model, "output", weights, random_weights, device, channels=channels)
     with progress_bar("stats") as update:
         st = compute_stats(rep, specs, size=size, batch=batch, progress=update)
     st.source = source
-    cacheable = rep.spec.weights_id not in ("random", "user")
-    path = str(save_stats(st, cache_path(st.model, st.weights_id))) if cacheable else None
+    # Cached per model and weights (their digest): 'maximize' with the same model reads them, random weights too.
+    path = str(save_stats(st, cache_path(st.model, st.weights_id)))
     rows = [{"name": name, "kind": kind, "channels": s.channels, "max": float(s.max.max()),
              "mean": float(s.mean.mean()), "std": float(s.std.mean())} for (kind, name), s in st.points.items()]
     summary = {"model": st.model, "weights": st.weights_id, "path": path, "source": st.source,
@@ -330,8 +294,7 @@ def stats(model: ModelOpt = "efficientnet_lite0",
                "layers": rows}
 
     def human() -> None:
-        where = f"cached in {path}" if path else "not cached (random weights)"
         out_console.print(f"{st.model}: statistics of {len(rows)} layer outputs/ReLU inputs over {len(st.images)} "
-                          f"images ({st.source}); {where}")
+                          f"images ({st.source}); cached in {path}")
 
     emit(summary, as_json, human)

@@ -60,7 +60,7 @@ def atlas(model: ModelOpt = "efficientnet_lite0",
           seed: SeedOpt = 0, weights: WeightsOpt = None, random_weights: RandomOpt = False, force: ForceOpt = False,
           device: DeviceOpt = "cpu", threads: ThreadsOpt = None, as_json: JsonOpt = False) -> None:
     """Every unit of every layer: pre-images, dataset examples and statistics, as a static site (resumable)."""
-    from ..sweep.atlas import run_atlas
+    from ..experiments.atlas import run_atlas
     from .activation import parse_units
 
     parse_device(device)

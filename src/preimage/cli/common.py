@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -84,17 +86,53 @@ def style_opt(default: str) -> Any:
 def load_rep(model: str, layer: str | None, weights: str | None, random_weights: bool,
              device: str = "cpu", threads: int | None = None, channels: int | None = None,
              **kw: Any) -> Representation:
-    """Load Φ for a command, on the requested device (and with ``threads`` CPU threads if given)."""
+    """Load Φ for a command, on the requested device (and with ``threads`` CPU threads if given). layer None: the
+    model's documented default layer, or an error for a model without one (``--layer``)."""
+    from ..errors import PreimageError
+    from ..representations import model_spec
+    from ..representations.base import resolve_layer
+
     if threads is not None:
         import torch
-
-        from ..errors import PreimageError
 
         if threads < 1:
             raise PreimageError("--threads must be at least 1")
         torch.set_num_threads(threads)
-    return load(model, layer, weights=weights, random_weights=random_weights, device=device, channels=channels,
-                **kw)
+    if layer is not None and not layer.strip():
+        raise PreimageError("--layer is empty: name a layer (see 'preimage layers'), or leave it out for the "
+                            "model's default")
+    spec = model_spec(model, weights=weights, random_weights=random_weights, channels=channels, **kw)
+    if layer is None:
+        layer = resolve_layer(spec, None) or "output"
+    return load(spec, layer, device=device)
+
+
+def one_job_sweep(task: str, model: Any, jobs: list[Any], subjects: list[str], out: Path, force: bool, *,
+                  label: str, mosaic: bool = False) -> dict[str, Any]:
+    """Run a command's pictures as a sweep of its jobs (``preimage.sweep``): claim the output folder before any
+    work, compute what the store in ``out/store`` lacks (all of it with ``force``), and publish the pictures and
+    their summary (``report.publish``). A rerun with the same arguments is a cache hit. Returns the summary, with
+    ``jobs{done, cached, failed}``."""
+    from ..report.publish import claim, publish
+    from ..report.store import Store
+    from ..sweep import LocalBackend, run_sweep
+
+    store = Store(Path(out) / "store")
+    existed = Path(out).exists()
+    claim(out, task, [(j.config(), s) for j, s in zip(jobs, subjects, strict=True)], store, force)
+    problems = sum(j.problems() for j in jobs)
+    try:
+        with progress_bar(label) as update:
+            result = run_sweep(jobs, {model.id: model}, store, LocalBackend(update, strict=True), max(problems, 1),
+                               recompute=force)
+    except BaseException:
+        if not existed and not any(f.is_file() for f in Path(out).rglob("*")):
+            shutil.rmtree(out, ignore_errors=True)  # a command that failed leaves no empty folder behind
+        raise
+    saved = [(j.config(), result.records[j.key], s) for j, s in zip(jobs, subjects, strict=True)]
+    summary = publish(out, task, saved, store, force=True, mosaic=mosaic)
+    summary["jobs"] = {k: result.counts[k] for k in ("total", "done", "cached", "failed")}
+    return summary
 
 
 @contextmanager
@@ -126,13 +164,6 @@ def emit(obj: dict[str, Any], as_json: bool, human: Callable[[], None]) -> None:
         print(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
     else:
         human()
-
-
-def fmt_pair(p: tuple[int, int] | None) -> Any:
-    """(a, a) → a; (a, b) → [a, b]; None → None (for JSON and tables)."""
-    if p is None:
-        return None
-    return p[0] if p[0] == p[1] else list(p)
 
 
 def parse_floats(s: str | None, opt: str) -> list[float] | None:
@@ -190,3 +221,11 @@ def sweep_backend(ray: bool, address: str | None, ray_cpus: int | None) -> Any:
     if address:
         connect(address)  # joined now, so that a cluster that does not answer fails before the plan and the bar
     return backend(ray, address, num_cpus=ray_cpus)
+
+
+def prior_option(style: Any, prior: str | None, weight: float | None) -> str | None:
+    """``--prior`` and ``--prior-weight`` as the one prior shorthand a task takes: None when neither is given (the
+    style's own), else the resolved style's prior (``bn:W``, ``auto:W``) or ``none``."""
+    if prior is None and weight is None:
+        return None
+    return style.prior.spec() if style.prior is not None else "none"

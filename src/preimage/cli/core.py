@@ -8,8 +8,6 @@ from typing import Annotated
 import typer
 
 from ..errors import PreimageError
-from ..images import safe_name
-from ..report import OutputDir, picture_files, save_picture, write_json
 from .common import (
     COUNT,
     ITERS,
@@ -38,9 +36,10 @@ from .common import (
     emit,
     err_console,
     load_rep,
+    one_job_sweep,
     out_console,
     parse_floats,
-    progress_bar,
+    prior_option,
     style_opt,
     sweep_backend,
     sweep_bar,
@@ -56,10 +55,10 @@ def layers(model: ModelOpt = "efficientnet_lite0", weights: WeightsOpt = None, r
     """List a model's layers with output shape (token layout and patch grid for vision transformers), stride and
     receptive field (measured on the model)."""
     from ..engine.memory import check_memory
-    from ..representations.base import layer_rows
+    from ..representations.layers import layer_rows
 
-    rep = load_rep(model, None, weights, random_weights, channels=channels)
-    hw = (size, size) if size else (rep.defaults.size or (224, 224))
+    rep = load_rep(model, "output", weights, random_weights, channels=channels)
+    hw = (size, size) if size else (rep.spec.input_size or (224, 224))
     check_memory(rep, 1, (2 * hw[0], 2 * hw[1]), "measuring the layers")  # probes at twice the size
     rows = layer_rows(rep.spec, hw)
 
@@ -108,9 +107,11 @@ def invert(image: Annotated[str, typer.Argument(help="image path or sample:NAME 
                                                          "stage; default: the style's (fast: 20 adam, then lbfgs), "
                                                          "else paper for pixels, hybrid for the pyramid, adam for "
                                                          "the others")] = None,
-           mask: Annotated[str | None, typer.Option(help="neigh:5 or channels:first-half|second-half|A:B")] = None,
-           out: Annotated[Path, typer.Option(help="output folder")] = Path("preimage-out"),
-           png_scale: Annotated[str, typer.Option(help="minmax (the paper's) or clip")] = "minmax",
+           mask: Annotated[str | None, typer.Option(help="neigh:N or channels:first-half|second-half|A:B")] = None,
+           out: Annotated[Path, typer.Option(help="output folder (rerun to reuse its results)")] = Path("preimage-out"),
+           png_scale: Annotated[str | None, typer.Option(help="clip (true colours) or minmax (stretched, as the "
+                                                         "paper saved its pictures); default: minmax for the paper "
+                                                         "style, else clip")] = None,
            coarse_to_fine: Annotated[bool | None, typer.Option(
                "--coarse-to-fine/--one-level", help="spend the first third of the iterations on a half-resolution "
                "image (default: the model's; on for hog)")] = None,
@@ -121,49 +122,40 @@ def invert(image: Annotated[str, typer.Argument(help="image path or sample:NAME 
            judge: JudgeOpt = None, as_json: JsonOpt = False) -> None:
     """Invert IMAGE's representation at a layer: the image whose features match it."""
     from ..engine.styles import resolve
-    from ..images import image_name
+    from ..images import check_scale, image_name, load_image
     from ..measures.judge import judges as load_judges
+    from ..sweep import Job, Model
+    from ..tasks.common import call_options, display_scale
     from ..tasks.inversion import invert as run_invert
 
     cs = parse_floats(C, "--C")
+    if cs and len(set(cs)) != len(cs):
+        raise PreimageError(f"--C names the same value twice ({C})")
     rep = load_rep(model, layer, weights, random_weights, device, threads, channels,
                    **gradient_options(model, exact_gradient))
-    resolve(rep, style, param=param, transforms=transforms, prior=prior, prior_weight=prior_weight,
-            optimizer=optimizer)
-    judges = load_judges(judge, device) if judge else []
-    stem = f"{image_name(image)}-{safe_name(rep.name)}-{safe_name(rep.layer or 'output')}"
-    n_c = len(cs) if cs else 1
-    names = [f"{stem}-C{_num(c)}" + (f"-r{r}" if restarts > 1 else "") for c in (cs or [rep.defaults.C])
-             for r in range(restarts)] if n_c * restarts > 1 else [stem]
-    outdir = OutputDir(out, force)
-    outdir.claim([f for n in names for f in picture_files(n, rep.channels)] + [f"{stem}.json"])
-    with progress_bar(f"invert {rep.layer or 'output'}") as update:
-        res = run_invert(rep, image, C=cs, restarts=restarts, size=size, iters=iters, seed=seed,
-                         optimizer=optimizer, mask=mask, progress=update, amp=amp, compile=compile, style=style,
-                         param=param, transforms=transforms, prior=prior, prior_weight=prior_weight,
-                         coarse_to_fine=coarse_to_fine)
-    records = res.records()
-    for rec, name, img in zip(records, names, res.images, strict=True):
-        rec["image"] = str(save_picture(img, outdir / f"{name}.png", png_scale))
-    summary = {"model": res.model, "layer": res.layer, "input": image, "error": records[0]["error"],
-               "image": records[0]["image"], "iterations": res.iterations, "seconds": round(res.seconds, 3),
-               "seed": seed, "optimizer": res.info["optimizer"], "size": res.info["size"],
-               "stages": res.info["stages"], "style": res.info["style"], "param": res.info["param"],
-               "transforms": res.info["transforms"], "prior": res.info["prior"],
-               "coarse_to_fine": res.info["coarse_to_fine"], "results": records}
-    if judges:
-        # Label agreement: the judge's top-1 on the original (as loaded for the inversion) and on each PNG.
-        ref = res.info["reference"].repeat_interleave(len(records) // res.info["reference"].shape[0], 0)
-        ref = ref.expand(-1, 3, -1, -1) if ref.shape[1] == 1 else ref
-        summary["transfer"] = {j.name: j.agreement([r["image"] for r in records], ref) for j in judges}
-    summary["json"] = str(write_json(outdir / f"{stem}.json", summary))
+    sty, _ = resolve(rep, style, param=param, transforms=transforms, prior=prior, prior_weight=prior_weight,
+                     optimizer=optimizer)
+    scale = check_scale(png_scale or display_scale(sty.name))
+    if judge:
+        load_judges(judge, device)  # an unknown judge fails before any work
+    load_image(image, size or rep.spec.input_size, channels=rep.channels)  # an unreadable image fails here
+    kwargs = {"C": cs, "restarts": restarts, "size": size, "iters": iters, "seed": seed, "style": style,
+              "param": param, "transforms": transforms, "prior": prior_option(sty, prior, prior_weight),
+              "optimizer": optimizer,
+              "mask": mask, "coarse_to_fine": coarse_to_fine, "judge": judge, "amp": amp, "compile": compile}
+    options = call_options(run_invert, kwargs, ("model", "images", "layer", "progress", "device")) | {
+        "png_scale": scale}
+    m = Model(rep.spec, device)
+    jobs = [Job("invert", m.id, rep.layer, images=(image,), options=options)]
+    summary = one_job_sweep("invert", m, jobs, [image_name(image)], out, force, label=f"invert {rep.layer or 'output'}")
 
     def human() -> None:
-        for r in records:
+        for r in summary["results"]:
             out_console.print(f"C={_num(r['C'])} restart {r['restart']}: error {100 * r['error']:.1f}%  → {r['image']}")
         for name, t in summary.get("transfer", {}).items():
             out_console.print(f"judge {name}: same top-1 as the original for {sum(t['agree'])}/{len(t['agree'])}")
-        out_console.print(f"{res.iterations} iterations in {res.seconds:.1f} s")
+        cached = " (cached)" if summary["jobs"]["cached"] else ""
+        out_console.print(f"{summary['iterations']} iterations in {summary['seconds']:.1f} s{cached}")
 
     emit(summary, as_json, human)
 

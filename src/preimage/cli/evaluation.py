@@ -85,12 +85,12 @@ def cnn_layers(model: ModelOpt = "efficientnet_lite0",
 
     def human() -> None:
         out_console.print(markdown_table(info), markup=False)
-        u = info["units"]
-        out_console.print(f"{u['computed']} jobs computed, {u['reused']} reused from disk, {u['failed']} failed; "
+        u = info["jobs"]
+        out_console.print(f"{u['done']} jobs computed, {u['cached']} reused from disk, {u['failed']} failed; "
                           f"{info['seconds']:.0f} s; open {info['files']['page']}", markup=False)
 
     emit(info, as_json, human)
-    if info["units"]["failed"]:
+    if info["jobs"]["failed"]:
         raise typer.Exit(1)
 
 

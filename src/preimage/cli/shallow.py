@@ -44,33 +44,35 @@ def hog_table(images: Annotated[str, typer.Option(help="a folder of images, or '
               device: DeviceOpt = "cpu", as_json: JsonOpt = False) -> None:
     """The IJCV HOG table: mean inversion error ± 95% CI of HOG, HOGb and DSIFT over a folder (grey, C=100)."""
 
+    from ..experiments.reproduce.cnn_layers import check_previous
     from ..experiments.reproduce.hog_table import MODELS, collect_images, run_hog_table
-    from ..images import atomic_write_bytes, save_png
-    from ..report import OutputDir, save_grid, write_json
+    from ..images import atomic_write_bytes, fingerprint, save_png
+    from ..report import check_folder, save_grid, write_json
+    from ..report.store import Store
 
     dev = parse_device(device)
     names = [m.strip() for m in models.split(",") if m.strip()]
     bad = [m for m in names if m not in MODELS]
     if bad or not names:
         raise PreimageError(f"--models takes some of {', '.join(MODELS)}, got '{models}'")
-    if iters < 1:
-        raise PreimageError("--iters must be at least 1")
-    outdir = OutputDir(out, force)
-    outdir.claim(["hog-table.md", "hog-table.json"])  # before the slow part: refuse early, lose nothing
     found, skipped = collect_images(images, max_side=max_side, models=names, log=_log)
-    files = ([f"{im.name}-{m}.png" for im in found for m in names] + ["hog-table.png"]) if pngs else []
-    outdir.claim(["hog-table.md", "hog-table.json", *files])
+    outdir = check_folder(out)
+    config = {"protocol": "ijcv-hog-table/1", "images": [fingerprint(im.spec) for im in found], "models": names,
+              "iters": iters, "seed": seed, "max_side": max_side, "exact_gradient": exact_gradient, "pngs": pngs}
+    # A rerun of the same table rewrites its report from the stored results; another table's is refused first.
+    check_previous(outdir, config, force, "hog-table.json")
     with progress_bar(f"hog-table: {len(found)} images × {len(names)} models") as update:
         table = run_hog_table(found, models=names, iters=iters, seed=seed, device=dev, skipped=skipped,
-                              source=images, max_side=max_side, exact_gradient=exact_gradient, progress=update)
-    summary = table.to_json()
+                              source=images, max_side=max_side, exact_gradient=exact_gradient,
+                              store=Store(outdir / "store"), force=force, progress=update)
+    summary = table.to_json() | {"config": config}
     if pngs:
         tiles = []
         for im in found:
             tiles.append(im.image[0])
             for m in names:
                 pic = table.pictures[f"{im.name}/{m}"]
-                save_png(pic, outdir / f"{im.name}-{m}.png")
+                save_png(pic, outdir / f"{im.name}-{m}.png", "minmax")
                 tiles.append(pic)
         summary["grid"] = str(save_grid(tiles, outdir / "hog-table.png", ncol=1 + len(names)))
     md = table.markdown()

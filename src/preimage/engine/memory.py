@@ -9,6 +9,7 @@ import torch
 
 from ..errors import PreimageError
 from ..representations.base import Representation
+from .runtime import per_problem
 
 #: Image-sized float32 buffers the loop holds per problem: canvas, AdaGrad and momentum state, denominator,
 #: prior gradient, data gradient, window gradient, the initial image and its reference (engine/optimize.py).
@@ -32,7 +33,7 @@ def bytes_per_pixel(rep: Representation) -> float:
     cached = getattr(rep, "_bytes_per_pixel", None)
     if cached is not None:
         return cached
-    h, w = rep.defaults.size or (64, 64)
+    h, w = rep.spec.input_size or (64, 64)
     total = [0]
 
     def count(_m: torch.nn.Module, _i: tuple, out: object) -> None:
@@ -56,10 +57,12 @@ def bytes_per_pixel(rep: Representation) -> float:
 
 def estimate_bytes(rep: Representation, n: int, size: tuple[int, int], extra_buffers: int = 0) -> int:
     """Memory for optimizing ``n`` problems of ``size`` (H, W) at ``rep``'s layer: the network's activations
-    and their gradients, plus the loop's image-sized buffers (and ``extra_buffers`` more: L-BFGS's memory)."""
+    and their gradients (of one problem at a time where problems run on their own, ``runtime.per_problem``), plus
+    the loop's image-sized buffers (and ``extra_buffers`` more: L-BFGS's memory)."""
     h, w = size
-    per_pixel = AUTOGRAD_FACTOR * bytes_per_pixel(rep) + (IMAGE_BUFFERS + extra_buffers) * 4 * rep.channels
-    return int(n * h * w * per_pixel)
+    at_once = 1 if per_problem(rep.device_dtype()[0]) else n
+    network = at_once * AUTOGRAD_FACTOR * bytes_per_pixel(rep)
+    return int(h * w * (network + n * (IMAGE_BUFFERS + extra_buffers) * 4 * rep.channels))
 
 
 def check_memory(rep: Representation, n: int, size: tuple[int, int] | int | None, what: str = "",
@@ -73,4 +76,4 @@ def check_memory(rep: Representation, n: int, size: tuple[int, int] | int | None
     if need > have:
         raise PreimageError(f"{what or 'this request'} would need about {need / 2**30:.1f} GB ({n} problem(s) at "
                             f"{hw[0]}×{hw[1]} through {rep.name} {rep.layer or 'output'}), more than this machine's "
-                            f"{have / 2**30:.1f} GB; use a smaller --size or fewer problems")
+                            f"{have / 2**30:.1f} GB; use a smaller size or fewer problems", param="size")

@@ -1,8 +1,15 @@
 """The one optimizer loop: minimize data(Φ(τ(x))) + λ_α R_α(x) + λ_β R_TVβ(x) [+ prior] over a batch of N problems,
 x = the image a parameterization produces (the pixels themselves in the paper).
 
-Paper-notes §1.1: noise initialization, jitter canvas, momentum + leaky AdaGrad with lr = H·W·lr0, projection
-of every pixel's colour onto the ball of radius B+ after each step, stages that restart the optimizer state.
+docs/paper-notes.md §1.1: noise initialization, jitter canvas, momentum + leaky AdaGrad with lr = H·W·lr0,
+projection of every pixel's colour onto the ball of radius B+ after each step, stages that restart the optimizer
+state.
+
+A problem's picture depends only on the problem: every random draw comes from its own generator (``rng``), and on
+the CPU each problem (or group of coupled problems) is optimized on its own, because the CPU's convolution and
+matrix kernels round differently for different batch sizes (measured: batch 1 against batch 8 differ in the last
+bits at every layer of efficientnet_lite0), so the same problem in another batch would drift to another picture.
+On a GPU the batch runs as one (its kernels are chosen per batch anyway): the same batch gives the same pictures.
 
 One iteration costs what the truncated network's forward+backward costs plus a few passes over the canvas
 (see ``preimage bench``): autograd runs through the network only (gradient w.r.t. the jittered window, the
@@ -18,20 +25,22 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 
 from ..errors import PreimageError
-from ..representations.base import Representation, Stage
+from ..representations.base import Representation
 from . import transforms
 from .lbfgs import LBFGSStep, image_buffers
 from .objectives import Objective, Term, views_of
-from .param import ADAM_LR, PARAMS, Param, make_param
+from .param import ADAM_LR, Parameterization, ParamImage, Pixel, parse_param
 from .priors import BNStats
 from .regularizers import alpha_norm, alpha_norm_and_grad, project_ball, tv_beta, tv_beta_and_grad
-from .runtime import DataTerm, frozen, keep_freed_memory, update_chunks
-from .transforms import Transform, centre_crop, place_on_canvas, random_offset
+from .rng import ProblemRNG, problem_seed
+from .runtime import DataTerm, borrowed, keep_freed_memory, per_problem, update_chunks
+from .schedules import Stage
+from .transforms import Transform, centre_crop, place_on_canvas, random_offsets, window_index
 
 #: progress(iterations done, total iterations)
 Progress = Callable[[int, int], None]
@@ -39,13 +48,13 @@ Progress = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class Energy:
-    """The regularizers' constants, in paper units (paper-notes §1.1 table)."""
+    """The regularizers' constants, in paper units (docs/paper-notes.md §1.1 table)."""
 
     alpha: float = 6.0
     beta: float = 2.0
     B: float = 80.0
     B_plus: float = 160.0
-    regularize: bool = True  # False: the no-regularizer baseline (λ_α = λ_β = 0, B+ = ∞, paper-notes §1.5)
+    regularize: bool = True  # False: the no-regularizer baseline (λ_α = λ_β = 0, B+ = ∞, docs/paper-notes.md §1.5)
 
     @property
     def V(self) -> float:
@@ -136,12 +145,13 @@ OPTIMIZERS = ("paper", "adam", "hybrid", "lbfgs")
 
 def _hybrid_only(param: str) -> PreimageError:
     return PreimageError(f"the hybrid optimizer is the pyramid's (Adam on its full-size level, the paper's on the "
-                         f"coarser ones); use --param pyramid, or paper or adam with --param {param}")
+                         f"coarser ones); use param pyramid, or optimizer paper or adam with param {param}",
+                         param=("optimizer", "param"))
 
 
 def _lbfgs_needs_a_fixed_energy() -> PreimageError:
     return PreimageError("the lbfgs optimizer needs the same energy at every step: use it on stages without jitter "
-                         "(--transforms none, or --style fast)")
+                         "(transforms none, or style fast)", param=("optimizer", "transforms", "style"))
 
 
 def uses_lbfgs(schedule: Sequence[Stage], optimizer: str | None) -> bool:
@@ -160,30 +170,25 @@ def make_step(name: str, x: torch.Tensor, size: tuple[int, int], energy: Energy,
         return PaperStep(x, size[0] * size[1] * energy.lr0 * lr_scale)
     if name == "adam":
         return AdamStep(x, ADAM_LR * lr_scale)
-    raise PreimageError(f"unknown optimizer '{name}' (choose {', '.join(OPTIMIZERS)})")
+    raise PreimageError(f"unknown optimizer '{name}' (choose {', '.join(OPTIMIZERS)})", param="optimizer")
 
 
-def noise_init(n: int, channels: int, size: tuple[int, int], B: float, generator: torch.Generator) -> torch.Tensor:
-    """U[−1,1] noise scaled per sample so its 0.95-quantile is B/√3 (paper-notes §1.1). → N×C×H×W."""
-    x = torch.rand(n, channels, *size, generator=generator) * 2 - 1
-    q = torch.quantile(x.flatten(1), 0.95, dim=1).clamp_min(1e-12)
-    return x * (B / math.sqrt(3) / q).view(n, 1, 1, 1)
+def noise_init(channels: int, size: tuple[int, int], B: float, rng: ProblemRNG) -> torch.Tensor:
+    """U[−1,1] noise, each problem's from its own generator, scaled per problem so its 0.95-quantile is B/√3
+    (docs/paper-notes.md §1.1). → N×C×H×W."""
+    x = rng.rand(channels, *size) * 2 - 1
+    q = torch.stack([torch.quantile(r.flatten(), 0.95) for r in x]).clamp_min(1e-12)
+    return x * (B / math.sqrt(3) / q).view(-1, 1, 1, 1)
 
 
-def scale_schedule(schedule: Sequence[Stage], iters: int | None) -> tuple[Stage, ...]:
-    """Rescale a schedule to ``iters`` iterations in total, keeping the stages' proportions."""
-    if iters is None:
-        return tuple(schedule)
-    if iters < 1:
-        raise PreimageError("--iters must be at least 1")
-    total = sum(s.iters for s in schedule)
-    out, left = [], iters
-    for i, s in enumerate(schedule):
-        k = left if i == len(schedule) - 1 else min(max(round(iters * s.iters / total), 1), left)
-        if k > 0:
-            out.append(replace(s, iters=k))
-        left -= k
-    return tuple(out)
+def seeds_for(seed: int | Sequence[int], n: int) -> list[int]:
+    """One seed per problem: as given (N of them), or derived from one number (problem i of ``seed``)."""
+    if isinstance(seed, int) and not isinstance(seed, bool):
+        return [problem_seed("problem", seed, i) for i in range(n)]
+    seeds = [int(s) for s in seed]
+    if len(seeds) != n:
+        raise PreimageError(f"{len(seeds)} seeds for {n} problems", param="seed")
+    return seeds
 
 
 @dataclass
@@ -199,13 +204,13 @@ class Trace:
 
 class PixelPath:
     """The paper's path (pixel parameterization, jitter canvas, no other transform or prior): autograd runs
-    through the network only (gradient w.r.t. the jittered window, the network's parameters frozen), the priors'
-    gradients are closed forms, the update and projection are in place, chunk by chunk on CPU."""
+    through the network only (gradient w.r.t. each problem's jittered window, the network's parameters frozen),
+    the priors' gradients are closed forms, the update and projection are in place, chunk by chunk on CPU."""
 
     def __init__(self, rep: Representation, data: DataTerm, x: torch.Tensor, size: tuple[int, int],
-                 energy: Energy, optimizer: str, jitter: int | None, gen: torch.Generator) -> None:
+                 energy: Energy, optimizer: str | None, jitter: int | None, rng: ProblemRNG) -> None:
         self.rep, self.data, self.x, self.size, self.energy = rep, data, x, size, energy
-        self.optimizer, self.jitter, self.gen = optimizer, jitter, gen
+        self.optimizer, self.jitter, self.rng = optimizer, jitter, rng
 
     def optimizer_for(self, stage: Stage) -> str:
         """The stage's optimizer (the run's, else the stage's own, else the paper's); bad names fail here."""
@@ -213,31 +218,38 @@ class PixelPath:
         if name == "hybrid":
             raise _hybrid_only("pixel")
         if name not in ("paper", "adam"):
-            raise PreimageError(f"unknown optimizer '{name}' (choose {', '.join(OPTIMIZERS)})")
+            raise PreimageError(f"unknown optimizer '{name}' (choose {', '.join(OPTIMIZERS)})", param="optimizer")
         return name
 
     def start(self, stage: Stage) -> dict:
         device, dtype = self.rep.device_dtype()
-        J = self.jitter if stage.jitter and self.jitter else 1
+        self.J = self.jitter if stage.jitter and self.jitter else 1
         # Each stage starts afresh from the previous result's centre, as a new call of the authors' routine.
-        self.canvas = place_on_canvas(self.x.to(device, dtype), J)
+        self.canvas = place_on_canvas(self.x.to(device, dtype), self.J)
         self.step = make_step(self.optimizer_for(stage), self.canvas, self.size, self.energy, stage.lr_scale)
         self.chunks = update_chunks(self.canvas)
-        return {"iters": stage.iters, "lr": stage.lr_scale, "jitter": J}
+        return {"iters": stage.iters, "lr": stage.lr_scale, "jitter": self.J}
 
     def iterate(self, out: torch.Tensor) -> None:
         """One step; the energy of each problem goes into ``out`` (N)."""
         (h, w), canvas = self.size, self.canvas
-        jy, jx = random_offset(canvas, self.size, self.gen)
-        # Autograd sees only the window and the network: its gradient lands in the window directly,
+        top, left = random_offsets(canvas.shape[0], self.J, self.rng)
+        shared = bool((top == top[0]).all()) and bool((left == left[0]).all())
+        y, x = int(top[0]), int(left[0])
+        c = canvas.shape[1]
+        # Autograd sees only the windows and the network: its gradient lands in the windows directly,
         # with no full-canvas scatter and no graph through the priors.
-        window = canvas[..., jy:jy + h, jx:jx + w].detach().requires_grad_(True)
+        window = (canvas[..., y:y + h, x:x + w] if shared else
+                  canvas[window_index(top, left, c, self.size, canvas.device)]).detach().requires_grad_(True)
         e_data, g_data = self.data(window)
         with torch.no_grad():
             for sl in self.chunks:
                 part = canvas[sl]
                 e_reg, g = self.energy.regularizer_and_grad(part)
-                g[..., jy:jy + h, jx:jx + w] += g_data[sl]
+                if shared:
+                    g[..., y:y + h, x:x + w] += g_data[sl]
+                else:
+                    g[window_index(top[sl], left[sl], c, self.size, g.device)] += g_data[sl]
                 self.step(part, g, sl)
                 project_ball(part, self.energy.bound)
                 torch.add(e_data[sl], e_reg, out=out[sl])
@@ -254,11 +266,11 @@ class AutogradPath:
     Φ in one call → objective (+ feature prior) + the paper's priors on the image, one autograd pass back to the
     parameters. Stages without jitter use no transforms (the paper's refinement stage)."""
 
-    def __init__(self, rep: Representation, data: DataTerm, objective: Objective, param: Param, n: int,
+    def __init__(self, rep: Representation, data: DataTerm, objective: Objective, param: ParamImage, n: int,
                  size: tuple[int, int], energy: Energy, optimizer: str | None, jitter: int | None,
-                 transforms: Sequence[Transform] | None, prior: BNStats | None, gen: torch.Generator) -> None:
+                 transforms: Sequence[Transform] | None, prior: BNStats | None, rng: ProblemRNG) -> None:
         self.rep, self.data, self.objective, self.param, self.n = rep, data, objective, param, n
-        self.size, self.energy, self.gen, self.prior = size, energy, gen, prior
+        self.size, self.energy, self.rng, self.prior = size, energy, rng, prior
         self.optimizer, self.jitter, self.transforms = optimizer, jitter, transforms
 
     def optimizer_for(self, stage: Stage) -> str:
@@ -266,10 +278,10 @@ class AutogradPath:
         combinations fail here, before any work."""
         name = self.optimizer or stage.optimizer or self.param.optimizer
         if name not in OPTIMIZERS:
-            raise PreimageError(f"unknown optimizer '{name}' (choose {', '.join(OPTIMIZERS)})")
+            raise PreimageError(f"unknown optimizer '{name}' (choose {', '.join(OPTIMIZERS)})", param="optimizer")
         if name == "paper" and self.param.optimizer not in ("paper", "hybrid"):
             raise PreimageError(f"the paper's optimizer is for parameterizations in paper units (pixel, pyramid); "
-                                f"use --optimizer adam with --param {self.param.name}")
+                                f"use optimizer adam with param {self.param.name}", param=("optimizer", "param"))
         if name == "hybrid" and self.param.optimizer != "hybrid":
             raise _hybrid_only(self.param.name)
         if name == "lbfgs" and self._transforms(stage):
@@ -280,7 +292,7 @@ class AutogradPath:
         if not stage.jitter:
             return []
         if self.transforms is None:
-            return [transforms.jitter(self.jitter)] if self.jitter and self.jitter > 1 else []
+            return [transforms.Jitter(self.jitter)] if self.jitter and self.jitter > 1 else []
         return list(self.transforms)
 
     def start(self, stage: Stage) -> dict:
@@ -300,7 +312,7 @@ class AutogradPath:
     def iterate(self, out: torch.Tensor) -> None:
         with torch.enable_grad():
             img = self.param()
-            views = transforms.compose(self.stage_transforms, img, self.gen)
+            views = transforms.compose(self.stage_transforms, img, self.rng)
             with self.prior.watching(self.rep) if self.prior else contextlib.nullcontext():
                 phi = self.data.phi(views)
             e = views_of(self.objective, phi, self.n)
@@ -327,47 +339,97 @@ class AutogradPath:
             return self.param().detach()
 
 
+def problem_units(objective: Objective, n: int) -> list[list[int]]:
+    """The problems as they are optimized on the CPU: each alone, except those the objective couples
+    (``Term.groups``: the restarts of a diversity term), which stay together; [[0..N−1]] for an objective that
+    cannot be split (a plain callable)."""
+    if not isinstance(objective, Term):
+        return [list(range(n))]
+    groups = objective.groups(n)
+    if groups is None:
+        return [[i] for i in range(n)]
+    units: dict[int, list[int]] = {}
+    for i, g in enumerate(groups.tolist()):
+        units.setdefault(g, []).append(i)
+    return list(units.values())
+
+
 def optimize(rep: Representation, objective: Objective, n: int, size: tuple[int, int],
-             schedule: Sequence[Stage], *, init: torch.Tensor | None = None, seed: int = 0,
+             schedule: Sequence[Stage], *, init: torch.Tensor | None = None, seed: int | Sequence[int] = 0,
              optimizer: str | None = None, energy: Energy = Energy(), jitter: int | None = None,
              progress: Progress | None = None, check_every: int = 20, amp: bool | str | None = None,
-             compile: bool = False, param: str = "pixel", transforms: Sequence[Transform] | None = None,
-             prior: BNStats | None = None) -> Trace:
-    """Minimize the energy for N problems at once.
+             compile: bool = False, param: str | Parameterization = "pixel",
+             transforms: Sequence[Transform] | None = None, prior: BNStats | None = None) -> Trace:
+    """Minimize the energy for N problems.
 
     rep: Φ; objective: features → N data terms; size: (H, W) of the network input; init: N×C×H×W in paper
-    units (None: noise, or the parameterization's own random start); jitter: J (default from the layer's
-    measured stride). param: ``pixel`` (the paper's), ``fourier`` or ``maco``; transforms: a list of transforms
-    applied before Φ each step (None: the paper's jitter); prior: a feature-statistics prior (``priors.BNStats``).
-    The pixel parameterization without transforms, prior or L-BFGS takes the paper's fast path (closed-form prior
+    units (None: noise, or the parameterization's own random start); seed: one seed per problem (``rng.
+    problem_seed`` of what defines it), or one number for all (problem i gets the i-th seed derived from it);
+    jitter: J (default from the layer's measured stride). param: a parameterization (``Pixel()``, the paper's;
+    ``Fourier()``, ``Maco()``, ``Pyramid()``) or its name; transforms: a list of transforms applied before Φ each
+    step (None: the paper's jitter); prior: a feature-statistics prior (``priors.BNStats``). The pixel
+    parameterization without transforms, prior or L-BFGS takes the paper's fast path (closed-form prior
     gradients, jitter canvas); everything else goes through autograd, the α-norm, TV^β and projection applied
     to the image the parameterization produces. optimizer: ``paper``, ``adam``, ``hybrid`` (the pyramid's) or
     ``lbfgs`` (stages without jitter only) for every stage; None: each stage's own (``Stage.optimizer``), else the
-    parameterization's: paper for pixel, hybrid for pyramid, adam otherwise. amp: mixed
-    precision for Φ (True or "bf16": bfloat16 autocast; "fp16": float16, with a fixed loss scale on the fast
-    path); the data term, the priors, the image and the optimizer state stay float32. compile: run Φ through
-    ``torch.compile`` (start-up cost; for GPUs). Raises PreimageError if the energy becomes NaN/inf.
-    Deterministic for a given seed.
+    parameterization's: paper for pixel, hybrid for pyramid, adam otherwise. amp: mixed precision for Φ (True or
+    "bf16": bfloat16 autocast; "fp16": float16, with a fixed loss scale on the fast path); the data term, the
+    priors, the image and the optimizer state stay float32. compile: run Φ through ``torch.compile`` (start-up
+    cost; for GPUs). Raises PreimageError if the energy becomes NaN/inf.
+
+    On the CPU each problem (or group of coupled problems, ``problem_units``) runs on its own, so its picture is
+    the same bit for bit whatever batch it was asked in (at the same number of torch threads); on a GPU the batch
+    runs as one.
     """
+    seeds = seeds_for(seed, n)
+    param = parse_param(param)
+    with borrowed(rep):
+        units = problem_units(objective, n) if per_problem(rep.device_dtype()[0]) else [list(range(n))]
+        if len(units) == 1:
+            return _optimize(rep, objective, n, size, schedule, init, ProblemRNG(seeds), optimizer, energy, jitter,
+                             progress, check_every, amp, compile, param, transforms, prior)
+        total = n * sum(st.iters for st in schedule)
+        traces = []
+        done = 0
+        for idx in units:
+            rows = torch.tensor(idx)
+
+            def sub(t: int, _total: int, done: int = done, k: int = len(idx)) -> None:
+                if progress:
+                    progress(done + t * k, total)
+
+            traces.append(_optimize(rep, objective.select(rows), len(idx), size, schedule,
+                                    None if init is None else init[rows], ProblemRNG([seeds[i] for i in idx]),
+                                    optimizer, energy, jitter, sub, check_every, amp, compile, param, transforms,
+                                    prior))
+            done += len(idx) * sum(st.iters for st in schedule)
+        order = torch.argsort(torch.tensor([i for idx in units for i in idx]))
+        x = torch.cat([t.x for t in traces])[order.to(traces[0].x.device)]
+        history = torch.cat([t.energy for t in traces], 1)[:, order.to(traces[0].energy.device)]
+        return Trace(x.contiguous(), history, traces[0].iterations, sum(t.seconds for t in traces), traces[0].stages)
+
+
+def _optimize(rep: Representation, objective: Objective, n: int, size: tuple[int, int], schedule: Sequence[Stage],
+              init: torch.Tensor | None, rng: ProblemRNG, optimizer: str | None, energy: Energy, jitter: int | None,
+              progress: Progress | None, check_every: int, amp: bool | str | None, compile: bool,
+              param: Parameterization, transforms: Sequence[Transform] | None, prior: BNStats | None) -> Trace:
+    """One batch of problems through the loop (``optimize``)."""
     device, dtype = rep.device_dtype()
     keep_freed_memory()
-    gen = torch.Generator().manual_seed(seed)
-    if param not in PARAMS:
-        raise PreimageError(f"unknown parameterization '{param}' (choose {', '.join(PARAMS)})")
     x = None
     if init is not None:
         x = init.detach().to("cpu", dtype)
-    elif param == "pixel":
-        x = noise_init(n, rep.channels, size, energy.B, gen)
+    elif isinstance(param, Pixel):
+        x = noise_init(rep.channels, size, energy.B, rng)
     if jitter is None and any(s.jitter for s in schedule):
         jitter = rep.geometry().jitter
     data = DataTerm(rep, objective, amp, compile)
-    if param == "pixel" and transforms is None and prior is None and not uses_lbfgs(schedule, optimizer):
-        path: PixelPath | AutogradPath = PixelPath(rep, data, x, size, energy, optimizer, jitter, gen)
+    if isinstance(param, Pixel) and transforms is None and prior is None and not uses_lbfgs(schedule, optimizer):
+        path: PixelPath | AutogradPath = PixelPath(rep, data, x, size, energy, optimizer, jitter, rng)
     else:
-        p = make_param(param, n, rep.channels, size, rep.mean.cpu(), energy.bound, gen,
-                       init=None if x is None else x).to(device, dtype)
-        path = AutogradPath(rep, data, objective, p, n, size, energy, optimizer, jitter, transforms, prior, gen)
+        p = param.build(n, rep.channels, size, rep.mean.cpu(), energy.bound, rng,
+                        init=None if x is None else x).to(device, dtype)
+        path = AutogradPath(rep, data, objective, p, n, size, energy, optimizer, jitter, transforms, prior, rng)
     for stage in schedule:
         path.optimizer_for(stage)
     total = sum(s.iters for s in schedule)
@@ -376,7 +438,7 @@ def optimize(rep: Representation, objective: Objective, n: int, size: tuple[int,
     t0 = time.perf_counter()
     stage_log = []
     watch = objective.watching(rep) if isinstance(objective, Term) else contextlib.nullcontext()
-    with frozen(rep), watch:
+    with watch:
         for stage in schedule:
             stage_log.append(path.start(stage))
             for _ in range(stage.iters):

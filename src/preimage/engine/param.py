@@ -6,16 +6,21 @@
   on the bundled colour samples and shipped as ``data/maco_magnitude.npy`` (``measure_magnitude`` recomputes it);
 * ``pyramid``: a Laplacian pyramid of images in paper units, for fast inversion (the ``fast`` style).
 
-Each is an ``nn.Module`` whose parameters are the optimization variables and whose ``forward()`` returns the
-image in paper units. The paper's priors (α-norm, TV^β) and its projection onto the ball of radius B+ apply to
+Users name one with an object (``Pixel()``, ``Fourier(decay=1.0)``, ``Maco()``, ``Pyramid(weight=0.6)``) or its
+shorthand string (``"fourier"``); the object builds, for N problems, an ``nn.Module`` (``PixelImage``,
+``FourierImage``, ...) whose parameters are the optimization variables and whose ``forward()`` returns the
+image in paper units. Random starts are drawn from each problem's own generator (``rng.ProblemRNG``). The
+paper's priors (α-norm, TV^β) and its projection onto the ball of radius B+ apply to
 that image: ``pixel`` projects its variable in place after each step (the paper's rule); the others produce
 an image that is projected in ``forward`` (the projection is part of the map, so gradients see it).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -24,6 +29,7 @@ from torch import nn
 
 from ..errors import PreimageError
 from .regularizers import colour_norms2, project_ball
+from .rng import ProblemRNG
 
 PARAMS = ("pixel", "fourier", "maco", "pyramid")
 #: Adam's rate for parameterizations in paper units (pixel, pyramid): paper units per step at stage scale 1.
@@ -65,8 +71,8 @@ def _logit_image(x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
     return torch.logit(v)
 
 
-class Param(nn.Module):
-    """A parameterization: ``forward()`` → N×C×H×W image in paper units. ``optimizer``/``lr``: its default
+class ParamImage(nn.Module):
+    """A parameterized image: ``forward()`` → N×C×H×W image in paper units. ``optimizer``/``lr``: its default
     optimizer (``paper`` or ``adam``) and learning rate (for ``adam``; ``paper`` uses H·W·lr0)."""
 
     name = "param"
@@ -104,7 +110,7 @@ class Param(nn.Module):
         return x * colour_norms2(x).clamp_min(1e-12).rsqrt().mul(self.bound).clamp(max=1.0)
 
 
-class Pixel(Param):
+class PixelImage(ParamImage):
     """The image itself (paper units); projected in place after each step, as the paper does."""
 
     name = "pixel"
@@ -123,21 +129,20 @@ class Pixel(Param):
         project_ball(self.x.data, self.bound)
 
 
-class Fourier(Param):
+class FourierImage(ParamImage):
     """A spectrum scaled by 1/max(|f|, 1/max(H,W))^decay (Lucid's ``fft_image``), inverse FFT (ortho) ÷ 4, colour
     decorrelated (``COLOUR``), sigmoid to 0–255, minus the mean colour. Parameters: N×C×H×(W//2+1)×2 (re, im)."""
 
     name = "fourier"
 
     def __init__(self, n: int, channels: int, size: tuple[int, int], mean: torch.Tensor, bound: float,
-                 generator: torch.Generator, sd: float = 0.01, decay: float = 1.0,
-                 init: torch.Tensor | None = None) -> None:
+                 rng: ProblemRNG, sd: float = 0.01, decay: float = 1.0, init: torch.Tensor | None = None) -> None:
         super().__init__(n, channels, size, mean, bound)
         h, w = size
         scale = 1.0 / rfft_freqs(h, w).clamp_min(1.0 / max(h, w)) ** decay
         self.register_buffer("scale", scale[..., None].float())
         if init is None:
-            coeffs = torch.randn(n, channels, h, w // 2 + 1, 2, generator=generator) * sd
+            coeffs = rng.randn(channels, h, w // 2 + 1, 2) * sd
         else:
             spec = torch.fft.rfft2(rgb_to_decorrelated(_logit_image(init.float(), self.mean)) * FFT_MAGIC,
                                    norm="ortho")
@@ -159,7 +164,7 @@ def _standardize(t: torch.Tensor) -> torch.Tensor:
     return ((flat - flat.mean(1, keepdim=True)) / (flat.std(1, keepdim=True) + 1e-4)).view_as(t)
 
 
-class Maco(Param):
+class MacoImage(ParamImage):
     """Phase-only Fourier image (MaCo): magnitude fixed to natural images' (``maco_magnitude``), phase optimized.
     image = sigmoid(colour(standardize(irfft2(M·e^{i·standardize(φ)})))), then paper units. Parameters: the phase
     N×C×H×(W//2+1)."""
@@ -168,11 +173,11 @@ class Maco(Param):
     lr = 0.1
 
     def __init__(self, n: int, channels: int, size: tuple[int, int], mean: torch.Tensor, bound: float,
-                 generator: torch.Generator, init: torch.Tensor | None = None) -> None:
+                 rng: ProblemRNG, init: torch.Tensor | None = None) -> None:
         super().__init__(n, channels, size, mean, bound)
         self.register_buffer("magnitude", maco_magnitude(size, channels))
         if init is None:
-            phase = torch.randn(n, channels, size[0], size[1] // 2 + 1, generator=generator)
+            phase = rng.randn(channels, size[0], size[1] // 2 + 1)
         else:
             phase = torch.fft.rfft2(rgb_to_decorrelated(_logit_image(init.float(), self.mean))).angle()
             phase = (phase - phase.mean()) / phase.std()  # forward standardizes it back
@@ -192,7 +197,7 @@ class Maco(Param):
 LBFGS_LEVEL_SCALE = 1.5
 
 
-class Pyramid(Param):
+class PyramidImage(ParamImage):
     """A Laplacian pyramid: image = Σ_k w^k·up(L_k), level k at 1/2^k of the size down to one pixel (bilinear
     up-sampling), projected onto the ball of radius B+. A step on a coarse level moves a whole region at once,
     so the low frequencies that pixel steps take hundreds of iterations to build converge in a few (a
@@ -209,7 +214,7 @@ class Pyramid(Param):
 
     def __init__(self, n: int, channels: int, size: tuple[int, int], mean: torch.Tensor, bound: float,
                  init: torch.Tensor | None = None, levels: int | None = None, weight: float = 0.6,
-                 generator: torch.Generator | None = None, start_sd: float = 0.01) -> None:
+                 rng: ProblemRNG | None = None, start_sd: float = 0.01) -> None:
         super().__init__(n, channels, size, mean, bound)
         h, w = size
         levels = levels or min(h, w).bit_length()  # down to one pixel: the coarsest level is the mean colour
@@ -217,7 +222,7 @@ class Pyramid(Param):
         if init is not None:
             first = init.float()
         else:  # the mean image plus a trace of noise: restarts differ, and HOG's gradient is not zero there
-            first = torch.randn(n, channels, h, w, generator=generator) * start_sd
+            first = (rng.randn(channels, h, w) if rng is not None else torch.zeros(n, channels, h, w)) * start_sd
         self.weight = weight
         self.levels = nn.ParameterList([nn.Parameter(first.clone())] + [
             nn.Parameter(torch.zeros(n, channels, *s)) for s in shapes[1:]])
@@ -276,26 +281,106 @@ def maco_magnitude(size: tuple[int, int], channels: int = 3) -> torch.Tensor:
     return m[:channels].contiguous()
 
 
-#: Each parameterization's own optimizer (used when none is asked for).
-OWN_OPTIMIZER = {c.name: c.optimizer for c in (Pixel, Fourier, Maco, Pyramid)}
+@dataclass(frozen=True)
+class Parameterization:
+    """What the optimizer changes, named by users (``param=Fourier()`` or ``param="fourier"``): it builds the
+    parameterized image of N problems (``build``). ``optimizer``: its own (``paper`` for the pixels, ``hybrid``
+    for the pyramid, ``adam`` otherwise); ``lr``: Adam's rate for it."""
+
+    name: ClassVar[str] = "param"
+    optimizer: ClassVar[str] = "adam"
+    image: ClassVar[type[ParamImage]] = ParamImage
+
+    @property
+    def lr(self) -> float:
+        return self.image.lr
+
+    def build(self, n: int, channels: int, size: tuple[int, int], mean: torch.Tensor, bound: float,
+              rng: ProblemRNG, init: torch.Tensor | None = None) -> ParamImage:
+        """The image module of N problems; init: N×C×H×W paper units to start from (None: its random start)."""
+        raise NotImplementedError
+
+    def spec(self) -> str:
+        """The shorthand users type (``"fourier"``), with the options that differ from the defaults."""
+        defaults = type(self)()
+        extra = [f"{k}={v}" for k, v in vars(self).items() if getattr(defaults, k) != v]
+        return self.name + (f"({','.join(extra)})" if extra else "")
 
 
-def make_param(name: str, n: int, channels: int, size: tuple[int, int], mean: torch.Tensor, bound: float,
-               generator: torch.Generator, init: torch.Tensor | None = None, noise: torch.Tensor | None = None
-               ) -> Param:
-    """A parameterization by name for N problems. init: N×C×H×W paper units to start from (None: each one's
-    random start; ``noise`` is the pixel start, the paper's noise image)."""
-    if name == "pixel":
-        if init is None and noise is None:
+@dataclass(frozen=True)
+class Pixel(Parameterization):
+    """The image itself, the paper's (its closed-form fast path and momentum + AdaGrad)."""
+
+    name: ClassVar[str] = "pixel"
+    optimizer: ClassVar[str] = "paper"
+    image: ClassVar[type[ParamImage]] = PixelImage
+
+    def build(self, n: int, channels: int, size: tuple[int, int], mean: torch.Tensor, bound: float,
+              rng: ProblemRNG, init: torch.Tensor | None = None) -> ParamImage:
+        if init is None:
             raise PreimageError("the pixel parameterization needs a start image")
-        return Pixel(init if init is not None else noise, mean, bound)
-    if name == "fourier":
-        return Fourier(n, channels, size, mean, bound, generator, init=init)
-    if name == "pyramid":
-        return Pyramid(n, channels, size, mean, bound, init=init, generator=generator)
-    if name == "maco":
-        return Maco(n, channels, size, mean, bound, generator, init=init)
-    raise PreimageError(f"unknown parameterization '{name}' (choose {', '.join(PARAMS)})")
+        return PixelImage(init, mean, bound)
+
+
+@dataclass(frozen=True)
+class Fourier(Parameterization):
+    """A 1/f^decay-scaled spectrum with decorrelated colour (Lucid's ``fft_image``); sd: the random start's scale."""
+
+    decay: float = 1.0
+    sd: float = 0.01
+    name: ClassVar[str] = "fourier"
+    image: ClassVar[type[ParamImage]] = FourierImage
+
+    def build(self, n: int, channels: int, size: tuple[int, int], mean: torch.Tensor, bound: float,
+              rng: ProblemRNG, init: torch.Tensor | None = None) -> ParamImage:
+        return FourierImage(n, channels, size, mean, bound, rng, sd=self.sd, decay=self.decay, init=init)
+
+
+@dataclass(frozen=True)
+class Maco(Parameterization):
+    """MaCo: the phase of a spectrum whose magnitude is natural images' (Fel et al. 2023)."""
+
+    name: ClassVar[str] = "maco"
+    image: ClassVar[type[ParamImage]] = MacoImage
+
+    def build(self, n: int, channels: int, size: tuple[int, int], mean: torch.Tensor, bound: float,
+              rng: ProblemRNG, init: torch.Tensor | None = None) -> ParamImage:
+        return MacoImage(n, channels, size, mean, bound, rng, init=init)
+
+
+@dataclass(frozen=True)
+class Pyramid(Parameterization):
+    """A Laplacian pyramid (levels down to one pixel, level k weighted ``weight``^k), started from the mean image
+    plus ``start_sd`` paper units of noise: fast inversion (the ``fast`` style)."""
+
+    weight: float = 0.6
+    start_sd: float = 0.01
+    name: ClassVar[str] = "pyramid"
+    optimizer: ClassVar[str] = "hybrid"
+    image: ClassVar[type[ParamImage]] = PyramidImage
+
+    def build(self, n: int, channels: int, size: tuple[int, int], mean: torch.Tensor, bound: float,
+              rng: ProblemRNG, init: torch.Tensor | None = None) -> ParamImage:
+        return PyramidImage(n, channels, size, mean, bound, init=init, weight=self.weight, rng=rng,
+                            start_sd=self.start_sd)
+
+
+#: The parameterizations by the name users type.
+PARAMETERIZATIONS: dict[str, type[Parameterization]] = {c.name: c for c in (Pixel, Fourier, Maco, Pyramid)}
+PARAMS = tuple(PARAMETERIZATIONS)
+#: Each parameterization's own optimizer (used when none is asked for).
+OWN_OPTIMIZER = {name: c.optimizer for name, c in PARAMETERIZATIONS.items()}
+
+
+def parse_param(param: str | Parameterization) -> Parameterization:
+    """A parameterization object from itself or its name (``"pixel"``, ``"fourier"``, ``"maco"``, ``"pyramid"``);
+    a clear error otherwise."""
+    if isinstance(param, Parameterization):
+        return param
+    if isinstance(param, str) and param.strip() in PARAMETERIZATIONS:
+        return PARAMETERIZATIONS[param.strip()]()
+    raise PreimageError(f"unknown parameterization {param!r} (choose {', '.join(PARAMS)}, or an object such as "
+                        "preimage.Fourier())", param="param")
 
 
 def spectrum_slope(x: torch.Tensor) -> float:
@@ -310,6 +395,7 @@ def spectrum_slope(x: torch.Tensor) -> float:
     return float((lf * (la - la.mean())).sum() / (lf * lf).sum())
 
 
-__all__ = ["ADAM_LR", "COLOUR", "OWN_OPTIMIZER", "PARAMS", "Fourier", "Maco", "Param", "Pixel", "Pyramid",
-           "decorrelated_to_rgb", "make_param", "maco_magnitude", "measure_magnitude", "rfft_freqs",
+__all__ = ["ADAM_LR", "COLOUR", "OWN_OPTIMIZER", "PARAMETERIZATIONS", "PARAMS", "Fourier", "FourierImage", "Maco",
+           "MacoImage", "ParamImage", "Parameterization", "Pixel", "PixelImage", "Pyramid", "PyramidImage",
+           "decorrelated_to_rgb", "maco_magnitude", "measure_magnitude", "parse_param", "rfft_freqs",
            "rgb_to_decorrelated", "spectrum_slope"]

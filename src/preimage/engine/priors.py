@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -35,8 +36,8 @@ class BNStats:
         self.weight = weight
         self.layers = [m for m in rep.net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         if not self.layers:
-            raise PreimageError(f"--prior bn needs BatchNorm layers, and {rep.name} has none; "
-                                "use --prior none")
+            raise PreimageError(f"the BatchNorm prior needs BatchNorm layers, and {rep.name} has none; "
+                                "use prior none", param="prior")
         self._seen: list[tuple[nn.Module, torch.Tensor]] = []
 
     @contextlib.contextmanager
@@ -64,7 +65,7 @@ class BNStats:
         The recorded inputs hold k·N views (crop-major); each problem's statistics are those of its first view."""
         if not self._seen:
             raise PreimageError("the BatchNorm prior saw no BatchNorm layer before the target layer; "
-                                "choose a deeper layer or --prior none")
+                                "choose a deeper layer or prior none", param="prior")
         total = 0.0
         for bn, inp in self._seen:
             mu, var = view_stats(inp.float(), n)
@@ -82,10 +83,56 @@ def view_stats(x: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return m, v
 
 
-def make_prior(name: str | None, rep: Representation, weight: float = 0.01) -> BNStats | None:
-    """A prior by name (``bn``), or None for ``none``/None."""
-    if name in (None, "none", ""):
+@dataclass(frozen=True)
+class BNPrior:
+    """DeepInversion's feature-statistics prior, as users name it: ``BNPrior(weight)`` or the shorthand ``"bn"``.
+    ``required=False`` (the shorthand ``"auto"``, the natural style's) applies it where the network has BatchNorm
+    before the target and leaves it out elsewhere; ``required=True`` refuses a network without BatchNorm.
+    ``build(rep)`` gives the prior of one run (``BNStats``, or None)."""
+
+    weight: float = 0.01
+    required: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.weight < float("inf"):
+            raise PreimageError(f"a prior's weight must be a non-negative number, got {self.weight}",
+                                param="prior_weight")
+
+    def build(self, rep: Representation) -> BNStats | None:
+        if not self.required and not has_batchnorm(rep):
+            return None
+        return BNStats(rep, self.weight)
+
+    def spec(self) -> str:
+        return f"{'bn' if self.required else 'auto'}:{self.weight:g}"
+
+
+def has_batchnorm(rep: Representation) -> bool:
+    """Whether a BatchNorm layer runs before ``rep``'s target (in the module order, or inside the target)."""
+    modules = list(rep.net.named_modules())
+    names = [n for n, _ in modules]
+    if rep.layer is None or rep.layer not in names:
+        return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for _, m in modules)
+    cut = names.index(rep.layer)
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and (i <= cut or n.startswith(rep.layer + "."))
+               for i, (n, m) in enumerate(modules))
+
+
+def parse_prior(prior: str | BNPrior | None, weight: float | None = None) -> BNPrior | None:
+    """A prior from an object or a shorthand: ``"bn"`` or ``"bn:W"``, ``"auto"`` or ``"auto:W"``, ``"none"``/None;
+    ``weight`` replaces the weight (``--prior-weight``). A clear error for anything else."""
+    if isinstance(prior, BNPrior):
+        return prior if weight is None else BNPrior(weight, prior.required)
+    if prior is None or prior == "none":
         return None
-    if name == "bn":
-        return BNStats(rep, weight)
-    raise PreimageError(f"unknown prior '{name}' (choose {', '.join(PRIORS)})")
+    if isinstance(prior, str):
+        name, _, w = prior.strip().partition(":")
+        if name in ("bn", "auto"):
+            try:
+                value = weight if weight is not None else float(w) if w else BNPrior.weight
+            except ValueError:
+                value = None
+            if value is not None:
+                return BNPrior(value, required=name == "bn")
+    raise PreimageError(f"unknown prior {prior!r} (choose bn, auto or none, or an object such as "
+                        "preimage.BNPrior(1e-4))", param="prior")

@@ -1,4 +1,4 @@
-"""The paper's two image priors, per problem (paper-notes §1.1). Pure functions: N×C×H×W → N.
+"""The paper's two image priors, per problem (docs/paper-notes.md §1.1). Pure functions: N×C×H×W → N.
 
 Each prior comes twice: as a differentiable function (``alpha_norm``, ``tv_beta``) and with its gradient in
 closed form (``alpha_norm_and_grad``, ``tv_beta_and_grad``). The optimizer uses the closed forms: they cost

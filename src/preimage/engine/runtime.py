@@ -84,16 +84,40 @@ def compiled(rep: Representation) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 @contextlib.contextmanager
-def frozen(module: nn.Module) -> Iterator[None]:
-    """Parameters do not require grad inside (restored after): autograd then computes only the input's gradient."""
-    thawed = [p for p in module.parameters() if p.requires_grad]
-    for p in thawed:
-        p.requires_grad_(False)
+def borrowed(rep: Representation) -> Iterator[None]:
+    """Φ's network ready for a run inside, exactly as it was after: evaluation mode, parameters that do not require
+    grad (autograd then computes only the input's gradient), and the network on Φ's device (a user's module may
+    live elsewhere). On exit every module's mode, every parameter's ``requires_grad`` and every parameter's and
+    buffer's tensor (device, memory layout, values) are put back: a call has no side effect on the user's model.
+    Nested uses are cheap (nothing moves twice)."""
+    net = rep.net
+    modes = [(m, m.training) for m in net.modules()]
+    params = [(p, p.data, p.requires_grad) for p in net.parameters()]
+    buffers = [(m, name, b) for m in net.modules() for name, b in m._buffers.items() if b is not None]
+    device = rep.device_dtype()[0]
     try:
+        for m, _ in modes:
+            m.training = False
+        for p, _, _ in params:
+            p.requires_grad_(False)
+        if any(d.device != device for _, d, _ in params) or any(b.device != device for _, _, b in buffers):
+            net.to(device)
         yield
     finally:
-        for p in thawed:
-            p.requires_grad_(True)
+        for m, name, b in buffers:
+            m._buffers[name] = b
+        for p, data, grad in params:
+            p.data = data
+            p.requires_grad_(grad)
+        for m, t in modes:
+            m.training = t
+
+
+def per_problem(device: torch.device) -> bool:
+    """Whether ``optimize`` runs each problem on its own: on the CPU (whose kernels round differently for
+    different batch sizes, so that only a problem computed alone is the same whatever batch it was asked in),
+    unless PREIMAGE_BATCHED=1 asks for throughput over that guarantee (benchmarks). GPUs run the batch as one."""
+    return device.type == "cpu" and os.environ.get("PREIMAGE_BATCHED", "0") != "1"
 
 
 #: On CPU the update (priors' gradient, step, projection) runs on chunks of problems of about this many canvas
@@ -185,7 +209,13 @@ class DataTerm:
             phi = self.features(window)
         # The data term itself (a sum of squares or an inner product over the map) stays in float32.
         e = self.objective(phi.float())
-        (g,) = torch.autograd.grad(e.sum() * self.loss_scale if self.loss_scale != 1.0 else e.sum(), window)
-        if self.loss_scale != 1.0:
-            g = g.div_(self.loss_scale)
-        return e.detach(), g
+        if self.loss_scale == 1.0:
+            (g,) = torch.autograd.grad(e.sum(), window)
+            return e.detach(), g
+        # fp16: a gradient that overflows at this loss scale is recomputed at half of it (the scale stays lowered).
+        while True:
+            (g,) = torch.autograd.grad(e.sum() * self.loss_scale, window, retain_graph=True)
+            if bool(torch.isfinite(g).all()) or self.loss_scale <= 1.0:
+                break
+            self.loss_scale /= 2.0
+        return e.detach(), g.div_(self.loss_scale)

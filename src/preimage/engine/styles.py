@@ -1,4 +1,4 @@
-"""Styles: named combinations of parameterization, transforms, feature prior and optimizer.
+"""Styles: named bundles of a parameterization, transforms, a feature prior and an optimizer.
 
 * ``paper``: exactly the paper's method (pixels, jitter canvas, momentum + AdaGrad, no feature prior);
 * ``natural``: the combination that measured best on a judge network that never saw the optimization
@@ -6,100 +6,107 @@
 * ``fast``: inversion in a third of the paper's iterations: a Laplacian-pyramid parameterization without jitter,
   20 steps of Adam, then 100 of L-BFGS (one evaluation each; benchmarks/time_to_quality.py).
 
-``--param``, ``--transforms`` and ``--prior`` override a style's parts one by one.
+A style is an object (``Style``) users may build themselves; ``param``, ``transforms``, ``prior`` and
+``optimizer`` override its parts one by one, as objects or as their shorthand strings.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
-from torch import nn
-
 from ..errors import PreimageError
-from ..representations.base import Representation, Stage
-from .param import OWN_OPTIMIZER, PARAMS
-from .priors import PRIORS, make_prior
-from .transforms import parse_transforms
+from ..representations.base import Representation
+from .optimize import OPTIMIZERS
+from .param import OWN_OPTIMIZER, Fourier, Parameterization, Pixel, Pyramid, parse_param
+from .priors import BNPrior, BNStats, parse_prior
+from .schedules import Stage, schedule_record, stages_from_record
+from .transforms import Crops, Jitter, Rotate, Scale, Transform, parse_transforms, transforms_spec
 
 
 @dataclass(frozen=True)
 class Style:
-    """A named combination. transforms: a ``--transforms`` spec (None: the paper's jitter); prior: ``bn``,
-    ``none`` or ``auto`` (bn where the network has BatchNorm); optimizer None: the parameterization's own;
-    iters: the default iterations of a single-stage task (None: the paper's 300); C: the weight of
-    activation maximization's data term (the paper's is 1: its normalized unit term is ~0.2·logit/M for a
-    class, small against the priors once Adam, not the paper's step size, sets the balance); schedule: the
-    stages of inversion (None: the model's, the paper's 300+50)."""
+    """A named bundle. transforms: a list of transforms (None: the paper's jitter from the layer's stride); prior:
+    a feature prior (None: none); optimizer None: the parameterization's own; iters: the default iterations of a
+    single-stage task (None: the paper's 300); C: the weight of activation maximization's data term (the paper's is
+    1: its normalized unit term is ~0.2·logit/M for a class, small against the priors once Adam, not the paper's
+    step size, sets the balance); schedule: the stages of inversion (None: the model's, the paper's 300+50)."""
 
     name: str
-    param: str = "pixel"
-    transforms: str | None = None
-    prior: str = "none"
-    prior_weight: float = 0.01
+    param: Parameterization = Pixel()
+    transforms: tuple[Transform, ...] | None = None
+    prior: BNPrior | None = None
     optimizer: str | None = None
     iters: int | None = None
     C: float = 1.0
     schedule: tuple[Stage, ...] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 STYLES = {
     "paper": Style("paper"),
-    "natural": Style("natural", param="fourier",
-                     transforms="jitter:17,scale:0.9-1.1,rotate:10,jitter:9,crops:4:0.6-1",
-                     prior="auto", prior_weight=1e-4, iters=64, C=100.0),
-    "fast": Style("fast", param="pyramid", transforms="none", iters=120,
+    "natural": Style("natural", param=Fourier(),
+                     transforms=(Jitter(17), Scale(0.9, 1.1), Rotate(10), Jitter(9), Crops(4, 0.6, 1.0)),
+                     prior=BNPrior(1e-4, required=False), iters=64, C=100.0),
+    "fast": Style("fast", param=Pyramid(), transforms=(), iters=120,
                   schedule=(Stage(20, 1.0, False, "adam"), Stage(100, 1.0, False, "lbfgs"))),
 }
 
 
-def get_style(name: str) -> Style:
-    if name not in STYLES:
-        raise PreimageError(f"unknown style '{name}' (choose {', '.join(STYLES)})")
-    return STYLES[name]
+def style_record(style: Style) -> str | dict[str, Any]:
+    """A style as JSON: its name when it is one of ``STYLES``, else its parts (``get_style`` reads both)."""
+    if STYLES.get(style.name) == style:
+        return style.name
+    return {"name": style.name, "param": style.param.spec(), "transforms": transforms_spec(style.transforms),
+            "prior": style.prior.spec() if style.prior else None, "optimizer": style.optimizer, "iters": style.iters,
+            "C": style.C, "schedule": schedule_record(style.schedule) if style.schedule is not None else None}
 
 
-def has_batchnorm(rep: Representation) -> bool:
-    """Whether a BatchNorm layer runs before ``rep``'s target (in the module order, or inside the target)."""
-    modules = list(rep.net.named_modules())
-    names = [n for n, _ in modules]
-    if rep.layer is None or rep.layer not in names:
-        return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for _, m in modules)
-    cut = names.index(rep.layer)
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and (i <= cut or n.startswith(rep.layer + "."))
-               for i, (n, m) in enumerate(modules))
+def get_style(style: str | Style | dict[str, Any]) -> Style:
+    """A style object from itself, its name or its record (``style_record``); a clear error otherwise."""
+    if isinstance(style, Style):
+        return style
+    if isinstance(style, str) and style in STYLES:
+        return STYLES[style]
+    if isinstance(style, dict) and isinstance(style.get("name"), str):
+        t = parse_transforms(style.get("transforms"))
+        return Style(style["name"], param=parse_param(style.get("param") or "pixel"),
+                     transforms=None if t is None else tuple(t), prior=parse_prior(style.get("prior")),
+                     optimizer=style.get("optimizer"), iters=style.get("iters"), C=float(style.get("C", 1.0)),
+                     schedule=stages_from_record(style["schedule"]) if style.get("schedule") else None)
+    raise PreimageError(f"unknown style {style!r} (choose {', '.join(STYLES)}, or a preimage.Style)", param="style")
 
 
-def resolve(rep: Representation, style: str | Style = "paper", *, param: str | None = None,
-            transforms: str | None = None, prior: str | None = None, prior_weight: float | None = None,
+def resolve(rep: Representation, style: str | Style = "paper", *, param: str | Parameterization | None = None,
+            transforms: str | Transform | Sequence[Transform | str] | None = None,
+            prior: str | BNPrior | None = None, prior_weight: float | None = None,
             optimizer: str | None = None) -> tuple[Style, dict[str, Any]]:
     """The style with the overrides applied, and the keyword arguments it gives ``optimize``.
 
-    Bad names fail here, before any work: an unknown style, parameterization, transform or prior, or
-    ``--prior bn`` on a network without BatchNorm."""
-    s = get_style(style) if isinstance(style, str) else style
-    s = replace(s, param=param or s.param, transforms=s.transforms if transforms is None else transforms,
-                prior=prior or s.prior, prior_weight=s.prior_weight if prior_weight is None else prior_weight,
-                optimizer=optimizer or s.optimizer)
-    if s.prior not in PRIORS + ("auto",):
-        raise PreimageError(f"unknown prior '{s.prior}' (choose {', '.join(PRIORS)})")
-    if s.prior_weight < 0:
-        raise PreimageError("--prior-weight must not be negative")
-    prior_name = ("bn" if has_batchnorm(rep) else "none") if s.prior == "auto" else s.prior
-    if s.param not in PARAMS:
-        raise PreimageError(f"unknown parameterization '{s.param}' (choose {', '.join(PARAMS)})")
-    s = replace(s, prior=prior_name)
-    kw = {"param": s.param, "transforms": parse_transforms(s.transforms), "optimizer": s.optimizer,
-          "prior": make_prior(prior_name, rep, s.prior_weight)}
+    Bad names fail here, before any work: an unknown style, parameterization, transform, prior or optimizer, or a
+    required BatchNorm prior on a network without BatchNorm."""
+    s = get_style(style)
+    if optimizer is not None and optimizer not in OPTIMIZERS:
+        raise PreimageError(f"unknown optimizer {optimizer!r} (choose {', '.join(OPTIMIZERS)})", param="optimizer")
+    t = parse_transforms(transforms)
+    if isinstance(prior, str) and ":" not in prior and prior_weight is None and s.prior is not None:
+        prior_weight = s.prior.weight  # "bn" on a style with a prior: the style's weight
+    p = s.prior if prior is None and prior_weight is None else parse_prior(prior if prior is not None else (
+        s.prior or "bn"), prior_weight)
+    s = replace(s, param=s.param if param is None else parse_param(param),
+                transforms=s.transforms if t is None else tuple(t), prior=p, optimizer=optimizer or s.optimizer)
+    built: BNStats | None = s.prior.build(rep) if s.prior is not None else None
+    if s.prior is not None and built is None:
+        s = replace(s, prior=None)  # "auto" on a network without BatchNorm
+    kw = {"param": s.param, "transforms": None if s.transforms is None else list(s.transforms),
+          "optimizer": s.optimizer, "prior": built}
     return s, kw
 
 
 def describe(s: Style, schedule: Sequence[Stage] = ()) -> dict[str, Any]:
     """JSON-ready description of a resolved style run with ``schedule``; ``optimizer`` names the stages' optimizers
     in order, joined by ``+`` (``adam+lbfgs`` for the fast style)."""
-    own = OWN_OPTIMIZER[s.param]
+    own = OWN_OPTIMIZER[s.param.name]
     names = [s.optimizer] if s.optimizer else list(dict.fromkeys(st.optimizer or own for st in schedule)) or [own]
-    return {"style": s.name, "param": s.param, "transforms": s.transforms, "prior": s.prior,
-            "prior_weight": s.prior_weight if s.prior != "none" else None, "optimizer": "+".join(names)}
+    return {"style": s.name, "param": s.param.spec(), "transforms": transforms_spec(s.transforms),
+            "prior": s.prior.spec() if s.prior else None, "optimizer": "+".join(names)}

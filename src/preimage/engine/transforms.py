@@ -1,19 +1,20 @@
 """Transforms of the image before the network.
 
-The paper's jitter canvas (paper-notes §1.1, §1.6): the image lives on a canvas J−1 pixels larger than the network
-input; each step the network sees a random H×W window of it (the pixel fast path). And transformation robustness
-as Lucid/Lucent do it, a list of random differentiable transforms (jitter, scale, rotate, flip, several crops per
-step batched into one network call) for every other path."""
+The paper's jitter canvas (docs/paper-notes.md §1.1, §1.6): the image lives on a canvas J−1 pixels larger than
+the network input; each step the network sees a random H×W window of it (the pixel fast path). And transformation
+robustness as Lucid/Lucent do it, a list of random differentiable transforms (jitter, scale, rotate, flip, several
+crops per step batched into one network call) for every other path."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
 from ..errors import PreimageError
+from .rng import ProblemRNG
 
 
 def canvas_size(size: tuple[int, int], jitter: int) -> tuple[int, int]:
@@ -44,41 +45,40 @@ def centre_crop(canvas: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return canvas[..., o:o + size[0], o:o + size[1]]
 
 
-def random_offset(canvas: torch.Tensor, size: tuple[int, int], generator: torch.Generator) -> tuple[int, int]:
-    """Top-left (row, col) of a random H×W window of the canvas, each uniform in {0..J−1}.
-
-    Drawn from a CPU generator, so choosing the window never waits for a GPU. (0, 0) without a draw when the
-    canvas is the input's size (J = 1).
-    """
-    jy_max = canvas.shape[-2] - size[0]
-    jx_max = canvas.shape[-1] - size[1]
-    if jy_max == 0 and jx_max == 0:
-        return 0, 0
-    jy = int(torch.randint(jy_max + 1, (1,), generator=generator))
-    jx = int(torch.randint(jx_max + 1, (1,), generator=generator))
-    return jy, jx
+def random_offsets(n: int, jitter: int, rng: ProblemRNG) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-left (row, col) of each problem's window on its canvas, each uniform in {0..J−1}, from the problem's own
+    generator: two N-vectors. Zeros without a draw when J = 1."""
+    if jitter <= 1:
+        z = torch.zeros(n, dtype=torch.long)
+        return z, z
+    off = rng.randint(jitter, 2)
+    return off[:, 0].contiguous(), off[:, 1].contiguous()
 
 
-def random_crop(canvas: torch.Tensor, size: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
-    """A random H×W window of the canvas, offsets drawn uniformly in {0..J−1} (shared across the batch).
+def window_index(top: torch.Tensor, left: torch.Tensor, channels: int, size: tuple[int, int],
+                 device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Advanced-indexing tuple selecting an H×W window per problem of an N×C×H'×W' canvas (top/left: N-vectors)."""
+    h, w = size
+    n = top.shape[0]
+    rows = (top.view(n, 1) + torch.arange(h)).to(device)
+    cols = (left.view(n, 1) + torch.arange(w)).to(device)
+    return (torch.arange(n, device=device).view(n, 1, 1, 1), torch.arange(channels, device=device).view(1, -1, 1, 1),
+            rows.view(n, 1, h, 1), cols.view(n, 1, 1, w))
 
-    Returns a view, so the loss gradient flows back into that window only.
-    """
-    jy, jx = random_offset(canvas, size, generator)
-    return canvas[..., jy:jy + size[0], jx:jx + size[1]]
+
+def windows(canvas: torch.Tensor, top: torch.Tensor, left: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Each problem's H×W window of an N×C×H'×W' canvas at its own offset (a copy; differentiable). → N×C×H×W."""
+    if bool((top == top[0]).all()) and bool((left == left[0]).all()):  # one offset for all: a view is enough
+        y, x = int(top[0]), int(left[0])
+        return canvas[..., y:y + size[0], x:x + size[1]]
+    return canvas[window_index(top, left, canvas.shape[1], size, canvas.device)]
 
 
 # --- transformation robustness (Lucid/Lucent's transforms) -----------------------------------------------------
 #
 # A transform maps a batch of images N×C×H×W (paper units, so 0 is the mean colour) to a batch M×C×H×W, M = k·N,
-# differentiably; the random draws come from a CPU generator (deterministic for a seed). Crop-major order:
-# image i of copy j sits at row j·N + i, so that ``views.view(k, N, ...)`` groups a problem's views.
-
-Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
-
-
-def _uniform(n: int, lo: float, hi: float, gen: torch.Generator) -> torch.Tensor:
-    return lo + (hi - lo) * torch.rand(n, generator=gen)
+# differentiably; every random draw comes from the problem's own generator (``rng.ProblemRNG``), so a problem's
+# views do not depend on the batch it shares. Crop-major order: view j of problem i sits at row j·N + i.
 
 
 def _warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
@@ -88,38 +88,79 @@ def _warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def jitter(d: int) -> Transform:
-    """Shift the batch by one random offset in {0..d−1} per axis about the centre (the paper's jitter J = d, as a
-    window of a canvas d−1 pixels larger; Lucent's ``jitter(d)``), the uncovered border the mean colour."""
+class Transform:
+    """A random differentiable map of a batch of images: ``t(x, rng)`` → k·N images (k = ``copies``). ``spec``
+    is its name as users type it (``--transforms``), the shorthand that parses back to the same object."""
 
-    def inner(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        if d <= 1:
+    copies = 1
+
+    def __call__(self, x: torch.Tensor, rng: ProblemRNG) -> torch.Tensor:
+        raise NotImplementedError
+
+    def spec(self) -> str:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.spec()!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Transform) and self.spec() == other.spec()
+
+    def __hash__(self) -> int:
+        return hash(self.spec())
+
+
+class Jitter(Transform):
+    """Shift each image by its own random offset in {0..d−1} per axis about the centre (the paper's jitter J = d,
+    as a window of a canvas d−1 pixels larger; Lucent's ``jitter(d)``), the uncovered border the mean colour."""
+
+    def __init__(self, d: int) -> None:
+        if not isinstance(d, int) or isinstance(d, bool) or not 1 <= d <= 256:
+            raise PreimageError(f"a jitter is 1 to 256 pixels, got {d!r}", param="transforms")
+        self.d = d
+
+    def __call__(self, x: torch.Tensor, rng: ProblemRNG) -> torch.Tensor:
+        if self.d <= 1:
             return x
         h, w = x.shape[-2:]
-        lo = (d - 1) // 2
-        dy, dx = (int(v) for v in torch.randint(d, (2,), generator=gen))
-        return F.pad(x, (lo, d - 1 - lo, lo, d - 1 - lo))[..., dy:dy + h, dx:dx + w]
+        lo = (self.d - 1) // 2
+        off = rng.randint(self.d, 2, rows=x.shape[0])
+        padded = F.pad(x, (lo, self.d - 1 - lo, lo, self.d - 1 - lo))
+        return windows(padded, off[:, 0], off[:, 1], (h, w))
 
-    return inner
+    def spec(self) -> str:
+        return f"jitter:{self.d}"
 
 
-def random_scale(lo: float, hi: float) -> Transform:
+class Scale(Transform):
     """Zoom each image by a factor drawn uniformly in [lo, hi] about its centre (size unchanged)."""
 
-    def inner(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        s = _uniform(x.shape[0], lo, hi, gen)
+    def __init__(self, lo: float, hi: float | None = None) -> None:
+        hi = lo if hi is None else hi
+        if not 0 < lo <= hi <= 16:
+            raise PreimageError(f"a scale range is 0 < LO ≤ HI ≤ 16, got {lo}-{hi}", param="transforms")
+        self.lo, self.hi = float(lo), float(hi)
+
+    def __call__(self, x: torch.Tensor, rng: ProblemRNG) -> torch.Tensor:
+        s = rng.uniform(self.lo, self.hi, rows=x.shape[0])
         theta = torch.zeros(x.shape[0], 2, 3)
         theta[:, 0, 0] = theta[:, 1, 1] = 1.0 / s
         return _warp(x, theta)
 
-    return inner
+    def spec(self) -> str:
+        return f"scale:{self.lo:g}-{self.hi:g}"
 
 
-def random_rotate(degrees: float) -> Transform:
+class Rotate(Transform):
     """Rotate each image by an angle drawn uniformly in [−degrees, degrees] about its centre."""
 
-    def inner(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        a = _uniform(x.shape[0], -degrees, degrees, gen) * math.pi / 180
+    def __init__(self, degrees: float) -> None:
+        if not 0 <= degrees <= 180:
+            raise PreimageError(f"a rotation is 0 to 180 degrees, got {degrees}", param="transforms")
+        self.degrees = float(degrees)
+
+    def __call__(self, x: torch.Tensor, rng: ProblemRNG) -> torch.Tensor:
+        a = rng.uniform(-self.degrees, self.degrees, rows=x.shape[0]) * math.pi / 180
         h, w = x.shape[-2:]
         cos, sin = a.cos(), a.sin()
         theta = torch.zeros(x.shape[0], 2, 3)
@@ -128,41 +169,57 @@ def random_rotate(degrees: float) -> Transform:
         theta[:, 1, 0], theta[:, 1, 1] = sin * w / h, cos
         return _warp(x, theta)
 
-    return inner
+    def spec(self) -> str:
+        return f"rotate:{self.degrees:g}"
 
 
-def flip(p: float = 0.5) -> Transform:
+class Flip(Transform):
     """Mirror each image left–right with probability p (DeepInversion's ``--do_flip``)."""
 
-    def inner(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        m = (torch.rand(x.shape[0], generator=gen) < p).to(x.device)
+    def __init__(self, p: float = 0.5) -> None:
+        if not 0 <= p <= 1:
+            raise PreimageError(f"a flip probability is 0 to 1, got {p}", param="transforms")
+        self.p = float(p)
+
+    def __call__(self, x: torch.Tensor, rng: ProblemRNG) -> torch.Tensor:
+        m = (rng.rand(rows=x.shape[0]) < self.p).to(x.device)
         return torch.where(m.view(-1, 1, 1, 1), x.flip(-1), x)
 
-    return inner
+    def spec(self) -> str:
+        return "flip" if self.p == 0.5 else f"flip:{self.p:g}"
 
 
-def crops(k: int, lo: float = 0.5, hi: float = 1.0) -> Transform:
+class Crops(Transform):
     """k random square-ish crops per image, each side a fraction in [lo, hi] of the image's at a random place
     inside it, resampled to the image's size: N → k·N images (crop-major), all seen in one network call."""
 
-    def inner(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        n = x.shape[0]
-        m = k * n
-        s = _uniform(m, lo, hi, gen)
-        cx = (torch.rand(m, generator=gen) * 2 - 1) * (1 - s)
-        cy = (torch.rand(m, generator=gen) * 2 - 1) * (1 - s)
+    def __init__(self, k: int, lo: float = 0.5, hi: float = 1.0) -> None:
+        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 64 or not 0 < lo <= hi <= 1:
+            raise PreimageError(f"crops are 1 to 64 per step, of 0 < LO ≤ HI ≤ 1 of the side, got {k}:{lo}-{hi}",
+                                param="transforms")
+        self.k, self.lo, self.hi = k, float(lo), float(hi)
+
+    @property
+    def copies(self) -> int:  # type: ignore[override]
+        return self.k
+
+    def __call__(self, x: torch.Tensor, rng: ProblemRNG) -> torch.Tensor:
+        m = self.k * x.shape[0]
+        s = rng.uniform(self.lo, self.hi, rows=m)
+        c = rng.rand(2, rows=m) * 2 - 1
         theta = torch.zeros(m, 2, 3)
         theta[:, 0, 0] = theta[:, 1, 1] = s
-        theta[:, 0, 2], theta[:, 1, 2] = cx, cy
-        return _warp(x.repeat(k, 1, 1, 1), theta)
+        theta[:, 0, 2], theta[:, 1, 2] = c[:, 0] * (1 - s), c[:, 1] * (1 - s)
+        return _warp(x.repeat(self.k, 1, 1, 1), theta)
 
-    return inner
+    def spec(self) -> str:
+        return f"crops:{self.k}:{self.lo:g}-{self.hi:g}"
 
 
-def compose(transforms: Sequence[Transform], x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def compose(transforms: Sequence[Transform], x: torch.Tensor, rng: ProblemRNG) -> torch.Tensor:
     """Apply a list of transforms in order: N×C×H×W → M×C×H×W (M a multiple of N, crop-major)."""
     for t in transforms:
-        x = t(x, gen)
+        x = t(x, rng)
     return x
 
 
@@ -170,62 +227,75 @@ def compose(transforms: Sequence[Transform], x: torch.Tensor, gen: torch.Generat
 TRANSFORMS = {"jitter": "jitter:D (shift by up to D−1 px)", "scale": "scale:LO-HI (zoom factor)",
               "rotate": "rotate:DEG (±degrees)", "flip": "flip (left–right, p=0.5)",
               "crops": "crops:K or crops:K:LO-HI (K crops of LO–HI of the side per step)"}
-#: Lucid/Lucent's ``standard_transforms`` (pad 12, jitter 8, scale 0.95–1.05, rotate ±5°, jitter 4), our names (the
-#: padding is implicit: our transforms fill with the mean colour).
-STANDARD = "jitter:8,scale:0.95-1.05,rotate:5,jitter:4"
 
 
-def _range(arg: str, what: str) -> tuple[float, float]:
+def standard() -> list[Transform]:
+    """Lucid/Lucent's ``standard_transforms`` (pad 12, jitter 8, scale 0.95–1.05, rotate ±5°, jitter 4), our
+    objects (the padding is implicit: our transforms fill with the mean colour)."""
+    return [Jitter(8), Scale(0.95, 1.05), Rotate(5), Jitter(4)]
+
+
+def _range(arg: str) -> tuple[float, float]:
     lo, sep, hi = arg.partition("-")
     a = float(lo)
-    b = float(hi) if sep else a
-    if not 0 < a <= b:
-        raise ValueError(what)
-    return a, b
+    return a, float(hi) if sep else a
 
 
-def parse_transforms(spec: str | None) -> list[Transform] | None:
-    """``"jitter:9,scale:0.95-1.05,rotate:5,flip,crops:4:0.5-1"`` → transforms; ``standard`` → ``STANDARD``;
-    ``none`` or ``""`` → []; None → None (the style's default). A clear error for anything else."""
+def _parse_one(part: str) -> list[Transform]:
+    name, _, arg = part.partition(":")
+    if name == "standard" and not arg:
+        return standard()
+    if name == "jitter":
+        return [Jitter(int(arg))]
+    if name == "scale":
+        return [Scale(*_range(arg))]
+    if name == "rotate":
+        return [Rotate(float(arg))]
+    if name == "flip":
+        return [Flip(float(arg) if arg else 0.5)]
+    if name == "crops":
+        k, _, rng = arg.partition(":")
+        return [Crops(int(k), *(_range(rng) if rng else (0.5, 1.0)))]
+    raise ValueError(name)
+
+
+def parse_transforms(spec: str | Transform | Sequence[Transform | str] | None) -> list[Transform] | None:
+    """Transforms from a spec string (``"jitter:9,scale:0.95-1.05,rotate:5,flip,crops:4:0.5-1"``; ``standard`` →
+    ``standard()``; ``none`` or ``""`` → []), a Transform, or a list of Transforms and strings; None → None (the
+    style's default). A clear error for anything else."""
     if spec is None:
         return None
+    if isinstance(spec, Transform):
+        return [spec]
+    if not isinstance(spec, str):
+        try:
+            items = list(spec)
+        except TypeError:
+            raise PreimageError(f"transforms must be a string, a Transform or a list of them, got "
+                                f"{type(spec).__name__}", param="transforms") from None
+        out: list[Transform] = []
+        for t in items:
+            out += parse_transforms(t) or []
+        return out
     spec = spec.strip()
     if spec in ("", "none"):
         return []
-    out: list[Transform] = []
-    for part in spec.split(","):
-        part = part.strip()
-        if part == "standard":
-            out += parse_transforms(STANDARD) or []
-            continue
-        name, _, arg = part.partition(":")
+    out = []
+    for part in (p.strip() for p in spec.split(",")):
         try:
-            if name == "jitter":
-                d = int(arg)
-                if not 1 <= d <= 256:
-                    raise ValueError
-                out.append(jitter(d))
-            elif name == "scale":
-                out.append(random_scale(*_range(arg, name)))
-            elif name == "rotate":
-                deg = float(arg)
-                if not 0 <= deg <= 180:
-                    raise ValueError
-                out.append(random_rotate(deg))
-            elif name == "flip":
-                out.append(flip(float(arg) if arg else 0.5))
-            elif name == "crops":
-                k, _, rng = arg.partition(":")
-                lo, hi = _range(rng, name) if rng else (0.5, 1.0)
-                if not 1 <= int(k) <= 64 or hi > 1:
-                    raise ValueError
-                out.append(crops(int(k), lo, hi))
-            else:
-                raise KeyError
-        except (ValueError, KeyError):
-            raise PreimageError(f"bad transform '{part}' in --transforms; use a comma-separated list of: "
-                                + "; ".join(TRANSFORMS.values()) + ", or 'standard' or 'none'") from None
+            out += _parse_one(part)
+        except (ValueError, TypeError):
+            raise PreimageError(f"bad transform '{part}' in transforms; use a comma-separated list of: "
+                                + "; ".join(TRANSFORMS.values()) + ", or 'standard' or 'none'",
+                                param="transforms") from None
     return out
+
+
+def transforms_spec(transforms: Sequence[Transform] | None) -> str | None:
+    """The shorthand of a list of transforms (``"jitter:8,scale:0.95-1.05"``; ``"none"`` for []; None for None)."""
+    if transforms is None:
+        return None
+    return ",".join(t.spec() for t in transforms) or "none"
 
 
 def copies(views: torch.Tensor, n: int) -> int:

@@ -18,11 +18,13 @@ import torch
 
 from ..engine.objectives import Inversion
 from ..engine.optimize import Energy, noise_init
+from ..engine.rng import ProblemRNG, problem_seed
 from ..measures.stats import compute_stats
 from ..representations import Representation, build
-from ..representations.base import layer_rows
+from ..representations.layers import layer_rows
 from ..tasks.activation import maximize
-from ..tasks.inversion import invert, prepare_images
+from ..tasks.common import prepare_images
+from ..tasks.inversion import invert
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,7 @@ def check_architecture(arch: Arch, iters: int = 20, short: int = 3, seed: int = 
     t0 = time.perf_counter()
     spec = build(arch.model, random_weights=True, **arch.args)
     # Its default size becomes the one checked here, so that Φ's geometry is measured there, not at 224–384 px.
-    spec = dataclasses.replace(spec, defaults=dataclasses.replace(spec.defaults, size=(arch.size, arch.size)))
+    spec = dataclasses.replace(spec, input_size=(arch.size, arch.size))
     built = time.perf_counter()
     rows = layer_rows(spec, (arch.size, arch.size))
     listed = time.perf_counter()
@@ -96,7 +98,9 @@ def check_architecture(arch: Arch, iters: int = 20, short: int = 3, seed: int = 
     geo = rep.geometry()
     quick = invert(rep, "sample:chelsea", size=arch.size, iters=short, seed=seed)
     stats = compute_stats(spec, ["sample:chelsea"], size=arch.size)
-    maxed = maximize(rep, [0], size=arch.size, iters=short, seed=seed, stats=stats)
+    # Both kinds of unit: the channel's mean and its centre neuron (a token output's centre token).
+    maxed = maximize(spec, [f"channel:{arch.layer}:0", f"neuron:{arch.layer}:0"], size=arch.size, iters=short,
+                     seed=seed, stats=stats)
     full = invert(rep, "sample:chelsea", size=arch.size, iters=iters, seed=seed)
     row = next(r for r in rows if r["name"] == arch.layer)
     return {"family": arch.family, "model": arch.model, "layer": arch.layer, "size": arch.size,
@@ -105,6 +109,7 @@ def check_architecture(arch: Arch, iters: int = 20, short: int = 3, seed: int = 
             "tokens": geo.tokens.kind if geo.tokens else None,
             "invert_short_error": float(quick.metrics["error"][0]),
             "maximize_short_activation": float(maxed.metrics["activation"][0]),
+            "maximize_short_neuron": float(maxed.metrics["activation"][1]),
             "error_start": start_error(rep, arch.size, seed), "error": float(full.metrics["error"][0]),
             "images_finite": bool(torch.isfinite(quick.images).all() and torch.isfinite(maxed.images).all()
                                   and torch.isfinite(full.images).all()),
@@ -112,10 +117,10 @@ def check_architecture(arch: Arch, iters: int = 20, short: int = 3, seed: int = 
 
 
 def start_error(rep: Representation, size: int, seed: int = 0, image: str = "sample:chelsea") -> float:
-    """The IJCV error of the noise image an inversion with this seed starts from (``optimize``'s first draw)."""
-    img, _ = prepare_images(rep, image, size)
+    """The IJCV error of a noise image of the paper's start distribution (``optimize.noise_init``)."""
+    img, _, _ = prepare_images(rep, image, size)
     with torch.no_grad():
         obj = Inversion(rep(rep.to_paper_units(img)))
-        x = noise_init(1, rep.channels, (size, size), Energy().B, torch.Generator().manual_seed(seed))
+        x = noise_init(rep.channels, (size, size), Energy().B, ProblemRNG([problem_seed("start", seed)]))
         err = float(obj.error(rep(x.to(*rep.device_dtype())))[0])
     return err if math.isfinite(err) else float("nan")

@@ -33,12 +33,14 @@ from typing import Any
 
 import torch
 
+from ..engine.rng import ProblemRNG
 from ..errors import PreimageError
+from .peers import HERE as PEERS
 
-#: Where ``benchmarks/setup_lucent.sh`` puts Lucent's own virtual environment (a source checkout).
-REPO_ROOT = Path(__file__).resolve().parents[3]
-LUCENT_RUNNER = REPO_ROOT / "benchmarks" / "lucent_render.py"
-LUCENT_PYTHON = REPO_ROOT / "benchmarks" / "lucent-venv" / "bin" / "python"
+#: The script Lucent's Python runs (it ships with the package, so an installed ``preimage bench`` finds it).
+LUCENT_RUNNER = PEERS / "lucent_render.py"
+#: Where ``benchmarks/setup_lucent.sh`` puts Lucent's virtual environment, from the folder the command runs in.
+LUCENT_PYTHON = Path("benchmarks") / "lucent-venv" / "bin" / "python"
 
 Say = Callable[[str], None]
 
@@ -103,7 +105,7 @@ def _problem(rep: Any, n: int, size: tuple[int, int], seed: int = 0):
     from ..engine.optimize import noise_init
 
     device, dtype = rep.device_dtype()
-    x0 = noise_init(n, rep.channels, size, 80.0, torch.Generator().manual_seed(seed + 1)).to(device, dtype)
+    x0 = noise_init(rep.channels, size, 80.0, ProblemRNG([seed + 1 + i for i in range(n)])).to(device, dtype)
     with torch.no_grad():
         phi0 = rep(x0)
     return Inversion(phi0, torch.full((n,), 100.0, dtype=phi0.dtype, device=device))
@@ -127,7 +129,7 @@ def per_iteration(rep: Any, size: tuple[int, int], *, iters: int, repeats: int, 
     whole call (set-up included) per iteration.
     """
     from ..engine.optimize import optimize
-    from ..representations import Stage
+    from ..engine.schedules import Stage
 
     device, dtype = rep.device_dtype()
     obj = _problem(rep, 1, size)
@@ -171,7 +173,7 @@ def batching(rep: Any, size: tuple[int, int], *, batch: int, iters: int, repeats
     ratio for the bare network's forward+backward alone (``network_ratio``): how much the network itself gains
     from a batch on this device, the floor for the first ratio."""
     from ..engine.optimize import optimize
-    from ..representations import Stage
+    from ..engine.schedules import Stage
 
     device, dtype = rep.device_dtype()
     stage = (Stage(iters, 1.0, True),)
@@ -217,7 +219,7 @@ def ours_channel_ms(rep: Any, size: tuple[int, int], channel: int, *, iters: int
                     compile: bool = False) -> float:
     """Our ms per iteration maximizing one channel (batch 1, jitter), median over repeats."""
     from ..engine.optimize import optimize
-    from ..representations import Stage
+    from ..engine.schedules import Stage
 
     device = rep.device_dtype()[0]
     obj = _channel_objective(rep, size, channel)
@@ -231,7 +233,8 @@ def ours_channel_ms(rep: Any, size: tuple[int, int], channel: int, *, iters: int
 
 
 def lucent_python(explicit: str | None = None) -> Path | None:
-    """The Python that runs Lucent: ``explicit``, $PREIMAGE_LUCENT_PYTHON, or benchmarks/lucent-venv."""
+    """The Python that runs Lucent: ``explicit``, $PREIMAGE_LUCENT_PYTHON, or ./benchmarks/lucent-venv (a source
+    checkout's, when run from its root)."""
     for cand in (explicit, os.environ.get("PREIMAGE_LUCENT_PYTHON"), str(LUCENT_PYTHON)):
         if cand and Path(cand).is_file():
             return Path(cand)
@@ -241,8 +244,6 @@ def lucent_python(explicit: str | None = None) -> Path | None:
 def lucent(rep: Any, size: tuple[int, int], channel: int, *, iters: int, repeats: int, python: Path,
            n_threads: int, timeout: float = 900.0) -> dict[str, Any]:
     """ms per iteration of Lucent's ``render_vis`` on this network (pickled whole), run by ``python``."""
-    if not LUCENT_RUNNER.is_file():
-        return {"skipped": f"{LUCENT_RUNNER} not found (run bench from a source checkout)"}
     device = rep.device_dtype()[0]
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "net.pt"
@@ -297,7 +298,8 @@ def _memory_probe(model: str, layer: str | None, weights: str | None, random_wei
     import resource
 
     from ..engine.optimize import optimize
-    from ..representations import Stage, load
+    from ..engine.schedules import Stage
+    from ..representations import load
 
     with threads(n_threads):
         rep = load(model, layer, weights=weights, random_weights=random_weights)
@@ -321,7 +323,8 @@ def peak_memory(model: str, layer: str | None, size: tuple[int, int], *, n: int 
     """Peak memory of a short inversion: RSS of a fresh process on CPU, peak allocated memory on CUDA."""
     if rep is not None and rep.device_dtype()[0].type == "cuda":
         from ..engine.optimize import optimize
-        from ..representations import Representation, Stage
+        from ..engine.schedules import Stage
+        from ..representations import Representation
 
         dev = rep.device_dtype()[0]
         r = rep if rep.layer == layer else Representation(rep.spec, layer).to(dev)
@@ -363,7 +366,7 @@ def run_bench(model: str = "efficientnet_lite0", layer: str | None = None, *, we
     amp_dtype(amp)  # validates
     rep = load(model, layer, weights=weights, random_weights=random_weights, device=device)
     where = rep.layer or "output"  # None: the whole network (HOG, DSIFT, or --layer output)
-    side = size or (rep.defaults.size or (224, 224))[0]
+    side = size or (rep.spec.input_size or (224, 224))[0]
     hw = (side, side)
     check_memory(rep, batch, hw, "the batched run")
     dev = rep.device_dtype()[0]

@@ -20,26 +20,24 @@ from typing import Any
 
 import torch
 
-from ..images import image_name, load_image, save_png
+from ..engine.targets import Class
+from ..errors import PreimageError
+from ..images import image_name, load_image, minmax, save_png
 from ..measures.judge import DEFAULT_JUDGE, Judge
-from ..report import OutputDir, save_grid, write_json
+from ..report import check_folder, save_grid, write_json
 from ..report import site as pages
-from ..representations import Representation, load
-from ..representations.base import measure_geometry
+from ..report.store import Store
+from ..representations import Representation, model_spec
+from ..representations.geometry import measure_geometry
 from ..sweep import Job, LocalBackend, RayBackend, run_sweep
-from ..sweep.atlas import best_style, finish_atlas, plan_atlas
 from ..sweep.run import SweepProgress
-from ..sweep.store import Store
-from ..tasks.activation import check_units
+from ..tasks.activation import target_points
+from .atlas import best_style, finish_atlas, plan_atlas
 from .reproduce.figures import _class_names
 
 #: The paper's class neurons shown by default: black swan, tree frog, cheeseburger (ImageNet indices).
 CLASSES = (100, 31, 933)
 DEMO_LAYERS = tuple(f"blocks.{i}" for i in range(1, 7))
-
-
-def _minmax(x: torch.Tensor) -> torch.Tensor:
-    return (x - x.min()) / (x.max() - x.min()).clamp_min(1e-8) * 255
 
 
 def verdicts(judge: Judge | None, files: Sequence[Path], classes: Sequence[int]) -> list[str | None]:
@@ -69,31 +67,35 @@ def run_demo(out: str | Path, image: str = "sample:chelsea", layers: Sequence[st
     """
     t0 = time.perf_counter()
     log = log or (lambda s: None)
-    outdir = OutputDir(out, force)
+    outdir = check_folder(out)
     layers = list(layers) or list(DEMO_LAYERS)
     if threads:
         torch.set_num_threads(threads)
-    spec = load(model, None).spec
+    spec = model_spec(model)
     jdg = Judge(judge, device) if judge else None  # an unknown judge fails before any work
     reps = [Representation(spec, layer) for layer in layers]  # a bad layer fails before any work
     Representation(spec, caricature_layer)
+    load_image(image, size, channels=spec.channels)  # an unreadable image fails here, before any work
     if spec.classifier_layer and classes:  # an out-of-range class fails here, before any work
-        check_units(Representation(spec, spec.classifier_layer), list(classes))
-    outdir.claim(["original.png", "grid.png", "index.html", "demo.json"])
+        target_points(spec, [Class(c) for c in classes], spec.input_size or (224, 224), ("cpu", torch.float32))
+    taken = [outdir / n for n in ("original.png", "grid.png", "index.html", "demo.json") if (outdir / n).exists()]
+    if taken and not force:
+        raise PreimageError(f"{taken[0]} already exists; pass --force to redraw the page (the results are reused)",
+                            param="force")
     store = Store(outdir / "store")
     atlas = plan_atlas(spec, outdir / "atlas", layers=[atlas_layer], images="samples", iters=atlas_iters,
                        inversions=1, seed=seed, force=force, device=device, store=store, log=log)
     m = atlas.model
     mods = dict(spec.module.named_modules())
     todo = {r.layer: mods[r.layer] for r in reps if r.layer not in m.geometry}
-    m.geometry.update(measure_geometry(spec.module, todo, spec.channels, spec.defaults.size or (224, 224)))
+    m.geometry.update(measure_geometry(spec.module, todo, spec.channels, spec.input_size or (224, 224)))
     extra = ({"iters": iters} if iters else {}) | ({"amp": amp} if amp else {}) | ({"compile": True} if compile
                                                                                    else {})
     inv = [Job("invert", m.id, r.layer, images=(image,), options={"C": [C], "size": size, "seed": seed} | extra)
            for r in reps]
     style = best_style()
-    cls = Job("maximize", m.id, spec.classifier_layer, tuple(classes), options={"restarts": 1, "seed": seed}
-              | extra | style) if spec.classifier_layer else None
+    cls = Job("maximize", m.id, spec.classifier_layer, tuple(f"class:{c}" for c in classes),
+              options={"restarts": 1, "seed": seed} | extra | style) if spec.classifier_layer else None
     car = Job("caricature", m.id, caricature_layer, images=(image,), options={"size": size, "seed": seed} | extra)
     jobs = [*inv, *([cls] if cls else []), car, *atlas.all_jobs()]
     result = run_sweep(jobs, {m.id: m}, store, backend, 16, progress)
@@ -102,7 +104,7 @@ def run_demo(out: str | Path, image: str = "sample:chelsea", layers: Sequence[st
     atlas_info = finish_atlas(atlas, result, time.perf_counter() - t0)
 
     def png(job: Job, name: str) -> str:
-        return store.file(job.key, name).relative_to(outdir.path).as_posix()
+        return store.file(job.key, name).relative_to(outdir).as_posix()
 
     def problems(job: Job | None) -> list[dict[str, Any]]:
         rec = result.records.get(job.key) if job else None
@@ -123,7 +125,7 @@ def run_demo(out: str | Path, image: str = "sample:chelsea", layers: Sequence[st
         p = probs[0]
         rows.append({"layer": r.layer, "error": p["error"], "image": png(job, p["png"]), "stride": stride})
         figs.append((png(job, p["png"]), f"{r.layer}: error {100 * p['error']:.1f}%"))
-        pre_images.append(_minmax(torch.from_numpy(_read_png(store.file(job.key, p["png"])))))
+        pre_images.append(minmax(torch.from_numpy(_read_png(store.file(job.key, p["png"])))))
     save_grid([ref, *pre_images], outdir / "grid.png", scale="clip")
     names = _class_names(1000) or []
     class_rows, class_figs = [], []
@@ -166,7 +168,7 @@ def run_demo(out: str | Path, image: str = "sample:chelsea", layers: Sequence[st
                            (f"4. An atlas of layer {atlas_layer}", f"Every unit of {atlas_layer}: its pre-images "
                             "(channel mode, 2 restarts), its dataset examples and statistics.", "atlas/index.html",
                             atlas_cells))
-    info = {"out": str(outdir.path), "page": str(page), "grid": str(outdir / "grid.png"), "model": spec.name,
+    info = {"out": str(outdir), "page": str(page), "grid": str(outdir / "grid.png"), "model": spec.name,
             "input": image, "size": size, "C": C, "layers": rows, "classes": class_rows, "style": style_name,
             "caricature": car_info, "atlas": {"page": str(outdir / "atlas/index.html"), "layer": atlas_layer,
                                               "units": len(layer["units"])},

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from ..engine.optimize import scale_schedule
+from ..engine.schedules import scale_schedule, task_defaults
 from ..errors import PreimageError
 from ..images import COLOR_SAMPLES
 from ..representations import load
@@ -70,7 +70,8 @@ def time_to_quality(model: str = "efficientnet_lite0", layers: Sequence[str] = L
             if param == "fast":
                 res = invert(rep, specs, style="fast", iters=iters, C=C, size=size)
             else:
-                sched = [replace(s, lr_scale=s.lr_scale * lr) for s in scale_schedule(rep.defaults.schedule, iters)]
+                base = scale_schedule(task_defaults(rep.spec).schedule, iters)
+                sched = [replace(s, lr_scale=s.lr_scale * lr) for s in base]
                 res = invert(rep, specs, schedule=sched, param=param, C=C, size=size)
             err = res.metrics["error"].tolist()
             key = method_key(param, iters, lr)

@@ -22,7 +22,8 @@ from ..images import save_png
 from ..measures.judge import Judge
 from ..representations import load
 from ..tasks.activation import maximize
-from .bench import REPO_ROOT, lucent_python
+from .bench import lucent_python
+from .peers import HERE as PEERS
 
 #: Every 50th ImageNet class from 25: the issue's 20 classes.
 CLASSES = tuple(range(25, 1000, 50))
@@ -39,7 +40,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "natural/prior-1e-3": {"style": "natural", "prior_weight": 1e-3},
     "natural/prior-1e-5": {"style": "natural", "prior_weight": 1e-5},
 }
-LUCENT_CLASSES = REPO_ROOT / "benchmarks" / "lucent_classes.py"
+LUCENT_CLASSES = PEERS / "lucent_classes.py"
 
 Say = Callable[[str], None]
 

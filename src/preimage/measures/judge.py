@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from ..errors import PreimageError
-from ..images import load_image
+from ..images import load_image, resize
 from ..representations import Representation, load
 
 DEFAULT_JUDGE = "efficientnet_lite1"
@@ -33,8 +33,8 @@ class Judge:
             self.rep = load(model, "output", device=device)
         self.name = self.rep.name
         if self.rep.channels != 3:
-            raise PreimageError(f"{self.name} cannot judge: a judge must be an RGB classifier")
-        self.size = self.rep.defaults.size or (224, 224)
+            raise PreimageError(f"{self.name} cannot judge: a judge must be an RGB classifier", param="judge")
+        self.size = self.rep.spec.input_size or (224, 224)
 
     @torch.no_grad()
     def probabilities(self, images: torch.Tensor, batch: int = 16) -> torch.Tensor:
@@ -44,24 +44,31 @@ class Judge:
         for chunk in images.split(batch):
             logits = self.rep(self.rep.to_paper_units(chunk.float().to(dev)))
             if logits.ndim != 2:
-                raise PreimageError(f"{self.name} cannot judge: its output is not class scores (N×classes)")
+                raise PreimageError(f"{self.name} cannot judge: its output is not class scores (N×classes)",
+                                    param="judge")
             out.append(logits.float().softmax(1).cpu())
         return torch.cat(out)
 
-    def read(self, files: Sequence[str | Path]) -> torch.Tensor:
-        """PNG/JPEG files → N×3×H×W in 0–255 at the judge's input size (as a user would load them)."""
-        return torch.cat([load_image(str(f), self.size) for f in files])
+    def read(self, pictures: Sequence[str | Path] | torch.Tensor) -> torch.Tensor:
+        """PNG/JPEG files, or pictures N×C×H×W in 0–255 (rounded to 8 bits, as their PNG would hold them) → N×3×H×W
+        in 0–255 at the judge's input size, as a user would load them."""
+        if isinstance(pictures, torch.Tensor):
+            x = pictures.detach().float().cpu().clamp(0, 255).round()
+            x = x[:, :3] if x.shape[1] >= 3 else x[:, :1].expand(-1, 3, -1, -1)
+            return resize(x, self.size)
+        return torch.cat([load_image(str(f), self.size) for f in pictures])
 
-    def classes(self, files: Sequence[str | Path], targets: Sequence[int]) -> dict[str, Any]:
-        """For pictures meant to show class targets[i]: the judge's p(class), whether it is top-1, and its own
-        top-1 class and probability, per file; plus the top-1 rate and the mean p."""
+    def classes(self, files: Sequence[str | Path] | torch.Tensor, targets: Sequence[int]) -> dict[str, Any]:
+        """For pictures (files or N×C×H×W in 0–255) meant to show class targets[i]: the judge's p(class), whether
+        it is top-1, and its own top-1 class and probability, per picture; plus the top-1 rate and the mean p."""
         if len(files) != len(targets):
-            raise ValueError("one target class per file")
+            raise ValueError("one target class per picture")
         p = self.probabilities(self.read(files))
         n_cls = p.shape[1]
         bad = [t for t in targets if not 0 <= t < n_cls]
         if bad:
-            raise PreimageError(f"class {bad[0]} is out of range for the judge {self.name} ({n_cls} classes)")
+            raise PreimageError(f"class {bad[0]} is out of range for the judge {self.name} ({n_cls} classes)",
+                                param="judge")
         t = torch.tensor(list(targets))
         prob = p[torch.arange(len(t)), t]
         top = p.argmax(1)
@@ -70,18 +77,27 @@ class Judge:
                 "top1_rate": float((top == t).float().mean()) if len(t) else 0.0,
                 "mean_probability": float(prob.mean()) if len(t) else 0.0}
 
-    def agreement(self, files: Sequence[str | Path], originals: torch.Tensor) -> dict[str, Any]:
-        """For inversions: does the judge give pre-image file i the top-1 label it gives originals[i]
-        (N×3×H×W in 0–255, any size)? Per file, plus the agreement rate."""
-        from ..images import resize
-
+    def agreement(self, files: Sequence[str | Path] | torch.Tensor, originals: torch.Tensor) -> dict[str, Any]:
+        """For inversions: does the judge give pre-image i (a file, or N×C×H×W in 0–255) the top-1 label it gives
+        originals[i] (N×C×H×W in 0–255, any size)? Per picture, plus the agreement rate."""
         p = self.probabilities(self.read(files))
-        p0 = self.probabilities(resize(originals.float().clamp(0, 255), self.size))
+        p0 = self.probabilities(self.read(originals))
         same = p.argmax(1) == p0.argmax(1)
         return {"judge": self.name, "agree": same.tolist(), "original_top1": p0.argmax(1).tolist(),
                 "judge_top1": p.argmax(1).tolist(), "agreement": float(same.float().mean()) if len(same) else 0.0}
 
 
-def judges(names: Sequence[str], device: str | torch.device = "cpu") -> list[Judge]:
-    """Judges by name, each loaded once (a repeated name is judged once)."""
-    return [Judge(n, device) for n in dict.fromkeys(names)]
+def judges(names: str | Judge | Sequence[str | Judge], device: str | torch.device = "cpu") -> list[Judge]:
+    """Judges by name (or as they are), each loaded once (a repeated name is judged once)."""
+    items = [names] if isinstance(names, (str, Judge)) else list(names)
+    out: dict[str, Judge] = {}
+    for j in items:
+        if isinstance(j, Judge):
+            out.setdefault(j.name, j)
+        elif isinstance(j, str):
+            if j not in out:
+                out[j] = Judge(j, device)
+        else:
+            raise PreimageError(f"a judge is a classifier's name such as 'efficientnet_lite1', got {j!r}",
+                                param="judge")
+    return list(out.values())

@@ -1,4 +1,4 @@
-"""How good is a pre-image? The paper's measures (paper-notes §3.2) and Dosovitskiy & Brox's image-space error.
+"""How good is a pre-image? The paper's measures (docs/paper-notes.md §3.2) and Dosovitskiy & Brox's image-space error.
 
 All functions take batches: images N×C×H×W in 0–255 units, features N×..., and return one value per problem.
 
@@ -88,7 +88,7 @@ def top1(classifier: Representation, images: torch.Tensor, size: int | tuple[int
          batch: int = 32) -> torch.Tensor:
     """Top-1 class of each image, N×C×H×W in 0–255, resized to ``size`` (default: the network's input size).
     → N (long)."""
-    size = size or classifier.defaults.size
+    size = size or classifier.spec.input_size
     dev = classifier.device_dtype()[0]
     out = []
     for chunk in images.split(batch):
@@ -108,7 +108,7 @@ def gradient_histogram(x: torch.Tensor, bins: int = 18) -> torch.Tensor:
     """L1-normalized histogram of gradient orientation over [−180°, 180°), weighted by gradient magnitude.
 
     x: N×C×H×W (grey is taken first). Sobel gradients with replicated borders, as MATLAB's ``imgradient``
-    (paper-notes §3.2). → N×bins.
+    (docs/paper-notes.md §3.2). → N×bins.
     """
     g = rgb_to_grey(x.double()) if x.shape[1] == 3 else x.double()
     k = torch.tensor([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]], dtype=g.dtype, device=g.device)

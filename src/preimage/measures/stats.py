@@ -1,5 +1,5 @@
 """Neuron statistics: per-layer, per-channel max/mean/std of a network's responses over a reference image set,
-cached on disk per model and weights (paper-notes §1.3: the normalizer M_c of activation maximization).
+cached on disk per model and weights (docs/paper-notes.md §1.3: the normalizer M_c of activation maximization).
 
 The paper used every 1000th ILSVRC-12 training image (~1.28k images). This package ships no ImageNet images:
 the default set is scikit-image's colour samples (``images.COLOR_SAMPLES``, 8 images), so M_c is the maximum
@@ -10,7 +10,7 @@ Two kinds of *points* are measured, in one forward pass per batch with hooks on 
 
 * ``("output", name)``: the module's output (``name == ""``: the whole network's output);
 * ``("input", name)``: the input of a ReLU-family module, i.e. the **pre-ReLU** response that activation
-  maximization targets (paper-notes §1.3);
+  maximization targets (docs/paper-notes.md §1.3);
 * ``("grid", name)`` and ``("token<k>", name)``: the patch grid and prefix token k of a token output
   (vision transformers, ``representations/tokens.py``); channels-last outputs are measured as N×C×H×W.
 
@@ -35,20 +35,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from ..engine.memory import check_memory
 from ..errors import PreimageError
-from ..images import ARRAY_SUFFIXES, COLOR_SAMPLES, atomic_write_bytes, load_image
-from ..representations.base import ModelSpec, Representation
+from ..images import atomic_write_bytes, fingerprint, list_images, load_image
+from ..representations.base import ModelSpec, Representation, model_id
+from ..representations.hooks import eval_mode
+from ..representations.points import RELUS, Point
 from ..representations.tokens import find_layout, prefix_names
 
-FORMAT_VERSION = 1
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".pnm", *ARRAY_SUFFIXES)
-#: ReLU-family modules whose *input* is measured (the pre-ReLU response).
-RELUS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU)
-#: A point of the network: ("output", module name) or ("input", name of a ReLU-family module).
-Point = tuple[str, str]
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -126,32 +122,21 @@ class _Accumulator:
         return ChannelStats(self.max.clone(), mean.float(), var.sqrt().float())
 
 
-def list_images(folder: str | os.PathLike) -> list[str]:
-    """Image files under ``folder`` (recursively, sorted); a clear error if there is none."""
-    p = Path(folder)
-    if not p.exists():
-        raise PreimageError(f"image folder not found: {folder}")
-    if not p.is_dir():
-        raise PreimageError(f"expected a folder of images, got a file: {folder}")
-    files = sorted(str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise PreimageError(f"no images in {folder} (looked for {', '.join(IMAGE_SUFFIXES)})")
-    return files
-
-
 def resolve_images(images: str | Sequence[str] | None) -> tuple[list[str], str]:
-    """``None``/``"samples"`` → the bundled colour samples; a folder → its images; a list → itself.
-
-    Returns (image specs, source description).
-    """
+    """``None``/``"samples"`` → the bundled colour samples; a folder → its images (``images.list_images``); a list
+    → itself. Returns (image specs, source: ``samples``, the folder's path, or ``list``)."""
     if images is None or images == "samples":
-        return [f"sample:{s}" for s in COLOR_SAMPLES], "samples"
-    if isinstance(images, (str, os.PathLike)):
-        return list_images(images), str(Path(images).resolve())
-    specs = list(images)
-    if not specs:
-        raise PreimageError("no reference images given for the neuron statistics")
-    return specs, "list"
+        return list_images("samples")[0], "samples"
+    specs, _ = list_images(images, warn)
+    return specs, str(Path(images).resolve()) if isinstance(images, (str, os.PathLike)) else "list"
+
+
+def images_id(specs: Sequence[str]) -> str:
+    """12 hex digits naming an image set by its contents."""
+    h = hashlib.sha1()
+    for s in specs:
+        h.update(fingerprint(s).encode())
+    return h.hexdigest()[:12]
 
 
 def compute_stats(model: ModelSpec | Representation, images: str | Sequence[str] | None = None, *,
@@ -163,15 +148,15 @@ def compute_stats(model: ModelSpec | Representation, images: str | Sequence[str]
     size the images are resized to (default: the model's; its own resolution for models without one, one
     image per batch then). One forward pass of the whole network per batch.
     """
-    rep = model if isinstance(model, Representation) else Representation(model, None)
+    rep = model if isinstance(model, Representation) else Representation(model, "output")
     spec = rep.spec
     specs, source = resolve_images(images)
     if source == "samples" and rep.channels not in (1, 3):
         raise PreimageError(f"{spec.name} takes {rep.channels}-channel images and the bundled samples are RGB: its "
-                            "neuron statistics need reference images of its own ('preimage stats --images DIR' "
-                            "with .npy or .tif files)")
+                            "neuron statistics need reference images of its own (images: a folder of .npy or .tif "
+                            "files)", param="images")
     if size is None:
-        size = rep.defaults.size
+        size = rep.spec.input_size
     hw = (size, size) if isinstance(size, int) else (tuple(size) if size is not None else None)
     if hw is None:
         batch = 1  # images of their own sizes cannot share a batch
@@ -210,7 +195,7 @@ def compute_stats(model: ModelSpec | Representation, images: str | Sequence[str]
     device = rep.device_dtype()[0]
     names = []
     try:
-        with torch.no_grad():
+        with torch.no_grad(), eval_mode(net):
             for i in range(0, len(specs), batch):
                 chunk = specs[i:i + batch]
                 x = torch.cat([load_image(s, hw, channels=rep.channels) for s in chunk]).to(device)
@@ -224,7 +209,7 @@ def compute_stats(model: ModelSpec | Representation, images: str | Sequence[str]
         for h in handles:
             h.remove()
     points = {p: r for p, a in acc.items() if (r := a.result()) is not None}
-    return NeuronStats(spec.name, spec.weights_id, points, names, hw, source)
+    return NeuronStats(spec.name, model_id(spec), points, names, hw, source)
 
 
 # --- the cache -----------------------------------------------------------------------------------------------
@@ -236,7 +221,7 @@ def cache_dir() -> Path:
 
 
 def cache_path(model: str, weights_id: str) -> Path:
-    """Where the statistics of (model, weights) are cached."""
+    """Where the statistics of a model (its name and ``model_id``: name and weights digest) are cached."""
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model)
     digest = hashlib.sha1(weights_id.encode()).hexdigest()[:12]
     return cache_dir() / "stats" / f"{safe}-{digest}.pt"
@@ -294,21 +279,24 @@ def warn(message: str) -> None:
 
 def load_stats(model: ModelSpec | Representation, *, images: str | Sequence[str] | None = None,
                recompute: bool = False, progress: Callable[[int, int], None] | None = None) -> NeuronStats:
-    """The cached statistics of ``model`` (keyed by model name and ``spec.weights_id``), computed and cached
-    first if absent, corrupt or ``recompute`` (from ``images``; default the bundled samples).
+    """The neuron statistics of ``model`` over reference images, cached per model and weights (``model_id``).
 
-    Models with random weights are never cached (every build is different): their statistics are computed
-    each time.
-    """
+    images None: the cached ones (whatever image set they were last computed on, ``preimage stats``), else the
+    bundled samples; a folder or list: those images (the cache is used when it holds exactly them, else replaced).
+    A corrupt cache is rebuilt with one warning line."""
     spec = model.spec if isinstance(model, Representation) else model
-    cacheable = spec.weights_id not in ("random", "user")
-    path = cache_path(spec.name, spec.weights_id)
-    if cacheable and not recompute and path.exists():
+    mid = model_id(spec)
+    path = cache_path(spec.name, mid)
+    wanted = None if images is None else resolve_images(images)[0]
+    if not recompute and path.exists():
         try:
-            return read_stats(path, spec.name, spec.weights_id)
+            cached = read_stats(path, spec.name, mid)
+            if wanted is None or cached.images == [str(s) for s in wanted]:
+                return cached
         except ValueError as e:
             warn(f"the neuron statistics cache {path} is corrupt ({e}); rebuilding it")
-    stats = compute_stats(model, images, progress=progress)
-    if cacheable:
-        save_stats(stats, path)
+    stats = compute_stats(model, wanted if wanted is not None else images, progress=progress)
+    if images is not None and not isinstance(images, (list, tuple)):
+        stats.source = resolve_images(images)[1]
+    save_stats(stats, path)
     return stats

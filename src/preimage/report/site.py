@@ -3,17 +3,20 @@ unit. Pages are plain HTML with relative links (they open from disk, no server, 
 lazily and thumbnails are small, so a layer of thousands of units stays quick.
 
 The functions here only render what they are given (dicts of names, numbers and relative paths); what goes
-on the pages is decided in ``preimage.sweep.atlas``.
+on the pages is decided in ``preimage.experiments.atlas`` (``site_data``).
 """
 
 from __future__ import annotations
 
 import html
+import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..images import atomic_write_bytes
+from ..images import atomic_write_bytes, image_name
+from .store import Store
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:1.5em;max-width:1400px;color:#222}
@@ -165,3 +168,147 @@ def tour_page(path: str | Path, title: str, sections: Sequence[tuple[str, str, S
     heading, text, href, cells = atlas
     body += (f"<h2>{_e(heading)}</h2><p>{_e(text)} {link(href, 'Open the atlas →')}</p>" + unit_grid(cells))
     return write_page(path, title, body)
+
+
+# --- the atlas -------------------------------------------------------------------------------------------------
+
+
+def _rel(target: Path, start: Path) -> str:
+    return Path(os.path.relpath(target, start)).as_posix()
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, (int, float)) else str(v)
+
+
+def write_atlas(out: Path, site: dict[str, Any], store: Store) -> dict[str, Any]:
+    """Write every page of an atlas and its ``manifest.json`` from plain data (``experiments.atlas.site_data``:
+    per layer its facts and, per unit, inversion, caricature and examples, each a stored record or a failure)."""
+    out = Path(out)
+    side, mode = site["side"], site["mode"]
+    artefacts: set[str] = set()
+
+    def use(target: Path, start: Path) -> str:
+        artefacts.add(_rel(target, out))
+        return _rel(target, start)
+
+    plans = site["layers"]
+    rows, manifest_layers = [], []
+    for li, p in enumerate(plans):
+        folder = out / "layers" / p["slug"]
+        width, shape = p["width"], p["shape"]
+        ex_entry = p["examples"]
+        ex = ex_entry["record"]
+        ex_units = ex["result"]["units"] if ex else {}
+        figs: list[tuple[str, str]] = []
+        notes = []
+        man_inv, man_car = [], []
+        for shown in p["shown"]:
+            s = shown["image"]
+            figs.append((use(Path(shown["original"]), folder), f"{image_name(s)} ({side} px)"))
+            for task, label, man in (("invert", "inversion", man_inv), ("caricature", "caricature", man_car)):
+                e = shown[task]
+                rec = e["record"]
+                if rec is None:
+                    notes.append(f"{label} of {image_name(s)} failed: {e['failed'] or 'not computed'}")
+                    man.append({"image": s, "failed": e["failed"] or "not computed"})
+                    continue
+                prob = rec["result"]["problems"][0]
+                if task == "invert":
+                    caption = f"inversion: error {100 * prob['error']:.1f}%"
+                else:
+                    caption = f"caricature: score ×{prob['score_end'] / prob['score_start']:.2f}"
+                figs.append((use(store.file(e["key"], prob["png"]), folder), caption))
+                man.append({"image": s, "file": _rel(store.file(e["key"], prob["png"]), out),
+                            **{k: prob[k] for k in ("error", "score_start", "score_end") if k in prob}})
+        cells, man_units = [], []
+        units = [e["unit"] for e in p["units"]]
+        for k, e in enumerate(p["units"]):
+            u, rec = e["unit"], e["record"]
+            page = folder / f"{u}.html"
+            thumb = use(store.file(e["key"], "thumb.png"), folder) if rec else None
+            cells.append({"href": f"{u}.html", "thumb": thumb, "label": str(u), "failed": rec is None})
+            probs = rec["result"]["problems"] if rec else []
+            pre = [(use(store.file(e["key"], q["png"]), folder),
+                    f"restart {q['restart']}: activation {_fmt(q['activation'])}"
+                    + (f" ({q['ratio']:.2f}× M_c)" if q.get("ratio") is not None else "")) for q in probs]
+            exu = ex_units.get(str(u))
+            examples = None
+            stats_rows: list[tuple[str, str]] = [("unit", f"{u} of {width} channels"),
+                                                 ("layer output", "×".join(map(str, shape)))]
+            hist = None
+            if exu:
+                field = ex["result"]["field"]
+                examples = {"src": use(store.file(ex_entry["key"], exu["sprite"]), folder),
+                            "rows": [[i + 1, e["name"], _fmt(e["activation"])] for i, e in enumerate(exu["examples"])],
+                            "note": f"The {len(exu['examples'])} of {ex['result']['images']} images where the unit "
+                                    "responds most, each cropped to the receptive field "
+                                    + (f"({field[0]}×{field[1]} px) " if field else "(the whole image) ")
+                                    + f"around its strongest neuron, at {side} px."}
+                stats_rows += [("response", ex["result"]["point"]),
+                               ("max over the images", _fmt(exu["max"])),
+                               ("mean ± std over all positions", f"{_fmt(exu['mean'])} ± {_fmt(exu['std'])}")]
+                marks = [(f"pre-image {_fmt(probs[0]['activation'])}", probs[0]["activation"])] \
+                    if probs and mode == "neuron" else []
+                hist = dict(exu["per_image_max"], marks=marks)
+            if probs:
+                stats_rows += [(f"pre-image activation ({mode})", ", ".join(_fmt(q["activation"]) for q in probs)),
+                               ("reference max M_c (normalizer)", _fmt(probs[0]["reference_max"]))]
+            prev = f"{units[k - 1]}.html" if k > 0 else None
+            nxt = f"{units[k + 1]}.html" if k + 1 < len(units) else None
+            size = rec["result"]["size"][0] if rec else 0
+            unit_page(page, f"{site['model']} · {p['name']} · unit {u}",
+                      [("../../index.html", "atlas"), ("index.html", f"layer {p['name']}"),
+                       (prev, "← previous unit"), (nxt, "next unit →")],
+                      pre, max(128, min(size, 256)), (e["failed"] or "not computed") if rec is None else None,
+                      examples, stats_rows, hist)
+            artefacts.add(_rel(page, out))
+            man_units.append({"unit": u, "page": _rel(page, out), "failed": e["failed"] if not rec else None,
+                              "thumbnail": _rel(store.file(e["key"], "thumb.png"), out) if rec else None,
+                              "pre_images": [_rel(store.file(e["key"], q["png"]), out) for q in probs],
+                              "activation": [q["activation"] for q in probs],
+                              "examples": _rel(store.file(ex_entry["key"], exu["sprite"]), out) if exu else None,
+                              "stats": {k: exu[k] for k in ("max", "mean", "std")} if exu else None})
+        facts = (f"Output {'×'.join(map(str, shape))}, stride {_pair(p['stride'])}, receptive field "
+                 f"{_pair(p['receptive_field'])}{' (global)' if p['global_field'] else ''}; {len(units)} of {width} "
+                 f"units. Pre-images: activation maximization ({mode} mode).")
+        if ex is None:
+            notes.append(f"dataset examples failed: {ex_entry['failed'] or 'not computed'}")
+        if notes:
+            facts += " " + " ".join(notes)
+        prev_l = f"../{plans[li - 1]['slug']}/index.html" if li > 0 else None
+        next_l = f"../{plans[li + 1]['slug']}/index.html" if li + 1 < len(plans) else None
+        lp = layer_page(folder / "index.html", f"{site['model']} · {p['name']}",
+                        [("../../index.html", "atlas"), (prev_l, "← previous layer"), (next_l, "next layer →")],
+                        facts, [("Inversions and caricatures", figs)] if figs else [], cells)
+        artefacts.add(_rel(lp, out))
+        rows.append({"name": p["name"], "href": _rel(lp, out), "type": p["type"], "shape": "×".join(map(str, shape)),
+                     "stride": _pair(p["stride"]),
+                     "field": _pair(p["receptive_field"]) + (" (global)" if p["global_field"] else ""),
+                     "units": len(units), "of": width})
+        manifest_layers.append({"name": p["name"], "type": p["type"], "shape": shape, "stride": p["stride"],
+                                "receptive_field": p["receptive_field"], "global_field": p["global_field"],
+                                "page": _rel(lp, out), "examples_failed": ex_entry["failed"] if ex is None else None,
+                                "inversions": man_inv, "caricatures": man_car, "units": man_units})
+    c = site["jobs"]
+    n_shown = len(plans[0]["shown"]) if plans else 0
+    intro = (f"Every unit of {len(plans)} layers of {site['model']} ({site['weights']}): activation maximization "
+             f"({mode} mode) and the top {site['examples']} of {site['images']} dataset examples per unit; "
+             f"inversions and caricatures of {n_shown} images per layer. {c['total']} jobs: {c['done']} computed "
+             f"now, {c['cached']} from earlier runs, {c['failed']} failed.")
+    index = index_page(out / "index.html", f"Atlas of {site['model']}", intro, rows, site["failure_lines"])
+    artefacts.add(_rel(index, out))
+    manifest = {"model": site["model"], "weights": site["weights"], "model_id": site["model_id"], "mode": mode,
+                "images": site["images"], "jobs": c, "failures": site["failures"],
+                "layers": manifest_layers, "artefacts": sorted(artefacts | {"manifest.json"})}
+    atomic_write_bytes(out / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
+    return {"out": str(out), "page": str(index), "model": site["model"], "weights": site["weights"],
+            "layers": [{"name": r["name"], "units": r["units"], "page": r["href"]} for r in rows], "jobs": c,
+            "failures": site["failures"], "manifest": str(out / "manifest.json")}
+
+
+def _pair(p: Sequence[int] | None) -> str:
+    """A stride or field for a page: ``7`` for 7×7, ``7×9`` otherwise, ``–`` for none."""
+    if not p:
+        return "–"
+    return str(p[0]) if p[0] == p[1] else f"{p[0]}×{p[1]}"

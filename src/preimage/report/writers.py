@@ -1,43 +1,34 @@
-"""Writing results: never overwrite without ``force``; never leave a half-written file."""
+"""Writing files: a checked output folder, atomic JSON, PNG grids, HTML pages; never a half-written file."""
 
 from __future__ import annotations
 
 import html
 import json
-from collections.abc import Iterable, Sequence
+import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..errors import PreimageError
-from ..images import atomic_write_bytes, save_png, to_uint8
+from ..images import atomic_write_bytes, save_png, short_error, to_uint8
 
 
-class OutputDir:
-    """An output folder that refuses to overwrite existing files unless ``force`` is set.
-
-    Call ``claim(names)`` with every file a command will write *before* computing anything, so a refusal
-    costs nothing and loses nothing.
-    """
-
-    def __init__(self, path: str | Path, force: bool = False) -> None:
-        self.path = Path(path)
-        self.force = force
-        if self.path.exists() and not self.path.is_dir():
-            raise PreimageError(f"output path {self.path} exists and is not a folder")
-
-    def __truediv__(self, name: str) -> Path:
-        return self.path / name
-
-    def claim(self, names: Iterable[str]) -> list[Path]:
-        paths = [self.path / n for n in names]
-        taken = [p for p in paths if p.exists()]
-        if taken and not self.force:
-            more = f" and {len(taken) - 1} more" if len(taken) > 1 else ""
-            raise PreimageError(f"{taken[0]}{more} already exists; pass --force to overwrite or --out to "
-                                "write elsewhere")
-        return paths
+def check_folder(path: str | Path) -> Path:
+    """An output folder that exists (created with its parents) and can be written into, or one clear line: the one
+    check of an output folder, run before any work."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise PreimageError(f"output path {p} exists and is not a folder", param="out")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=p, prefix=".preimage-write-check."):
+            pass
+    except OSError as e:
+        why = e.strerror or short_error(e)
+        raise PreimageError(f"cannot write into the output folder {p}: {why}", param="out") from None
+    return p
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
@@ -54,29 +45,8 @@ def _jsonable(o: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(o)}")
 
 
-def picture_files(name: str, channels: int) -> list[str]:
-    """The files one picture of a ``channels``-channel image is written as (``save_picture``): ``NAME.png``, and
-    ``NAME.npy`` beside it unless the image is grey or RGB (the PNG shows only some of its channels)."""
-    return [f"{name}.png"] + ([f"{name}.npy"] if channels not in (1, 3) else [])
-
-
-def save_picture(x: torch.Tensor, path: str | Path, scale: str = "minmax") -> Path:
-    """Save one C×H×W image (0–255 units) as a PNG of its first three channels (or of its first, in grey, for
-    two), plus the whole array as float32 ``.npy`` beside it when C is neither 1 nor 3. Returns the PNG's path."""
-    import io
-
-    import numpy as np
-
-    path = Path(path)
-    if x.shape[0] not in (1, 3):
-        buf = io.BytesIO()
-        np.save(buf, x.detach().float().cpu().numpy())
-        atomic_write_bytes(path.with_suffix(".npy"), buf.getvalue())
-    return save_png(x, path, scale)
-
-
 def save_grid(images: Sequence[torch.Tensor], path: str | Path, ncol: int | None = None,
-              scale: str = "minmax", pad: int = 4) -> Path:
+              scale: str = "clip", pad: int = 4) -> Path:
     """Save C×H×W images (0–255 units, possibly of different sizes) as one PNG grid."""
     import torchvision.utils
 

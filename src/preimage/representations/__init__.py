@@ -1,5 +1,5 @@
-"""Representations Φ: named models (``zoo``), truncation and geometry (``base``), token outputs as maps
-(``tokens``)."""
+"""Representations Φ: named models (``zoo``), truncation (``base``), measured geometry (``geometry``), token
+outputs as maps (``tokens``), a network's layers (``layers``)."""
 
 from __future__ import annotations
 
@@ -9,47 +9,74 @@ import torch
 from torch import nn
 
 from ..errors import PreimageError
-from .base import (
-    CNN_INVERSION,
-    SHALLOW_INVERSION,
-    Geometry,
-    ModelSpec,
-    Representation,
-    Stage,
-    TaskDefaults,
-    measure_geometry,
-)
+from .base import ModelSpec, Representation
+from .geometry import Geometry, measure_geometry
 from .zoo import IMAGENET_MEAN, IMAGENET_STD, build, list_models, per_channel, register_model
 
-__all__ = ["CNN_INVERSION", "SHALLOW_INVERSION", "Geometry", "ModelSpec", "Representation", "Stage",
-           "TaskDefaults", "build", "list_models", "load", "measure_geometry", "parse_device", "register_model"]
+__all__ = ["Geometry", "ModelSpec", "Representation", "build", "list_models", "load", "measure_geometry",
+           "model_spec", "parse_device", "register_model"]
+
+#: What a model argument may be: a name users type, any nn.Module, a built spec, or a representation (its spec).
+ModelLike = str | nn.Module | ModelSpec | Representation
 
 
-def load(model: str | nn.Module | ModelSpec, layer: str | None = None, *, weights: str | None = None,
-         random_weights: bool = False, mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
-         channels: int | None = None, input_size: tuple[int, int] = (224, 224), view: str | None = None,
-         device: str | torch.device | None = None, **kwargs: object) -> Representation:
-    """Φ at ``layer`` of a model: a registered/torchvision/``timm:NAME`` name, a ModelSpec, or any nn.Module.
+def model_spec(model: ModelLike, *, weights: str | None = None, random_weights: bool = False,
+               mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
+               channels: int | None = None, input_size: tuple[int, int] | None = None, **kwargs: object) -> ModelSpec:
+    """The network and how to feed it, from a name (registered, torchvision, ``timm:NAME``), any nn.Module (used
+    as it is, never modified), a ModelSpec or a Representation (its spec).
 
-    channels: the input's channels, any k (a plain module's; for torchvision/timm names the first convolution
-    is built for k). ``mean``/``std`` give the input normalization in [0, 1] units, one value or one per
-    channel (a plain module's default: ImageNet's; a name's default: the model's own). ``layer`` is a module
-    name (see ``preimage layers``) or an alias; None means the whole network's output. view: how a token
-    output is seen (``Representation``). kwargs: model arguments for timm/torchvision builders.
-    """
-    if isinstance(model, nn.Module):
+    channels: the input's channels, any k (a plain module's; for torchvision/timm names the first convolution is
+    built for k). mean/std: the input normalization in [0, 1] units, one value or one per channel (a plain
+    module's default: ImageNet's; a name's default: the model's own). input_size: a plain module's native input
+    size (default 224×224). kwargs: model arguments for timm/torchvision builders."""
+    if isinstance(model, Representation):
+        spec = model.spec
+    elif isinstance(model, nn.Module):
         k = channels or 3
-        spec = ModelSpec(type(model).__name__, model, tuple(mean or per_channel(IMAGENET_MEAN, k)),
+        return ModelSpec(type(model).__name__, model, tuple(mean or per_channel(IMAGENET_MEAN, k)),
                          tuple(std or per_channel(IMAGENET_STD, k)), channels=k,
-                         defaults=TaskDefaults(size=tuple(input_size)), weights_id="user")
+                         input_size=tuple(input_size or (224, 224)), weights_id="user")
     elif isinstance(model, ModelSpec):
         spec = model
-    else:
+    elif isinstance(model, str):
         spec = build(model, weights=weights, random_weights=random_weights, channels=channels, **kwargs)
-    if not isinstance(model, nn.Module) and (mean is not None or std is not None):
+    else:
+        raise PreimageError(f"model must be a name (e.g. 'efficientnet_lite0', 'timm:resnet50'), an nn.Module or a "
+                            f"representation, got {type(model).__name__}", param="model")
+    if mean is not None or std is not None:
         spec = dataclasses.replace(spec, mean=tuple(mean or spec.mean), std=tuple(std or spec.std))
+    return spec
+
+
+def load(model: ModelLike, layer: str | None = None, *, weights: str | None = None, random_weights: bool = False,
+         mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None, channels: int | None = None,
+         input_size: tuple[int, int] | None = None, view: str | None = None,
+         device: str | torch.device | None = None, **kwargs: object) -> Representation:
+    """Φ at ``layer`` of a model (see ``model_spec`` for ``model`` and the other arguments).
+
+    layer: a module name (``preimage layers`` lists them) or an alias; ``"output"`` is the whole network's
+    output; None is the model's documented default layer (``efficientnet_lite0``: ``blocks.4``) or, for a model
+    without one, its output. view: how a token output is seen (``Representation``). device: where Φ computes; a
+    named model is built there, a user's module is moved there only for the length of each task and put back.
+    """
+    spec = model_spec(model, weights=weights, random_weights=random_weights, mean=mean, std=std,
+                      channels=channels, input_size=input_size, **kwargs)
+    if layer is None:
+        layer = model.layer or "output" if isinstance(model, Representation) else spec.default_layer or "output"
+    dev = parse_device(device) if device is not None else _device_of(spec.module)
+    if spec.weights_id != "user":
+        spec.module.to(dev)
     rep = Representation(spec, layer, view)
-    return rep.to(parse_device(device)) if device is not None else rep
+    return rep.to(dev)
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    """Where a module's first parameter or buffer lives (the CPU for a module without any)."""
+    t = next(iter(module.parameters()), None)
+    if t is None:
+        t = next(iter(module.buffers()), None)
+    return t.device if t is not None else torch.device("cpu")
 
 
 def parse_device(device: str) -> torch.device:
@@ -57,9 +84,9 @@ def parse_device(device: str) -> torch.device:
     try:
         dev = torch.device(device)
     except RuntimeError:
-        raise PreimageError(f"unknown device '{device}'") from None
+        raise PreimageError(f"unknown device '{device}'", param="device") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise PreimageError("--device cuda was asked for, but no CUDA GPU is available")
+        raise PreimageError("device cuda was asked for, but no CUDA GPU is available", param="device")
     if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise PreimageError("--device mps was asked for, but MPS is not available")
+        raise PreimageError("device mps was asked for, but MPS is not available", param="device")
     return dev

@@ -1,6 +1,6 @@
 """DSIFT: dense SIFT descriptors (VLFeat ``vl_dsift``) as a differentiable module.
 
-The paper's ``dsift_net`` (paper-notes §2.2): gradients, bilinear binning into 8 directed orientations,
+The paper's ``dsift_net`` (docs/paper-notes.md §2.2): gradients, bilinear binning into 8 directed orientations,
 triangular spatial pooling into bins of ``bin_size`` pixels, 4×4 bins per descriptor with Gaussian weights
 (σ = 1.5 bins), one descriptor every 3 bins, L2 normalization ``x/(1e-6+Σx²)^½`` and clamp at 0.2, without
 VLFeat's renormalization after the clamp.
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import PreimageError
-from .base import SHALLOW_INVERSION, ModelSpec, TaskDefaults
+from .base import ModelSpec
 from .hog import gradient_magnitude, orientation_histogram
 from .zoo import register_model
 
@@ -146,6 +146,6 @@ def build_dsift(weights: str | None = None, random_weights: bool = False, cell_s
                 **kw: object) -> ModelSpec:
     """DSIFT with bins of ``cell_size`` pixels (no weights: ``weights``/``random_weights`` are ignored)."""
     return ModelSpec("dsift", DSIFT(cell_size, **kw), mean=(0.0,), std=(1 / 255,), channels=1,
-                     defaults=TaskDefaults(C=100.0, schedule=SHALLOW_INVERSION, size=None),
+                     input_size=None, family="shallow",
                      default_layer=None, weights_id=f"dsift-bin{cell_size}")
 

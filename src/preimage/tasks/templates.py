@@ -1,4 +1,4 @@
-"""HOG template pictures: the image that best excites a linear template on HOG cells (paper-notes §4 item 2).
+"""HOG template pictures: the image that best excites a linear template on HOG cells (docs/paper-notes.md §4 item 2).
 
 A detector's filter W (e.g. a DPM root filter, h×w cells × 31/32 dims) scores a window by ⟨Φ(x), W⟩. Its
 picture is the natural pre-image that maximizes that score: the inner-product objective of activation
@@ -9,18 +9,23 @@ product, without jitter, with the template's first D dims (27 for ``hog``/``hogb
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
 
-from ..engine.objectives import InnerProduct
+from ..engine.objectives import InnerProduct, Term
 from ..engine.optimize import Energy, Progress, noise_init, optimize
+from ..engine.rng import ProblemRNG
+from ..engine.runtime import borrowed
+from ..engine.schedules import Stage
 from ..errors import PreimageError
-from ..representations import Representation, Stage
-from ..result import Result
-from .inversion import as_representation
+from ..report.result import Result
+from ..representations import ModelLike, Representation
+from ..representations.base import model_id
+from .common import as_representation, check_count, features, pictures, seeds
 
 #: Weight of the data term: the template is rescaled to C·W/‖W‖₁. With ‖W‖₁ fixed, the data term's gradient
 #: per cell scales as 1/cells, as the regularizers' (a mean over pixels) do, so pictures of small and large
@@ -144,7 +149,7 @@ def input_size_for(rep: Representation, cells: tuple[int, int], limit: int = 409
     return size
 
 
-class _BorderInnerProduct:
+class _BorderInnerProduct(Term):
     """−⟨Φ(x)[border cells sliced], W⟩ per problem: features N×D×(h+2b)×(w+2b), W: 1×D×h×w."""
 
     def __init__(self, weight: torch.Tensor, border: int) -> None:
@@ -162,7 +167,7 @@ class _BorderInnerProduct:
         return self.inner.score(self.crop(phi))
 
 
-def template_picture(rep: Representation | str, template: np.ndarray | torch.Tensor | str | Path, *,
+def template_picture(rep: ModelLike, template: np.ndarray | torch.Tensor | str | Path, *,
                      iters: int = 300, seed: int = 0, border: int = 1, C: float = TEMPLATE_C, restarts: int = 1,
                      layout: Literal["auto", "hwd", "dhw"] = "auto", energy: Energy = Energy(),
                      progress: Progress | None = None) -> Result:
@@ -177,17 +182,21 @@ def template_picture(rep: Representation | str, template: np.ndarray | torch.Ten
     Returns a Result with ``restarts`` grey images N×1×H×W (0–255 units) and metrics ``activation`` =
     ⟨Φ(x*), W⟩ with W as given (sliced to D_Φ dims) and ``activation_start`` (the same at the noise start).
     """
-    rep = as_representation(rep)
+    rep = as_representation(rep, "output" if not isinstance(rep, Representation) else None)
     if isinstance(template, (str, Path)):
         template = load_template(template)
-    if border < 0:
-        raise PreimageError("--border must be at least 0")
-    if restarts < 1:
-        raise PreimageError("--restarts must be at least 1")
-    if iters < 1:
-        raise PreimageError("--iters must be at least 1")
+    check_count(border, "border", 0, 1000)
+    check_count(restarts, "restarts")
+    check_count(iters, "iters", 1, 1_000_000)
     if not C > 0:
-        raise PreimageError("C must be a positive number")
+        raise PreimageError("C must be a positive number", param="C")
+    with borrowed(rep):
+        return _template_picture(rep, template, iters, seed, border, C, restarts, layout, energy, progress)
+
+
+def _template_picture(rep: Representation, template: np.ndarray | torch.Tensor, iters: int, seed: int, border: int,
+                      C: float, restarts: int, layout: Literal["auto", "hwd", "dhw"], energy: Energy,
+                      progress: Progress | None) -> Result:
     probe = _out_hw(rep, (256, 256))
     if probe is None:
         raise PreimageError(f"{rep.name} has no spatial output map: a template needs cells")
@@ -199,15 +208,21 @@ def template_picture(rep: Representation | str, template: np.ndarray | torch.Ten
     device, dtype = rep.device_dtype()
     raw = _BorderInnerProduct(w[None].to(device, dtype), border)
     objective = _BorderInnerProduct((w * (C / float(w.abs().sum())))[None].to(device, dtype), border)
+    digest = hashlib.sha1(w.numpy().tobytes()).hexdigest()[:12]
+    options = {"iters": iters, "border": border, "C": C, "energy": vars(energy), "size": list(size)}
+    prob_seeds = seeds("template", rep, [{"template": digest, "restart": r} for r in range(restarts)], options, seed)
     with torch.no_grad():
-        start = noise_init(restarts, rep.channels, size, energy.B, torch.Generator().manual_seed(seed))
+        start = noise_init(rep.channels, size, energy.B, ProblemRNG(prob_seeds))
         act0 = raw.score(rep(start.to(device, dtype)))
-    trace = optimize(rep, objective, restarts, size, (Stage(iters, 1.0, False),), seed=seed, energy=energy,
+    trace = optimize(rep, objective, restarts, size, (Stage(iters, 1.0, False),), seed=prob_seeds, energy=energy,
                      progress=progress)
+    out = pictures(rep, trace.x)
     with torch.no_grad():
-        act = raw.score(rep(trace.x))
-    problems = [{"template": f"{w.shape[1]}x{w.shape[2]}", "restart": r} for r in range(restarts)]
-    return Result(rep.to_image(trace.x), problems, {"activation": act, "activation_start": act0}, rep.name,
-                  rep.layer, trace.iterations, trace.seconds, trace.energy,
-                  {"stages": trace.stages, "size": list(size), "cells": list(w.shape[1:]), "border": border,
-                   "dims": dim, "C": C, "seed": seed})
+        act = raw.score(features(rep, rep.to_paper_units(out)))
+    problems = [{"target": f"template:{digest}", "label": f"template {w.shape[1]}×{w.shape[2]} cells",
+                 "restart": r, "restarts": restarts} for r in range(restarts)]
+    return Result(out, problems, {"activation": act, "activation_start": act0}, rep.name, rep.layer,
+                  trace.iterations, trace.seconds, trace.energy,
+                  {"task": "template", "stages": trace.stages, "size": list(size), "cells": list(w.shape[1:]),
+                   "border": border, "dims": dim, "C": C, "seed": seed, "display": "minmax",
+                   "model_id": model_id(rep.spec)})

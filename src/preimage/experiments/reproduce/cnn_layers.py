@@ -1,4 +1,4 @@
-"""The IJCV CNN protocol (paper-notes §3.2) on any folder: invert every image at every layer for every C,
+"""The IJCV CNN protocol (docs/paper-notes.md §3.2) on any folder: invert every image at every layer for every C,
 then report the feature-space error, the image-space error, top-1 label agreement, naturalness and the spread
 across restarts, as mean ± 95% CI per (layer, C).
 
@@ -19,9 +19,10 @@ from typing import Any
 
 import torch
 
-from ...engine.optimize import Energy, scale_schedule
+from ...engine.optimize import Energy
+from ...engine.schedules import Stage, scale_schedule, schedule_record, task_defaults
 from ...errors import PreimageError
-from ...images import atomic_write_bytes, image_name, list_images, save_png, unique_names
+from ...images import atomic_write_bytes, fingerprint, image_name, list_images, png_bytes, save_png, unique_names
 from ...measures.metrics import (
     EVAL_SCALES,
     as_saved,
@@ -31,15 +32,16 @@ from ...measures.metrics import (
     naturalness,
     top1,
 )
-from ...report import html_page, write_json
+from ...report import check_folder, html_page, write_json
 from ...report.plots import metric_vs_layer
-from ...representations import ModelSpec, Representation, Stage, load
+from ...report.store import Output, Store
+from ...representations import ModelSpec, Representation, load
 from ...representations.layers import main_layers
-from ...sweep import Job, LocalBackend, Model, Output, RayBackend, Store, run_sweep
-from ...sweep.jobs import fingerprint
+from ...sweep import Job, LocalBackend, Model, RayBackend, run_sweep
 from ...sweep.run import SweepProgress
-from ...sweep.runners import Context, png_bytes, problem_noise
-from ...tasks.inversion import invert, prepare_images
+from ...sweep.runners import Context
+from ...tasks.common import prepare_images
+from ...tasks.inversion import invert
 
 PROTOCOL = "ijcv-cnn-layers/1"
 PAPER_C = (1.0, 20.0, 100.0, 300.0)
@@ -71,11 +73,6 @@ class Condition:
         return f"C={self.C:g}" if self.regularize else f"no regularizer (C={self.C:g})"
 
 
-def default_layers(spec: ModelSpec) -> list[str]:
-    """The layers to sweep: ``representations.layers.main_layers``."""
-    return main_layers(spec)
-
-
 def _normalized(obj: Any) -> Any:
     """As it reads back from JSON (tuples become lists), so stored and current configurations compare equal."""
     return json.loads(json.dumps(obj))
@@ -92,9 +89,10 @@ def _nan_to_none(v: float) -> float | None:
     return None if v != v else round(v, 6)
 
 
-def _check_previous(outdir: Path, config: dict[str, Any], force: bool) -> None:
-    """Refuse to write this run's report over another configuration's (the stored results of both stay)."""
-    path = outdir / "cnn-layers.json"
+def check_previous(outdir: Path, config: dict[str, Any], force: bool, name: str = "cnn-layers.json") -> None:
+    """Refuse, before any work, to write this run's report over another configuration's (the stored results of
+    both stay); the same configuration again rewrites it from the store."""
+    path = outdir / name
     if force or not path.is_file():
         return
     try:
@@ -102,8 +100,8 @@ def _check_previous(outdir: Path, config: dict[str, Any], force: bool) -> None:
     except (OSError, ValueError):
         return
     if isinstance(prev, dict) and prev != config:
-        raise PreimageError(f"{path} comes from a different run ({_first_difference(prev, config)}); use another "
-                            "--out, or --force to write this run's report there")
+        raise PreimageError(f"{path} already exists from a different run ({_first_difference(prev, config)}); use "
+                            "another out, or force to write this run's report there", param=("out", "force"))
 
 
 def run_cnn_layers(model: str | ModelSpec = "efficientnet_lite0", images: str | Sequence[str] = "samples",
@@ -118,7 +116,7 @@ def run_cnn_layers(model: str | ModelSpec = "efficientnet_lite0", images: str | 
 
     model: a name or a ModelSpec. images: a folder, ``samples`` or a list of specs. C: data-term weights (the
     paper's 1, 20, 100, 300).
-    noreg: add the no-regularizer baseline (C=1, λ=0, no jitter, no bound; paper-notes §1.5). size/iters:
+    noreg: add the no-regularizer baseline (C=1, λ=0, no jitter, no bound; docs/paper-notes.md §1.5). size/iters:
     default 96 px and 60 iterations (300+50 scaled), or the paper's with ``paper=True``. eval_scale: how the
     pre-image is turned into the evaluated image (``minmax`` = the paper's saved PNG). Label agreement
     classifies both images resized to ``classify_size`` (default: the model's input size).
@@ -131,53 +129,53 @@ def run_cnn_layers(model: str | ModelSpec = "efficientnet_lite0", images: str | 
     """
     t0 = time.perf_counter()
     if restarts < 1:
-        raise PreimageError("--restarts must be at least 1")
+        raise PreimageError("restarts must be at least 1", param="restarts")
     if batch < 1:
-        raise PreimageError("--batch must be at least 1")
+        raise PreimageError("batch must be at least 1", param="batch")
     if eval_scale not in EVAL_SCALES:
-        raise PreimageError(f"unknown evaluation scaling '{eval_scale}' (use {', '.join(EVAL_SCALES)})")
+        raise PreimageError(f"unknown evaluation scaling '{eval_scale}' (use {', '.join(EVAL_SCALES)})",
+                            param="eval_scale")
     if not C and not noreg:
-        raise PreimageError("give at least one --C value")
-    base = load(model, None, weights=weights, random_weights=random_weights, device=device)
+        raise PreimageError("give at least one C value", param="C")
+    base = load(model, "output", weights=weights, random_weights=random_weights, device=device)
     spec = base.spec
     # A representation without layers (HOG, DSIFT) is swept at its output only.
-    layer_names: list[str | None] = list(layers) if layers else (default_layers(spec) or [None])
-    reps = [Representation(spec, name) for name in layer_names]  # unknown layer: fail before work
+    layer_names: list[str | None] = list(layers) if layers else (main_layers(spec) or [None])
+    reps = [Representation(spec, name or "output") for name in layer_names]  # unknown layer: fail before work
     layer_names = [r.layer or "output" for r in reps]
     if len(set(layer_names)) != len(layer_names):
-        raise PreimageError("--layers names the same layer twice")
+        raise PreimageError("layers names the same layer twice", param="layers")
 
     if size is None:
-        size = (spec.defaults.size or (224, 224))[0] if paper else FAST_SIZE
+        size = (spec.input_size or (224, 224))[0] if paper else FAST_SIZE
     if iters is None:
         iters = PAPER_ITERS if paper else FAST_ITERS
-    schedule = scale_schedule(spec.defaults.schedule, iters)
+    schedule = scale_schedule(task_defaults(spec).schedule, iters)
     conditions = [Condition(float(c)) for c in C] + ([Condition(1.0, regularize=False)] if noreg else [])
     if len({c.name for c in conditions}) != len(conditions):
-        raise PreimageError("--C lists the same value twice")
+        raise PreimageError("C lists the same value twice", param="C")
 
     specs, skipped = list_images(images, log)
     names = unique_names(specs)
-    img, _ = prepare_images(base, specs, size)
+    img, _, _ = prepare_images(base, specs, size)
     classifier = classifier_for(base)
-    cls_size = classify_size or (spec.defaults.size[0] if spec.defaults.size else size)
+    cls_size = classify_size or (spec.input_size[0] if spec.input_size else size)
     normalizer = mean_pairwise_distance(img) if len(specs) > 1 else None
 
-    outdir = Path(out)
-    if outdir.exists() and not outdir.is_dir():
-        raise PreimageError(f"output path {outdir} exists and is not a folder")
+    outdir = check_folder(out)
     config = _normalized({"protocol": PROTOCOL, "model": spec.name, "weights": spec.weights_id, "size": [size, size],
-                          "iters": iters, "schedule": [[s.iters, s.lr_scale, s.jitter] for s in schedule],
+                          "iters": iters, "schedule": schedule_record(schedule),
                           "seed": seed, "optimizer": "paper", "restarts": restarts, "eval_scale": eval_scale,
-                          "classify_size": cls_size})
-    _check_previous(outdir, config, force)
+                          "classify_size": cls_size, "layers": layer_names, "C": [float(c) for c in C],
+                          "noreg": noreg, "images": [fingerprint(s) for s in specs]})
+    check_previous(outdir, config, force)
     m = Model(spec, device)
     jobs: dict[tuple[int, str, int], Job] = {}
     for li, name in enumerate(layer_names):
         for cond in conditions:
             sched = schedule if cond.regularize else tuple(Stage(s.iters, s.lr_scale, False) for s in schedule)
             opts = {"protocol": PROTOCOL, "C": cond.C, "regularize": cond.regularize, "restarts": restarts,
-                    "size": size, "schedule": [[s.iters, s.lr_scale, s.jitter] for s in sched], "seed": seed,
+                    "size": size, "schedule": schedule_record(sched), "seed": seed,
                     "eval_scale": eval_scale, "classify_size": cls_size}
             for i, s in enumerate(specs):
                 jobs[(li, cond.name, i)] = Job(PROTOCOL_TASK, m.id, None if name == "output" else name,
@@ -202,7 +200,7 @@ def run_cnn_layers(model: str | ModelSpec = "efficientnet_lite0", images: str | 
             "reduced": not (iters >= PAPER_ITERS and size >= 224), "seed": seed, "eval_scale": eval_scale,
             "classify_size": cls_size, "label_agreement": classifier is not None,
             "image_error_normalizer": _nan_to_none(normalizer) if normalizer else None,
-            "units": {"total": c["total"], "computed": c["done"], "reused": c["cached"], "failed": c["failed"]},
+            "jobs": {"total": c["total"], "done": c["done"], "cached": c["cached"], "failed": c["failed"]},
             "failures": [vars(f) for f in result.failures],
             "rows": rows, "out": str(outdir), "seconds": round(time.perf_counter() - t0, 1),
             "notes": ["error: ‖Φ(x)−Φ0‖/‖Φ0‖ at the end of the optimization; mean ± 1.96·std/√n over images "
@@ -231,14 +229,12 @@ def run_protocol(ctx: Context, jobs: list[Job]) -> list[Output]:
     o = job.options
     rep = ctx.rep(job.model, job.layer)
     specs = [s for j in jobs for s in j.images]
-    img, _ = prepare_images(rep, specs, o["size"])
-    restarts, hw = int(o["restarts"]), tuple(img.shape[-2:])
+    img, _, _ = prepare_images(rep, specs, o["size"])
+    restarts = int(o["restarts"])
     energy = Energy(regularize=bool(o["regularize"]))
-    init = torch.cat([problem_noise(rep.channels, hw, energy.B, o["seed"], fingerprint(s), o["C"], r)
-                      for s in specs for r in range(restarts)])
-    sched = tuple(Stage(int(i), float(lr), bool(j)) for i, lr, j in o["schedule"])
-    res = invert(rep, img, C=[o["C"]], restarts=restarts, size=hw, schedule=sched, seed=o["seed"], energy=energy,
-                 init=init.to(img.device))
+    # Each image's problems are seeded by the image itself (invert): the batch it shares does not matter.
+    res = invert(rep, specs, C=[o["C"]], restarts=restarts, size=o["size"], schedule=o["schedule"], seed=o["seed"],
+                 energy=energy)
     classifier = classifier_for(rep)
     labels = top1(classifier, img, o["classify_size"]) if classifier is not None else None
     rec = _evaluate(res.images, res.metrics["error"], img.repeat_interleave(restarts, 0),

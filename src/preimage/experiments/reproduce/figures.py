@@ -1,4 +1,4 @@
-"""The paper's qualitative experiments (paper-notes §4) for one network, in one HTML report.
+"""The paper's qualitative experiments (docs/paper-notes.md §4) for one network, in one HTML report.
 
 Each section is an independent function ``section(ctx) -> (heading, [(png, caption), ...])`` listed in
 ``SECTIONS``; add one by writing a function and appending it. A section that cannot run (no activation
@@ -7,7 +7,6 @@ maximization module, no classifier, no spatial layer) raises ``SectionSkipped`` 
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -19,21 +18,25 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from ...engine.optimize import Energy, scale_schedule
+from ...engine.optimize import Energy
+from ...engine.schedules import Stage, scale_schedule, schedule_record, task_defaults
 from ...errors import PreimageError
-from ...images import image_name, save_png, to_uint8
-from ...report import OutputDir, html_page, save_grid, write_json
-from ...representations import ModelSpec, Representation, Stage, load
-from ...result import Result
-from ...sweep import Job, LocalBackend, Model, RayBackend, Store, SweepResult, run_sweep
+from ...images import image_name, minmax, save_png, to_uint8
+from ...report import check_folder, html_page, save_grid, write_json
+from ...report.result import Result
+from ...report.store import Store
+from ...representations import ModelSpec, Representation, load
+from ...representations.layers import main_layers
+from ...sweep import Job, LocalBackend, Model, RayBackend, SweepResult, run_sweep
 from ...sweep.run import SweepProgress
-from ...tasks.inversion import prepare_images
-from .cnn_layers import FAST_ITERS, FAST_SIZE, PAPER_ITERS, default_layers
+from ...tasks.activation import unit_image_size
+from ...tasks.common import prepare_images
+from .cnn_layers import FAST_ITERS, FAST_SIZE, PAPER_ITERS
 
 Figure = tuple[str, str]
 Section = tuple[str, list[Figure]]
 #: The paper's class neurons (ImageNet indices): black swan, goose, tree frog, cheeseburger, coffee mug,
-#: comic book, vending machine (paper-notes §1.3).
+#: comic book, vending machine (docs/paper-notes.md §1.3).
 PAPER_CLASSES = (100, 99, 31, 933, 504, 917, 886)
 
 
@@ -70,19 +73,19 @@ class FigureContext:
     @property
     def base(self) -> Representation:
         if self._base is None:
-            self._base = load(self.model, None, weights=self.weights, random_weights=self.random_weights,
+            self._base = load(self.model, "output", weights=self.weights, random_weights=self.random_weights,
                               device=self.device)
         return self._base
 
     def rep(self, layer: str | None) -> Representation:
         """Φ at ``layer`` (cached, so its measured geometry is measured once)."""
         if layer not in self._reps:
-            self._reps[layer] = Representation(self.base.spec, layer).to(self.device)
+            self._reps[layer] = Representation(self.base.spec, layer or "output").to(self.device)
         return self._reps[layer]
 
     @property
     def layers(self) -> list[str]:
-        return list(self.layer_list) if self.layer_list else default_layers(self.base.spec)
+        return list(self.layer_list) if self.layer_list else main_layers(self.base.spec)
 
     def spatial_layers(self) -> list[str]:
         """Layers whose output is a map (N×D×h×w) at this size."""
@@ -103,7 +106,7 @@ class FigureContext:
     def x0(self) -> torch.Tensor:
         """The image, 1×C×S×S in 0–255."""
         if self._x0 is None:
-            self._x0 = prepare_images(self.base, self.image, self.size)[0]
+            self._x0 = prepare_images(self.base, self.image, (self.size, self.size) if self.size else None)[0]
         return self._x0
 
     # --- running and saving -----------------------------------------------------------------------------------
@@ -148,14 +151,15 @@ class FigureContext:
         if mask is not None:
             opts["mask"] = mask
         if schedule is not None:
-            opts["schedule"] = [[s.iters, s.lr_scale, s.jitter] for s in schedule]
+            opts["schedule"] = schedule_record(schedule)
         if energy is not None:
             opts["energy"] = _energy_options(energy)
         return self._result("invert", layer, (), len(cs) * restarts, opts)
 
     def maximize(self, layer: str, units: Sequence[int], size: int | None, energy: Energy | None = None) -> Result:
         """Activation maximization of ``units`` (one restart each) with this context's iterations and seed."""
-        opts: dict[str, Any] = {"restarts": 1, "iters": self.iters, "seed": self.seed, "style": "paper"}
+        opts: dict[str, Any] = {"restarts": 1, "iters": self.iters, "seed": self.seed, "style": "paper",
+                                "kind": "neuron"}
         if size is not None:
             opts["size"] = size
         if energy is not None:
@@ -181,7 +185,7 @@ class FigureContext:
         if self.planning:
             return name
         if scale == "minmax":
-            images = [_minmax(im) for im in images]
+            images = [minmax(im) for im in images]
         save_grid(list(images), self.out / name, ncol=ncol, scale="clip")
         return name
 
@@ -201,10 +205,6 @@ def _energy_options(e: Energy) -> dict[str, Any]:
     return {"alpha": e.alpha, "beta": e.beta, "B": e.B, "B_plus": e.B_plus, "regularize": e.regularize}
 
 
-def _minmax(x: torch.Tensor) -> torch.Tensor:
-    return (x - x.min()) / (x.max() - x.min()).clamp_min(1e-8) * 255
-
-
 def _pct(v: torch.Tensor | float) -> str:
     return f"{100 * float(v):.0f}%"
 
@@ -221,7 +221,7 @@ def _slug(s: str) -> str:
 
 
 def section_all_layers(ctx: FigureContext) -> Section:
-    """Inversion at every layer, C = 1 and 100 (paper-notes §4 item 3; the paper also runs C = 20, 300)."""
+    """Inversion at every layer, C = 1 and 100 (docs/paper-notes.md §4 item 3; the paper also runs C = 20, 300)."""
     cs = [1.0, 20.0, 100.0, 300.0] if ctx.paper else [1.0, 100.0]
     figs: list[Figure] = [(ctx.save(ctx.x0[0], "original.png", "clip"), f"original ({image_name(ctx.image)}, "
                                                                            f"{ctx.size} px)")]
@@ -234,7 +234,7 @@ def section_all_layers(ctx: FigureContext) -> Section:
 
 
 def section_restarts(ctx: FigureContext) -> Section:
-    """Several reconstructions from random restarts at the deepest layers, C = 1 (paper-notes §4 item 4)."""
+    """Several reconstructions from random restarts at the deepest layers, C = 1 (docs/paper-notes.md §4 item 4)."""
     figs: list[Figure] = []
     for layer in ctx.layers[-3:]:
         res = ctx.invert(layer, C=1.0, restarts=4)
@@ -277,7 +277,7 @@ def _draw_box(x: torch.Tensor, box: tuple[int, int, int, int]) -> torch.Tensor:
 
 def section_neighbourhoods(ctx: FigureContext) -> Section:
     """Inversion of the central 5×5 neurons only, with their receptive field drawn on the original
-    (paper-notes §4 item 5)."""
+    (docs/paper-notes.md §4 item 5)."""
     layers = ctx.spatial_layers()
     if not layers:
         raise SectionSkipped("the network has no layer with a spatial map")
@@ -285,7 +285,7 @@ def section_neighbourhoods(ctx: FigureContext) -> Section:
     for layer in ctx.spread(layers, 6):
         res = ctx.invert(layer, C=100.0, mask="neigh:5")
         box = neighbourhood_box(ctx, layer)
-        pre = _draw_box(_minmax(res.images[0]), box)
+        pre = _draw_box(minmax(res.images[0]), box)
         orig = _draw_box(ctx.x0[0], box)
         _, h, w = ctx.feature_shape(layer)
         figs.append((ctx.strip([orig, pre], f"neighbourhoods/{_slug(layer)}.png", scale="clip"),
@@ -295,7 +295,8 @@ def section_neighbourhoods(ctx: FigureContext) -> Section:
 
 
 def section_channel_halves(ctx: FigureContext) -> Section:
-    """All channels vs the first and the second half of them (AlexNet's two GPU streams; paper-notes §4 item 6)."""
+    """All channels vs the first and the second half of them (AlexNet's two GPU streams; docs/paper-notes.md §4
+    item 6)."""
     figs: list[Figure] = []
     for layer in ctx.spread(ctx.layers, 5):
         # Three problems: all channels, the first half, the second half (each its own mask).
@@ -314,10 +315,10 @@ def _jitter_beta_layer(ctx: FigureContext) -> str:
 
 
 def section_jitter_beta(ctx: FigureContext) -> Section:
-    """Jitter on/off × β ∈ {1, 1.5, 2} at a middle layer, C = 20 (paper-notes §1.7)."""
+    """Jitter on/off × β ∈ {1, 1.5, 2} at a middle layer, C = 20 (docs/paper-notes.md §1.7)."""
     layer = _jitter_beta_layer(ctx)
     rep = ctx.rep(layer)
-    sched = scale_schedule(rep.defaults.schedule, ctx.iters)
+    sched = scale_schedule(task_defaults(rep.spec).schedule, ctx.iters)
     figs: list[Figure] = []
     for jitter in (True, False):
         for beta in (1.0, 1.5, 2.0):
@@ -330,10 +331,10 @@ def section_jitter_beta(ctx: FigureContext) -> Section:
 
 
 def section_noreg_inversion(ctx: FigureContext) -> Section:
-    """Inversion without regularizers (λ = 0, no bound, no jitter, C = 1; paper-notes §1.5) at every layer."""
+    """Inversion without regularizers (λ = 0, no bound, no jitter, C = 1; docs/paper-notes.md §1.5) at every layer."""
     figs: list[Figure] = []
     for layer in ctx.layers:
-        sched = _no_jitter(scale_schedule(ctx.rep(layer).defaults.schedule, ctx.iters))
+        sched = _no_jitter(scale_schedule(task_defaults(ctx.base.spec).schedule, ctx.iters))
         res = ctx.invert(layer, C=1.0, schedule=sched, iters=None, energy=Energy(regularize=False))
         figs.append((ctx.save(res.images[0], f"noreg/{_slug(layer)}.png"),
                      f"{layer}, no regularizer: error {_pct(res.metrics['error'][0])}"))
@@ -341,15 +342,6 @@ def section_noreg_inversion(ctx: FigureContext) -> Section:
 
 
 # --- activation maximization and caricatures (preimage.tasks.activation) ---------------------------------------------
-
-
-def _activation() -> Any:
-    try:
-        from ...tasks import activation
-    except ImportError as e:
-        raise SectionSkipped(f"needs preimage.tasks.activation, which this installation lacks "
-                             f"({e.__class__.__name__})") from None
-    return activation
 
 
 def _class_names(n: int) -> list[str] | None:
@@ -363,25 +355,21 @@ def _class_names(n: int) -> list[str] | None:
         return None
 
 
-def _unit_size(ctx: FigureContext, act: Any, rep: Representation) -> int | None:
-    """The paper's image size for a unit (None: the activation module's own), capped at ``ctx.size`` unless
-    paper sizes are asked for: deep units' fields span several hundred pixels."""
-    if ctx.paper:
-        return None
-    own = getattr(act, "unit_image_size", None)
-    return min(own(rep), ctx.size) if own else ctx.size
+def _unit_size(ctx: FigureContext, rep: Representation) -> int | None:
+    """The paper's image size for a unit (None: the task's own), capped at ``ctx.size`` unless paper sizes are
+    asked for: deep units' fields span several hundred pixels."""
+    return None if ctx.paper else min(unit_image_size(rep), ctx.size)
 
 
 def section_activation_mosaics(ctx: FigureContext) -> Section:
     """Activation maximization of the first 16 (paper: 25) channels of layers across the network
-    (paper-notes §4 item 8)."""
-    act = _activation()
+    (docs/paper-notes.md §4 item 8)."""
     k = 25 if ctx.paper else 16
     figs: list[Figure] = []
     for layer in ctx.spread(ctx.spatial_layers(), 5):
         rep = ctx.rep(layer)
         units = list(range(min(k, ctx.feature_shape(layer)[0])))
-        res = ctx.maximize(layer, units, _unit_size(ctx, act, rep))
+        res = ctx.maximize(layer, units, _unit_size(ctx, rep))
         figs.append((ctx.strip(list(res.images), f"maximize/{_slug(layer)}.png", ncol=math.ceil(len(units) ** 0.5)),
                      f"{layer}: channels 0–{len(units) - 1}"))
     return "Activation maximization: channel mosaics", figs
@@ -402,8 +390,8 @@ def _class_units(ctx: FigureContext, layer: str) -> tuple[list[int], list[str]]:
 
 
 def section_class_units(ctx: FigureContext) -> Section:
-    """Class neurons of the last layer (the paper's seven classes on ImageNet networks; paper-notes §4 item 9)."""
-    _activation()  # skips the section when the activation tasks are missing
+    """Class neurons of the last layer (the paper's seven classes on ImageNet networks; docs/paper-notes.md §4
+    item 9)."""
     layer = _classifier_layer(ctx)
     units, labels = _class_units(ctx, layer)
     res = ctx.maximize(layer, units, None if ctx.paper else ctx.size)
@@ -417,8 +405,7 @@ def _caricature_layers(ctx: FigureContext) -> list[str]:
 
 
 def section_caricatures(ctx: FigureContext) -> Section:
-    """Caricatures of the image at the last spatial layer and the last layer (paper-notes §4 item 10)."""
-    _activation()  # skips the section when the activation tasks are missing
+    """Caricatures of the image at the last spatial layer and the last layer (docs/paper-notes.md §4 item 10)."""
     figs: list[Figure] = [(ctx.save(ctx.x0[0], "original.png", "clip"), "original")]
     for layer in dict.fromkeys(_caricature_layers(ctx)):
         res = ctx.caricature(layer)
@@ -427,13 +414,9 @@ def section_caricatures(ctx: FigureContext) -> Section:
 
 
 def section_noreg_activation(ctx: FigureContext) -> Section:
-    """Class neurons and caricatures without regularizers (paper-notes §1.5, §4 item 11)."""
-    act = _activation()
+    """Class neurons and caricatures without regularizers (docs/paper-notes.md §1.5, §4 item 11)."""
     noreg = Energy(regularize=False)
     figs: list[Figure] = []
-    for name in ("maximize", "caricature"):
-        if "energy" not in inspect.signature(getattr(act, name)).parameters:
-            raise SectionSkipped(f"preimage.tasks.activation.{name} takes no 'energy' argument")
     layer = _classifier_layer(ctx)
     units, labels = _class_units(ctx, layer)
     res = ctx.maximize(layer, units[:3], None if ctx.paper else ctx.size, energy=noreg)
@@ -472,7 +455,8 @@ def run_figures(model: str | ModelSpec = "efficientnet_lite0", out: str | Path =
 
     Defaults: 96 px, 60 iterations and a spread of the layers per section (minutes on a CPU); ``paper=True``:
     the model's input size, 300+50 iterations and every layer. layers: the layers to use (default: the
-    network's main layers, ``default_layers``). Every optimization is a job of one sweep (``preimage.sweep``,
+    network's main layers, ``representations.layers.main_layers``). Every optimization is a job of one sweep
+    (``preimage.sweep``,
     in this process or on Ray via ``backend``), stored under ``out/store`` so a rerun (with ``force``)
     computes only what is missing. Returns {out, page, sections: [{name, heading, figures: [{image,
     caption}], skipped}], jobs, seconds}.
@@ -481,14 +465,17 @@ def run_figures(model: str | ModelSpec = "efficientnet_lite0", out: str | Path =
     names = list(sections) if sections else list(SECTIONS)
     unknown = [n for n in names if n not in SECTIONS]
     if unknown:
-        raise PreimageError(f"unknown section '{unknown[0]}' (choose from {', '.join(SECTIONS)})")
-    outdir = OutputDir(out, force)
-    outdir.claim(["index.html", "figures.json"])
+        raise PreimageError(f"unknown section '{unknown[0]}' (choose from {', '.join(SECTIONS)})", param="sections")
+    outdir = check_folder(out)
+    taken = [outdir / n for n in ("index.html", "figures.json") if (outdir / n).exists()]
+    if taken and not force:
+        raise PreimageError(f"{taken[0]} already exists; pass force to redraw the page (the results are reused)",
+                            param="force")
     ctx = FigureContext(model, Path(out), image=image, size=FAST_SIZE, iters=iters or FAST_ITERS, seed=seed,
                         paper=paper, device=device, weights=weights, random_weights=random_weights, log=log,
                         layer_list=layers)
     if paper:
-        ctx.size = (ctx.base.spec.defaults.size or (224, 224))[0]
+        ctx.size = (ctx.base.spec.input_size or (224, 224))[0]
         ctx.iters = iters or PAPER_ITERS
     if size:
         ctx.size = size

@@ -1,4 +1,4 @@
-"""The HOG-family inversion table (paper-notes §3.1): HOG, HOGb and DSIFT pre-images of a folder of images.
+"""The HOG-family inversion table (docs/paper-notes.md §3.1): HOG, HOGb and DSIFT pre-images of a folder of images.
 
 Per image and model: invert the grey image at its own resolution (or downscaled so its longer side is at most
 ``max_side``) with the IJCV settings (C=100, 300 steps at lr0, no jitter), and score
@@ -7,15 +7,17 @@ cyvlfeat is installed, HOG pre-images are also scored with VLFeat's UoCTTI HOG (
 authors' "fair comparison using original HOG" (their HOG column uses DPM's ``features()``, of which UoCTTI is
 VLFeat's copy).
 
-Images of one size share one batched ``invert`` call per model. Files that are not images, and images too small
-for any of the models (HOG needs two cells, DSIFT one 39-pixel descriptor), are skipped with a warning and
-counted.
+Every (image, model) inversion is a job of one sweep; images of one size share a batch. Files that are not images,
+and images too small for any of the models (HOG needs two cells, DSIFT one 39-pixel descriptor), are skipped with
+a warning and counted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,15 +27,15 @@ import numpy as np
 import torch
 
 from ...errors import PreimageError
-from ...images import load_image, resize, unique_names
+from ...images import list_images, load_image, resize, unique_names
 from ...measures.metrics import mean_ci
+from ...report.store import Store
 from ...representations import Representation, load
-from ...tasks.inversion import invert
-from .cnn_layers import list_images
+from ...sweep import Job, LocalBackend, Model, run_sweep
 
 MODELS = ("hog", "hogb", "dsift")
 #: The CVPR15 table as commonly quoted (error %, mean ± std over 100 ILSVRC-2012 val images; unverified, and
-#: with CVPR15's own normalizer, the mean squared distance between descriptors: paper-notes §3.3).
+#: with CVPR15's own normalizer, the mean squared distance between descriptors: docs/paper-notes.md §3.3).
 PAPER_CVPR15 = {"hoggle": (66.2, 13.7), "hog": (28.1, 7.9), "hogb": (10.67, 5.2), "dsift": (10.89, 7.5)}
 LABELS = {"hoggle": "HOGgle", "hog": "HOG", "hogb": "HOGb", "dsift": "DSIFT"}
 VLFEAT_ROW = "hog-vlfeat"
@@ -128,14 +130,15 @@ def collect_images(images: str | Sequence[str], *, max_side: int | None = None,
     """The table's images: a folder, ``samples`` (scikit-image's colour samples) or a list of specs, loaded grey
     and downscaled to ``max_side``. Returns (images, skipped files as {file, reason}); each skip logs one line."""
     if max_side is not None and max_side < 1:
-        raise PreimageError("--max-side must be a positive number of pixels")
+        raise PreimageError("max_side must be a positive number of pixels", param="max_side")
     specs, unreadable = list_images(images, log)
     skipped = [{"file": s, "reason": "not a readable image"} for s in unreadable]
     reps = [load(m) for m in models]
     kept: list[tuple[str, torch.Tensor]] = []
     for spec in specs:
-        x = _downscale(load_image(spec, grey=True), max_side)
-        why = _too_small(reps, tuple(x.shape[-2:]))
+        hw = tuple(_downscale(load_image(spec, grey=True), max_side).shape[-2:])
+        x = load_image(spec, hw, channels=1)  # as the inversion job loads it: resized, then grey
+        why = _too_small(reps, hw)
         if why is not None:
             log(f"warning: skipping {spec}: {why}")
             skipped.append({"file": spec, "reason": why})
@@ -186,8 +189,11 @@ def _row(key: str, model: str, measure: str, errors: Sequence[float]) -> dict[st
 def run_hog_table(images: Sequence[TableImage], *, models: Sequence[str] = MODELS, iters: int = 300,
                   C: float = 100.0, seed: int = 0, vlfeat: bool | None = None, device: str | torch.device = "cpu",
                   skipped: Sequence[dict[str, str]] = (), source: str = "", max_side: int | None = None,
-                  exact_gradient: bool = False, progress: Progress | None = None) -> HogTable:
-    """Invert every image with every model (one batched call per model and image size) and tabulate the errors.
+                  exact_gradient: bool = False, store: Store | None = None, force: bool = False,
+                  progress: Progress | None = None) -> HogTable:
+    """Invert every image with every model, each (image, model) a job of one sweep (``preimage.sweep``: images of
+    one size share a batch; results kept in ``store``, a temporary one by default, so a rerun computes only what
+    is missing, all of it with ``force``), and tabulate the errors.
 
     vlfeat: also score HOG pre-images with VLFeat's UoCTTI HOG (None: when cyvlfeat is installed).
     exact_gradient: HOG as the paper (hard binning's gradient, one level) instead of the surrogate gradient and
@@ -196,32 +202,28 @@ def run_hog_table(images: Sequence[TableImage], *, models: Sequence[str] = MODEL
     t0 = time.perf_counter()
     if vlfeat is None:
         vlfeat = _have_vlfeat() and "hog" in models
-    groups: dict[tuple[int, int], list[int]] = {}
-    for i, im in enumerate(images):
-        groups.setdefault(tuple(im.image.shape[-2:]), []).append(i)
-    total = len(models) * len(groups) * iters
-    done = 0
-    errors: dict[str, list[float]] = {m: [math.nan] * len(images) for m in models}
-    if vlfeat:
-        errors[VLFEAT_ROW] = [math.nan] * len(images)
-    pictures: dict[str, torch.Tensor] = {}
-    for model in models:
-        rep = load(model, device=device, **({"exact_gradient": True} if exact_gradient and model == "hog" else {}))
-        for idx in groups.values():
-            x0 = torch.cat([images[i].image for i in idx]).to(device)
-
-            def step(k: int, _n: int, base: int = done) -> None:
-                if progress:
-                    progress(base + k, total)
-
-            res = invert(rep, x0, C=C, iters=iters, seed=seed, progress=step)
-            done += iters
-            for j, i in enumerate(idx):
-                errors[model][i] = float(res.metrics["error"][j])
-                pictures[f"{images[i].name}/{model}"] = res.images[j].cpu()
-            if model == "hog" and vlfeat:
-                for j, e in zip(idx, vlfeat_hog_error(res.images, x0).tolist(), strict=True):
-                    errors[VLFEAT_ROW][j] = e
+    with contextlib.ExitStack() as stack:
+        if store is None:
+            store = Store(stack.enter_context(tempfile.TemporaryDirectory(prefix="preimage-hog-")))
+        errors: dict[str, list[float]] = {m: [math.nan] * len(images) for m in models}
+        if vlfeat:
+            errors[VLFEAT_ROW] = [math.nan] * len(images)
+        pictures: dict[str, torch.Tensor] = {}
+        for model in models:
+            rep = load(model, device=device, **({"exact_gradient": True} if exact_gradient and model == "hog" else {}))
+            m = Model(rep.spec, str(device))
+            jobs = [Job("invert", m.id, None, images=(im.spec,),
+                        options={"C": [C], "iters": iters, "seed": seed, "size": list(im.image.shape[-2:]),
+                                 "arrays": True}) for im in images]
+            res = run_sweep(jobs, {m.id: m}, store, LocalBackend(progress, strict=True), batch=len(jobs),
+                            recompute=force)
+            for i, (im, job) in enumerate(zip(images, jobs, strict=True)):
+                rec = res.records[job.key]
+                errors[model][i] = float(rec["result"]["problems"][0]["error"])
+                pic = torch.from_numpy(np.load(store.file(job.key, "images.npy")))[0]
+                pictures[f"{im.name}/{model}"] = pic
+                if model == "hog" and vlfeat:
+                    errors[VLFEAT_ROW][i] = float(vlfeat_hog_error(pic[None], im.image)[0])
     rows = [_row(m, m, "own features ‖Φ(x*)−Φ0‖/‖Φ0‖", errors[m]) for m in models]
     if vlfeat:
         rows.append(_row(VLFEAT_ROW, "hog", "VLFeat UoCTTI HOG, 31 dims (the paper's HOG column)", errors[VLFEAT_ROW]))
@@ -233,15 +235,17 @@ def run_hog_table(images: Sequence[TableImage], *, models: Sequence[str] = MODEL
 
 def hog_table(images: str | Sequence[str] = "samples", *, max_side: int | None = None,
               models: Sequence[str] = MODELS, iters: int = 300, seed: int = 0, vlfeat: bool | None = None,
-              device: str | torch.device = "cpu", exact_gradient: bool = False, log: Log = _stderr,
-              progress: Progress | None = None) -> HogTable:
+              device: str | torch.device = "cpu", exact_gradient: bool = False, store: Store | None = None,
+              force: bool = False, log: Log = _stderr, progress: Progress | None = None) -> HogTable:
     """The whole experiment: ``collect_images`` then ``run_hog_table``."""
     unknown = [m for m in models if m not in MODELS]
     if unknown:
-        raise PreimageError(f"unknown model(s) for the HOG table: {', '.join(unknown)} (use {', '.join(MODELS)})")
+        raise PreimageError(f"unknown model(s) for the HOG table: {', '.join(unknown)} (use {', '.join(MODELS)})",
+                            param="models")
     if iters < 1:
-        raise PreimageError("--iters must be at least 1")
+        raise PreimageError("iters must be at least 1", param="iters")
     found, skipped = collect_images(images, max_side=max_side, models=models, log=log)
     return run_hog_table(found, models=models, iters=iters, seed=seed, vlfeat=vlfeat, device=device,
                          skipped=skipped, source=images if isinstance(images, str) else "list",
-                         max_side=max_side, exact_gradient=exact_gradient, progress=progress)
+                         max_side=max_side, exact_gradient=exact_gradient, store=store, force=force,
+                         progress=progress)

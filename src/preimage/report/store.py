@@ -1,5 +1,6 @@
 """The keyed store: one folder per job result, ``ROOT/<key[:2]>/<key>/``, holding the result's files and a
-``record.json`` written last, which lists every file with its SHA-256.
+``record.json`` written last, which lists every file with its SHA-256; and what names a result: its configuration
+(``job_config``: task, model, layer, targets, images, options, package version) and the key that digests it.
 
 A result counts as finished only if its record reads, names its own key, and every file it lists is there
 with that digest: a half-written or damaged result is never trusted, it is computed again. Every file is
@@ -11,14 +12,55 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..images import atomic_write_bytes
-from .jobs import STORE_FORMAT, Job
+from ..images import atomic_write_bytes, fingerprint
 
 RECORD = "record.json"
+#: Bumped when what a stored result holds changes, so older results are recomputed rather than misread.
+STORE_FORMAT = 2
+
+
+def version() -> str:
+    """The installed package's version (``0+source`` when running from a source tree)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as _v
+
+    try:
+        return _v("preimage")
+    except PackageNotFoundError:
+        return "0+source"
+
+
+def canonical(obj: Any) -> str:
+    """JSON with sorted keys and no spaces: equal configurations give equal strings."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_plain)
+
+
+def _plain(o: Any) -> Any:
+    if isinstance(o, tuple):
+        return list(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"a job option must be a JSON value, got {type(o).__name__}")
+
+
+def job_config(task: str, model: str, layer: str | None, units: Sequence[Any] = (), images: Sequence[str] = (),
+               options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything a result depends on, as JSON values: the task, the model's id (name and weights digest), the
+    layer, the targets (units or objective specs), the images' contents (as digests), the options (seed
+    included) and the package's version."""
+    return {"format": STORE_FORMAT, "version": version(), "task": task, "model": model, "layer": layer,
+            "units": list(units), "images": [s if s.startswith("tensor:") else fingerprint(s) for s in images],
+            "options": json.loads(canonical(options or {}))}
+
+
+def config_key(config: dict[str, Any]) -> str:
+    """The result's name in the store: 32 hex digits of SHA-256 of its configuration."""
+    return hashlib.sha256(canonical(config).encode()).hexdigest()[:32]
 
 
 @dataclass
@@ -68,9 +110,10 @@ class Store:
                 return None
         return rec
 
-    def save(self, job: Job, output: Output, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Write a result: its files first, then the record that marks it finished. Returns the record."""
-        key = job.key
+    def save(self, config: dict[str, Any], output: Output, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Write a result under the key of its configuration: its files first, then the record that marks it
+        finished (its key, its configuration, its result and every file's SHA-256). Returns the record."""
+        key = config_key(config)
         folder = self.folder(key)
         if folder.exists() and self.load(key, verify=False) is None:
             shutil.rmtree(folder, ignore_errors=True)  # remains of a damaged result: start clean
@@ -78,7 +121,7 @@ class Store:
         for name, data in output.files.items():
             atomic_write_bytes(folder / name, data)
             files[name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-        rec = {"key": key, "format": STORE_FORMAT, "job": job.config(), "result": output.record, "files": files,
+        rec = {"key": key, "format": STORE_FORMAT, "job": config, "result": output.record, "files": files,
                **(extra or {})}
         atomic_write_bytes(folder / RECORD, (json.dumps(rec, indent=1) + "\n").encode())
         return rec

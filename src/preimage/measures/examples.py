@@ -15,9 +15,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..images import image_name
+from ..images import image_name, load_image, png_bytes
+from ..report.store import Output
 from ..representations.base import Representation
-from .store import Output
+from ..representations.points import response_point
 
 GREY = 128.0  # what lies beyond the image's border in a crop (a field reaching past it)
 
@@ -68,6 +69,12 @@ def histogram(values: torch.Tensor, bins: int = 12) -> dict[str, list[float]]:
     return {"edges": [lo + (hi - lo) * i / bins for i in range(bins + 1)], "counts": counts.int().tolist()}
 
 
+def _load(rep: Representation, specs: Sequence[str], size: int | None) -> torch.Tensor:
+    """Images at the model's input size (``size``: another side), N×C×H×W in 0–255 on Φ's device."""
+    hw = (size, size) if size else rep.spec.input_size
+    return torch.cat([load_image(s, hw, channels=rep.channels) for s in specs]).to(rep.device_dtype()[0])
+
+
 def layer_examples(rep: Representation, images: list[str], *, size: int | None = None, k: int = 9,
                    thumbnail: int = 64, batch: int = 8) -> Output:
     """Top-``k`` dataset examples and activation statistics of every unit of ``rep``'s layer.
@@ -78,8 +85,6 @@ def layer_examples(rep: Representation, images: list[str], *, size: int | None =
     per unit its max, mean and std over every position of every image, the histogram of its per-image
     maxima, and its examples (image, activation, box).
     """
-    from ..tasks.activation import response_point
-
     rp, point = response_point(rep)
     geo = rep.geometry()  # measured with gradients: before no_grad
     with torch.no_grad():
@@ -88,8 +93,6 @@ def layer_examples(rep: Representation, images: list[str], *, size: int | None =
 
 def _examples(rp: Representation, point: tuple[str, str], geo: Any, images: list[str], size: int | None, k: int,
               thumbnail: int, batch: int) -> Output:
-    from ..tasks.inversion import prepare_images
-
     field = None if geo.receptive_field is None or geo.global_field else geo.receptive_field
     best, where, loaded = [], [], []
     total = sq = None
@@ -97,7 +100,7 @@ def _examples(rp: Representation, point: tuple[str, str], geo: Any, images: list
     map_hw: tuple[int, int] = (1, 1)
     image_hw: tuple[int, int] = (0, 0)
     for i in range(0, len(images), batch):
-        x, _ = prepare_images(rp, images[i:i + batch], size)
+        x = _load(rp, images[i:i + batch], size)
         image_hw = (int(x.shape[-2]), int(x.shape[-1]))
         phi = rp(rp.to_paper_units(x)).float()
         if phi.ndim == 4:
@@ -129,7 +132,7 @@ def _examples(rp: Representation, point: tuple[str, str], geo: Any, images: list
     tiles: dict[tuple[int, int], torch.Tensor] = {}
     boxes: dict[tuple[int, int], tuple[int, int, int, int]] = {}
     for idx, uses in wanted.items():
-        img = prepare_images(rp, [loaded[idx]], size)[0][0].float().cpu()
+        img = _load(rp, [loaded[idx]], size)[0].float().cpu()
         if img.shape[0] == 1:
             img = img.expand(3, -1, -1)
         for u, r in uses:
@@ -137,8 +140,6 @@ def _examples(rp: Representation, point: tuple[str, str], geo: Any, images: list
             box = crop_box(pos, map_hw, image_hw, field)
             boxes[(u, r)] = box
             tiles[(u, r)] = crop(img, box, thumbnail)
-    from .runners import png_bytes
-
     files, units = {}, {}
     for u in range(channels):
         files[f"u{u}.png"] = png_bytes(sprite([tiles[(u, r)] for r in range(kk)]), "clip")
