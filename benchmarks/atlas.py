@@ -129,10 +129,11 @@ def _flops(rep, size: int) -> float:
 
 
 def projection(args: argparse.Namespace) -> dict:
+    from preimage.sweep.atlas import plan_layers
+
     from preimage.representations import Representation
     from preimage.representations.layers import main_layers
     from preimage.sweep import Job, Store, run_sweep
-    from preimage.sweep.atlas import plan_layers
     from preimage.tasks.activation import response_point, unit_image_size
 
     m = _model(args.model, args.random_weights)

@@ -86,8 +86,9 @@ def main() -> None:
     if py.is_file() and not a.skip_channels:
         net = work / "net.pt"
         torch.save(load("efficientnet_lite0").net, net)
-        subprocess.run([str(py), "src/preimage/experiments/peers/lucent_classes.py", "--model-file", str(net), "--classes",
-                        a.channels, "--layer", "net_" + a.layer.replace(".", "_"), "--prefix", "channel",
+        runner = "src/preimage/experiments/peers/lucent_classes.py"
+        subprocess.run([str(py), runner, "--model-file", str(net), "--classes", a.channels,
+                        "--layer", "net_" + a.layer.replace(".", "_"), "--prefix", "channel",
                         "--out", str(work / "lucent"), "--threads", str(a.threads)], check=True)
         net.unlink()
     for ch in channels:
