@@ -52,6 +52,14 @@ class Result:
     def __len__(self) -> int:
         return self.images.shape[0]
 
+    def __repr__(self) -> str:
+        shape = "×".join(map(str, self.images.shape[1:]))
+        caps = self.captions()
+        more = f"; … {len(caps) - 3} more" if len(caps) > 3 else ""
+        return (f"<Result {self.info.get('task', '')} {self.model}{' ' + self.layer if self.layer else ''}: "
+                f"{len(self)} picture(s) {shape}, {self.iterations} iterations, {self.seconds:.1f} s: "
+                f"{'; '.join(caps[:3])}{more}>")
+
     # --- numbers ---------------------------------------------------------------------------------------------
 
     def records(self) -> list[dict[str, Any]]:

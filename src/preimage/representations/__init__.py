@@ -4,6 +4,8 @@ outputs as maps (``tokens``), a network's layers (``layers``)."""
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -27,15 +29,16 @@ def model_spec(model: ModelLike, *, weights: str | None = None, random_weights: 
     as it is, never modified), a ModelSpec or a Representation (its spec).
 
     channels: the input's channels, any k (a plain module's; for torchvision/timm names the first convolution is
-    built for k). mean/std: the input normalization in [0, 1] units, one value or one per channel (a plain
+    built for k). mean/std: the input normalization in [0, 1] units, one number or one per channel (a plain
     module's default: ImageNet's; a name's default: the model's own). input_size: a plain module's native input
     size (default 224×224). kwargs: model arguments for timm/torchvision builders."""
+    mean, std = _constants(mean, "mean"), _constants(std, "std")
     if isinstance(model, Representation):
         spec = model.spec
     elif isinstance(model, nn.Module):
         k = channels or 3
-        return ModelSpec(type(model).__name__, model, tuple(mean or per_channel(IMAGENET_MEAN, k)),
-                         tuple(std or per_channel(IMAGENET_STD, k)), channels=k,
+        return ModelSpec(type(model).__name__, model, _fit(mean, k, "mean") or per_channel(IMAGENET_MEAN, k),
+                         _fit(std, k, "std") or per_channel(IMAGENET_STD, k), channels=k,
                          input_size=tuple(input_size or (224, 224)), weights_id="user")
     elif isinstance(model, ModelSpec):
         spec = model
@@ -45,8 +48,33 @@ def model_spec(model: ModelLike, *, weights: str | None = None, random_weights: 
         raise PreimageError(f"model must be a name (e.g. 'efficientnet_lite0', 'timm:resnet50'), an nn.Module or a "
                             f"representation, got {type(model).__name__}", param="model")
     if mean is not None or std is not None:
-        spec = dataclasses.replace(spec, mean=tuple(mean or spec.mean), std=tuple(std or spec.std))
+        k = spec.channels
+        spec = dataclasses.replace(spec, mean=_fit(mean, k, "mean") or spec.mean, std=_fit(std, k, "std") or spec.std)
     return spec
+
+
+def _constants(v: float | Sequence[float] | None, name: str) -> tuple[float, ...] | None:
+    """One number or one per channel, as a tuple of positive-or-zero finite floats (std: positive)."""
+    if v is None:
+        return None
+    try:
+        vals = (float(v),) if isinstance(v, (int, float)) else tuple(float(a) for a in v)
+    except (TypeError, ValueError):
+        raise PreimageError(f"{name} is one number or one per input channel, got {v!r}", param=name) from None
+    if not vals or not all(math.isfinite(a) for a in vals) or (name == "std" and min(vals) <= 0):
+        raise PreimageError(f"{name} must be finite numbers{', all positive' if name == 'std' else ''}, got {v!r}",
+                            param=name)
+    return vals
+
+
+def _fit(vals: tuple[float, ...] | None, k: int, name: str) -> tuple[float, ...] | None:
+    """One number for every channel, or exactly one per channel."""
+    if vals is None:
+        return None
+    if len(vals) not in (1, k):
+        raise PreimageError(f"{name} has {len(vals)} values for a {k}-channel input: give one, or one per channel",
+                            param=name)
+    return vals * k if len(vals) == 1 else vals
 
 
 def load(model: ModelLike, layer: str | None = None, *, weights: str | None = None, random_weights: bool = False,
