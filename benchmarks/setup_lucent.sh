@@ -6,7 +6,7 @@
 # kernels); checked: kornia 0.4.1 imports and render_vis runs with torch 2.14.1 / torchvision 0.29.1 on
 # Python 3.11. timm is installed so that timm networks (efficientnet_lite0) can be unpickled there.
 #
-#   bash benchmarks/setup_lucent.sh            # then: preimage bench  (finds benchmarks/lucent-venv)
+#   bash benchmarks/setup_lucent.sh            # then: preimage bench speed  (finds benchmarks/lucent-venv)
 #   PYTHON=python3.11 TORCH=2.14.1 TORCHVISION=0.29.1 bash benchmarks/setup_lucent.sh
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"

@@ -224,7 +224,7 @@ def test_cli_bench_device_cuda_without_gpu_exits_2_with_one_line(capsys: pytest.
         pytest.skip("a GPU is present")
     from preimage.cli import main
 
-    assert main(["bench", "--device", "cuda", "--json"]) == 2
+    assert main(["bench", "speed", "--device", "cuda", "--json"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "CUDA" in err[0] and "Traceback" not in err[0]
 
@@ -241,9 +241,9 @@ def test_interleaved_medians_and_helpers() -> None:
 def test_bench_json_has_the_ratios_as_positive_finite_numbers(capsys: pytest.CaptureFixture) -> None:
     from preimage.cli import main
 
-    rc = main(["bench", "--model", "efficientnet_lite0", "--random-weights", "--layer", "blocks.1", "--size", "32",
-               "--batch", "2", "--iters", "2", "--repeats", "1", "--threads", "1", "--no-lucent", "--no-memory",
-               "--json"])
+    rc = main(["bench", "speed", "--model", "efficientnet_lite0", "--random-weights", "--layer", "blocks.1",
+               "--size", "32", "--batch", "2", "--iters", "2", "--repeats", "1", "--threads", "1", "--no-lucent",
+               "--no-memory", "--json"])
     assert rc == 0
     info = json.loads(capsys.readouterr().out)
     assert info["model"] == "efficientnet_lite0" and info["layer"] == "blocks.1" and info["size"] == [32, 32]
@@ -265,7 +265,7 @@ def test_bench_bad_channel_fails_before_any_timing(capsys: pytest.CaptureFixture
     from preimage.cli import main
 
     monkeypatch.setenv("PREIMAGE_LUCENT_PYTHON", sys.executable)  # any existing Python: Lucent "available"
-    rc = main(["bench", "--random-weights", "--layer", "blocks.1", "--size", "32", "--channel", "9999",
+    rc = main(["bench", "speed", "--random-weights", "--layer", "blocks.1", "--size", "32", "--channel", "9999",
                "--no-memory"])
     out, err = capsys.readouterr()
     assert rc == 2 and out == ""
@@ -275,7 +275,7 @@ def test_bench_bad_channel_fails_before_any_timing(capsys: pytest.CaptureFixture
 def test_bench_runs_on_a_network_without_layers(capsys: pytest.CaptureFixture) -> None:
     from preimage.cli import main
 
-    rc = main(["bench", "--model", "hog", "--size", "32", "--batch", "2", "--iters", "2", "--repeats", "1",
+    rc = main(["bench", "speed", "--model", "hog", "--size", "32", "--batch", "2", "--iters", "2", "--repeats", "1",
                "--threads", "1", "--no-memory", "--json"])
     assert rc == 0
     info = json.loads(capsys.readouterr().out)

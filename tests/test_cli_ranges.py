@@ -52,7 +52,8 @@ def _bad_values(p) -> list[str]:
 
 def test_the_walk_finds_the_numeric_options() -> None:
     names = {(" ".join(path), p.opts[0]) for path, _, p in OPTIONS}
-    assert {("invert", "--size"), ("invert", "--seed"), ("maximize", "--relu-leak"), ("bench", "--iters"),
+    assert {("invert", "--size"), ("invert", "--seed"), ("maximize", "--relu-leak"), ("bench speed", "--iters"),
+            ("bench transfer", "--iters"),
             ("reproduce cnn-layers", "--batch"), ("layers", "--channels")} <= names
     assert len(OPTIONS) >= 30
 

@@ -397,7 +397,28 @@ def test_bad_new_options_end_in_one_line(tmp_path, capsys, args, message) -> Non
     (["--classes", "1000"], "out of range"),
 ])
 def test_bench_transfer_bad_input(tmp_path, capsys, args, message) -> None:
-    rc = main(["bench", "--transfer", "--no-lucent", "--out", str(tmp_path / "t"), *args])
+    rc = main(["bench", "transfer", "--no-lucent", "--out", str(tmp_path / "t"), *args])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and message in err[0]
     assert not (tmp_path / "t").exists()
+
+
+def test_bench_transfer_is_a_sweep_whose_rerun_is_a_cache_hit(tmp_path, capsys) -> None:
+    args = ["bench", "transfer", "--no-lucent", "--classes", "25", "--styles", "natural", "--iters", "2",
+            "--out", str(tmp_path / "t"), "--json"]
+    runs = []
+    for extra in ([], [], ["--force"]):
+        assert main(args + extra) == 0
+        runs.append(json.loads(capsys.readouterr().out)["rows"][0])
+    assert [r["cached"] for r in runs] == [0, 1, 0]
+    assert runs[0]["probability"] == runs[1]["probability"] == runs[2]["probability"]  # same seed, same picture
+    assert 0 <= runs[0]["probability"][0] <= 1 and runs[0]["per_image_seconds"] > 0
+    assert (tmp_path / "t" / "natural" / "class25.png").stat().st_size > 0
+
+
+def test_bench_lucent_python_that_does_not_exist_is_an_error(tmp_path, capsys) -> None:
+    for cmd in (["bench", "speed"], ["bench", "transfer", "--out", str(tmp_path / "t")]):
+        rc = main([*cmd, "--lucent-python", str(tmp_path / "nonexistent")])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and "--lucent-python" in err[0]
+    assert not list(tmp_path.iterdir())

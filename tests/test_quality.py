@@ -33,16 +33,16 @@ def test_rows_are_the_median_errors_of_the_runs_they_name() -> None:
 
 def test_cli_quality_json_and_bad_input(capsys) -> None:
     torch.manual_seed(0)
-    rc = main(["bench", "--quality", "--layer", "blocks.1", "--images", "1", "--methods", "pixel:4,fast:4",
+    rc = main(["bench", "quality", "--layer", "blocks.1", "--images", "1", "--methods", "pixel:4,fast:4",
                "--size", "32", "--json"])
     info = json.loads(capsys.readouterr().out)
     row = info["rows"][0]
     assert rc in (0, None) and row["layer"] == "blocks.1"
     assert row["fast_le_paper"] == (row["fast:4"]["median_error"] <= row["pixel:4"]["median_error"])
-    for args, message in ((["--methods", "fast"], "PARAM:ITERS"), (["--iters", "3"], "--methods"),
-                          (["--images", "9"], "between 1 and 8"), (["--transfer"], "give one"),
+    for args, message in ((["--methods", "fast"], "PARAM:ITERS"), (["--iters", "3"], "No such option"),
+                          (["--images", "9"], "between 1 and 8"), (["--transfer"], "No such option"),
                           (["--methods", "fast:0"], "at least 1"), (["--methods", "pixel:3:-1"], "positive"),
-                          (["--methods", ","], "at least one method")):
-        rc = main(["bench", "--quality", "--layer", "blocks.1", "--size", "32", *args])
+                          (["--methods", ","], "at least one")):
+        rc = main(["bench", "quality", "--layer", "blocks.1", "--size", "32", *args])
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2 and len(err) == 1 and message in err[0]

@@ -1,7 +1,9 @@
-"""``preimage bench``: speed against the bare network, batching, memory, and Lucent."""
+"""``preimage bench speed|transfer|quality``: speed against the bare network, batching, memory and Lucent; class
+transfer to a judge network; inversion time-to-quality."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -13,7 +15,7 @@ from .common import (
     ITERS,
     SIZE,
     THREADS,
-        DeviceOpt,
+    DeviceOpt,
     JsonOpt,
     LayerOpt,
     ModelOpt,
@@ -25,62 +27,59 @@ from .common import (
     out_console,
 )
 
+bench_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                        help="Measure: speed (ours against the bare network and Lucent), transfer (class pre-images "
+                             "judged by another network) or quality (inversion error for the time spent).")
+app.add_typer(bench_app, name="bench")
 
-@app.command()
-def bench(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None, weights: WeightsOpt = None,
-          random_weights: RandomOpt = False,
-          size: Annotated[int | None, typer.Option(help="input size in pixels (default: the model's)",
-                                                   **SIZE)] = None,
+SizeOpt = Annotated[int | None, typer.Option(help="input size in pixels (default: the model's)", **SIZE)]
+ThreadsOpt = Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's)", **THREADS)]
+LucentPyOpt = Annotated[str | None, typer.Option(help="Python of an environment with torch-lucent "
+                                                 "(default: benchmarks/lucent-venv)")]
+
+
+def _say(msg: str) -> None:
+    err_console.print(msg, markup=False, highlight=False)
+
+
+def _threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _lucent_python(path: str | None) -> None:
+    """A --lucent-python that is not an executable file is an error, not a silent skip."""
+    if path is not None and not (Path(path).is_file() or Path(path).is_symlink()):
+        raise PreimageError(f"--lucent-python: no such file '{path}'")
+
+
+@bench_app.command()
+def speed(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None, weights: WeightsOpt = None,
+          random_weights: RandomOpt = False, size: SizeOpt = None,
           batch: Annotated[int, typer.Option(help="problems in the batched run", **COUNT)] = 8,
-          iters: Annotated[int | None, typer.Option(help="optimizer iterations per timed run (default 10); "
-                                                    "--transfer: per pre-image (default: each style's)",
-                                                    **ITERS)] = None,
+          iters: Annotated[int, typer.Option(help="optimizer iterations per timed run", **ITERS)] = 10,
           repeats: Annotated[int, typer.Option(help="interleaved repeats per ratio (medians reported)",
                                                **COUNT)] = 5,
-          threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's)", **THREADS)] = None,
+          threads: ThreadsOpt = None,
           amp: Annotated[str | None, typer.Option(help="mixed precision for the network: bf16 or fp16")] = None,
           compile: Annotated[bool, typer.Option("--compile", help="torch.compile the network (start-up cost)")]
           = False,
           channel: Annotated[int, typer.Option(help="channel for the Lucent comparison", **INDEX)] = 0,
           lucent: Annotated[bool, typer.Option("--lucent/--no-lucent", help="compare with Lucent's render_vis "
                                                "when its environment exists")] = True,
-          lucent_python: Annotated[str | None, typer.Option(help="Python of an environment with torch-lucent "
-                                                            "(default: benchmarks/lucent-venv)")] = None,
+          lucent_python: LucentPyOpt = None,
           memory: Annotated[bool, typer.Option("--memory/--no-memory", help="measure peak memory")] = True,
-          transfer: Annotated[bool, typer.Option("--transfer", help="instead of speed: class transfer, the model's "
-                                                 "class pre-images judged by --judge (top-1 rate, mean p(class), "
-                                                 "seconds per pre-image), per style and Lucent")] = False,
-          classes: Annotated[str, typer.Option(help="--transfer: class indices (the full table: every 50th from "
-                                               "25, benchmarks/transfer.py)")] = "25,525",
-          styles: Annotated[str, typer.Option(help="--transfer: variants, e.g. paper,natural,natural/no-prior")]
-          = "paper,natural",
-          judge: Annotated[str, typer.Option(help="--transfer: the judge")] = "efficientnet_lite1",
-          out: Annotated[str, typer.Option(help="--transfer: folder for the pictures")] = "preimage-bench-transfer",
-          quality: Annotated[bool, typer.Option("--quality", help="instead of speed: inversion time-to-quality, "
-                                                "the median error of --style fast against the paper's 350 "
-                                                "iterations, per layer (--layer: comma-separated; default for "
-                                                "efficientnet_lite0: blocks.1-6)")] = False,
-          images: Annotated[int, typer.Option(help="--quality: how many bundled colour samples", **COUNT)] = 8,
-          methods: Annotated[str, typer.Option(help="--quality: PARAM:ITERS[:LR_SCALE], comma-separated ('fast' "
-                                               "is the style)")] = "pixel:350,fast:120",
           device: DeviceOpt = "cpu", as_json: JsonOpt = False) -> None:
-    """Time one iteration against the bare network, batched against sequential runs, peak memory, and Lucent;
-    or, with --transfer, how well another network recognises the class pre-images; or, with --quality, how close
-    the fast style's inversions get in 120 iterations to the paper's in 350."""
+    """Time one iteration against the bare network, batched against sequential runs, peak memory, and Lucent."""
     from ..experiments.bench import run_bench
 
-    if transfer and quality:
-        raise PreimageError("--transfer and --quality are two different benches: give one")
-    if transfer:
-        return _transfer(model, classes, styles, judge, out, iters, threads, lucent, lucent_python, as_json)
-    if quality:
-        return _quality(model, layer, weights, random_weights, size, images, methods, iters, threads, as_json)
-    iters = iters or 10
-
+    _lucent_python(lucent_python)
     info = run_bench(model, layer, weights=weights, random_weights=random_weights, size=size, batch=batch,
                      iters=iters, repeats=repeats, device=device, amp=amp, compile=compile, n_threads=threads,
                      channel=channel, with_lucent=lucent, lucent_python_path=lucent_python, with_memory=memory,
-                     say=lambda msg: err_console.print(msg, markup=False, highlight=False))
+                     say=_say)
 
     def human() -> None:
         from rich.table import Table
@@ -104,22 +103,29 @@ def bench(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None, weight
     emit(info, as_json, human)
 
 
-def _quality(model: str, layer: str | None, weights: str | None, random_weights: bool, size: int | None,
-             images: int, methods: str, iters: int | None, threads: int | None, as_json: bool) -> None:
-    """``bench --quality``: the time-to-quality rows (benchmarks/time_to_quality.py: the full table)."""
-    import torch
+@bench_app.command()
+def quality(model: ModelOpt = "efficientnet_lite0",
+            layer: Annotated[str | None, typer.Option(help="layers, comma-separated (default for efficientnet_lite0: "
+                                                      "blocks.1-6)")] = None,
+            weights: WeightsOpt = None, random_weights: RandomOpt = False, size: SizeOpt = None,
+            images: Annotated[int, typer.Option(help="how many bundled colour samples", **COUNT)] = 8,
+            methods: Annotated[str, typer.Option(help="PARAM:ITERS[:LR_SCALE], comma-separated ('fast' is the "
+                                                 "style)")] = "pixel:350,fast:120",
+            threads: ThreadsOpt = None, as_json: JsonOpt = False) -> None:
+    """Inversion time-to-quality: the median error of --style fast after 120 iterations against the paper's
+    350, per layer (benchmarks/time_to_quality.py: the full table)."""
+    from ..experiments.quality import LITE0_LAYERS, parse_method, time_to_quality
 
-    from ..experiments.quality import LITE0_LAYERS, time_to_quality
-
-    if iters is not None:
-        raise PreimageError("--quality takes the iterations in --methods (e.g. fast:120,pixel:350), not --iters")
+    wanted = [m for m in methods.split(",") if m.strip()]
+    for m in wanted:
+        parse_method(m)
+    if layer is not None and not layer.strip():
+        raise PreimageError("--layer is empty: name layers, comma-separated, or leave it out")
     layers = [s.strip() for s in layer.split(",") if s.strip()] if layer else (
         list(LITE0_LAYERS) if model == "efficientnet_lite0" else [None])
-    if threads:
-        torch.set_num_threads(threads)
-    info = time_to_quality(model, layers, images, [m for m in methods.split(",") if m.strip()], size=size,
-                           weights=weights, random_weights=random_weights,
-                           say=lambda m: err_console.print(m, markup=False, highlight=False))
+    _threads(threads)
+    info = time_to_quality(model, layers, images, wanted, size=size, weights=weights, random_weights=random_weights,
+                           say=_say)
 
     def human() -> None:
         from rich.table import Table
@@ -136,14 +142,24 @@ def _quality(model: str, layer: str | None, weights: str | None, random_weights:
     emit(info, as_json, human)
 
 
-def _transfer(model: str, classes: str, styles: str, judge: str, out: str, iters: int | None, threads: int | None,
-              lucent: bool, lucent_python: str | None, as_json: bool) -> None:
-    """``bench --transfer``: the class-transfer rows for a few classes (benchmarks/transfer.py: all 20)."""
-    from pathlib import Path
-
-    import torch
-
-    from ..experiments.transfer import class_transfer
+@bench_app.command()
+def transfer(model: ModelOpt = "efficientnet_lite0",
+             classes: Annotated[str, typer.Option(help="class indices (the full table: every 50th from 25, "
+                                                  "benchmarks/transfer.py)")] = "25,525",
+             styles: Annotated[str, typer.Option(help="variants, e.g. paper,natural,natural/no-prior")]
+             = "paper,natural",
+             judge: Annotated[str, typer.Option(help="the judge network")] = "efficientnet_lite1",
+             iters: Annotated[int | None, typer.Option(help="iterations per pre-image (default: each style's)",
+                                                       **ITERS)] = None,
+             out: Annotated[str, typer.Option(help="folder for the pictures and their store")]
+             = "preimage-bench-transfer",
+             force: Annotated[bool, typer.Option("--force", help="recompute pictures already in the store")] = False,
+             lucent: Annotated[bool, typer.Option("--lucent/--no-lucent", help="also Lucent's render_vis defaults "
+                                                  "when its environment exists")] = True,
+             lucent_python: LucentPyOpt = None, threads: ThreadsOpt = None, as_json: JsonOpt = False) -> None:
+    """Class transfer: the model's class pre-images judged by another network (top-1 rate, mean p(class), seconds
+    per pre-image), per style and Lucent. Pictures are sweep jobs kept in --out: a rerun judges the stored ones."""
+    from ..experiments.transfer import VARIANTS, class_transfer
 
     try:
         cls = [int(c) for c in classes.split(",") if c.strip()]
@@ -151,11 +167,15 @@ def _transfer(model: str, classes: str, styles: str, judge: str, out: str, iters
         raise PreimageError(f"--classes takes class indices like 25,525; got '{classes}'") from None
     if not cls:
         raise PreimageError("--classes needs at least one class")
-    if threads:
-        torch.set_num_threads(threads)
-    info = class_transfer(model, judge, cls, [s.strip() for s in styles.split(",") if s.strip()], out=Path(out),
-                          iters=iters, lucent=lucent, lucent_python_path=lucent_python, threads=threads or 1,
-                          say=lambda m: err_console.print(m, markup=False, highlight=False))
+    variants = [s.strip() for s in styles.split(",") if s.strip()]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown or not variants:
+        raise PreimageError(f"--styles: unknown variant '{unknown[0] if unknown else styles}' "
+                            f"(choose from: {', '.join(VARIANTS)})")
+    _lucent_python(lucent_python)
+    _threads(threads)
+    info = class_transfer(model, judge, cls, variants, out=Path(out), iters=iters, lucent=lucent,
+                          lucent_python_path=lucent_python, threads=threads or 1, force=force, say=_say)
 
     def human() -> None:
         from rich.table import Table

@@ -2,22 +2,24 @@
 parameterization) against the paper's schedule after its 350 iterations, on the bundled colour samples.
 
 ``benchmarks/time_to_quality.py`` runs the full table (efficientnet_lite0, blocks.1–6, 8 samples at 224 px);
-``preimage bench --quality`` runs the same measurement for any model and layers.
+``preimage bench quality`` runs the same measurement for any model and layers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import statistics
-import time
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from ..engine.schedules import scale_schedule, task_defaults
+from ..engine.schedules import scale_schedule, schedule_record, task_defaults
 from ..errors import PreimageError
 from ..images import COLOR_SAMPLES
+from ..report.store import Store
 from ..representations import load
-from ..tasks.inversion import invert
+from ..sweep import Job, LocalBackend, Model, run_sweep
 
 #: The issue's comparison: fast after 120 iterations against the paper's 300+50.
 METHODS = ("pixel:350", "fast:120")
@@ -35,9 +37,11 @@ def parse_method(spec: str) -> tuple[str, int, float]:
             raise ValueError
         param, iters, lr = parts[0], int(parts[1]), float(parts[2]) if len(parts) == 3 else 1.0
     except ValueError:
-        raise PreimageError(f"a method is PARAM:ITERS[:LR_SCALE], e.g. fast:120 or pixel:350; got '{spec}'") from None
+        raise PreimageError(f"a method is PARAM:ITERS[:LR_SCALE], e.g. fast:120 or pixel:350; got '{spec}'",
+                            param="methods") from None
     if iters < 1 or not lr > 0:
-        raise PreimageError(f"a method's iterations must be at least 1 and its rate scale positive; got '{spec}'")
+        raise PreimageError(f"a method's iterations must be at least 1 and its rate scale positive; got '{spec}'",
+                            param="methods")
     return param, iters, lr
 
 
@@ -47,44 +51,59 @@ def method_key(param: str, iters: int, lr: float) -> str:
 
 def time_to_quality(model: str = "efficientnet_lite0", layers: Sequence[str] = LITE0_LAYERS, images: int = 8,
                     methods: Sequence[str] = METHODS, *, size: int | None = None, C: float = 100.0,
-                    weights: str | None = None, random_weights: bool = False,
-                    say: Say = lambda m: None, on_row: Callable[[dict], None] = lambda r: None) -> dict[str, Any]:
+                    weights: str | None = None, random_weights: bool = False, store: Store | None = None,
+                    force: bool = False, say: Say = lambda m: None,
+                    on_row: Callable[[dict], None] = lambda r: None) -> dict[str, Any]:
     """One row per layer: for each method, the median error over ``images`` bundled colour samples (and each
     image's error, and the seconds). ``pixel``/``pyramid``/``fourier``/``maco`` run the model's paper schedule
     (300+50 for CNNs) scaled to ITERS (its rate × LR_SCALE); ``fast`` runs the style with its own stages.
-    ``fast_le_paper`` compares the first fast method with the first pixel one."""
+    ``fast_le_paper`` compares the first fast method with the first pixel one.
+
+    Each (layer, method) is one job of a sweep (``preimage.sweep``) kept in ``store`` (default: a temporary
+    one), so a rerun into the same store computes only what is missing (all of it with ``force``); the seconds
+    are those of the run that computed the result."""
     if not 1 <= images <= len(COLOR_SAMPLES):
-        raise PreimageError(f"--images must be between 1 and {len(COLOR_SAMPLES)} (the bundled colour samples)")
+        raise PreimageError(f"images must be between 1 and {len(COLOR_SAMPLES)} (the bundled colour samples)",
+                            param="images")
     parsed = [parse_method(m) for m in methods]
     if not parsed:
-        raise PreimageError("give at least one method, e.g. fast:120,pixel:350")
+        raise PreimageError("methods: give at least one, e.g. fast:120,pixel:350", param="methods")
     if not layers:
-        raise PreimageError("give at least one layer")
-    specs = [f"sample:{s}" for s in COLOR_SAMPLES[:images]]
+        raise PreimageError("layers: give at least one layer", param="layers")
+    specs = tuple(f"sample:{s}" for s in COLOR_SAMPLES[:images])
     rows = []
-    for layer in layers:
-        rep = load(model, layer, weights=weights, random_weights=random_weights)
-        row: dict[str, Any] = {"layer": layer}
-        for param, iters, lr in parsed:
-            t = time.perf_counter()
-            if param == "fast":
-                res = invert(rep, specs, style="fast", iters=iters, C=C, size=size)
-            else:
-                base = scale_schedule(task_defaults(rep.spec).schedule, iters)
-                sched = [replace(s, lr_scale=s.lr_scale * lr) for s in base]
-                res = invert(rep, specs, schedule=sched, param=param, C=C, size=size)
-            err = res.metrics["error"].tolist()
-            key = method_key(param, iters, lr)
-            row[key] = {"median_error": statistics.median(err), "errors": err, "seconds": time.perf_counter() - t}
-            say(f"{layer or 'output'} {key}: median error {100 * row[key]['median_error']:.1f}% "
-                f"({row[key]['seconds']:.0f} s)")
-        fast = next((method_key(*m) for m in parsed if m[0] == "fast"), None)
-        paper = next((method_key(*m) for m in parsed if m[0] == "pixel"), None)
-        if fast and paper:
-            row["fast_le_paper"] = row[fast]["median_error"] <= row[paper]["median_error"]
-        rows.append(row)
-        on_row(row)
-    return {"model": model, "images": specs, "C": C, "methods": [method_key(*m) for m in parsed], "rows": rows}
+    with contextlib.ExitStack() as stack:
+        if store is None:
+            store = Store(stack.enter_context(tempfile.TemporaryDirectory(prefix="preimage-quality-")))
+        for layer in layers:
+            rep = load(model, layer, weights=weights, random_weights=random_weights)
+            m = Model(rep.spec)
+            row: dict[str, Any] = {"layer": layer}
+            for param, iters, lr in parsed:
+                opts: dict[str, Any] = {"C": [C], **({"size": size} if size else {})}
+                if param == "fast":
+                    opts |= {"style": "fast", "iters": iters}
+                else:
+                    base = scale_schedule(task_defaults(rep.spec).schedule, iters)
+                    opts |= {"param": param,
+                             "schedule": schedule_record([replace(s, lr_scale=s.lr_scale * lr) for s in base])}
+                job = Job("invert", m.id, layer, images=specs, options=opts)
+                rec = run_sweep([job], {m.id: m}, store, LocalBackend(strict=True), batch=len(specs),
+                                recompute=force).records[job.key]
+                err = [float(p["error"]) for p in rec["result"]["problems"]]
+                key = method_key(param, iters, lr)
+                row[key] = {"median_error": statistics.median(err), "errors": err,
+                            "seconds": rec["result"].get("seconds", 0.0)}
+                say(f"{layer or 'output'} {key}: median error {100 * row[key]['median_error']:.1f}% "
+                    f"({row[key]['seconds']:.0f} s)")
+            fast = next((method_key(*m) for m in parsed if m[0] == "fast"), None)
+            paper = next((method_key(*m) for m in parsed if m[0] == "pixel"), None)
+            if fast and paper:
+                row["fast_le_paper"] = row[fast]["median_error"] <= row[paper]["median_error"]
+            rows.append(row)
+            on_row(row)
+    return {"model": model, "images": list(specs), "C": C, "methods": [method_key(*m) for m in parsed],
+            "rows": rows}
 
 
 def markdown(info: dict[str, Any]) -> str:

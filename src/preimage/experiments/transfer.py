@@ -1,16 +1,16 @@
 """Class transfer: class pre-images of one network judged by another that never saw the optimization.
 
 For each variant (a style with optional overrides), ``maximize`` the class logits of ``model`` for every class,
-write the PNGs as the CLI does, and let the judge read them back: its top-1 rate and mean p(class), and the
-wall time per pre-image. Peers' pictures (Lucent, Horama) are judged from their folders the same way. This is
-what ``preimage bench --transfer`` and benchmarks/transfer.py run.
+one job per class of one sweep (the engine every command runs on: keyed, stored, resumable), and let the judge
+read the PNGs back: its top-1 rate and mean p(class), and the wall time per pre-image. Peers' pictures (Lucent,
+Horama) are judged from their folders the same way. This is what ``preimage bench transfer`` and
+benchmarks/transfer.py run.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,10 +18,11 @@ from typing import Any
 import torch
 
 from ..errors import PreimageError
-from ..images import save_png
+from ..images import atomic_write_bytes
 from ..measures.judge import Judge
+from ..report.store import Store
 from ..representations import load
-from ..tasks.activation import maximize
+from ..sweep import Job, LocalBackend, Model, run_sweep
 from .bench import lucent_python
 from .peers import HERE as PEERS
 
@@ -50,34 +51,32 @@ def _slug(name: str) -> str:
 
 
 def run_variant(model: str, classes: Sequence[int], settings: dict[str, Any], out: Path, *, iters: int | None,
-                batch: int, seed: int = 0, say: Say = lambda m: None) -> dict[str, Any]:
-    """Class pre-images of ``model``'s logits for one variant, written to ``out/class{c}.png`` → timings and
-    the model's own p(class) on the final image. A finished run (``out/run.json`` with the same settings and
-    every picture present) is reused, so an interrupted table resumes."""
-    done = out / "run.json"
-    key = {"model": model, "classes": list(classes), "settings": settings, "iters": iters, "seed": seed}
-    if done.is_file():
-        old = json.loads(done.read_text())
-        if old.get("key") == key and all(Path(f).is_file() for f in old["files"]):
-            say(f"  {settings}: reusing {done}")
-            return old
+                batch: int, seed: int = 0, force: bool = False, say: Say = lambda m: None) -> dict[str, Any]:
+    """Class pre-images of ``model``'s logits for one variant, one sweep job per class (``preimage.sweep``), kept
+    in ``out/store`` and copied to ``out/class{c}.png`` for the judge → the model's own p(class), iterations and
+    seconds per picture (each job's share of its batch's time, so a table rebuilt from stored results keeps its
+    timing). A rerun computes only the classes the store lacks (all of them with ``force``)."""
     rep = load(model, "classifier")
-    out.mkdir(parents=True, exist_ok=True)
+    m = Model(rep.spec)
+    options = {**settings, "seed": seed, **({"iters": iters} if iters else {})}
+    jobs = [Job("maximize", m.id, "classifier", units=(f"class:{c}",), options=options) for c in classes]
+    store = Store(out / "store")
+    res = run_sweep(jobs, {m.id: m}, store, LocalBackend(strict=True), batch=batch, recompute=force)
+    if res.cached:
+        say(f"  {settings}: {len(res.cached)} of {len(classes)} classes from {store.root}")
     files, own, seconds = [], [], 0.0
-    for i in range(0, len(classes), batch):
-        chunk = list(classes[i:i + batch])
-        t = time.perf_counter()
-        res = maximize(rep, chunk, iters=iters, seed=seed, **settings)
-        seconds += time.perf_counter() - t
-        for c, img in zip(chunk, res.images, strict=True):
-            files.append(str(save_png(img, out / f"class{c}.png")))
-        own += res.metrics["probability"].tolist()
-        say(f"  {settings}: classes {chunk} done ({seconds:.0f} s so far)")
-    run = {"key": key, "files": files, "seconds": seconds, "per_image_seconds": seconds / max(len(classes), 1),
-           "iterations": res.iterations, "model_probability": own, "threads": torch.get_num_threads(), "info": {
-               k: res.info.get(k) for k in ("style", "param", "transforms", "prior", "prior_weight", "optimizer")}}
-    done.write_text(json.dumps(run, indent=1))
-    return run
+    for c, job in zip(classes, jobs, strict=True):
+        rec = res.records[job.key]
+        problem = rec["result"]["problems"][0]
+        atomic_write_bytes(out / f"class{c}.png", store.file(job.key, problem["png"]).read_bytes())
+        files.append(str(out / f"class{c}.png"))
+        own.append(problem["probability"])
+        seconds += rec["result"].get("seconds", 0.0)
+    info = rec["result"]["info"]
+    return {"files": files, "cached": len(res.cached), "seconds": seconds,
+            "per_image_seconds": seconds / max(len(classes), 1),
+            "iterations": rec["result"]["iterations"], "model_probability": own, "threads": torch.get_num_threads(),
+            "info": {k: info.get(k) for k in ("style", "param", "transforms", "prior", "prior_weight", "optimizer")}}
 
 
 def judge_folder(judge: Judge, folder: Path, classes: Sequence[int]) -> dict[str, Any]:
@@ -107,8 +106,10 @@ def class_transfer(model: str = "efficientnet_lite0", judge: str = "efficientnet
                    classes: Sequence[int] = CLASSES, variants: Sequence[str] = ("paper", "natural"), *,
                    out: Path, iters: int | None = None, batch: int = 5, seed: int = 0, lucent: bool = True,
                    lucent_python_path: str | None = None, threads: int = 1, peers: dict[str, Path] | None = None,
-                   say: Say = lambda m: None) -> dict[str, Any]:
-    """The class-transfer table: one row per variant (and per peer), judged by ``judge`` from the PNGs."""
+                   force: bool = False, say: Say = lambda m: None) -> dict[str, Any]:
+    """The class-transfer table: one row per variant (and per peer), judged by ``judge`` from the PNGs. Our
+    pictures are sweep jobs kept in ``out/VARIANT/store``: a rerun judges the stored ones (``force``:
+    recomputes)."""
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise PreimageError(f"unknown variant '{unknown[0]}' (choose from: {', '.join(VARIANTS)})")
@@ -120,9 +121,10 @@ def class_transfer(model: str = "efficientnet_lite0", judge: str = "efficientnet
     for name in variants:
         say(f"{name}: {len(classes)} classes")
         folder = out / _slug(name)
-        run = run_variant(model, classes, VARIANTS[name], folder, iters=iters, batch=batch, seed=seed, say=say)
+        run = run_variant(model, classes, VARIANTS[name], folder, iters=iters, batch=batch, seed=seed,
+                          force=force, say=say)
         verdict = judge_folder(j, folder, classes)
-        rows.append({"method": name, "folder": str(folder), "iterations": run["iterations"],
+        rows.append({"method": name, "folder": str(folder), "iterations": run["iterations"], "cached": run["cached"],
                      "per_image_seconds": run["per_image_seconds"], **run["info"],
                      "model_mean_probability": sum(run["model_probability"]) / len(classes), **verdict})
     if lucent:

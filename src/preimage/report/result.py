@@ -196,8 +196,10 @@ class Result:
                 files["images.npy"] = npy_bytes(self.images[rows])
             config = {**job["config"], "options": {**job["config"].get("options", {}), "png_scale": scale}} \
                 if job["config"] else {}
+            # the job's share of the run's wall time, so a table built from stored results still has its timing
+            share = round(self.seconds * len(rows) / max(len(self), 1), 3)
             out.append((config, Output({"problems": probs, "iterations": self.iterations, "info": info,
-                                        "size": list(self.images.shape[-2:])}, files)))
+                                        "size": list(self.images.shape[-2:]), "seconds": share}, files)))
         return out
 
     def save(self, folder: str | Path, *, force: bool = False, scale: str | None = None) -> dict[str, Any]:
