@@ -15,7 +15,7 @@ from preimage.cli import main
 from preimage.experiments.reproduce import run_cnn_layers, run_figures
 from preimage.experiments.reproduce.figures import FigureContext, neighbourhood_box
 from preimage.images import list_images, load_image, save_png
-from preimage.representations.layers import main_layers as default_layers
+from preimage.representations.layers import main_layers
 
 LAYERS = ["conv_stem", "blocks.1"]
 
@@ -36,8 +36,8 @@ def _run(image_dir: Path, out: Path, **kw):
     return run_cnn_layers(lite0_spec(), str(image_dir), out, **kw)
 
 
-def test_default_layers_lite0() -> None:
-    assert default_layers(lite0_spec()) == ["conv_stem", "bn1"] + [f"blocks.{i}" for i in range(7)] + [
+def test_main_layers_lite0() -> None:
+    assert main_layers(lite0_spec()) == ["conv_stem", "bn1"] + [f"blocks.{i}" for i in range(7)] + [
         "conv_head", "bn2", "global_pool", "classifier"]
 
 

@@ -59,7 +59,7 @@ class FigureContext:
     weights: str | None = None
     random_weights: bool = False
     log: Callable[[str], None] = print
-    layer_list: Sequence[str] | None = None  # None: default_layers(model)
+    layer_list: Sequence[str] | None = None  # None: the model's main layers (representations.layers.main_layers)
     planning: bool = False  # True: record the jobs and return stand-ins; False: return the sweep's results
     jobs: list[Job] = field(default_factory=list)
     results: SweepResult | None = None
