@@ -148,3 +148,23 @@ def test_the_command_line_says_the_same_with_its_flags(tmp_path, capsys) -> None
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error:") and flag in err[0], err
     assert not (tmp_path / "o").exists()
+
+
+def test_saving_over_another_result_speaks_python_and_the_cli_speaks_flags(tmp_path, capsys) -> None:
+    kw = {"layer": "blocks.1", "size": 32, "iters": 2}
+    preimage.invert("efficientnet_lite0", "sample:chelsea", **kw).save(tmp_path)
+    other = preimage.invert("efficientnet_lite0", "sample:chelsea", **{**kw, "iters": 3})
+    with pytest.raises(PreimageError) as e:
+        other.save(tmp_path)
+    assert "force=True" in str(e.value) and "--" not in str(e.value)
+    rc = main(["invert", "sample:chelsea", "--layer", "blocks.1", "--size", "32", "--iters", "3", "--out",
+               str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "pass --force" in err[0] and "force=True" not in err[0]
+
+
+@pytest.mark.parametrize("args", [[], ["bench"], ["reproduce"]])
+def test_a_command_group_alone_shows_its_help(args, capsys) -> None:
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("Usage: preimage") and "Commands" in out and err == ""

@@ -28,6 +28,7 @@ class PreimageError(ValueError):
             f = flag(name)
             if not f:
                 continue
+            msg = msg.replace(f"{name}=True", f)  # a boolean flag: ``force=True`` reads ``--force``
             if "_" in name:
                 msg = re.sub(rf"(?<![\w\-]){re.escape(name)}(?![\w])", f, msg)
             elif re.match(rf"{re.escape(name)}(?![\w])", msg):

@@ -42,6 +42,12 @@ def main(argv: list[str] | None = None) -> int:
         err_console.print(f"error: {e.for_cli(flags.get)}", markup=False, highlight=False, soft_wrap=True)
         return _exit(2, argv)
     except (click.exceptions.UsageError, _typer_click.exceptions.UsageError) as e:
+        if type(e).__name__ == "NoArgsIsHelpError" and e.ctx is not None:  # `preimage`, `preimage bench`: the help
+            try:
+                print(e.ctx.get_help())
+            except BrokenPipeError:
+                sys.stdout = None
+            return _exit(0, argv)
         err_console.print(f"error: {e.format_message()}", markup=False, highlight=False, soft_wrap=True)
         return _exit(2, argv)
     except click.exceptions.Abort:

@@ -90,8 +90,8 @@ def claim(folder: str | Path, task: str, jobs: Sequence[tuple[dict[str, Any], st
             taken.append(s)
     if taken:
         more = f" and {len(taken) - 1} more" if len(taken) > 1 else ""
-        raise PreimageError(f"{taken[0]}{more} already exists from another run; pass force (--force) to overwrite "
-                            "or write elsewhere (--out)", param="force")
+        raise PreimageError(f"{taken[0]}{more} already exists from another run; pass force=True to overwrite it, "
+                            "or write into another folder", param="force")
 
 
 def publish(folder: str | Path, task: str, saved: Sequence[tuple[dict[str, Any], dict[str, Any], str]],
