@@ -67,8 +67,11 @@ def bench(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None, weight
     """Time one iteration against the bare network, batched against sequential runs, peak memory, and Lucent;
     or, with --transfer, how well another network recognises the class pre-images; or, with --quality, how close
     the fast style's inversions get in 120 iterations to the paper's in 350."""
+    from ..experiments.bench import lucent_python as check_lucent
     from ..experiments.bench import run_bench
 
+    if lucent_python is not None:  # a given path that is not a Python ends here, before any measurement
+        check_lucent(lucent_python)
     if transfer and quality:
         raise PreimageError("--transfer and --quality are two different benches: give one")
     if transfer:

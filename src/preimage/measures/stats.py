@@ -38,7 +38,7 @@ import torch
 
 from ..engine.memory import check_memory
 from ..errors import PreimageError
-from ..images import atomic_write_bytes, fingerprint, list_images, load_image
+from ..images import atomic_write_bytes, fingerprint, list_images, load_image, short_error
 from ..representations.base import ModelSpec, Representation, model_id
 from ..representations.hooks import eval_mode
 from ..representations.points import RELUS, Point
@@ -244,7 +244,7 @@ def read_stats(path: str | Path, model: str | None = None, weights_id: str | Non
     try:
         obj = torch.load(Path(path), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is corrupt
-        raise ValueError(f"unreadable ({e.__class__.__name__})") from None
+        raise ValueError(f"unreadable ({short_error(e)})") from None
     if not isinstance(obj, dict) or obj.get("version") != FORMAT_VERSION:
         raise ValueError("not a statistics file of this version")
     if model is not None and obj.get("model") != model:

@@ -85,7 +85,8 @@ class FigureContext:
 
     @property
     def layers(self) -> list[str]:
-        return list(self.layer_list) if self.layer_list else main_layers(self.base.spec)
+        # A shallow representation (hog, hogb, dsift) has no named layers: it is one layer, its output.
+        return list(self.layer_list) if self.layer_list else main_layers(self.base.spec) or ["output"]
 
     def spatial_layers(self) -> list[str]:
         """Layers whose output is a map (N×D×h×w) at this size."""
