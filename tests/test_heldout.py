@@ -80,3 +80,27 @@ def test_heldout_images_name_the_package_when_missing(tmp_path: Path) -> None:
         (tmp_path / f.lstrip("/")).write_bytes(b"")
     paths = heldout.heldout_images(tmp_path)
     assert len(paths) == len(heldout.FILES) >= 12 and all(Path(p).is_file() for p in paths)
+
+
+def test_maximize_takes_statistics_read_from_a_file_of_images_not_here() -> None:
+    """The shipped statistics name digits that are not on disk: their id hashes the names (no traceback)."""
+    from preimage.tasks.activation import maximize
+
+    rep = smallnet.smallnet_rep()
+    r = maximize(rep, ["class:3", "neuron:conv3:2"], size=32, iters=2, stats=smallnet.smallnet_stats())
+    assert torch.isfinite(r.metrics["activation"]).all() and r.info["stats"]["images"] == smallnet.STATS_IMAGES
+
+
+def test_the_natural_style_fits_its_jitters_to_a_small_image_and_says_so() -> None:
+    from preimage.engine.styles import STYLES, fit_transforms
+    from preimage.tasks.activation import maximize
+
+    specs = {s: fit_transforms(STYLES["natural"], (s, s)) for s in (32, 64, 128, 224)}
+    assert [st.transforms[0].d for st, _ in specs.values()] == [3, 5, 10, 17]
+    assert [st.transforms[3].d for st, _ in specs.values()] == [2, 3, 6, 9]
+    assert specs[224][1] is None and "at 32 px they are scaled to jitter:3" in specs[32][1]
+    r = maximize(smallnet.smallnet_rep(), "class:3", size=32, iters=1, stats=smallnet.smallnet_stats())
+    assert r.info["transforms"].startswith("jitter:3,") and "scaled" in r.info["adapted"]
+    own = maximize(smallnet.smallnet_rep(), "class:3", size=32, iters=1, stats=smallnet.smallnet_stats(),
+                   transforms="jitter:17")  # the user's own transforms are theirs
+    assert own.info["transforms"] == "jitter:17" and "adapted" not in own.info
