@@ -44,9 +44,11 @@ def representation(model: str, layer: str | None, size: int, device: str):
     from preimage.representations import load
 
     if model == "smallnet":
-        from preimage.experiments.smallnet import MEAN, STD, load_smallnet
+        from preimage.experiments.smallnet import INPUT_SIZE, MEAN, STD, load_smallnet
 
-        return load(load_smallnet(), layer, channels=1, mean=MEAN, std=STD, input_size=(size, size), device=device)
+        # Its native side stays 32 (what it was trained at); the probe's side is maximize's ``size``.
+        return load(load_smallnet(), layer, channels=1, mean=MEAN, std=STD, input_size=(INPUT_SIZE, INPUT_SIZE),
+                    device=device)
     if layer is None:  # a named model's None is its default layer: its logits are its classifier layer
         layer = load(model).spec.classifier_layer
     return load(model, layer, device=device)
