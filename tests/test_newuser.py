@@ -167,7 +167,7 @@ def test_cnn_layers_rerun_with_other_options_does_not_overwrite(tmp_path, capsys
     code, err = _run([*base, "--C", "100"], capsys)
     assert code == 0, err
     report = (tmp_path / "rc" / "cnn-layers.json").read_bytes()
-    _refused([*base, "--C", "20"], capsys, "already exists from a different run")
+    _refused([*base, "--C", "20"], capsys, "already exists from a different run", "another --out, or --force to")
     assert (tmp_path / "rc" / "cnn-layers.json").read_bytes() == report
 
 

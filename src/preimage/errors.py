@@ -28,6 +28,7 @@ class PreimageError(ValueError):
             f = flag(name)
             if not f:
                 continue
+            msg = msg.replace(f"`{name}`", f)  # a parameter quoted mid-sentence (`force`) is its flag too
             if "_" in name:
                 msg = re.sub(rf"(?<![\w\-]){re.escape(name)}(?![\w])", f, msg)
             elif re.match(rf"{re.escape(name)}(?![\w])", msg):
