@@ -29,6 +29,7 @@ class PreimageError(ValueError):
             if not f:
                 continue
             msg = msg.replace(f"{name}=True", f)  # a boolean flag: ``force=True`` reads ``--force``
+            msg = msg.replace(f"`{name}`", f)  # a parameter quoted mid-sentence (`force`) is its flag too
             if "_" in name:
                 msg = re.sub(rf"(?<![\w\-]){re.escape(name)}(?![\w])", f, msg)
             elif re.match(rf"{re.escape(name)}(?![\w])", msg):

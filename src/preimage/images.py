@@ -8,6 +8,7 @@ import hashlib
 import os
 import sys
 import tempfile
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -126,6 +127,21 @@ def _match_channels(x: torch.Tensor, channels: int, spec: str) -> torch.Tensor:
                         + ("; give a .npy or .tif image with that many channels" if c == 3 else ""))
 
 
+_PIL_LIMIT = threading.Lock()
+
+
+def _open(path: Path) -> Image.Image:
+    """``Image.open`` with PIL's own decompression-bomb limit lifted for the header read, so that the one size
+    check (``_check_size``: this package's limit, the file's size in the message) decides, not PIL's exception."""
+    with _PIL_LIMIT, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            return Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+
+
 def _read(spec: str) -> np.ndarray:
     if spec.startswith("sample:"):
         name = spec[len("sample:"):]
@@ -142,10 +158,7 @@ def _read(spec: str) -> np.ndarray:
     if path.is_dir():
         raise PreimageError(f"expected an image file, got a folder: {spec}", param="images")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im_ctx = Image.open(path)
-        with im_ctx as im:
+        with _open(path) as im:
             _check_size(spec, im.size[1], im.size[0])
             im.load()
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -303,6 +316,10 @@ def save_png(x: torch.Tensor, path: str | Path, scale: str = "clip") -> Path:
 def short_error(e: BaseException) -> str:
     """An exception as a short line: its type and its message (not the type alone)."""
     msg = " ".join(str(e).split())
+    if not msg:  # a bare EOFError or KeyError: its class's own description says more than its name alone
+        doc = (type(e).__doc__ or "").strip().splitlines()
+        generic = ("Common base class", "Inappropriate", "Base class")  # says nothing about this error
+        msg = doc[0].strip() if doc and not doc[0].startswith(generic) else ""
     msg = msg if len(msg) <= 160 else msg[:157] + "..."
     return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
 
@@ -392,10 +409,8 @@ def check_image(spec: str) -> None:
         _read_array(path)  # arrays are small to read, and their header is the file
         return
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                _check_size(spec, im.size[1], im.size[0])
+        with _open(path) as im:
+            _check_size(spec, im.size[1], im.size[0])
     except PreimageError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:

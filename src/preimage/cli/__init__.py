@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 #: The library's parameter names that a command's flags spell differently.
-_ALIASES = {"target": "--unit", "png_scale": "--png-scale", "prior_weight": "--prior-weight"}
+_ALIASES = {"lucent_python_path": "--lucent-python", "target": "--unit",
+            "png_scale": "--png-scale", "prior_weight": "--prior-weight"}
 
 
 def _flags(command: Any, argv: list[str]) -> dict[str, str]:

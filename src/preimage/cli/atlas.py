@@ -70,7 +70,10 @@ def atlas(model: ModelOpt = "efficientnet_lite0",
         if threads < 1:
             raise PreimageError("--threads must be at least 1")
         torch.set_num_threads(threads)
-    layer_list = None if layers.strip() in ("", "all") else [s.strip() for s in layers.split(",") if s.strip()]
+    if not layers.strip() or any(not s.strip() for s in layers.split(",")):  # "" is not "all": say so
+        raise PreimageError(f"--layers has an empty name ({layers!r}): give comma-separated layers (see "
+                            "'preimage layers') or 'all'")
+    layer_list = None if layers.strip() == "all" else [s.strip() for s in layers.split(",")]
     unit_list = None if units.strip() == "all" else parse_units(units)
     run_on = sweep_backend(ray, address, ray_cpus)
     with sweep_bar("atlas") as update:

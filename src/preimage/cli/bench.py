@@ -52,7 +52,8 @@ def _threads(threads: int | None) -> None:
 def _lucent_python(path: str | None) -> None:
     """A --lucent-python that is not an executable file is an error, not a silent skip."""
     if path is not None and not (Path(path).is_file() or Path(path).is_symlink()):
-        raise PreimageError(f"--lucent-python: no such file '{path}'")
+        raise PreimageError(f"--lucent-python {path} is not a file: give the Python of an environment with "
+                           "torch-lucent (benchmarks/setup_lucent.sh makes one)")
 
 
 @bench_app.command()

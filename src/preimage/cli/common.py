@@ -22,8 +22,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 # Piped or redirected output gets COLUMNS or 160 columns, not rich's 80: tables stay one line per row for grep.
 _COLUMNS = os.environ.get("COLUMNS", "")
 _PIPE_WIDTH = None if sys.stdout.isatty() else (int(_COLUMNS) if _COLUMNS.isdigit() and int(_COLUMNS) else 160)
-out_console = Console(highlight=False, soft_wrap=True, width=_PIPE_WIDTH)
-err_console = Console(stderr=True, highlight=False)
+# emoji=False: rich would print "channels:A:B" as "channels🅰B" (":a:" is an emoji code).
+out_console = Console(highlight=False, soft_wrap=True, width=_PIPE_WIDTH, emoji=False)
+err_console = Console(stderr=True, highlight=False, emoji=False)
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="efficientnet_lite0, a torchvision name, "
                                        "timm:NAME, caffenet, vgg-m, hog, hogb, dsift, ...")]

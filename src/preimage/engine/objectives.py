@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import PreimageError
+from ..images import short_error
 
 #: A data term: features N×... → N values (one per problem), differentiable.
 Objective = Callable[[torch.Tensor], torch.Tensor]
@@ -254,7 +255,7 @@ def load_direction(path: str) -> torch.Tensor:
     except FileNotFoundError:
         raise PreimageError(f"direction file not found: {path}") from None
     except (OSError, ValueError) as e:
-        raise PreimageError(f"cannot read direction file {path} (need a .npy array): {e.__class__.__name__}") from None
+        raise PreimageError(f"cannot read direction file {path} (need a .npy array): {short_error(e)}") from None
     if a.dtype.kind not in "fiu" or a.ndim not in (1, 2) or a.size == 0:
         raise PreimageError(f"direction file {path} must hold a numeric vector (D) or matrix (N×D), got "
                             f"{a.dtype} {a.shape}")

@@ -12,6 +12,7 @@ A style is an object (``Style``) users may build themselves; ``param``, ``transf
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -51,6 +52,30 @@ STYLES = {
     "fast": Style("fast", param=Pyramid(), transforms=(), iters=120,
                   schedule=(Stage(20, 1.0, False, "adam"), Stage(100, 1.0, False, "lbfgs"))),
 }
+
+
+#: The side at which the styles' transforms were chosen (Lucid's, for ImageNet networks at 224 px).
+TRANSFORM_SIDE = 224
+
+
+def fit_transforms(style: Style, hw: tuple[int, int], native: int | None = None) -> tuple[Style, str | None]:
+    """The style with its jitters scaled to a scale s = min(side, native)/224 below 1 (⌈d·s⌉, at least 2), and a
+    note saying so (None when nothing changed). native: the network's own input side (None: the image's).
+    Why: a jitter of 17 px chosen at 224 px moves a 32 px image by half its side, and a network trained at 32 px
+    sees features of a few pixels at any input side; the objective is no longer met (benchmarks/results/
+    objective_sizes.md: the digits network's units 2/10 at 32 px with jitters 17 and 9, 10/10 with 3 and 2).
+    Scale, rotation and crops are relative to the image and stay."""
+    side = min(min(hw), native or min(hw))
+    if not style.transforms or side >= TRANSFORM_SIDE:
+        return style, None
+    fitted = tuple(Jitter(max(math.ceil(t.d * side / TRANSFORM_SIDE), 2)) if isinstance(t, Jitter) and t.d > 2
+                   else t for t in style.transforms)
+    if fitted == style.transforms or all(a.spec() == b.spec() for a, b in zip(fitted, style.transforms, strict=True)):
+        return style, None
+    note = (f"the {style.name} style's jitters ({transforms_spec(style.transforms)}) were chosen at "
+            f"{TRANSFORM_SIDE} px; at {min(hw)} px" + (f" on a network of {native} px" if native and native < min(hw)
+                                                      else "") + f" they are scaled to {transforms_spec(fitted)}")
+    return replace(style, transforms=fitted), note
 
 
 def style_record(style: Style) -> str | dict[str, Any]:

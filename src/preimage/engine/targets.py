@@ -224,8 +224,9 @@ def load_direction(path: str) -> torch.Tensor:
 
 
 def _short(e: BaseException) -> str:
-    msg = " ".join(str(e).split())
-    return f"{type(e).__name__}: {msg[:120]}" if msg else type(e).__name__
+    from ..images import short_error
+
+    return short_error(e)
 
 
 # --- strings ------------------------------------------------------------------------------------------------------
@@ -247,13 +248,16 @@ def parse_units(spec: str) -> list[int]:
                 if hi < lo or lo < 0:
                     raise ValueError
                 if hi - lo >= 100_000 or len(units) + hi - lo >= 100_000:
-                    raise PreimageError(f"at most 100000 units at once, got {spec!r}", param="target")
+                    raise PreimageError(f"units are at most 100000 at once; got {spec!r} ({len(units) + hi - lo + 1} "
+                                        "units)", param="target")
                 units.extend(range(lo, hi + 1))
             else:
                 u = int(part)
                 if u < 0:
                     raise ValueError
                 units.append(u)
+    except PreimageError:  # the specific reason (too many), not the generic line below
+        raise
     except ValueError:
         raise PreimageError(f"units are indices like 3, 3,5,7 or 0-24; got {spec!r}", param="target") from None
     if not units:

@@ -234,7 +234,10 @@ def ours_channel_ms(rep: Any, size: tuple[int, int], channel: int, *, iters: int
 
 def lucent_python(explicit: str | None = None) -> Path | None:
     """The Python that runs Lucent: ``explicit``, $PREIMAGE_LUCENT_PYTHON, or ./benchmarks/lucent-venv (a source
-    checkout's, when run from its root)."""
+    checkout's, when run from its root). An ``explicit`` path that is not a file is an error, never ignored."""
+    if explicit is not None and not Path(explicit).is_file():
+        raise PreimageError(f"lucent_python_path {explicit!r} is not a file: give the Python of an environment "
+                            "with torch-lucent (benchmarks/setup_lucent.sh makes one)", param="lucent_python_path")
     for cand in (explicit, os.environ.get("PREIMAGE_LUCENT_PYTHON"), str(LUCENT_PYTHON)):
         if cand and Path(cand).is_file():
             return Path(cand)

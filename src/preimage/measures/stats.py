@@ -38,7 +38,7 @@ import torch
 
 from ..engine.memory import check_memory
 from ..errors import PreimageError
-from ..images import atomic_write_bytes, fingerprint, list_images, load_image
+from ..images import atomic_write_bytes, fingerprint, list_images, load_image, short_error
 from ..representations.base import ModelSpec, Representation, model_id
 from ..representations.hooks import eval_mode
 from ..representations.points import RELUS, Point
@@ -135,7 +135,10 @@ def images_id(specs: Sequence[str]) -> str:
     """12 hex digits naming an image set by its contents."""
     h = hashlib.sha1()
     for s in specs:
-        h.update(fingerprint(s).encode())
+        try:
+            h.update(fingerprint(s).encode())
+        except PreimageError:  # statistics read from a file name images that need not be here: their names
+            h.update(f"name:{s}".encode())
     return h.hexdigest()[:12]
 
 
@@ -244,7 +247,7 @@ def read_stats(path: str | Path, model: str | None = None, weights_id: str | Non
     try:
         obj = torch.load(Path(path), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is corrupt
-        raise ValueError(f"unreadable ({e.__class__.__name__})") from None
+        raise ValueError(f"unreadable ({short_error(e)})") from None
     if not isinstance(obj, dict) or obj.get("version") != FORMAT_VERSION:
         raise ValueError("not a statistics file of this version")
     if model is not None and obj.get("model") != model:

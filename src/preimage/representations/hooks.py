@@ -98,9 +98,9 @@ def swap_modules(net: nn.Module, replace: Callable[[nn.Module], nn.Module | None
 
 def refusal(error: Exception) -> str:
     """A network's own complaint about an input, on one short line (for error messages)."""
-    msg = " ".join(str(error).split())
-    msg = msg if len(msg) <= 160 else msg[:157] + "..."
-    return f"{error.__class__.__name__}: {msg}" if msg else error.__class__.__name__
+    from ..images import short_error
+
+    return short_error(error)
 
 
 @contextlib.contextmanager

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import PreimageError
+from ..images import short_error
 from .base import ModelSpec
 
 Builder = Callable[..., ModelSpec]
@@ -65,6 +66,8 @@ def load_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     p = Path(path)
     if not p.is_file():
         raise PreimageError(f"weights file not found: {path}")
+    if p.stat().st_size == 0:
+        raise PreimageError(f"weights file {path} is empty (0 bytes)")
     try:
         if p.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -73,7 +76,7 @@ def load_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         else:
             sd = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is a user error
-        raise PreimageError(f"cannot read weights file {path}: {e.__class__.__name__}") from None
+        raise PreimageError(f"cannot read weights file {path}: {short_error(e)}") from None
     for _ in range(3):  # checkpoints nest: {"state_dict": {"model": ...}} is seen too
         key = next((k for k in ("state_dict", "model", "model_state_dict", "module", "state_dict_ema")
                     if isinstance(sd, dict) and isinstance(sd.get(k), dict)), None)

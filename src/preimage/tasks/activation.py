@@ -28,7 +28,7 @@ from ..engine.param import Parameterization
 from ..engine.priors import BNPrior
 from ..engine.runtime import borrowed, per_problem
 from ..engine.schedules import SINGLE_STAGE, scale_schedule, schedule_record
-from ..engine.styles import Style, describe, resolve
+from ..engine.styles import Style, describe, fit_transforms, resolve
 from ..engine.targets import Atom, Channel, Class, Direction, Diversity, Neuron, Objective, parse_target
 from ..engine.transforms import Transform
 from ..errors import PreimageError
@@ -445,6 +445,11 @@ def _maximize(rep0: Representation, targets: list[Objective], restarts: int, sty
     first = point_of(spec, *_atom_layer(targets[0].atoms()[0], spec), device)
     sty, opt_kw = resolve(first.rep, style, param=param, transforms=transforms, prior=prior, optimizer=optimizer)
     hw = check_size(size) or ((unit_image_size(first.rep),) * 2)
+    fit_note = None
+    if transforms is None:  # the style's own transforms, chosen at 224 px: fitted to a smaller image (issue 28)
+        native = min(spec.input_size) if spec.input_size else None
+        sty, fit_note = fit_transforms(sty, hw, native)
+        opt_kw["transforms"] = None if sty.transforms is None else list(sty.transforms)
     sched = scale_schedule(SINGLE_STAGE, iters if iters is not None else sty.iters)
     n = len(targets) * restarts
     check_memory(first.rep, n, hw, extra_buffers=extra_buffers(sched, opt_kw["optimizer"]))
@@ -492,6 +497,8 @@ def _maximize(rep0: Representation, targets: list[Objective], restarts: int, sty
             "weight": binding.weights, "paper_code_reference_max": float(stats.get(head.stats).max[0]),
             "stats": {"source": stats.source, "images": len(stats.images),
                       "size": list(stats.size) if stats.size else None}}
+    if fit_note:
+        info["adapted"] = fit_note
     result = Result(out, problems, metrics, spec.name, rep.layer, trace.iterations, trace.seconds, trace.energy, info,
                     jobs)
     if judge:

@@ -58,6 +58,8 @@ def parse_mask(spec: str | torch.Tensor | None, shape: tuple[int, ...]) -> torch
             return neighbourhood_mask(shape, int(arg or 5))
         if kind == "channels":
             return channel_mask(shape, arg or "first-half")
+    except PreimageError:  # the specific reason (an empty, out-of-range or too-wide mask), not the generic line
+        raise
     except ValueError:
         pass
     raise PreimageError(f"bad mask {spec!r} (use neigh:N, channels:first-half, channels:second-half or channels:A:B)",

@@ -101,7 +101,7 @@ def check_previous(outdir: Path, config: dict[str, Any], force: bool, name: str 
         return
     if isinstance(prev, dict) and prev != config:
         raise PreimageError(f"{path} already exists from a different run ({_first_difference(prev, config)}); use "
-                            "another out, or force to write this run's report there", param=("out", "force"))
+                            "another `out`, or `force` to write this run's report there", param=("out", "force"))
 
 
 def run_cnn_layers(model: str | ModelSpec = "efficientnet_lite0", images: str | Sequence[str] = "samples",

@@ -85,7 +85,8 @@ class FigureContext:
 
     @property
     def layers(self) -> list[str]:
-        return list(self.layer_list) if self.layer_list else main_layers(self.base.spec)
+        # A shallow representation (hog, hogb, dsift) has no named layers: it is one layer, its output.
+        return list(self.layer_list) if self.layer_list else main_layers(self.base.spec) or ["output"]
 
     def spatial_layers(self) -> list[str]:
         """Layers whose output is a map (N×D×h×w) at this size."""
@@ -469,7 +470,7 @@ def run_figures(model: str | ModelSpec = "efficientnet_lite0", out: str | Path =
     outdir = check_folder(out)
     taken = [outdir / n for n in ("index.html", "figures.json") if (outdir / n).exists()]
     if taken and not force:
-        raise PreimageError(f"{taken[0]} already exists; pass force to redraw the page (the results are reused)",
+        raise PreimageError(f"{taken[0]} already exists; pass `force` to redraw the page (the results are reused)",
                             param="force")
     ctx = FigureContext(model, Path(out), image=image, size=FAST_SIZE, iters=iters or FAST_ITERS, seed=seed,
                         paper=paper, device=device, weights=weights, random_weights=random_weights, log=log,

@@ -1,0 +1,106 @@
+"""Issue 28's held-out sets and small user network: cheap, stable checks (no scikit-learn, no Debian package)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from preimage.errors import PreimageError
+from preimage.experiments import heldout, smallnet
+from preimage.images import resize
+
+#: One held-out digit of each class (0..9; scikit-learn's digits 1703, 479, 593, 489, 660, 1568, 362, 1761, 508,
+#: 815, all in the test split): 8×8 values 0–16 row by row, one hex digit each, "g" for 16.
+DIGITS = (
+    "004eb30000agce1001ec0d3005g6086008g0098007g37g5003fdgf20004fc200",
+    "0007gg70000egg4002dggc0007gggc00000ag800000bgd00000agg200009gc20",
+    "009fd00005e7d2000ca1d0000476b000000a6000001f0000009b065000bgggg3",
+    "006ea00006geg00005abg0000009gc0000003g7004603g8005f9gd10009f8000",
+    "0001f500000cg000007gg30005g8g8300bgcggc00bgfg7200142g0000002e000",
+    "00agge0004gea8000dg810000cggd2000389g5000003g600005cf20000cf5000",
+    "001ae000008eb30000g2200003d0000004d06a3003fdcac000ag45e00009fe90",
+    "001agg10009gdg1000005b000003cc50007gga40003bd000000b5000000f0000",
+    "006a940000eagg1004f19g0003ggg80000ceg50000c19c0000g6e900008c6100",
+    "003eg90000da6g7005g32e6000aggg4000000c5000000d4003b25f00004cga00",
+)
+
+
+def digit_images() -> torch.Tensor:
+    """The ten digits at 32×32, 0–255, resized as ``smallnet.digits`` resizes them."""
+    v = [[16 if c == "g" else int(c, 16) for c in s] for s in DIGITS]
+    return resize(torch.tensor(v, dtype=torch.float32).reshape(10, 1, 8, 8) * (255.0 / 16.0), 32)
+
+
+def test_smallnet_loads_from_package_data_and_classifies_held_out_digits() -> None:
+    torch.set_num_threads(1)
+    net = smallnet.load_smallnet()
+    assert sum(p.numel() for p in net.parameters()) == 14378
+    assert smallnet.WEIGHTS.stat().st_size < 80_000
+    with torch.no_grad():
+        p = net(smallnet.normalize(digit_images())).softmax(1)
+    assert p.argmax(1).tolist() == list(range(10))
+    assert float(p.max(1).values.min()) > 0.9
+    with safe_open(str(smallnet.WEIGHTS), "pt") as f:
+        meta = f.metadata()
+    assert float(meta["test_accuracy"]) == pytest.approx(smallnet.TEST_ACCURACY, abs=1e-4)
+    assert smallnet.TEST_ACCURACY >= 0.98
+    assert tuple(float(v) for v in meta["mean"].strip("[]").split(",")) == smallnet.MEAN
+
+
+@pytest.mark.parametrize("side", [32, 45, 224])
+def test_smallnet_takes_any_side(side: int) -> None:
+    with torch.no_grad():
+        assert smallnet.load_smallnet()(torch.zeros(2, 1, side, side)).shape == (2, 10)
+
+
+def test_smallnet_statistics_cover_every_layer() -> None:
+    stats = smallnet.smallnet_stats()
+    assert stats.size == (32, 32) and len(stats.images) == smallnet.STATS_IMAGES
+    assert stats.get(("output", "")).channels == 10
+    assert stats.get(("input", "relu3")).channels == 32
+    assert float(stats.get(("output", "")).max.min()) > 5  # every digit's logit reaches well above 0
+
+
+def test_classes_split_is_disjoint() -> None:
+    tune, report = set(heldout.TUNING_CLASSES), set(heldout.REPORTING_CLASSES)
+    assert len(tune) == len(report) == 20 and not tune & report
+    assert max(tune | report) < 1000 and min(tune | report) >= 0
+
+
+def test_heldout_images_name_the_package_when_missing(tmp_path: Path) -> None:
+    with pytest.raises(PreimageError) as e:
+        heldout.heldout_images(tmp_path)
+    msg = str(e.value)
+    assert "\n" not in msg and "apt-get install -y lomiri-wallpapers-16.04" in msg
+    for f in heldout.FILES:
+        (tmp_path / f.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f.lstrip("/")).write_bytes(b"")
+    paths = heldout.heldout_images(tmp_path)
+    assert len(paths) == len(heldout.FILES) >= 12 and all(Path(p).is_file() for p in paths)
+
+
+def test_maximize_takes_statistics_read_from_a_file_of_images_not_here() -> None:
+    """The shipped statistics name digits that are not on disk: their id hashes the names (no traceback)."""
+    from preimage.tasks.activation import maximize
+
+    rep = smallnet.smallnet_rep()
+    r = maximize(rep, ["class:3", "neuron:conv3:2"], size=32, iters=2, stats=smallnet.smallnet_stats())
+    assert torch.isfinite(r.metrics["activation"]).all() and r.info["stats"]["images"] == smallnet.STATS_IMAGES
+
+
+def test_the_natural_style_fits_its_jitters_to_a_small_image_and_says_so() -> None:
+    from preimage.engine.styles import STYLES, fit_transforms
+    from preimage.tasks.activation import maximize
+
+    specs = {s: fit_transforms(STYLES["natural"], (s, s)) for s in (32, 64, 128, 224)}
+    assert [st.transforms[0].d for st, _ in specs.values()] == [3, 5, 10, 17]
+    assert [st.transforms[3].d for st, _ in specs.values()] == [2, 3, 6, 9]
+    assert specs[224][1] is None and "at 32 px they are scaled to jitter:3" in specs[32][1]
+    r = maximize(smallnet.smallnet_rep(), "class:3", size=32, iters=1, stats=smallnet.smallnet_stats())
+    assert r.info["transforms"].startswith("jitter:3,") and "scaled" in r.info["adapted"]
+    own = maximize(smallnet.smallnet_rep(), "class:3", size=32, iters=1, stats=smallnet.smallnet_stats(),
+                   transforms="jitter:17")  # the user's own transforms are theirs
+    assert own.info["transforms"] == "jitter:17" and "adapted" not in own.info
