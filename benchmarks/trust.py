@@ -40,7 +40,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 GREY_PHOTOS = ("camera", "coins", "moon", "grass", "gravel", "brick")
 LAYERS = {"lite0": ("efficientnet_lite0", ("blocks.3", "blocks.5")), "resnet18": ("resnet18", ("layer3",))}
 SPLITS = {"calibration": 8, "report": 16}
-MEASURES = ("natural_range", "natural_range_crops", "path_similarity", "plausibility")
+MEASURES = ("natural_range", "natural_range_crops", "path_similarity", "plausibility", "retention", "retention_random")
 MIN_J = 0.5  # a measure's calibration J (planted flagged − untouched flagged shares) needed to enter the verdict
 STRENGTH = 10.0  # plant()'s default: a full-contrast trigger gives 10 × the unit's natural maximum
 

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import math
+import pathlib
 from collections import OrderedDict
 
 import pytest
 import torch
 from torch import nn
 
+from preimage.cli import main
 from preimage.errors import PreimageError
 from preimage.experiments.planted import orthogonal_contrast, plant, trigger_score, triggers
-from preimage.images import COLOR_SAMPLES, load_image
+from preimage.images import COLOR_SAMPLES, load_image, save_png
 from preimage.measures.trust import (
     Threshold,
     natural_range,
@@ -19,8 +22,9 @@ from preimage.measures.trust import (
     plausibility_scores,
     verdict,
 )
-from preimage.representations import load, model_spec
-from preimage.tasks.check import channels_of, check, path_layers
+from preimage.report.result import Result
+from preimage.representations import ModelSpec, load, model_spec, register_model
+from preimage.tasks.check import THRESHOLDS, channels_of, check, path_layers
 
 SIDE = 64
 GREY_PHOTOS = ("camera", "coins", "moon", "grass", "gravel", "brick")
@@ -171,3 +175,80 @@ def test_check_flags_the_planted_unit_and_not_the_genuine_one(nets: tuple[nn.Mod
                    image_size=SIDE)
     assert bool((judged.scores["transfer"] < lie.scores["natural_range"] / 3).all())
     assert judged.info["seconds"]["maximize"] is None and judged.exemplars.keys() == {1, 5}
+
+
+@register_model("test-trust-small", "the small random CNN of the trust tests")
+def _small(weights: str | None = None, random_weights: bool = False) -> ModelSpec:
+    return ModelSpec("test-trust-small", small_cnn(), NORM["mean"], NORM["std"], weights_id="test:trust-small",
+                     input_size=(SIDE, SIDE), classifier_layer="fc")
+
+
+@pytest.fixture(scope="module")
+def photo_dir(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    folder = tmp_path_factory.mktemp("photos")
+    for s in IMAGES:
+        save_png(load_image(s, SIDE)[0], folder / f"{s.removeprefix('sample:')}.png")
+    return folder
+
+
+def _cli(capsys: pytest.CaptureFixture, args: list[str]) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_maximize_check_puts_a_check_object_in_the_json(tmp_path: pathlib.Path, photo_dir: pathlib.Path,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    args = ["maximize", "--model", "test-trust-small", "--layer", "conv3", "--unit", "1,5", "--iters", "8",
+            "--size", str(SIDE), "--images", str(photo_dir), "--check", "--out", str(tmp_path / "o"), "--json"]
+    code, out, err = _cli(capsys, args)
+    assert code == 0, err
+    info = json.loads(out)
+    c = info["check"]
+    assert c["pictures"] == 2 and c["images"] == len(IMAGES) and c["k"] == 5
+    assert [r["unit"] for r in c["records"]] == [1, 5] and c["path_layers"][-1] == "conv3"
+    assert c["thresholds"] == {m: [t.side, t.limit] for m, t in THRESHOLDS.items()}
+    assert c["flagged"] == sum(r["flagged"] for r in c["records"]) and 0 < c["cost_ratio"] < 10
+    # The same numbers as the Python call on the same (saved) pictures.
+    pics = torch.cat([load_image(r["image"]) for r in c["records"]])
+    given = Result(pics, [{"unit": 1}, {"unit": 5}], {}, "test-trust-small", "conv3", 0, 1.0, torch.zeros(0))
+    again = check("test-trust-small", "conv3:1,5", str(photo_dir), given)
+    for rec, mine in zip(c["records"], again.records(), strict=True):
+        for m in ("natural_range", "retention", "plausibility", "path_similarity"):
+            assert rec[m] is mine[m] is None or rec[m] == pytest.approx(mine[m], rel=1e-5, abs=1e-6)
+    assert all(r["natural_range"] is not None for r in c["records"])
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--check"], "--check needs --images"),
+    (["--check", "--images", "FEW"], "at least 7 images"),
+    (["--check", "--images", "PHOTOS", "--mode", "neuron"], "--check checks channels"),
+    (["--check", "--images", "nowhere"], "not found"),
+])
+def test_cli_check_bad_input_is_one_line_and_exit_2(tmp_path: pathlib.Path, photo_dir: pathlib.Path,
+                                                   capsys: pytest.CaptureFixture, extra: list[str],
+                                                   message: str) -> None:
+    few = tmp_path / "few"
+    few.mkdir()
+    for p in sorted(photo_dir.iterdir())[:3]:
+        (few / p.name).write_bytes(p.read_bytes())
+    extra = [str(few) if e == "FEW" else str(photo_dir) if e == "PHOTOS" else e for e in extra]
+    out_dir = tmp_path / "o"
+    code, out, err = _cli(capsys, ["maximize", "--model", "test-trust-small", "--layer", "conv3", "--unit", "1",
+                                   *extra, "--out", str(out_dir)])
+    lines = err.strip().splitlines()
+    assert code == 2 and out == "" and len(lines) == 1 and message in lines[0], err
+    assert not out_dir.exists()
+
+
+def test_check_bad_arguments_name_the_parameter() -> None:
+    spec = model_spec(small_cnn(), **NORM)
+    for kw, param in (({"k": 1}, "k"), ({"blend": 0.0}, "blend"), ({"result": "x"}, "result"),
+                      ({"images": IMAGES[:4]}, "images")):
+        args = {"images": IMAGES, **kw}
+        with pytest.raises(PreimageError) as e:
+            check(spec, "conv3:1", **args)
+        assert e.value.params == (param,) and str(e.value).startswith(param)
+    with pytest.raises(PreimageError, match="out of range"):
+        check(spec, "conv3:16", IMAGES)

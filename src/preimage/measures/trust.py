@@ -54,7 +54,8 @@ import torch
 import torch.nn.functional as F
 
 #: The measures a verdict can use, and the side on which a value is suspicious.
-SIDES = {"path_similarity": "<", "plausibility": "<", "natural_range": ">", "natural_range_crops": ">"}
+SIDES = {"path_similarity": "<", "plausibility": "<", "natural_range": ">", "natural_range_crops": ">",
+         "retention": "<", "retention_random": "<"}
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,17 @@ def natural_range(peak: torch.Tensor, natural_max: torch.Tensor) -> torch.Tensor
     """The picture's peak response (N) as a multiple of the unit's natural maximum (N; a maximum ≤ 0, a unit
     never excited by natural images, gives NaN: no scale)."""
     return torch.where(natural_max > 0, peak / natural_max.clamp_min(1e-12), torch.full_like(peak, math.nan))
+
+
+def retention(blend_peak: torch.Tensor, peak: torch.Tensor) -> torch.Tensor:
+    """How much of the picture's response survives mixing it with natural images: blend_peak N×R (the unit's peak
+    response to R blends (1 − α)·picture + α·natural crop), peak N (to the picture) → N, the median over R of
+    blend_peak / peak (NaN where the picture's peak is not positive: nothing to keep). A response that follows
+    the picture's content roughly keeps its share, 1 − α or more (more when the crops are the unit's exemplars);
+    one that needs the picture to look synthetic (a detector of natural images in the path, Geirhos et al.'s
+    fooling circuits) collapses to what the crop alone gives."""
+    ratio = blend_peak / peak.clamp_min(1e-12)[:, None]
+    return torch.where(peak > 0, ratio.median(1).values, torch.full_like(peak, math.nan))
 
 
 def judge_response(peak: torch.Tensor, judge_max: torch.Tensor | None) -> torch.Tensor:

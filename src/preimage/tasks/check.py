@@ -38,6 +38,7 @@ from ..measures.trust import (
     path_scores,
     plausibility_scores,
     pool,
+    retention,
     standardize,
     verdict,
 )
@@ -45,7 +46,7 @@ from ..report.result import Result
 from ..representations import ModelLike, Representation
 from ..representations.points import Point, response_point, unit_view
 from .activation import maximize
-from .common import as_representation, check_count
+from .common import as_representation, check_count, check_number
 
 #: The verdict's thresholds, chosen on the calibration split of benchmarks/trust.py (benchmarks/results/trust.md:
 #: the distributions, and how each value was picked). Only the natural range separated planted from untouched
@@ -162,6 +163,13 @@ class Probe:
         return [torch.cat(f) for f in feats], torch.cat(phis)
 
 
+def _phi(rp: Representation, img: torch.Tensor, batch: int) -> torch.Tensor:
+    """Φ at the response point of images in 0–255 (N×C×H×W) → N×C×h×w or N×C, on the CPU."""
+    dev = rp.device_dtype()[0]
+    with torch.no_grad():
+        return torch.cat([rp(rp.to_paper_units(c.to(dev))).float().cpu() for c in img.split(batch)])
+
+
 def _peaks(phi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Φ N×C×h×w (or N×C) → (peak N×C, flat position of the peak N×C)."""
     if phi.ndim == 4:
@@ -190,7 +198,7 @@ def check(model: ModelLike, target: str | Objective | Sequence[str | Objective] 
           images: str | Sequence[str] | None, result: Result | None = None, *, k: int = 5,
           image_size: int | None = None, thresholds: dict[str, Threshold] | None = None, seed: int = 0,
           layers: Sequence[str] | None = None, judge: ModelLike | None = None, batch: int = 16,
-          **maximize_kw: Any) -> CheckResult:
+          blend: float = 0.5, **maximize_kw: Any) -> CheckResult:
     """Trust measures and a verdict for the pictures of channels of a layer.
 
     model: a name, any nn.Module (a planted copy too), a ModelSpec or a Representation. target: channels of one
@@ -208,6 +216,7 @@ def check(model: ModelLike, target: str | Objective | Sequence[str | Objective] 
     layer, units = channels_of(target)
     k = check_count(k, "k", 2, 1000)
     batch = check_count(batch, "batch", 1, 4096)
+    blend = check_number(blend, "blend", 0.0, 1.0, open_low=True)
     seed = check_count(seed, "seed", 0, 2**63 - 1)
     if image_size is not None:
         image_size = check_count(image_size, "image_size", 16, 4096)
@@ -217,12 +226,12 @@ def check(model: ModelLike, target: str | Objective | Sequence[str | Objective] 
     rp, point = response_point(rep)
     with borrowed(rp):
         return _check(rep, rp, point, layer, units, images, result, k, image_size, thresholds, seed, layers, judge,
-                      batch, maximize_kw)
+                      batch, blend, maximize_kw)
 
 
 def _check(rep: Representation, rp: Representation, point: Point, layer: str, units: list[int], images: Any,
            result: Result | None, k: int, image_size: int | None, thresholds: dict[str, Threshold] | None,
-           seed: int, layers: Sequence[str] | None, judge: Any, batch: int,
+           seed: int, layers: Sequence[str] | None, judge: Any, batch: int, blend: float,
            maximize_kw: dict[str, Any]) -> CheckResult:
     specs, source = resolve_images(images)
     if len(specs) < k + 2:
@@ -318,6 +327,17 @@ def _check(rep: Representation, rp: Representation, point: Point, layer: str, un
     # the picture does (a deep unit with a global field answers differently to a small input).
     crop_max = torch.maximum(_peaks(phi_ex)[0].amax(0), _peaks(phi_base)[0].amax(0))
     scores["natural_range_crops"] = natural_range(pic_peak, crop_max[u_t])
+    # Retention: the picture mixed with each of its unit's exemplars, and with as many random crops.
+    w = float(blend)
+    ex_all = torch.stack(ex_crops)
+    mix_ex = ((1 - w) * pics[:, None] + w * ex_all[ex_rows]).flatten(0, 1)  # (N·kk)×C×H×W
+    pick = base_rows[:, torch.randperm(base_rows.shape[1], generator=gen)[:kk]]  # kk random non-exemplar crops
+    mix_rand = ((1 - w) * pics[:, None] + w * torch.stack(base_crops)[pick]).flatten(0, 1)
+    rows_u = u_t.repeat_interleave(kk)
+    peak_ex = _peaks(_phi(rp, mix_ex, batch))[0][torch.arange(n * kk), rows_u].view(n, kk)
+    peak_rand = _peaks(_phi(rp, mix_rand, batch))[0][torch.arange(n * kk), rows_u].view(n, kk)
+    scores["retention"] = retention(peak_ex, pic_peak)
+    scores["retention_random"] = retention(peak_rand, pic_peak)
     scores["transfer"] = _transfer(judge, layer, pics, imgs, u_t, batch)
     th = thresholds if thresholds is not None else THRESHOLDS
     flagged, reasons = verdict(scores, th)
