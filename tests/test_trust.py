@@ -252,3 +252,27 @@ def test_check_bad_arguments_name_the_parameter() -> None:
         assert e.value.params == (param,) and str(e.value).startswith(param)
     with pytest.raises(PreimageError, match="out of range"):
         check(spec, "conv3:16", IMAGES)
+
+
+def test_atlas_check_shows_the_verdict_on_unit_pages_and_marks_layer_pages(tmp_path: pathlib.Path,
+                                                                          photo_dir: pathlib.Path) -> None:
+    from preimage.experiments.atlas import run_atlas
+
+    info = run_atlas("test-trust-small", tmp_path / "atlas", layers=["conv3"], units=[1, 5], images=str(photo_dir),
+                     iters=8, restarts=1, inversions=0, check=True, log=lambda _m: None)
+    manifest = json.loads((tmp_path / "atlas" / "manifest.json").read_text())
+    units = manifest["layers"][0]["units"]
+    assert [u["unit"] for u in units] == [1, 5] and info["jobs"]["failed"] == 0
+    for u in units:
+        c = u["check"]
+        assert c["flagged"] == any(q["flagged"] for q in c["pictures"]) and len(c["pictures"]) == 1
+        page = (tmp_path / "atlas" / u["page"]).read_text()
+        assert "trust check" in page and ("FLAGGED" in page) == c["flagged"]
+        assert f"{c['pictures'][0]['natural_range']:.3g}" in page
+    layer_page = (tmp_path / "atlas" / manifest["layers"][0]["page"]).read_text()
+    flagged = sum(u["check"]["flagged"] for u in units)
+    assert f"Trust check: {flagged} of 2 units flagged" in layer_page
+    assert layer_page.count("⚑") == flagged + 1  # each flagged unit's label, and the note's key
+    with pytest.raises(PreimageError, match="check needs channel mode"):
+        run_atlas("test-trust-small", tmp_path / "a2", layers=["conv3"], images=str(photo_dir), mode="neuron",
+                  check=True, log=lambda _m: None)
