@@ -48,15 +48,18 @@ from ..representations.points import Point, response_point, unit_view
 from .activation import maximize
 from .common import as_representation, check_count, check_number
 
-#: The verdict's thresholds, chosen on the calibration split of benchmarks/trust.py (benchmarks/results/trust.md:
-#: the distributions, and how each value was picked). Only the natural range separated planted from untouched
-#: units there (Youden J 0.92); path similarity (J 0.04 at < 1.1) and plausibility (J 0.42 at < 0.975) are
-#: reported for every picture but left out of the verdict: with them, it would flag many genuine units; the
-#: natural range at the picture's size (J 0.83 at > 2.68) adds nothing to it.
-THRESHOLDS: dict[str, Threshold] = {"natural_range": Threshold(">", 3.0)}
-#: Their calibrated values, for a verdict that wants them anyway (``check(..., thresholds={**THRESHOLDS, ...})``).
-CALIBRATED: dict[str, Threshold] = {**THRESHOLDS, "natural_range_crops": Threshold(">", 2.678),
-                                    "path_similarity": Threshold("<", 1.098), "plausibility": Threshold("<", 0.975)}
+#: The verdict's thresholds, chosen on the calibration split of benchmarks/trust.py only (8 units per layer of
+#: efficientnet_lite0 blocks.3 and blocks.5 and a random ResNet-18's layer3, planted and untouched, on their own
+#: photographs; benchmarks/results/trust.md): per measure the largest Youden J at the middle of the widest gap, then
+#: measures in order of J, each kept only if it raises the verdict's J. ``retention_random`` < 0.35 alone separated
+#: the calibration units (J 1.0); the natural range (J 0.96 at > 2.93), ``retention`` (J 0.96 at < 0.33), the
+#: natural range at the picture's size (J 0.88), plausibility (J 0.5) and path similarity (J 0.08) add nothing.
+THRESHOLDS: dict[str, Threshold] = {"retention_random": Threshold("<", 0.35)}
+#: Every measure's calibrated threshold, for a verdict that wants more of them
+#: (``check(..., thresholds=CALIBRATED)``: any one crossed flags the picture).
+CALIBRATED: dict[str, Threshold] = {**THRESHOLDS, "natural_range": Threshold(">", 2.931),
+                                    "retention": Threshold("<", 0.334), "natural_range_crops": Threshold(">", 2.387),
+                                    "plausibility": Threshold("<", 0.988), "path_similarity": Threshold("<", 1.278)}
 GREY = 128.0  # beyond an image's border, in a crop
 
 
