@@ -20,6 +20,7 @@ from preimage.measures.trust import (
     natural_range,
     path_scores,
     plausibility_scores,
+    retention,
     verdict,
 )
 from preimage.report.result import Result
@@ -135,6 +136,8 @@ def test_plausibility_and_natural_range_known_answers() -> None:
     assert bool((p["plausibility"] < 1).all())
     r = natural_range(torch.tensor([30.0, 2.0, 1.0]), torch.tensor([3.0, 2.0, 0.0]))
     assert r[:2].tolist() == [10.0, 1.0] and math.isnan(float(r[2]))
+    kept = retention(torch.tensor([[1.0, 2.0, 3.0], [0.5, 0.5, 9.0], [1.0, 1.0, 1.0]]), torch.tensor([4.0, 5.0, 0.0]))
+    assert kept[:2].tolist() == pytest.approx([0.5, 0.1]) and math.isnan(float(kept[2]))  # the median's share; no peak: NaN
 
 
 def test_verdict_names_measure_and_threshold() -> None:
@@ -167,6 +170,9 @@ def test_check_flags_the_planted_unit_and_not_the_genuine_one(nets: tuple[nn.Mod
     assert all(r.startswith("natural_range ") and r.endswith(" > 1") for r in lie.reasons)
     assert genuine.flagged.tolist() == [False, False] and genuine.reasons == ["", ""]
     assert bool((lie.scores["natural_range"] > 3 * genuine.scores["natural_range"]).all())
+    # Mixed half and half with an exemplar, the planted response collapses (the gate shuts), the genuine one does
+    # not.
+    assert bool((lie.scores["retention"] < 0.3).all()) and bool((genuine.scores["retention"] > 1.0).all())
     shown = trigger_score(lie.result.images, planted, [1, 5]) / trigger_score(genuine.result.images, planted, [1, 5])
     assert bool((shown > 1.5).all())  # the planted picture holds more of the trigger than the genuine one
     assert math.isnan(float(genuine.scores["transfer"][0]))  # no judge: not applicable
