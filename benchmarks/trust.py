@@ -39,7 +39,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 GREY_PHOTOS = ("camera", "coins", "moon", "grass", "gravel", "brick")
 LAYERS = {"lite0": ("efficientnet_lite0", ("blocks.3", "blocks.5")), "resnet18": ("resnet18", ("layer3",))}
-SPLITS = {"calibration": 8, "report": 16}
+SPLITS = {"calibration": 8, "report": 16, "holdout": 16}
 MEASURES = ("natural_range", "natural_range_crops", "path_similarity", "plausibility", "retention", "retention_random")
 MIN_J = 0.5  # a measure's calibration J (planted flagged − untouched flagged shares) needed to enter the verdict
 STRENGTH = 10.0  # plant()'s default: a full-contrast trigger gives 10 × the unit's natural maximum
@@ -60,7 +60,7 @@ def split_images(out: pathlib.Path, side: int = 256) -> dict[str, list[str]]:
     from preimage.images import load_image, resize, save_png
 
     photos = photographs()
-    files: dict[str, list[str]] = {s: [] for s in SPLITS}
+    files: dict[str, list[str]] = {s: [] for s in ("calibration", "report")}
     for j, spec in enumerate(photos):
         split = ("calibration", "report")[j % 2]
         folder = out / "images" / split
@@ -77,6 +77,7 @@ def split_images(out: pathlib.Path, side: int = 256) -> dict[str, list[str]]:
             if not path.exists():
                 save_png(resize(view, side)[0], path, "minmax")  # each view stretched to the full 0–255 range
             files[split].append(str(path))
+    files["holdout"] = files["report"]
     return files
 
 
@@ -91,7 +92,9 @@ def build(net: str) -> Any:
 def pick_units(channels: int, layer: str) -> dict[str, list[int]]:
     gen = torch.Generator().manual_seed(sum(map(ord, layer)))
     perm = torch.randperm(channels, generator=gen).tolist()
-    return {"report": sorted(perm[:16]), "calibration": sorted(perm[16:24])}
+    # holdout: 16 more units, on the report split's photographs, run after the report split had been seen, to test
+    # a verdict revised then (benchmarks/results/trust.md).
+    return {"report": sorted(perm[:16]), "calibration": sorted(perm[16:24]), "holdout": sorted(perm[24:40])}
 
 
 def run(net: str, out: pathlib.Path, size: int, iters: int | None, rescore: bool = False,
@@ -181,6 +184,10 @@ def report(out: pathlib.Path, command: str) -> None:
     from preimage.measures.trust import Threshold, verdict
 
     runs = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))]
+    main = {(r["net"], r["layer"], r["split"]): r for r in runs if r["plant"]["strength"] == STRENGTH}
+    for r in runs:  # a weaker plant's untouched pictures are the main run's: use its latest scores
+        if r["plant"]["strength"] != STRENGTH:
+            r["untouched"] = main[(r["net"], r["layer"], r["split"])]["untouched"]
     cal = [r for r in runs if r["split"] == "calibration" and r["plant"]["strength"] == STRENGTH]
     from preimage.measures.trust import SIDES
 
