@@ -40,7 +40,11 @@ RESULTS = ROOT / "benchmarks" / "results"
 GREY_PHOTOS = ("camera", "coins", "moon", "grass", "gravel", "brick")
 LAYERS = {"lite0": ("efficientnet_lite0", ("blocks.3", "blocks.5")), "resnet18": ("resnet18", ("layer3",))}
 SPLITS = {"calibration": 8, "report": 16, "holdout": 16}
-MEASURES = ("natural_range", "natural_range_crops", "path_similarity", "plausibility", "retention", "retention_random")
+#: The measures of the first verdict (chosen on the calibration split alone).
+V1_MEASURES = ("natural_range", "natural_range_crops", "path_similarity", "plausibility", "retention",
+               "retention_random")
+#: ``collapse`` was added after the report split had been seen (the revised verdict, tested on the holdout split).
+MEASURES = (*V1_MEASURES, "collapse")
 MIN_J = 0.5  # a measure's calibration J (planted flagged − untouched flagged shares) needed to enter the verdict
 STRENGTH = 10.0  # plant()'s default: a full-contrast trigger gives 10 × the unit's natural maximum
 
@@ -181,7 +185,8 @@ def verdict_j(runs: list[dict], thresholds: dict) -> float:
 
 
 def report(out: pathlib.Path, command: str) -> None:
-    from preimage.measures.trust import Threshold, verdict
+    from preimage.measures.trust import SIDES, Threshold, verdict
+    from preimage.tasks.check import THRESHOLDS
 
     runs = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))]
     main = {(r["net"], r["layer"], r["split"]): r for r in runs if r["plant"]["strength"] == STRENGTH}
@@ -189,22 +194,31 @@ def report(out: pathlib.Path, command: str) -> None:
         if r["plant"]["strength"] != STRENGTH:
             r["untouched"] = main[(r["net"], r["layer"], r["split"])]["untouched"]
     cal = [r for r in runs if r["split"] == "calibration" and r["plant"]["strength"] == STRENGTH]
-    from preimage.measures.trust import SIDES
+    seen = [r for r in runs if r["split"] in ("calibration", "report") and r["plant"]["strength"] == STRENGTH]
 
-    chosen = {m: choose([x[m] for r in cal for x in r["untouched"]["records"]],
-                        [x[m] for r in cal for x in r["planted"]["records"]], SIDES[m]) for m in MEASURES}
-    # A measure enters the verdict only if it separates on the calibration split (J ≥ 0.5): in an "any measure"
-    # verdict a weak one adds false alarms and few catches.
+    def pick(rs: list[dict], m: str) -> tuple[float, float]:
+        return choose([x[m] for r in rs for x in r["untouched"]["records"]],
+                      [x[m] for r in rs for x in r["planted"]["records"]], SIDES[m])
+
+    # The first verdict: thresholds on the calibration split alone. A measure enters only if it separates there
+    # (J ≥ MIN_J), in order of J, each only if it raises the calibration J of the whole verdict.
+    chosen = {m: pick(cal, m) for m in V1_MEASURES}
     every = {m: Threshold(SIDES[m], t) for m, (t, _) in chosen.items()}
-    # Greedy: measures by J, each added only if it raises the calibration J of the whole verdict.
-    thresholds: dict[str, Threshold] = {}
+    first: dict[str, Threshold] = {}
     best = -2.0
     for m in sorted(chosen, key=lambda m: -chosen[m][1]):
         if chosen[m][1] < MIN_J:
             continue
-        j = verdict_j(cal, {**thresholds, m: every[m]})
+        j = verdict_j(cal, {**first, m: every[m]})
         if j > best:
-            thresholds[m], best = every[m], j
+            first[m], best = every[m], j
+    # The revised verdict: collapse, its threshold chosen on the calibration and report splits together.
+    t_c, j_c = pick(seen, "collapse")
+    every["collapse"] = Threshold(">", t_c)
+    revised = {"collapse": every["collapse"]}
+    if {m: (t.side, round(t.limit, 2)) for m, t in THRESHOLDS.items()} != {"collapse": (">", round(t_c, 2))}:
+        print(f"note: tasks.check.THRESHOLDS {THRESHOLDS} differ from this calibration (collapse > {t_c})",
+              file=sys.stderr)
     rows = []
     for r in runs:
         row: dict[str, Any] = {"net": r["net"], "layer": r["layer"], "split": r["split"], "units": r["units"],
@@ -214,23 +228,25 @@ def report(out: pathlib.Path, command: str) -> None:
                                "trigger_in_images": max(r["plant"]["trigger_in_images"])}
         for kind in ("untouched", "planted"):
             recs = r[kind]["records"]
-            scores = {m: torch.tensor([math.nan if x[m] is None else x[m] for x in recs]) for m in MEASURES}
-            flagged, reasons = verdict(scores, thresholds)
+            scores = {m: torch.tensor([math.nan if x.get(m) is None else x[m] for x in recs]) for m in MEASURES}
+            f1, _ = verdict(scores, first)
+            flagged, reasons = verdict(scores, revised)
             by = {m: int(every[m].crossed(scores[m]).sum()) for m in MEASURES}
             sec = r[kind]["seconds"]
-            row[kind] = {"flagged": int(flagged.sum()), "n": len(recs), "by_measure": by, "reasons": reasons,
-                         "scores": {m: scores[m].tolist() for m in MEASURES},
+            row[kind] = {"flagged": int(flagged.sum()), "first_flagged": int(f1.sum()), "n": len(recs),
+                         "by_measure": by, "reasons": reasons, "scores": {m: scores[m].tolist() for m in MEASURES},
                          "trigger_score": r[kind]["trigger_score"],
                          "seconds": sec, "cost_ratio": sec["check"] / sec["maximize"]}
         rows.append(row)
     size = runs[0]["untouched"]["info"]["picture_size"] if runs else None
     info = {"command": command, "size": size,
-            "calibration": {m: {"threshold": t, "J": j, "used": m in thresholds} for m, (t, j) in chosen.items()},
-            "verdict_J": best,
-            "thresholds": {m: [t.side, t.limit] for m, t in thresholds.items()}, "rows": rows}
+            "calibration": {m: {"threshold": t, "J": j, "used": m in first} for m, (t, j) in chosen.items()},
+            "first_verdict_J": best, "first_thresholds": {m: [t.side, t.limit] for m, t in first.items()},
+            "revised": {"collapse": {"threshold": t_c, "J_calibration_and_report": j_c}},
+            "thresholds": {m: [t.side, t.limit] for m, t in revised.items()}, "rows": rows}
     (RESULTS / "trust.json").write_text(json.dumps(info, indent=1))
     pictures(out, RESULTS / "trust-pictures.png")
-    plot([r for r in rows if r["strength"] == STRENGTH], every, set(thresholds), RESULTS / "trust.png")
+    plot([r for r in rows if r["strength"] == STRENGTH], every, set(first) | set(revised), RESULTS / "trust.png")
     (RESULTS / "trust.md").write_text(markdown(info, runs))
     print(markdown(info, runs))
 

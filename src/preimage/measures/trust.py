@@ -55,7 +55,7 @@ import torch.nn.functional as F
 
 #: The measures a verdict can use, and the side on which a value is suspicious.
 SIDES = {"path_similarity": "<", "plausibility": "<", "natural_range": ">", "natural_range_crops": ">",
-         "retention": "<", "retention_random": "<"}
+         "retention": "<", "retention_random": "<", "collapse": ">"}
 
 
 @dataclass(frozen=True)
@@ -145,6 +145,14 @@ def retention(blend_peak: torch.Tensor, peak: torch.Tensor) -> torch.Tensor:
     fooling circuits) collapses to what the crop alone gives."""
     ratio = blend_peak / peak.clamp_min(1e-12)[:, None]
     return torch.where(peak > 0, ratio.median(1).values, torch.full_like(peak, math.nan))
+
+
+def collapse(natural: torch.Tensor, kept_exemplars: torch.Tensor, kept_random: torch.Tensor) -> torch.Tensor:
+    """How much response the picture loses when mixed with natural images, in multiples of the unit's natural
+    maximum: natural_range × (1 − the mean of the two retentions) = (peak − mean(blend peaks)) / natural max (N
+    each → N; NaN where a part is NaN). A genuine picture loses part of what it has above the natural range; one
+    whose response exists only while it looks synthetic loses several natural maxima."""
+    return natural * (1 - (kept_exemplars + kept_random) / 2)
 
 
 def judge_response(peak: torch.Tensor, judge_max: torch.Tensor | None) -> torch.Tensor:

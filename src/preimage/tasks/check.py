@@ -33,6 +33,7 @@ from ..images import load_image
 from ..measures.stats import ChannelStats, NeuronStats, resolve_images
 from ..measures.trust import (
     Threshold,
+    collapse,
     judge_response,
     natural_range,
     path_scores,
@@ -48,18 +49,20 @@ from ..representations.points import Point, response_point, unit_view
 from .activation import maximize
 from .common import as_representation, check_count, check_number
 
-#: The verdict's thresholds, chosen on the calibration split of benchmarks/trust.py only (8 units per layer of
-#: efficientnet_lite0 blocks.3 and blocks.5 and a random ResNet-18's layer3, planted and untouched, on their own
-#: photographs; benchmarks/results/trust.md): per measure the largest Youden J at the middle of the widest gap, then
-#: measures in order of J, each kept only if it raises the verdict's J. ``retention_random`` < 0.35 alone separated
-#: the calibration units (J 1.0); the natural range (J 0.96 at > 2.93), ``retention`` (J 0.96 at < 0.33), the
-#: natural range at the picture's size (J 0.88), plausibility (J 0.5) and path similarity (J 0.08) add nothing.
-THRESHOLDS: dict[str, Threshold] = {"retention_random": Threshold("<", 0.35)}
-#: Every measure's calibrated threshold, for a verdict that wants more of them
-#: (``check(..., thresholds=CALIBRATED)``: any one crossed flags the picture).
-CALIBRATED: dict[str, Threshold] = {**THRESHOLDS, "natural_range": Threshold(">", 2.931),
-                                    "retention": Threshold("<", 0.334), "natural_range_crops": Threshold(">", 2.387),
-                                    "plausibility": Threshold("<", 0.988), "path_similarity": Threshold("<", 1.278)}
+#: The verdict's threshold (benchmarks/trust.py, benchmarks/results/trust.md): planted and untouched units of
+#: efficientnet_lite0 blocks.3 and blocks.5 and a random ResNet-18's layer3. A first verdict, chosen on the
+#: calibration split alone (8 units per layer, its own photographs), was ``retention_random`` < 0.35 (calibration
+#: J 1.0); on the report split (16 other units per layer, other photographs) it flagged 3/16 and 7/16 untouched
+#: units at blocks.5 and the ResNet. Having seen that, ``collapse`` (the response lost under mixing, in natural
+#: maxima) was added and its threshold chosen on the calibration and report splits together (J 0.99), then tested
+#: on a holdout split of 16 further units per layer that no choice saw.
+THRESHOLDS: dict[str, Threshold] = {"collapse": Threshold(">", 2.2)}
+#: Other thresholds of the calibration, for a verdict that wants more of them (``check(...,
+#: thresholds=CALIBRATED)``: any one crossed flags the picture); chosen on the calibration split alone.
+CALIBRATED: dict[str, Threshold] = {**THRESHOLDS, "retention_random": Threshold("<", 0.35),
+                                    "natural_range": Threshold(">", 2.931), "retention": Threshold("<", 0.334),
+                                    "natural_range_crops": Threshold(">", 2.387), "plausibility": Threshold("<", 0.988),
+                                    "path_similarity": Threshold("<", 1.278)}
 GREY = 128.0  # beyond an image's border, in a crop
 
 
@@ -341,6 +344,7 @@ def _check(rep: Representation, rp: Representation, point: Point, layer: str, un
     peak_rand = _peaks(_phi(rp, mix_rand, batch))[0][torch.arange(n * kk), rows_u].view(n, kk)
     scores["retention"] = retention(peak_ex, pic_peak)
     scores["retention_random"] = retention(peak_rand, pic_peak)
+    scores["collapse"] = collapse(scores["natural_range"], scores["retention"], scores["retention_random"])
     scores["transfer"] = _transfer(judge, layer, pics, imgs, u_t, batch)
     th = thresholds if thresholds is not None else THRESHOLDS
     flagged, reasons = verdict(scores, th)
