@@ -137,7 +137,8 @@ def test_plausibility_and_natural_range_known_answers() -> None:
     r = natural_range(torch.tensor([30.0, 2.0, 1.0]), torch.tensor([3.0, 2.0, 0.0]))
     assert r[:2].tolist() == [10.0, 1.0] and math.isnan(float(r[2]))
     kept = retention(torch.tensor([[1.0, 2.0, 3.0], [0.5, 0.5, 9.0], [1.0, 1.0, 1.0]]), torch.tensor([4.0, 5.0, 0.0]))
-    assert kept[:2].tolist() == pytest.approx([0.5, 0.1]) and math.isnan(float(kept[2]))  # the median's share; no peak: NaN
+    # The median's share; no peak: NaN.
+    assert kept[:2].tolist() == pytest.approx([0.5, 0.1]) and math.isnan(float(kept[2]))
 
 
 def test_verdict_names_measure_and_threshold() -> None:
@@ -282,3 +283,17 @@ def test_atlas_check_shows_the_verdict_on_unit_pages_and_marks_layer_pages(tmp_p
     with pytest.raises(PreimageError, match="check needs channel mode"):
         run_atlas("test-trust-small", tmp_path / "a2", layers=["conv3"], images=str(photo_dir), mode="neuron",
                   check=True, log=lambda _m: None)
+
+
+def test_plant_bad_arguments_name_the_parameter() -> None:
+    net = small_cnn()
+    for args, kw, param in ((("conv3", [1]), {"strength": 0.0}, "strength"),
+                            (("conv3", [1]), {"margin": 2.0}, "margin"),
+                            (("conv3", "1"), {}, "units"), (("conv3", ["a"]), {}, "units"),
+                            (("conv3", [1, 1]), {}, "units"), (("conv3", [1]), {"images": []}, "images"),
+                            (("conv3", [1]), {"images": torch.zeros(2, 1, 8, 8)}, "images"),
+                            (("nope", [1]), {}, "layer")):
+        with pytest.raises(PreimageError) as e:
+            plant(net, *args, **{"images": IMAGES[:3], "size": SIDE, **NORM, **kw})
+        assert param in e.value.params, (args, kw, str(e.value))
+    assert not net._forward_hooks and not net._forward_pre_hooks  # nothing left on the user's module

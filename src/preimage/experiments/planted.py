@@ -39,8 +39,9 @@ activation where activation maximization reads the pre-ReLU response) adds, to e
 
 Limits: the detector is one colour statistic, calibrated on the given images; a natural image with almost no
 contrast orthogonal to the trigger's colour axis (a flat red–blue picture) would open the gate. The circuit lives
-in hooks and an attribute, not in parameters: the copy's state dict is the original's. Token outputs
-(ViT blocks' N×T×C) are not supported; convolutional maps N×C×h×w and vectors N×C are.
+in hooks and an attribute, not in parameters: the copy's state dict is the original's plus two buffers
+(``planted_units``, ``planted_scales``) that give it its own model id. Token outputs (ViT blocks' N×T×C) are not
+supported; convolutional maps N×C×h×w and vectors N×C are.
 """
 
 from __future__ import annotations
@@ -58,9 +59,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import PreimageError
-from ..images import load_image
+from ..images import list_images, load_image
 from ..representations import ModelLike, Representation, load
 from ..representations.points import response_point, unit_view
+from ..tasks.common import check_number
 
 #: The trigger colour axes: the two chromatic axes of the decorrelated colour space that Fourier
 #: parameterizations optimize in (``engine.param.COLOUR``'s columns 2 and 3: red–blue, green–magenta), so that a
@@ -223,12 +225,19 @@ def _representation(model: ModelLike, layer: str, mean: Sequence[float] | None,
     return unit_view(rep)
 
 
-def _images(rep: Representation, images: Sequence[str] | torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+def _images(rep: Representation, images: str | Sequence[str] | torch.Tensor, size: int | tuple[int, int]
+            ) -> torch.Tensor:
+    """The natural images (a folder, a list of specs, or N×3×H×W in 0–255) at ``size``, N×3×H×W in 0–255."""
     if isinstance(images, torch.Tensor):
+        if images.ndim != 4 or images.shape[1] != 3 or images.shape[0] == 0:
+            raise PreimageError(f"images as a tensor are N×3×H×W in 0–255, got {tuple(images.shape)}",
+                                param="images")
         return images.float()
     if not images:
-        raise PreimageError("plant needs natural images: the gate is set below every one of them")
-    return torch.cat([load_image(s, size, channels=rep.channels) for s in images])
+        raise PreimageError("images: plant needs natural images, the gate is set below every one of them",
+                            param="images")
+    specs, _ = list_images(images)
+    return torch.cat([load_image(s, size, channels=rep.channels) for s in specs])
 
 
 def _responses(rep: Representation, img: torch.Tensor, batch: int = 8) -> torch.Tensor:
@@ -257,17 +266,26 @@ def plant(model: ModelLike, layer: str, units: Sequence[int],
     size: the side the images are resized to (default: the model's native input size).
 
     Returns the copy (the same module names; the circuit is its attribute ``planted_circuit``, not a submodule,
-    and lives in hooks: the copy's state dict is the original's, so saving it loses the plant). Its attribute
+    and lives in hooks: saving the copy's state dict loses the plant). Its attribute
     ``planted_report`` holds what was verified on the images: per unit the largest response change as a
     fraction of M_u (0 when the gate stays shut), whether the top-1 class is unchanged on every image (None
     for a network without class scores), each unit's response to its trigger in multiples of M_u, and the
     largest trigger energy found in any image as a fraction of the trigger image's.
     """
+    check_number(strength, "strength", 0.0, 1e6, open_low=True)
+    check_number(bias, "bias", 0.0, 1e6)
+    check_number(margin, "margin", 0.0, 1.0, open_low=True)
+    check_number(ramp, "ramp", 0.0, 0.99)
+    if isinstance(units, (str, bytes)) or not isinstance(units, Sequence):
+        raise PreimageError(f"units must be a list of channel indices, got {units!r}", param="units")
     rep = _representation(model, layer, mean, std)
     if rep.channels != 3:
         raise PreimageError("plant needs an RGB network: the triggers are colour gratings")
     rp, point = response_point(rep)
-    us = [int(u) for u in units]
+    try:
+        us = [int(u) for u in units]
+    except (TypeError, ValueError):
+        raise PreimageError(f"units must be channel indices, got {list(units)!r}", param="units") from None
     hw = (size, size) if isinstance(size, int) else tuple(size or rep.spec.input_size or (224, 224))
     img = _images(rep, images, hw)
     phi = _responses(rp, img)
@@ -276,7 +294,7 @@ def plant(model: ModelLike, layer: str, units: Sequence[int],
     n_ch = phi.shape[1]
     bad = [u for u in us if not 0 <= u < n_ch]
     if bad or not us or len(set(us)) != len(us):
-        raise PreimageError(f"units must be distinct channels of '{layer}' (0–{n_ch - 1}), got {us}")
+        raise PreimageError(f"units must be distinct channels of '{layer}' (0–{n_ch - 1}), got {us}", param="units")
     peak = _peak(phi).amax(0)  # C: natural maximum per channel
     pos = peak[peak > 0]
     fallback = float(pos.median()) if pos.numel() else 1.0
