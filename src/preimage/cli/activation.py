@@ -180,9 +180,10 @@ def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
             out_console.print(f"mosaic → {summary['image']}")
         for r in summary.get("check", {}).get("records", []):
             out_console.print(f"check unit {r['unit']} restart {r['restart']}: "
-                              f"{'FLAGGED (' + r['reason'] + ')' if r['flagged'] else 'not flagged'}; natural range "
-                              f"{r['natural_range']:.3g}, path similarity {r['path_similarity']!s:.5}, "
-                              f"plausibility {r['plausibility']!s:.5}", markup=False)
+                              f"{'FLAGGED (' + r['reason'] + ')' if r['flagged'] else 'not flagged'}; "
+                              + ", ".join(f"{m.replace('_', ' ')} {'n/a' if r[m] is None else format(r[m], '.3g')}"
+                                          for m in ("collapse", "natural_range", "plausibility", "path_similarity")),
+                              markup=False)
         cached = " (cached)" if summary["jobs"]["cached"] == summary["jobs"]["total"] else ""
         out_console.print(f"{summary['iterations']} iterations at {summary['size'][0]}×{summary['size'][1]} in "
                           f"{summary['seconds']:.1f} s{cached}")

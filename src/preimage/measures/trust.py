@@ -29,6 +29,15 @@ that each number has a scale. All are batch-first: N pictures, one value each.
   times it; one that needs tens of times it is driven along a path no natural image uses. Cannot tell: a lie
   kept within the natural range. ``natural_range_crops``: the same over the maximum of the exemplar and baseline
   crops, which go through the network at the picture's size (like for like for deep units with a global field).
+* ``retention``, ``retention_random``: the unit's peak response to the picture mixed half and half with natural
+  crops (the unit's exemplars; random crops of other images), as a share of its response to the picture (median
+  over the crops). Can tell: a response that exists only while the picture looks synthetic collapses, as in
+  Geirhos et al.'s fooling circuits, which route through a detector of natural versus synthetic images. Cannot
+  tell: a lie whose trigger survives mixing (a circuit keyed on a pattern, not on "synthetic"); a genuine unit
+  whose response is fragile (one exact configuration, or a weak picture whose response is near 0) loses it too.
+* ``collapse``: the response lost under mixing, in natural maxima: natural_range × (1 − the mean of the two
+  retentions). Small for genuine pictures (they lose part of what they have above the natural range), several
+  natural maxima for a picture whose response needs it to look synthetic. The default verdict's measure.
 * ``transfer`` (``judge_response``): the same unit of the same layer in another network (a judge), as a
   multiple of the judge's natural maximum; only meaningful where the judge's channels correspond to the
   model's (the same network retrained or fine-tuned, an untouched original): otherwise not applicable.
@@ -36,12 +45,11 @@ that each number has a scale. All are batch-first: N pictures, one value each.
 ``verdict(scores, thresholds)`` flags a picture when any measure crosses its threshold and says which.
 
 What the calibration measured (benchmarks/results/trust.md; planted circuits of ``experiments.planted`` against
-the same units untouched, natural-style pictures): the natural range separates them at efficientnet_lite0
-blocks.3 and a random ResNet-18's layer3 (16/16 planted flagged, 0/16 untouched), not at blocks.5, where genuine
-pictures reach 2–5× the maximum over ~70 photographs too (15/16 against 7/16). Path similarity and
-plausibility, as defined here, do not separate them: natural-style pictures of genuine units are already
-processed unlike photographs (pooled statistics far from every natural image), about as much as the planted
-ones; they rank pictures within a layer but are not part of the default verdict.
+the same units untouched, natural-style pictures, efficientnet_lite0 blocks.3 and blocks.5 and a random
+ResNet-18's layer3): path similarity and plausibility, as defined here, do not separate planted from untouched
+units (natural-style pictures of genuine units are already processed unlike photographs, about as much as the
+planted ones); the natural range separates them at blocks.3 and the ResNet but not at blocks.5; retention and
+collapse separate them at all three layers, collapse best (see that file for the rates on units no choice saw).
 """
 
 from __future__ import annotations

@@ -259,9 +259,9 @@ def write_atlas(out: Path, site: dict[str, Any], store: Store) -> dict[str, Any]
                 cells[-1]["label"] += " ⚑" if chk["flagged"] else ""
                 stats_rows.append(("trust check", f"FLAGGED ({chk['reason']})" if chk["flagged"] else "not flagged"))
                 for q in chk["pictures"]:
-                    stats_rows.append((f"restart {q['restart']}: natural range, retention, plausibility, path sim.",
+                    stats_rows.append((f"restart {q['restart']}: collapse, natural range, plausibility, path sim.",
                                        ", ".join("n/a" if q.get(m) is None else _fmt(q[m])
-                                                 for m in ("natural_range", "retention_random", "plausibility",
+                                                 for m in ("collapse", "natural_range", "plausibility",
                                                            "path_similarity"))))
             prev = f"{units[k - 1]}.html" if k > 0 else None
             nxt = f"{units[k + 1]}.html" if k + 1 < len(units) else None
