@@ -142,9 +142,9 @@ def run(net: str, out: pathlib.Path, size: int, iters: int | None, rescore: bool
                     given = Result(torch.load(pics).float(), [{"unit": u} for u in us], {}, spec.name, layer, 0, 0.0,
                                    torch.zeros(0))
                 c = check(s, (layer, us), imgs, given, size=size, iters=iters, seed=1 if split == "report" else 2)
-                if rescore:
-                    c.info["seconds"]["maximize"] = json.loads((out / "runs" / f"{key}.json").read_text())[kind][
-                        "seconds"]["maximize"]
+                if rescore:  # the cost stays the one measured by the run that made the pictures (both parts at once)
+                    prev = json.loads((out / "runs" / f"{key}.json").read_text())[kind]["seconds"]
+                    c.info["seconds"] = {**prev, "rescore": c.info["seconds"]["check"]}
                 torch.save(c.result.images.half(), pics)
                 record[kind] = {"records": c.records(), "seconds": c.info["seconds"], "info": c.info,
                                 "trigger_score": trigger_score(c.result.images, planted, us).tolist(),
@@ -325,52 +325,65 @@ def markdown(info: dict, runs: list[dict]) -> str:
 
     plant0 = runs[0]["plant"] if runs else {}
     n_img = {r["split"]: len(r["images"]) for r in runs}
+    rev = info["revised"]["collapse"]
     lines = ["# Trust check: planted and untouched units (issue 25)", "",
-             "Made by (benchmarks/trust.py; the first two in parallel, then the quiet plant, then the report from "
-             "the cached runs; the scores were recomputed from the cached pictures with `--rescore` after "
-             "`natural_range_crops` was added):", "",
+             "Made by (benchmarks/trust.py, 1 torch thread each, `nice -n 19`, on a 2-core machine shared with other "
+             "jobs; in this order):", "",
              "```", info["command"], "```", "",
              "Each row: `plant()` puts a trigger (a colour grating, `experiments/planted.py`) into the split's units "
              f"(strength {plant0.get('strength')}, bias {plant0.get('bias')}: a full-contrast trigger gives "
              f"{plant0.get('strength')} × the unit's natural maximum), given the split's natural images; then "
-             "`tasks.check.check` runs on the planted copy and on the untouched network: natural-style `maximize`, "
-             f"channel mode, {info.get('size', 96)} px pictures, one per unit, 5 exemplars per unit. Splits: "
-             f"calibration ({n_img.get('calibration')} images: 5 views of half the photographs; 8 units per layer) "
-             f"and report ({n_img.get('report')} images from the other photographs; 16 other units per layer). "
-             "Photographs: scikit-image's colour samples and its grey camera, coins, moon, grass, gravel, brick, and "
-             "Debian's `mate-backgrounds` nature photographs and Elephants.jpg (`apt-get install -y "
-             "mate-backgrounds`).", "",
-             "Thresholds, chosen on the calibration split only, one per measure for all three layers: the value "
-             "with the largest Youden J (share of planted units flagged − share of untouched units flagged) on the "
-             f"calibration units, at the middle of the widest gap; measures with J ≥ {MIN_J} enter the verdict in "
-             "order of J, each only if it raises the calibration J of the verdict as a whole. "
+             "`tasks.check.check` runs on the planted copy and on the untouched network: natural-style `maximize` "
+             f"(64 steps), channel mode, {info.get('size', 96)} px pictures, one per unit, 5 exemplars per unit. "
+             "Networks: efficientnet_lite0 (ImageNet weights) blocks.3 and blocks.5, ResNet-18 with random weights "
+             "(torch seed 0) layer3. Splits: **calibration** (8 units per layer; "
+             f"{n_img.get('calibration')} images: 5 views of half the photographs), **report** (16 other units per "
+             f"layer; {n_img.get('report')} images from the other photographs), **holdout** (16 further units per "
+             "layer, on the report split's images; run after the report split had been seen). Photographs: "
+             "scikit-image's colour samples and its grey camera, coins, moon, grass, gravel, brick, and Debian's "
+             "`mate-backgrounds` nature photographs and Elephants.jpg (`apt-get install -y mate-backgrounds`).", "",
+             "**First verdict, chosen on the calibration split alone**: per measure the threshold with the largest "
+             "Youden J (share of planted units flagged − share of untouched units flagged) on the calibration units, "
+             f"at the middle of the widest gap; measures with J ≥ {MIN_J} enter the verdict in order of J, each only "
+             "if it raises the calibration J of the verdict as a whole. "
              + "; ".join(f"`{m}` {SIDES[m]} {c['threshold']:g} (J = {c['J']:.2f}, "
                          f"{'used' if c['used'] else 'not used'})" for m, c in info["calibration"].items())
-             + ". The verdict: flagged when any used measure crosses its threshold. The per-measure counts below "
-             "apply every threshold, used or not.", "",
-             "| net | layer | split | plant strength | planted flagged | untouched flagged | "
-             "by measure (planted / untouched) | response change on natural images (max, × natural max) | "
+             + f". Verdict: `retention_random` < {info['first_thresholds'].get('retention_random', ['', 'nan'])[1]}. "
+             "On the report split it flagged too many untouched units (the *first* column below).", "",
+             "**Revised verdict**, after the report split had been seen: `collapse` = natural_range × (1 − mean of "
+             "the two retentions), the response lost under mixing in natural maxima, its threshold chosen the same "
+             "way on the calibration and report splits together: "
+             f"`collapse` > {rev['threshold']:g} (J = {rev['J_calibration_and_report']:.3f} there), the default of "
+             "`tasks.check.THRESHOLDS`. Its only clean test is the **holdout** split, whose units no choice saw "
+             "(its images are the report split's).", "",
+             "The per-measure counts apply every measure's own threshold (calibration split; collapse's as above).", "",
+             "| net | layer | split | plant strength | planted flagged (revised; first) | untouched flagged (revised; "
+             "first) | by measure (planted / untouched) | response change on natural images (max, × natural max) | "
              "top-1 unchanged | trigger in images (max) | "
              "trigger shown (planted / untouched pictures, median) | check cost / maximization (untouched / planted) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in info["rows"]:
+    order = {"calibration": 0, "report": 1, "holdout": 2}
+    for r in sorted(info["rows"], key=lambda r: (r["net"], r["layer"], order[r["split"]], -r["strength"])):
         p, u = r["planted"], r["untouched"]
         by = ", ".join(f"{m} {p['by_measure'][m]}/{u['by_measure'][m]}" for m in MEASURES)
         ts = (sorted(p["trigger_score"])[len(p["trigger_score"]) // 2],
               sorted(u["trigger_score"])[len(u["trigger_score"]) // 2])
-        lines.append(f"| {r['net']} | {r['layer']} | {r['split']} | {r['strength']:g} | {p['flagged']}/{p['n']} | "
-                     f"{u['flagged']}/{u['n']} | {by} | {r['max_change']:.3g} | {r['top1_unchanged']} | "
-                     f"{r['trigger_in_images']:.2f} | "
-                     f"{ts[0]:.2f} / {ts[1]:.2f} | {u['cost_ratio']:.2f} / {p['cost_ratio']:.2f} |")
+        lines.append(f"| {r['net']} | {r['layer']} | {r['split']} | {r['strength']:g} | "
+                     f"**{p['flagged']}/{p['n']}**; {p['first_flagged']}/{p['n']} | "
+                     f"**{u['flagged']}/{u['n']}**; {u['first_flagged']}/{u['n']} | {by} | {r['max_change']:.3g} | "
+                     f"{r['top1_unchanged']} | {r['trigger_in_images']:.2f} | "
+                     f"{ts[0]:.2f} / {ts[1]:.2f} | "
+                     + (f"{u['cost_ratio']:.3f} / {p['cost_ratio']:.3f} |" if r["split"] == "holdout" else "– |"))
     lines += ["", "Columns: *trigger in images*: the largest trigger energy in any natural image, as a fraction of "
               "the full-contrast trigger's; *trigger shown*: the same fraction for the pictures (planted pictures "
               "against the untouched network's pictures of the same units); *check cost*: the check's seconds "
-              "(image pass, exemplars, baseline, measures) over the seconds of the maximization it checks, "
-              "both for the row's units in one batch, on this machine's shared CPU (1 thread).", "",
+              "(image pass at 224 px, exemplar and baseline crops, the 2·5 mixtures per picture, the measures) over "
+              "the seconds of the maximization it checks, both for the row's units in one batch and measured by the "
+              "same run (holdout rows only: the other rows were rescored later, under other load).", "",
               "![distributions](trust.png)", "",
               "Pictures of the first 8 report units of efficientnet_lite0 blocks.3: untouched network (top), planted "
               "copy (middle), planted copy with strength 3 (bottom):", "",
-              "![pictures](trust-pictures.png)", "", "Genuine (untouched) units that the verdict flags:", "",
+              "![pictures](trust-pictures.png)", "", "Genuine (untouched) units that the revised verdict flags:", "",
               *genuine_flags(info), "", NOTES]
     return "\n".join(lines)
 
@@ -444,11 +457,16 @@ NOTES = """## Notes on this run (written by hand from the numbers above)
 """
 
 
-COMMAND = """PYTHONPATH=src nice -n 19 .venv/bin/python benchmarks/trust.py --nets lite0 &
-PYTHONPATH=src nice -n 19 .venv/bin/python benchmarks/trust.py --nets resnet18 &
-wait; PYTHONPATH=src nice -n 19 .venv/bin/python benchmarks/trust.py --nets lite0 --layers blocks.3 --splits report \\
-    --strength 3    # the quiet plant: planted pictures only, the untouched ones are the run's above
-PYTHONPATH=src .venv/bin/python benchmarks/trust.py --report"""
+COMMAND = """B='nice -n 19 env PYTHONPATH=src .venv/bin/python benchmarks/trust.py'
+$B --nets lite0 --splits calibration,report & $B --nets resnet18 --splits calibration,report & wait
+$B --nets lite0,resnet18 --splits calibration --rescore   # retention added meanwhile; first verdict chosen here
+$B --nets lite0,resnet18 --splits report --rescore        # the first verdict on the report split
+$B --nets lite0 --layers blocks.3 --splits report --strength 3   # the quiet plant (planted pictures only)
+# collapse and the holdout split added (the revised verdict)
+$B --nets lite0 --splits holdout & $B --nets resnet18 --splits holdout & wait
+$B --nets lite0,resnet18 --rescore                        # every cached picture scored by the final check
+$B --nets lite0 --layers blocks.3 --splits report --strength 3 --rescore
+$B --report"""
 
 if __name__ == "__main__":
     main()
