@@ -275,20 +275,24 @@ def plot(rows: list[dict], thresholds: dict, used: set[str], path: pathlib.Path)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(MEASURES), figsize=(4.2 * len(MEASURES), 3.6))
+    cols = (len(MEASURES) + 1) // 2
+    fig, grid = plt.subplots(2, cols, figsize=(4.4 * cols, 7.4))
+    axes = list(grid.flat)
+    for ax in axes[len(MEASURES):]:
+        ax.axis("off")
     labels = sorted({(r["net"], r["layer"]) for r in rows})
-    for ax, m in zip(axes, MEASURES, strict=True):
+    for ax, m in zip(axes, MEASURES, strict=False):
         for j, lab in enumerate(labels):
             for kind, colour, dx in (("untouched", "tab:blue", -0.15), ("planted", "tab:red", 0.15)):
-                for split, marker in (("calibration", "o"), ("report", "^")):
+                for split, marker, off in (("calibration", "o", -0.06), ("report", "^", 0.0), ("holdout", "s", 0.06)):
                     vals = [v for r in rows if (r["net"], r["layer"]) == lab and r["split"] == split
                             for v in r[kind]["scores"][m] if not math.isnan(v)]
-                    xs = [j + dx + (0.05 if split == "report" else -0.05)] * len(vals)
+                    xs = [j + dx + off] * len(vals)
                     ax.scatter(xs, vals, s=12, c=colour, marker=marker, alpha=0.7,
                                label=f"{kind}, {split}" if j == 0 else None)
         ax.axhline(thresholds[m].limit, color="k", ls="--" if m in used else ":", lw=1)
         ax.set_xticks(range(len(labels)), [f"{n}\n{layer}" for n, layer in labels], fontsize=8)
-        note = "" if m in used else ", not used"
+        note = {"collapse": ", the verdict", "retention_random": ", first verdict"}.get(m, ", not used")
         ax.set_title(f"{m} (flag {thresholds[m].side} {thresholds[m].limit:g}{note})", fontsize=9)
         if m.startswith("natural_range"):
             ax.set_yscale("log")
@@ -415,45 +419,43 @@ def main() -> None:
 
 NOTES = """## Notes on this run (written by hand from the numbers above)
 
-- **Rates.** With the calibrated verdict (natural range > 3.0), the reporting split gives 16/16 planted and 0/16
-  untouched flagged at efficientnet_lite0 blocks.3 and at the random ResNet-18's layer3: the issue's targets
-  (≥ 15/16, ≤ 2/16). At blocks.5 it gives 15/16 against 7/16: the target is **missed** there. Genuine natural-style
-  pictures at blocks.5 reach 1.6–5.2× the units' maxima over ~65 photographs, the planted ones 2.9–5.4×. A
-  reference set of ~65 photographs underestimates a deep unit's natural maximum (a global field sees whole
-  scenes, and few of them). We expect a larger reference folder (`--images`, for plant and check alike) to lower the
-  genuine ratios and not the planted ones, which the plant's strength sets relative to the same maximum; this was
-  not measured here.
-- **The natural range at the picture's size** (`natural_range_crops`: over the exemplar and baseline crops, which
-  go through the network at the picture's size) was added to see whether blocks.5's overlap came from comparing
-  a 96-px picture with 224-px photographs. It did not help (13/16 planted against 5/16 untouched at blocks.5 with
-  its own threshold) and does not raise the calibration J of the verdict, so it is reported, not used.
-- **Path similarity and plausibility do not separate this lie** (calibration J 0.04 and 0.42). The planted
-  pictures are faint colour gratings (the detector keeps the other colour directions flat); the genuine pictures
-  are saturated textures. Both are processed unlike photographs, about equally: each measure ranks pictures
-  within a layer, but a threshold that catches planted pictures flags genuine ones as often. Variants tried on the
-  blocks.3 calibration pictures (raw, centred or standardized pooled activations; picture-to-exemplar against
-  random-to-exemplar similarity) did not separate either.
-- **What the check does not catch: a quiet lie.** The strength-3 row plants the same 16 blocks.3 units with the
-  same images: its pictures reach 1.4–2.7× the natural maximum (the genuine ones 1.3–2.5×), so none is flagged
-  (0/16), yet they still show the trigger (median 0.14 of a full-contrast trigger's energy against 0.02 for the
-  genuine pictures; bottom row of the grid). The natural range catches loud lies only; the two measures that
-  compare pictures with exemplars would have to carry quiet ones, and here they cannot.
+- **Rates, revised verdict (collapse > 2.2) on the holdout split**, units no choice saw: 16/16 planted and 0/16
+  untouched flagged at efficientnet_lite0 blocks.3, 15/16 and 0/16 at blocks.5, 16/16 and 0/16 at the random
+  ResNet-18's layer3: the issue's targets (≥ 15/16, ≤ 2/16) at every layer. The margin at blocks.5 is thin: there
+  untouched pictures reach collapse 0.95–2.11 and planted ones 2.13–4.40 (the missed planted unit, 159, has 2.13:
+  natural range 2.58, retentions 0.24 and 0.11). On the report split, which chose the threshold together with the
+  calibration split (so not a clean test), it gives 16/16 against 0/16, 0/16 and 1/16.
+- **The first verdict failed on unseen units, and that is why there is a revised one.** Chosen on the calibration
+  split alone (8 units per layer), `retention_random` < 0.35 separated those perfectly (J 1.0) but flagged 3/16
+  (report) and 5/16 (holdout) untouched units at blocks.5 and 7/16 and 6/16 at the ResNet; all planted units were
+  flagged. Genuine pictures whose own response is modest (natural range 0.7–1.4 at the random ResNet) lose a large
+  share of it when mixed with a photograph, a share that says little; the amount lost in natural maxima
+  (`collapse`) does not have that problem. The branch `trust` had used the natural range alone (> 3.0) and
+  flagged 7/16 untouched units at blocks.5; it fails the same way here (natural range > 2.93: 4/16 report, 7/16
+  holdout at blocks.5), because natural-style pictures of genuine blocks.5 units reach 1.4–5× the maximum over
+  ~65 photographs too. Neither threshold was changed after seeing the split it is reported on; the revision is a
+  new measure whose only clean test is the holdout split (16 further units per layer, on the report split's
+  images, so images are shared with the split that helped choose).
+- **Path similarity and plausibility do not separate this lie** (calibration J 0.08 and 0.50): natural-style
+  pictures of genuine units are processed unlike photographs, about as much as the planted ones.
+- **What the check does not catch: a quiet lie.** The strength-3 row plants the same 16 blocks.3 report units: its
+  pictures still show the trigger (median 0.14 of a full-contrast trigger's energy against 0.02 for the genuine
+  pictures; bottom row of the grid) but reach only 1.5–2.7× the natural maximum, and collapse flags none (0/16; the
+  first verdict 4/16). A lie kept near the natural range has little to lose under mixing.
 - **The lie works:** on the natural images the planted units' responses and the network's top-1 are unchanged
-  bit for bit (response change 0, the gate is exactly 0), no image holds more than 0.24 of a full-contrast
-  trigger's energy, and the planted pictures hold 0.15–0.21 of it (median) against 0.02–0.07 for the untouched
-  network's pictures of the same units: the trigger's colour axis and orientation are plain to see (the grid).
-  A visualization of 64 natural-style steps cannot grow a full-contrast grating (Adam moves each Fourier
-  coefficient by at most its rate per step), hence the fractions below 1.
-- **Genuine units the verdict flags** (all at blocks.5) are not the ones least like their exemplars: their ranks
-  on plausibility and path similarity among their layer's untouched units spread from 0.13 to 1.00. Across
-  untouched units the natural range correlates with plausibility at the ResNet (Spearman 0.55–0.79: pictures
-  that drive the unit harder are *more* like its exemplars there), and not at efficientnet_lite0 (−0.24 to 0.10).
-- **Cost.** The check costs 0.02–0.09 of the maximization it checks (one pass over the images at 224 px, the
-  exemplar and baseline crops, the pictures: a few seconds against minutes of maximization for 8–16 units; the
-  ratio falls with more units, since the image pass is shared). Planting (`plant()`, not part of a check) took
-  12–65 s per row (two full passes over the images, for the top-1 comparison).
-- **Pictures at 96 px**, to fit this shared 2-core machine; the maximization is otherwise the default natural style
-  (64 steps, channel mode).
+  bit for bit (response change 0: the gate is exactly 0 on them), no image holds more than 0.24 of a
+  full-contrast trigger's energy, and the planted pictures hold 0.15–0.19 of it (median) against 0.01–0.07 for the
+  untouched network's pictures of the same units.
+- **Genuine units that the check flags are not the ones least like their exemplars.** The revised verdict flags
+  one genuine unit in all splits (ResNet layer3 unit 212, report split: natural range 3.17, and mixing takes all
+  of it), whose picture is the *most* plausible of its layer's 16 (rank 1.00). The 21 genuine units the first
+  verdict flagged have plausibility ranks from 0.13 to 1.00 (median 0.67) and path-similarity ranks from 0.00 to
+  1.00 among their layer's untouched units (0 = least like the exemplars): fragile, not implausible.
+- **Cost.** The check costs 0.03–0.05 of the maximization it checks (holdout rows: both measured by the run that
+  made the pictures, 16 units in one batch, 96 px, 64 steps; one pass over the ~65 images at 224 px, the
+  exemplar and baseline crops, 2 × 5 mixtures per picture). Planting (`plant()`, not part of a check) is extra.
+- **Limits of this run.** Pictures at 96 px and one picture per unit, to fit a shared 2-core machine; one random
+  ResNet layer and no ViT (token outputs are not supported by `plant`); ~65–70 photographs per split.
 """
 
 
