@@ -453,7 +453,9 @@ NOTES = """## Notes on this run (written by hand from the numbers above)
   1.00 among their layer's untouched units (0 = least like the exemplars): fragile, not implausible.
 - **Cost.** The check costs 0.03–0.05 of the maximization it checks (holdout rows: both measured by the run that
   made the pictures, 16 units in one batch, 96 px, 64 steps; one pass over the ~65 images at 224 px, the
-  exemplar and baseline crops, 2 × 5 mixtures per picture). Planting (`plant()`, not part of a check) is extra.
+  exemplar and baseline crops, 2 × 5 mixtures per picture). An intermediate rescore of the holdout runs had
+  overwritten their check seconds before `--rescore` learnt to keep them; they were copied back by hand from the
+  runs' own records (saved before that rescore). Planting (`plant()`, not part of a check) is extra.
 - **Limits of this run.** Pictures at 96 px and one picture per unit, to fit a shared 2-core machine; one random
   ResNet layer and no ViT (token outputs are not supported by `plant`); ~65–70 photographs per split.
 """

@@ -48,8 +48,10 @@ What the calibration measured (benchmarks/results/trust.md; planted circuits of 
 the same units untouched, natural-style pictures, efficientnet_lite0 blocks.3 and blocks.5 and a random
 ResNet-18's layer3): path similarity and plausibility, as defined here, do not separate planted from untouched
 units (natural-style pictures of genuine units are already processed unlike photographs, about as much as the
-planted ones); the natural range separates them at blocks.3 and the ResNet but not at blocks.5; retention and
-collapse separate them at all three layers, collapse best (see that file for the rates on units no choice saw).
+planted ones); the natural range separates them at blocks.3 and the ResNet but not at blocks.5; a threshold on
+``retention_random`` chosen on 8 units per layer flagged 3–7 of 16 unseen genuine units; ``collapse`` > 2.2 flagged
+15–16 of 16 planted and 0 of 16 genuine units per layer on a holdout split. Neither catches a quiet lie (a plant
+whose pictures stay within ~2.7× the natural maximum).
 """
 
 from __future__ import annotations

@@ -55,7 +55,8 @@ from .common import as_representation, check_count, check_number
 #: J 1.0); on the report split (16 other units per layer, other photographs) it flagged 3/16 and 7/16 untouched
 #: units at blocks.5 and the ResNet. Having seen that, ``collapse`` (the response lost under mixing, in natural
 #: maxima) was added and its threshold chosen on the calibration and report splits together (J 0.99), then tested
-#: on a holdout split of 16 further units per layer that no choice saw.
+#: on a holdout split of 16 further units per layer that no choice saw: 16/16, 15/16 and 16/16 planted units
+#: flagged, 0/16 untouched at each layer (a thin margin at blocks.5: untouched up to 2.11, planted from 2.13).
 THRESHOLDS: dict[str, Threshold] = {"collapse": Threshold(">", 2.2)}
 #: Other thresholds of the calibration, for a verdict that wants more of them (``check(...,
 #: thresholds=CALIBRATED)``: any one crossed flags the picture); chosen on the calibration split alone.
