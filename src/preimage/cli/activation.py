@@ -117,7 +117,12 @@ def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
                                                     "direction:LAYER:FILE.npy, 'diversity' or 'diversity@LAYER' (a "
                                                     "penalty on restarts' similarity), e.g. 'unit + "
                                                     "100*diversity'")] = "unit",
-             judge: JudgeOpt = None, as_json: JsonOpt = False) -> None:
+             judge: JudgeOpt = None,
+             check: Annotated[bool, typer.Option("--check", help="score each picture against the units' natural "
+                                                 "exemplars in --images (path similarity, plausibility, natural "
+                                                 "range) and flag suspicious ones: a 'check' object in the "
+                                                 "JSON")] = False,
+             as_json: JsonOpt = False) -> None:
     """Activation maximization: images that excite units of a layer most (one image per unit and restart,
     plus a mosaic). Normalized by each unit's maximum response over reference images (--images)."""
     from ..engine.styles import resolve
@@ -127,8 +132,10 @@ def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
     from ..tasks.activation import check_options, target_layer, target_points, unit_image_size
     from ..tasks.activation import maximize as run_maximize
     from ..tasks.common import call_options, check_size, display_scale
+    from .trust import check_summary, validate
 
     check_options(restarts, relu_leak, cap_leak)
+    validate(check, images, mode, token, objective)
     rep = load_rep(model, layer, weights, random_weights, device, threads, channels,
                    **gradient_options(model, exact_gradient))
     targets = targets_of(rep.layer, unit, mode, token, objective)
@@ -155,6 +162,8 @@ def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
     jobs = [Job("maximize", m.id, target_layer(t, rep.spec), (t.spec(),), options=options) for t in targets]
     summary = one_job_sweep("maximize", m, jobs, [t.spec() for t in targets], out, force,
                             label=f"maximize {rep.layer or 'output'}", mosaic=True)
+    if check:
+        summary["check"] = check_summary(rep.spec, targets, images, summary)
 
     def human() -> None:
         for name, t in summary.get("transfer", {}).items():
@@ -169,6 +178,12 @@ def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
                               f"  → {r['image']}", markup=False)
         if len(summary["images"]) > 1:
             out_console.print(f"mosaic → {summary['image']}")
+        for r in summary.get("check", {}).get("records", []):
+            out_console.print(f"check unit {r['unit']} restart {r['restart']}: "
+                              f"{'FLAGGED (' + r['reason'] + ')' if r['flagged'] else 'not flagged'}; "
+                              + ", ".join(f"{m.replace('_', ' ')} {'n/a' if r[m] is None else format(r[m], '.3g')}"
+                                          for m in ("collapse", "natural_range", "plausibility", "path_similarity")),
+                              markup=False)
         cached = " (cached)" if summary["jobs"]["cached"] == summary["jobs"]["total"] else ""
         out_console.print(f"{summary['iterations']} iterations at {summary['size'][0]}×{summary['size'][1]} in "
                           f"{summary['seconds']:.1f} s{cached}")

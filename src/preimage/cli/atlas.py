@@ -58,7 +58,11 @@ def atlas(model: ModelOpt = "efficientnet_lite0",
           batch: Annotated[int, typer.Option(min=1, max=4096, help="most problems optimized at once")] = 16,
           ray: RayOpt = False, address: AddressOpt = None, ray_cpus: RayCpusOpt = None,
           seed: SeedOpt = 0, weights: WeightsOpt = None, random_weights: RandomOpt = False, force: ForceOpt = False,
-          device: DeviceOpt = "cpu", threads: ThreadsOpt = None, as_json: JsonOpt = False) -> None:
+          device: DeviceOpt = "cpu", threads: ThreadsOpt = None,
+          check: Annotated[bool, typer.Option("--check", help="run the trust check on every unit's pictures against "
+                                              "--images (channel mode, at least 7 images): unit pages show the "
+                                              "verdict and the numbers, layer pages mark flagged units")] = False,
+          as_json: JsonOpt = False) -> None:
     """Every unit of every layer: pre-images, dataset examples and statistics, as a static site (resumable)."""
     from ..experiments.atlas import run_atlas
     from .activation import parse_units
@@ -80,7 +84,7 @@ def atlas(model: ModelOpt = "efficientnet_lite0",
         info = run_atlas(model, out, layers=layer_list, units=unit_list, images=images, iters=iters,
                          restarts=restarts, mode=mode, unit_size=unit_size, size=size, inversions=inversions,
                          batch=batch, seed=seed, force=force, device=device, weights=weights,
-                         random_weights=random_weights, backend=run_on, progress=update, log=_log)
+                         random_weights=random_weights, backend=run_on, progress=update, check=check, log=_log)
 
     def human() -> None:
         c = info["jobs"]

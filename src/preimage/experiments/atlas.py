@@ -16,7 +16,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from ..tasks.common import check_count
 
 THUMBNAIL = 64
 EXAMPLES = 9
+CHECK_K = 5  # exemplars per unit for the trust check
 MARKER = "atlas.json"
 
 Log = Callable[[str], None]
@@ -138,6 +139,8 @@ class AtlasPlan:
     mode: str
     n_images: int
     store: Store
+    check: bool = False  # score every unit's pictures with the trust check (``tasks.check``)
+    specs: list[str] = field(default_factory=list)  # the images, for the check's exemplars
 
     def all_jobs(self) -> list[Job]:
         return [j for group in self.jobs.values() for j in group]
@@ -149,7 +152,7 @@ def plan_atlas(model: str | ModelSpec = "efficientnet_lite0", out: str | Path = 
                mode: str = "channel", unit_size: int | None = None, size: int | None = None,
                inversions: int = 3, seed: int = 0, style: dict[str, Any] | None = None, force: bool = False,
                device: str = "cpu", weights: str | None = None, random_weights: bool = False,
-               store: Store | None = None, log: Log = _stderr) -> AtlasPlan:
+               store: Store | None = None, check: bool = False, log: Log = _stderr) -> AtlasPlan:
     """Check the inputs, load the model, and list the atlas's jobs (see ``run_atlas`` for the options;
     store: where results go, default ``out/store``)."""
     check_options(restarts)
@@ -157,6 +160,9 @@ def plan_atlas(model: str | ModelSpec = "efficientnet_lite0", out: str | Path = 
     if mode not in ("channel", "neuron"):
         raise PreimageError(f"unknown mode {mode!r} (choose channel or neuron)", param="mode")
     specs, skipped = list_images(images, log)  # a missing folder fails before the model loads
+    if check and (mode != "channel" or len(specs) < CHECK_K + 2):
+        raise PreimageError(f"check needs channel mode and at least {CHECK_K + 2} images ({CHECK_K} exemplars per "
+                            f"unit and a baseline); got mode {mode!r} and {len(specs)} images", param="check")
     spec = model_spec(model, weights=weights, random_weights=random_weights)
     side = size or (spec.input_size or (224, 224))[0]
     plans = plan_layers(spec, layers, units, log)
@@ -186,7 +192,8 @@ def plan_atlas(model: str | ModelSpec = "efficientnet_lite0", out: str | Path = 
                            for s in shown]
         jobs["caricature"] += [Job("caricature", m.id, p.name, images=(s,), options=common | {"size": side})
                                for s in shown]
-    plan = AtlasPlan(out, m, plans, jobs, shown, side, mode, len(specs), store or Store(out / "store"))
+    plan = AtlasPlan(out, m, plans, jobs, shown, side, mode, len(specs), store or Store(out / "store"), check,
+                     list(specs))
     log(f"atlas: {spec.name}, {len(plans)} layers, {len(jobs['maximize'])} units, {len(specs)} images"
         f"{f' ({len(skipped)} skipped)' if skipped else ''}; {len(plan.all_jobs())} jobs")
     return plan
@@ -255,7 +262,40 @@ def site_data(plan: AtlasPlan, result: SweepResult) -> dict[str, Any]:
             "shown": [{"image": s, "original": str(originals[s]), "invert": entry(by[("invert", p.name, s)]),
                        "caricature": entry(by[("caricature", p.name, s)])} for s in plan.shown],
             "units": [{"unit": u, **entry(by[("maximize", p.name, f"{plan.mode}:{p.name}:{u}")])} for u in p.units]})
+        if plan.check:
+            verdicts = layer_check(plan, p.name, layers[-1]["units"])
+            for e in layers[-1]["units"]:
+                e["check"] = verdicts.get(e["unit"])
     return {"model": spec.name, "weights": spec.weights_id, "model_id": plan.model.id, "mode": plan.mode,
             "side": plan.side, "images": plan.n_images, "examples": EXAMPLES, "layers": layers,
             "jobs": result.counts, "failures": [vars(f) for f in result.failures],
             "failure_lines": [f.line() for f in result.failures]}
+
+
+def layer_check(plan: AtlasPlan, layer: str, units: Sequence[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """The trust check (``tasks.check``) of a layer's stored pictures against the atlas's images: per unit
+    {flagged (any of its pictures), reason, pictures: one record per restart}. Units without pictures are left
+    out."""
+    import torch
+
+    from ..report.result import Result
+    from ..tasks.check import check
+
+    pics, problems = [], []
+    for e in units:
+        rec = e.get("record")
+        for q in (rec["result"]["problems"] if rec else []):
+            pics.append(load_image(str(plan.store.file(e["key"], q["png"])), channels=plan.model.spec.channels))
+            problems.append({"unit": e["unit"], "restart": q.get("restart", 0)})
+    if not pics:
+        return {}
+    done = sorted({q["unit"] for q in problems})
+    given = Result(torch.cat(pics), problems, {}, plan.model.spec.name, layer, 0, 0.0, torch.zeros(0))
+    c = check(plan.model.spec, (layer, done), plan.specs, given, k=CHECK_K, image_size=plan.side)
+    out: dict[int, dict[str, Any]] = {}
+    for q, r in zip(problems, c.records(), strict=True):
+        v = out.setdefault(q["unit"], {"flagged": False, "reason": "", "pictures": []})
+        v["pictures"].append({**r, "restart": q["restart"]})
+        if r["flagged"] and not v["flagged"]:
+            v["flagged"], v["reason"] = True, f"restart {q['restart']}: {r['reason']}"
+    return out

@@ -125,6 +125,8 @@ class _Accumulator:
 def resolve_images(images: str | Sequence[str] | None) -> tuple[list[str], str]:
     """``None``/``"samples"`` → the bundled colour samples; a folder → its images (``images.list_images``); a list
     → itself. Returns (image specs, source: ``samples``, the folder's path, or ``list``)."""
+    if isinstance(images, (list, tuple)) and len(images) == 1 and (images[0] == "samples" or Path(images[0]).is_dir()):
+        images = images[0]  # a job's options hold ``images`` as a list (``call_options``): [folder] is the folder
     if images is None or images == "samples":
         return list_images("samples")[0], "samples"
     specs, _ = list_images(images, warn)

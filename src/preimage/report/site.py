@@ -254,6 +254,15 @@ def write_atlas(out: Path, site: dict[str, Any], store: Store) -> dict[str, Any]
             if probs:
                 stats_rows += [(f"pre-image activation ({mode})", ", ".join(_fmt(q["activation"]) for q in probs)),
                                ("reference max M_c (normalizer)", _fmt(probs[0]["reference_max"]))]
+            chk = e.get("check")
+            if chk:  # the trust check (tasks.check): the verdict, then each picture's numbers
+                cells[-1]["label"] += " ⚑" if chk["flagged"] else ""
+                stats_rows.append(("trust check", f"FLAGGED ({chk['reason']})" if chk["flagged"] else "not flagged"))
+                for q in chk["pictures"]:
+                    stats_rows.append((f"restart {q['restart']}: collapse, natural range, plausibility, path sim.",
+                                       ", ".join("n/a" if q.get(m) is None else _fmt(q[m])
+                                                 for m in ("collapse", "natural_range", "plausibility",
+                                                           "path_similarity"))))
             prev = f"{units[k - 1]}.html" if k > 0 else None
             nxt = f"{units[k + 1]}.html" if k + 1 < len(units) else None
             size = rec["result"]["size"][0] if rec else 0
@@ -268,10 +277,14 @@ def write_atlas(out: Path, site: dict[str, Any], store: Store) -> dict[str, Any]
                               "pre_images": [_rel(store.file(e["key"], q["png"]), out) for q in probs],
                               "activation": [q["activation"] for q in probs],
                               "examples": _rel(store.file(ex_entry["key"], exu["sprite"]), out) if exu else None,
-                              "stats": {k: exu[k] for k in ("max", "mean", "std")} if exu else None})
+                              "stats": {k: exu[k] for k in ("max", "mean", "std")} if exu else None,
+                              **({"check": chk} if chk else {})})
         facts = (f"Output {'×'.join(map(str, shape))}, stride {_pair(p['stride'])}, receptive field "
                  f"{_pair(p['receptive_field'])}{' (global)' if p['global_field'] else ''}; {len(units)} of {width} "
                  f"units. Pre-images: activation maximization ({mode} mode).")
+        checked = [e["check"] for e in p["units"] if e.get("check")]
+        if checked:
+            notes.append(f"Trust check: {sum(c['flagged'] for c in checked)} of {len(checked)} units flagged (⚑).")
         if ex is None:
             notes.append(f"dataset examples failed: {ex_entry['failed'] or 'not computed'}")
         if notes:
