@@ -79,13 +79,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iters", type=int, default=None, help="steps of each picture (default: the natural style's)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--only", default=None)
+    ap.add_argument("--vit-first", action="store_true", help="measure the ViT first")
     ap.add_argument("--out", default="benchmarks/results/concepts")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     half = len(COLOR_SAMPLES) // 2
     tune, held = views(list(COLOR_SAMPLES[:half])), views(list(COLOR_SAMPLES[half:]))
     results = []
-    for model, layer, random in NETWORKS:
+    for model, layer, random in NETWORKS[::-1] if args.vit_first else NETWORKS:
         if args.only and args.only not in model:
             continue
         torch.manual_seed(0)  # the random weights
@@ -121,10 +122,12 @@ def main(argv: list[str] | None = None) -> int:
                         "seconds_picture_per_concept": pic_s / n})
             results.append(row)
             print(json.dumps({k: v for k, v in row.items() if not isinstance(v, list)}), file=sys.stderr, flush=True)
-    info = {"argv": sys.argv[1:] if argv is None else argv, "threads": args.threads, "torch": torch.__version__,
-            "python": platform.python_version(), "load": list(os.getloadavg()), "rows": results}
-    Path(args.out).with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
-    Path(args.out).with_suffix(".md").write_text(table(info))
+            info = {"argv": sys.argv[1:] if argv is None else argv, "threads": args.threads,
+                    "torch": torch.__version__, "python": platform.python_version(), "load": list(os.getloadavg()),
+                    "rows": results}
+            # Written after every row, so an interrupted run keeps what it measured.
+            Path(args.out).with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
+            Path(args.out).with_suffix(".md").write_text(table(info))
     return 0
 
 

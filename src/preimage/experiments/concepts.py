@@ -283,6 +283,9 @@ def plan_concepts(model: str | ModelSpec, layer: str, images: str | Sequence[str
     d = feature_rows(y).shape[-1]
     if load is not None:
         dic = load_dictionary(load, method=method if method != "topk" else None, top_k=top_k)
+        if k is not None and k != dic.k:
+            raise PreimageError(f"k={k} does not match the loaded dictionary's K={dic.k} (a loaded one has its own)",
+                                param=("k", "load"))
         if dic.d != d:
             raise PreimageError(f"dictionary {load} does not fit layer '{rep.layer}' of {spec.name}: its encoder is "
                                 f"K×D = {dic.k}×{dic.d}, the layer has D={d} channels (output {list(y.shape)})",
@@ -291,7 +294,7 @@ def plan_concepts(model: str | ModelSpec, layer: str, images: str | Sequence[str
     _claim(out, force)
     mid = model_id(spec)
     stats = load_stats(spec)
-    if response_point(rep)[1] not in stats.points:
+    if response_point(unit_view(rep))[1] not in stats.points:
         stats = load_stats(spec, recompute=True)
     m = Model(spec, device, stats, id=mid)
     common = {"max_rows": max_rows, "size": size, "seed": seed}

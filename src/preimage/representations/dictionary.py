@@ -281,10 +281,12 @@ def _read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] |
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001
-        if "weights_only" in str(e) or "Unpickl" in e.__class__.__name__:
+        if "Weights only load failed" in str(e) and "GLOBAL" in str(e):
             raise PreimageError(f"{path} holds a pickled module, which is not loaded (it could run any code): "
-                                "save its state dict instead, torch.save(model.state_dict(), path)") from None
-        raise PreimageError(f"cannot read dictionary {path}: {e.__class__.__name__}") from None
+                                "save its state dict instead, torch.save(model.state_dict(), path)",
+                                param="load") from None
+        raise PreimageError(f"cannot read dictionary {path}: not a torch state dict or .safetensors file "
+                            f"({e.__class__.__name__})", param="load") from None
     for key in ("state_dict", "model", "sae"):  # checkpoints that wrap the state dict
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

@@ -202,7 +202,7 @@ def point_of(spec: ModelSpec, layer: str | None, token: str | None, device: tupl
     rep = Representation(spec, layer if layer is not None else "output").to(*device)
     if token == CONCEPT_POINT:  # the output a dictionary was trained on (a token output's patch grid)
         out = unit_view(rep)
-        return PointInfo(out, response_point(rep)[1], layer, False, geometry=out.geometry())
+        return PointInfo(out, response_point(out)[1], layer, False, geometry=out.geometry())
     rp, key = response_point(unit_view(rep, token))
     if isinstance(rp, PreActivation):
         module, at_input = rp.act_name, True
