@@ -384,3 +384,19 @@ def test_command_bad_input(tmp_path: Path, args: tuple[str, ...], message: str) 
     code, stdout, err = _cli(*base, *args)
     assert code == 2 and message in err and err.count("\n") == 1 and stdout == ""
     assert not (tmp_path / "o").exists()  # nothing written
+
+
+def test_concepts_on_vit_tokens() -> None:
+    # A token layer: every token (class token too) is a training row; the picture reads the patch grid's centre.
+    torch.manual_seed(0)
+    rep = preimage.load("timm:vit_tiny_patch16_224", "blocks.1", random_weights=True)
+    dic = preimage.concepts.train(rep, None, ["sample:chelsea", "sample:coffee"], 4, top_k=1, epochs=2)
+    assert dic.config["rows"] == 2 * 197 and (dic.d, dic.k) == (192, 4)
+    res = preimage.maximize(rep, Concept(dic, 2), iters=2, style="paper")
+    grid = rep.with_view("grid")
+    with torch.no_grad():
+        phi = grid(grid.to_paper_units(res.images))
+    assert phi.shape == (1, 192, 14, 14)
+    assert float(res.metrics["activation"][0]) == pytest.approx(float(Concept(dic, 2).value(phi.double())[0]),
+                                                                 rel=1e-4, abs=1e-4)
+    assert float(res.metrics["reference_max"][0]) == pytest.approx(float(dic.concept_max[2]))
