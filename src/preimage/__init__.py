@@ -22,21 +22,22 @@ from .engine.param import Fourier, Maco, Pixel, Pyramid
 from .engine.priors import BNPrior
 from .engine.schedules import Stage
 from .engine.styles import STYLES, Style
-from .engine.targets import Channel, Class, Direction, Diversity, Neuron, Objective
+from .engine.targets import Channel, Class, Concept, Direction, Diversity, Neuron, Objective
 from .engine.transforms import Crops, Flip, Jitter, Rotate, Scale
 from .errors import PreimageError
 from .images import load_image
 from .report.result import Result
 from .representations import ModelLike, Representation, list_models, load, model_spec
 from .representations.layers import layer_rows
+from .tasks import concepts
 from .tasks.activation import caricature, maximize
 from .tasks.check import CheckResult, check
 from .tasks.inversion import invert
 
-__all__ = ["STYLES", "BNPrior", "Channel", "CheckResult", "Class", "Crops", "Direction", "Diversity", "Energy",
-           "Flip", "Fourier", "Jitter", "Maco", "Neuron", "Objective", "Pixel", "PreimageError", "Pyramid",
-           "Representation", "Result", "Rotate", "Scale", "Stage", "Style", "caricature", "check", "invert", "layers",
-           "list_models", "load", "load_image", "maximize", "optimize"]
+__all__ = ["STYLES", "BNPrior", "Channel", "CheckResult", "Class", "Concept", "Crops", "Direction", "Diversity",
+           "Energy", "Flip", "Fourier", "Jitter", "Maco", "Neuron", "Objective", "Pixel", "PreimageError", "Pyramid",
+           "Representation", "Result", "Rotate", "Scale", "Stage", "Style", "caricature", "check", "concepts",
+           "invert", "layers", "list_models", "load", "load_image", "maximize", "optimize"]
 __version__ = "0.1.0"
 
 

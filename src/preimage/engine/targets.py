@@ -5,6 +5,7 @@
     Class(25)                               class 25's logit (the model's classifier layer; "class:25")
     Direction("blocks.4", v)                the mean of ⟨Φ(u,v,:), v̂⟩ over the map ("direction:blocks.4:cav.npy")
     Diversity("blocks.3")                   Lucid's penalty on the restarts' similarity ("diversity@blocks.3")
+    Concept(dictionary, 3)                  concept 3 of a dictionary (SAE/NMF) on its layer, at the map's centre
     Channel("l", 5) - 0.5 * Channel("l", 7) + 100 * Diversity()     a weighted sum
 
 Objects are declarative: a task binds them to the network (``tasks.activation``: the pre-ReLU point of each
@@ -20,6 +21,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -207,6 +209,53 @@ class Diversity(Atom):
         return "diversity" + (f"@{self.layer}" if self.layer else "")
 
 
+class Concept(Atom):
+    """Concept ``k`` of a dictionary (``representations.dictionary``: an SAE or NMF on a layer's channels): the
+    encoder's pre-activation x·Wₑ[k] + bₑ[k] of the layer's features x, at the map's centre position
+    (``position="centre"``, as the paper's neuron) or averaged over positions (``"mean"``). It is read on the
+    layer's output (the features the dictionary was trained on; a token output's patch grid), linear in them,
+    and normalized as a unit is, by the concept's natural maximum (``Dictionary.concept_max``)."""
+
+    POSITIONS = ("centre", "mean")
+
+    def __init__(self, dictionary: Any, k: int, position: str = "centre", layer: str | None = None) -> None:
+        from ..representations.dictionary import Dictionary
+
+        if not isinstance(dictionary, Dictionary):
+            raise PreimageError(f"Concept needs a Dictionary (preimage.concepts.train or preimage.concepts.load), "
+                                f"got {type(dictionary).__name__}", param="target")
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k < dictionary.k:
+            raise PreimageError(f"concept {k!r} is out of range: the dictionary has {dictionary.k} concepts "
+                                f"(0–{dictionary.k - 1})", param="target")
+        if position not in self.POSITIONS:
+            raise PreimageError(f"position must be centre or mean, got {position!r}", param="position")
+        layer = layer if layer is not None else dictionary.layer
+        if layer is None:
+            raise PreimageError("the dictionary does not name its layer: give Concept(dictionary, k, layer=...)",
+                                param="layer")
+        self.dictionary, self.k, self.position = dictionary, int(k), position
+        self.layer = _check_layer(layer)
+
+    def spec(self) -> str:
+        return (f"concept:{self.layer}:{self.dictionary.digest()}:{self.k}"
+                + ("" if self.position == "centre" else f"@{self.position}"))
+
+    @property
+    def label(self) -> str:
+        return f"{self.layer} concept {self.k}" + ("" if self.position == "centre" else " (mean)")
+
+    def value(self, phi: torch.Tensor) -> torch.Tensor:
+        """The concept's pre-activation per problem, N, on features N×D×h×w (centre or mean) or N×D."""
+        w = self.dictionary.encoder.weight[self.k].to(phi)
+        b = self.dictionary.encoder.bias[self.k].to(phi)
+        if phi.ndim == 4:
+            if self.position == "centre":
+                phi = phi[:, :, (phi.shape[2] - 1) // 2, (phi.shape[3] - 1) // 2]
+            else:
+                return torch.einsum("ndhw,d->nhw", phi, w).flatten(1).mean(1) + b
+        return phi @ w + b
+
+
 def load_direction(path: str) -> torch.Tensor:
     """A direction vector from a ``.npy`` file (D values), or a clear error."""
     p = Path(path)
@@ -273,6 +322,9 @@ def _atoms(term: str, kind: str) -> list[Atom]:
     if head == "class" and rest:
         layer, _, idx = rest.rpartition(":")
         return [Class(u, layer or None) for u in parse_units(idx)]
+    if head == "concept":
+        raise PreimageError("a concept target needs its dictionary: use preimage.Concept(dictionary, k) "
+                            "(preimage.concepts.train or preimage.concepts.load)", param="target")
     if head == "direction":
         layer, _, file = rest.partition(":")
         if not layer or not file:

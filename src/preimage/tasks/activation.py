@@ -29,7 +29,7 @@ from ..engine.priors import BNPrior
 from ..engine.runtime import borrowed, per_problem
 from ..engine.schedules import SINGLE_STAGE, scale_schedule, schedule_record
 from ..engine.styles import Style, describe, fit_transforms, resolve
-from ..engine.targets import Atom, Channel, Class, Direction, Diversity, Neuron, Objective, parse_target
+from ..engine.targets import Atom, Channel, Class, Concept, Direction, Diversity, Neuron, Objective, parse_target
 from ..engine.transforms import Transform
 from ..errors import PreimageError
 from ..measures.stats import NeuronStats, images_id, load_stats, warn
@@ -183,16 +183,26 @@ class Binding:
     weights: list[float | None] = field(default_factory=list)  # per target: 10⁴/(ρ²·M_c) of a one-unit target
 
 
+#: The "token" of a point that is a layer's output as a dictionary reads it (a Concept's), not its pre-ReLU response.
+CONCEPT_POINT = "@output"
+
+
 def _atom_layer(atom: Atom, spec: ModelSpec) -> tuple[str | None, str | None]:
-    """(layer, token) where an atom is read; a Class reads the classifier layer (or the whole network)."""
+    """(layer, token) where an atom is read; a Class reads the classifier layer (or the whole network); a Concept
+    reads the layer's output (``CONCEPT_POINT``)."""
     if isinstance(atom, Class):
         return atom.layer or spec.classifier_layer, None
+    if isinstance(atom, Concept):
+        return atom.layer, CONCEPT_POINT
     return atom.layer, getattr(atom, "token", None)
 
 
 def point_of(spec: ModelSpec, layer: str | None, token: str | None, device: tuple) -> PointInfo:
     """The pre-ReLU point of a layer (on the patch grid of token outputs, or a prefix token's channels)."""
     rep = Representation(spec, layer if layer is not None else "output").to(*device)
+    if token == CONCEPT_POINT:  # the output a dictionary was trained on (a token output's patch grid)
+        out = unit_view(rep)
+        return PointInfo(out, response_point(out)[1], layer, False, geometry=out.geometry())
     rp, key = response_point(unit_view(rep, token))
     if isinstance(rp, PreActivation):
         module, at_input = rp.act_name, True
@@ -271,7 +281,12 @@ def target_points(spec: ModelSpec, targets: Sequence[Objective], hw: tuple[int, 
                 continue
             key = _atom_layer(a, spec)
             info = info_of(key)
-            if isinstance(a, Direction):
+            if isinstance(a, Concept):
+                if a.dictionary.d != info.shape[0]:
+                    raise PreimageError(f"the dictionary does not fit layer '{a.layer}': its encoder is K×D = "
+                                        f"{a.dictionary.k}×{a.dictionary.d}, the layer has {info.shape[0]} channels",
+                                        param="target")
+            elif isinstance(a, Direction):
                 if a.vector.numel() != info.shape[0]:
                     raise PreimageError(f"the direction has {a.vector.numel()} entries, layer '{a.layer}' has "
                                         f"{info.shape[0]} channels", param="target")
@@ -320,6 +335,9 @@ def bind(spec: ModelSpec, targets: Sequence[Objective], restarts: int, hw: tuple
             _, norm, med = norms[key]
             spatial = len(info.shape) == 3
             cells = info.shape[1] * info.shape[2] if spatial else 1
+            if isinstance(a, Concept):
+                weights[key][rows] += w * 1e4 / area * concept_weight(a, info.shape)
+                continue
             if isinstance(a, Direction):
                 v = (a.vector.double() / a.vector.double().norm()).view(-1, *([1] * (len(info.shape) - 1)))
                 # Normalized as a unit with the layer's median maximum; summed over the map, as Lucid's.
@@ -356,6 +374,29 @@ def bind(spec: ModelSpec, targets: Sequence[Objective], restarts: int, hw: tuple
     return Binding(keys[phi_key].rep, Sum(terms), keys, per_target, unit_weights)
 
 
+def concept_norm(a: Concept) -> float:
+    """A concept's natural maximum M_k (its largest pre-activation where the dictionary was measured); a concept
+    never positive there, or a dictionary not measured, gets the median positive maximum (else 1)."""
+    m = a.dictionary.concept_max
+    if m is None or not bool((m > 0).any()):
+        return 1.0
+    return float(m[a.k]) if float(m[a.k]) > 0 else float(m[m > 0].median())
+
+
+def concept_weight(a: Concept, shape: tuple[int, ...]) -> torch.Tensor:
+    """The inner-product weight of a concept's pre-activation on one problem's features D×h×w (or D), divided by
+    M_k: Wₑ[k] at the centre position, or spread over the map for ``mean`` (the bias is a constant: left out)."""
+    v = a.dictionary.encoder.weight[a.k].detach().double().cpu() / concept_norm(a)
+    if len(shape) == 1:
+        return v
+    out = torch.zeros(shape, dtype=torch.float64)
+    if a.position == "centre":
+        out[:, (shape[1] - 1) // 2, (shape[2] - 1) // 2] = v
+    else:
+        out += v.view(-1, 1, 1) / (shape[1] * shape[2])
+    return out
+
+
 def read_points(binding: Binding, x: torch.Tensor) -> dict[tuple, torch.Tensor]:
     """Every bound point's features for paper-unit images x (one forward pass)."""
     rep = binding.rep
@@ -375,6 +416,8 @@ def atom_value(a: Atom, phi: torch.Tensor, rows: slice | torch.Tensor) -> torch.
     """An atom's raw value on features (no normalization): a channel's mean, a neuron, a logit, the mean of the
     projection on a direction."""
     f = phi[rows]
+    if isinstance(a, Concept):
+        return a.value(f.double()).float()
     if isinstance(a, Direction):
         v = (a.vector / a.vector.norm()).to(f).view(1, -1, *([1] * (f.ndim - 2)))
         return (f * v).sum(1).flatten(1).mean(1)
@@ -545,6 +588,10 @@ def _metrics(binding: Binding, targets: list[Objective], restarts: int, out: tor
             if not isinstance(a, Diversity):
                 activation[rows] += w * atom_value(a, feats[key], rows).double().cpu()
         u = _unit(targets[ti])
+        terms = targets[ti].terms()
+        if len(terms) == 1 and terms[0][0] == 1 and isinstance(terms[0][1], Concept):
+            m = terms[0][1].dictionary.concept_max  # the concept's natural maximum
+            reference[rows] = float(m[terms[0][1].k]) if m is not None else float("nan")
         if u is not None:
             key = atoms[0][2]
             reference[rows] = float(stats.get(binding.points[key].stats).max[u])
