@@ -6,6 +6,7 @@ One call per picture; a model is a name or any ``nn.Module``; results show thems
 >>> r = preimage.maximize("efficientnet_lite0", "blocks.4:5")          # channel 5 of blocks.4
 >>> r = preimage.invert("efficientnet_lite0", "sample:chelsea", layer="blocks.3")
 >>> float(r.metrics["error"][0])                                       # ‖Φ(x)−Φ0‖/‖Φ0‖
+>>> r = preimage.accentuate("efficientnet_lite0", "sample:chelsea", "class:1", reg_weight=[0.3, 3])  # a goldfish cat
 >>> r = preimage.maximize(my_model, preimage.Channel("layer3", 5) - 0.5 * preimage.Channel("layer3", 7),
 ...                       param=preimage.Fourier(), transforms=[preimage.Jitter(8), preimage.Scale(0.9, 1.1)])
 
@@ -28,13 +29,14 @@ from .images import load_image
 from .report.result import Result
 from .representations import ModelLike, Representation, list_models, load, model_spec
 from .representations.layers import layer_rows
+from .tasks.accentuate import accentuate
 from .tasks.activation import caricature, maximize
 from .tasks.inversion import invert
 
 __all__ = ["STYLES", "BNPrior", "Channel", "Class", "Crops", "Direction", "Diversity", "Energy", "Flip", "Fourier",
            "Jitter", "Maco", "Neuron", "Objective", "Pixel", "PreimageError", "Pyramid", "Representation", "Result",
-           "Rotate", "Scale", "Stage", "Style", "caricature", "invert", "layers", "list_models", "load", "load_image",
-           "maximize", "optimize"]
+           "Rotate", "Scale", "Stage", "Style", "accentuate", "caricature", "invert", "layers", "list_models", "load",
+           "load_image", "maximize", "optimize"]
 __version__ = "0.1.0"
 
 
