@@ -81,7 +81,10 @@ def accentuate(image: Annotated[str, typer.Argument(help="the seed image: a path
         raise PreimageError("--target is required: what the network should see more of (e.g. class:1)")
     ws = parse_weights(reg_weight)
     rep = load_rep(model, "output", weights, random_weights, device, threads, channels)
-    targets = parse_target(target)
+    try:
+        targets = parse_target(target)
+    except PreimageError as e:
+        raise PreimageError(f"--target '{target}': {e}") from None
     if len({t.spec() for t in targets}) != len(targets):
         raise PreimageError("--target names a target twice: each would give the same picture")
     resolve(rep, ACCENTUATE_STYLE, param=param, transforms=transforms, optimizer=optimizer)

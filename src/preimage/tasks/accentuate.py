@@ -1,7 +1,7 @@
 """Feature accentuation (Hamblin et al. 2024; ``faccent``, Horama): what would have to change in a real image for
 the network to see more of a target? Start from the seed image x0 and minimize
 
-    E(x) = C·[ T(x) + w·κ·D(x, x0) ]  (+ the paper's α-norm and TV priors on the image)
+    E(x) = C·[ T(x) + w·κ·D(x, x0) ]
 
 with T the target's data term exactly as ``maximize`` binds it (any objective: a channel, a neuron, a class, a
 direction, weighted sums; normalized as the paper does, 10⁴/(ρ²·M_c)), κ = 10⁴/ρ² the same area constant (so
@@ -14,7 +14,9 @@ the seed:
 * or none (w is then ignored).
 
 ``reg_weight`` may be a list: one picture per weight, all in one call, the path from the seed (large w) to the
-accentuated image (small w). Every parameterization works (each starts from the seed). The attribution map
+accentuated image (small w). The paper's α-norm and TV priors and its colour ball are off by default (``energy``):
+a real image lies outside the ball (RMSE 14 on astronaut from the projection alone), and the distance to the seed
+is the prior here. Every parameterization works (each starts from the seed). The attribution map
 (``Result.attribution``, MaCo's transparency) sums, over the steps, |∂T/∂x| per pixel: where the picture changes
 the target most.
 """
@@ -154,20 +156,20 @@ def accentuate(model: ModelLike, images: Images, target: str | Objective | Seque
                prior: str | BNPrior | None = None, optimizer: str | None = None,
                size: int | tuple[int, int] | None = None, seed: int = 0, attribution: bool = True,
                images_stats: str | Sequence[str] | None = None, stats: NeuronStats | None = None,
-               judge: str | Sequence[str] | None = None, energy: Energy | dict = Energy(),
+               judge: str | Sequence[str] | None = None, energy: Energy | dict = Energy(regularize=False),
                device: str | None = None, amp: bool | str | None = None, compile: bool = False,
                progress: Progress | None = None) -> Result:
     """Accentuate a target in real images: change each image just enough for the network to see more of it.
 
-    model: a name, any nn.Module, or a representation. images: a path, ``sample:NAME``, a list, or N×C×H×W in
-    0–255 (the seeds). target: an objective or its shorthand (``"blocks.4:5"``, ``"class:25"``,
+    model: a name, any nn.Module, or a representation. images: a path, ``sample:NAME``, a list, or N×C×H×W in 0–255
+    (the seeds). target: an objective or its shorthand (``"blocks.4:5"``, ``"class:25"``,
     ``"direction:blocks.4:cav.npy"``, ``Class(1) - 0.5 * Class(2)``), or a list of them. reg_layer: where the
     distance to the seed is measured: a layer name (faccent's; ``"auto"``, the default: the first layer of stride
     8), ``"pixels"`` (Horama's) or ``"none"``/None. reg_weight: its weight w (≥ 0), or a list: one picture per
     weight. steps: iterations (default: the style's, 64). style/param/transforms/prior/optimizer: as for
-    ``maximize`` (default: a Fourier parameterization started from the seed, light jitter, scale and rotation,
-    Adam, no feature prior). size: the input side (default: the model's). attribution: also return the summed
-    |∂target/∂image| (one more backward pass per step). images_stats/stats: reference images for M_c (as
+    ``maximize`` (default: a Fourier parameterization started from the seed, light jitter, scale and rotation, Adam,
+    no feature prior). size: the input side (default: the model's; a tensor's own). attribution: also return the
+    summed |∂target/∂image| (one more backward pass per step). images_stats/stats: reference images for M_c (as
     ``maximize``'s ``images``). judge: classifier name(s) whose p(class) on each picture of a class target is
     reported (``info["transfer"]``).
 
@@ -217,6 +219,8 @@ def _accentuate(rep0: Representation, images: Images, targets: list[Objective], 
     hw0 = check_size(size)
     check_memory(first.rep, n, hw0 or spec.input_size, extra_buffers=extra_buffers(sched, opt_kw["optimizer"]))
     specs = image_specs(images)
+    if hw0 is None and isinstance(images, torch.Tensor):
+        hw0 = tuple(images.shape[-2:])  # a tensor seed keeps its size
     img, names, prints = prepare_images(first.rep, images, hw0)
     hw = (int(img.shape[-2]), int(img.shape[-1]))
     # The regularization's place, checked before any work.
@@ -262,9 +266,10 @@ def _accentuate(rep0: Representation, images: Images, targets: list[Objective], 
     problems = [{"target": targets[int(t_of[p])].spec(), "label": targets[int(t_of[p])].label,
                  "input": specs[int(i_of[p])] if specs else names[int(i_of[p])], "input_name": names[int(i_of[p])],
                  "reg_weight": float(w_of[p]), "reg_layer": where} for p in range(n)]
-    prob_seeds = seeds("accentuate", rep, [{"target": pr["target"], "image": prints[int(i_of[p])],
-                                            "reg_weight": pr["reg_weight"]} for p, pr in enumerate(problems)],
-                       options, seed)
+    # A problem's seed leaves its weight out: every weight of a path draws the same transforms, so the pictures
+    # differ by the weight alone (and without a distance they are the same).
+    prob_seeds = seeds("accentuate", rep, [{"target": pr["target"], "image": prints[int(i_of[p])]}
+                                           for p, pr in enumerate(problems)], options, seed)
     trace = optimize(rep, term, n, hw, sched, init=x0[i_of.to(x0.device)], seed=prob_seeds, energy=energy,
                      progress=progress, amp=amp, compile=compile, image_prior=prior_term, attribution=attribution,
                      **opt_kw)
