@@ -268,7 +268,7 @@ def contact_sheet(recs: list[dict[str, Any]], half: str, path: pathlib.Path, sid
     each captioned with the judge's p(target) and the pixel RMSE. Returns whether anything was drawn."""
     from PIL import Image, ImageDraw
 
-    rs = [r for r in recs if r["half"] == half]
+    rs = [r for r in recs if r["half"] == half and r.get("png")]
     pairs = sorted({(r["image"], int(r["class"])) for r in rs if r["method"] != "seed"})
     cols = sorted({(r["method"], r["weight"]) for r in rs}, key=lambda c: (c[0] != "seed", c))
     if not pairs:
@@ -304,6 +304,10 @@ def evaluate(a: argparse.Namespace) -> None:
     torch.set_num_threads(a.threads)
     pairs = json.loads(pathlib.Path(a.pairs).read_text())["pairs"]
     recs = measure(records(runs), pathlib.Path(a.raw) / "seeds", pairs)
+    for spec in a.carried or []:  # measured before (another checkout): their numbers as they were, no pictures
+        doc = json.loads(pathlib.Path(spec).read_text())
+        recs += [{**r, "method": f"{r['method']} (carried)", "png": None} for r in doc["pictures"]
+                 if r["method"] != "seed"]
     info = {"pairs_file": str(pathlib.Path(a.pairs).relative_to(HERE.parent)) if pathlib.Path(a.pairs).resolve()
             .is_relative_to(HERE.parent) else a.pairs, "runs": {n: str(f) for n, f in runs},
             "judge": "efficientnet_lite1", "distance_layer": "efficientnet_lite0 blocks.1", "bins": labels_of_bins(),
@@ -340,6 +344,8 @@ def main() -> None:
     e.add_argument("--out", default=str(RESULTS))
     e.add_argument("--threads", type=int, default=1)
     e.add_argument("--no-sheets", action="store_true", help="no contact sheets (sheet-HALF.jpg)")
+    e.add_argument("--carried", nargs="*", help="accentuation.json files of earlier evaluations: their pictures' "
+                   "numbers join the tables as METHOD (carried), not measured again")
     a = ap.parse_args()
     prepare(a) if a.cmd == "prepare" else evaluate(a)
 
