@@ -94,7 +94,7 @@ def test_no_regularization_and_every_parameterization() -> None:
 
 
 def test_class_target_on_lite0_reaches_the_class() -> None:
-    r = accentuate(lite0_spec(), "sample:chelsea", "class:1", reg_weight=[1.0], size=96, steps=12)
+    r = accentuate(lite0_spec(), "sample:chelsea", "class:1", reg_layer="auto", reg_weight=[1.0], size=96, steps=12)
     m = r.metrics
     assert float(m["probability_start"][0]) < 0.01 < float(m["probability"][0])
     assert float(m["activation"][0]) > float(m["activation_start"][0]) + 2
@@ -102,7 +102,7 @@ def test_class_target_on_lite0_reaches_the_class() -> None:
     assert 0 < float(m["rmse"][0]) < 60
 
 
-def test_default_reg_layer_is_the_first_block_of_stride_8() -> None:
+def test_auto_reg_layer_is_the_first_block_of_stride_8() -> None:
     assert default_reg_layer(lite0_spec()) == "blocks.2"
     assert default_reg_layer(preimage.model_spec(tiny(), input_size=(SIDE, SIDE)), (SIDE, SIDE)) is None
 

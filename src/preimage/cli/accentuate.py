@@ -50,10 +50,12 @@ def accentuate(image: Annotated[str, typer.Argument(help="the seed image: a path
                                                           "direction:LAYER:FILE.npy, or a weighted sum, e.g. "
                                                           "'class:1 - 0.5*class:2' (required)")] = None,
                reg_layer: Annotated[str, typer.Option("--reg-layer", help="where the distance to the seed is "
-                                                      "measured: a layer (faccent's), pixels (Horama's) or none; "
-                                                      "auto: the first layer of stride 8")] = "auto",
+                                                      "measured: pixels (Horama's; the default), a layer "
+                                                      "(faccent's; auto: the first layer of stride 8) or "
+                                                      "none")] = "pixels",
                reg_weight: Annotated[str, typer.Option("--reg-weight", help="weight of the distance to the seed "
-                                                       "(≥ 0), or a list '0.3,1,3': one picture per weight")] = "1",
+                                                       "(≥ 0), or a list '1,3,10': one picture per weight (the "
+                                                       "path from the accentuated image to the seed)")] = "3",
                steps: ItersOpt = None, model: ModelOpt = "efficientnet_lite0",
                size: Annotated[int | None, typer.Option(help="input size in pixels (default: the model's)",
                                                         **SIZE)] = None,
