@@ -293,6 +293,61 @@ def contact_sheet(recs: list[dict[str, Any]], half: str, path: pathlib.Path, sid
     return True
 
 
+def page(recs: list[dict[str, Any]], pairs: list[dict[str, Any]], out: pathlib.Path, side: int = 112,
+         sheets: tuple[str, ...] = ()) -> pathlib.Path:
+    """``OUT/index.html``: per half, one row per pair that some method ran, the seed then every (method, weight),
+    each a small JPEG (``OUT/page/``) captioned with the judge's p(target), top-1 and the pixel RMSE; records
+    without a picture (carried over) show their numbers only. ``sheets``: images to show below (the carried
+    contact sheets)."""
+    import html
+
+    from PIL import Image
+
+    thumbs = out / "page"
+    thumbs.mkdir(parents=True, exist_ok=True)
+    names = {(p["image"], int(p["class"])): p.get("name", str(p["class"])) for p in pairs}
+    style = ("body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}td,th{padding:2px 4px;"
+             "font-size:11px;text-align:center;vertical-align:top}"
+             f"img{{display:block;width:{side}px;height:{side}px}}")
+    body = ["<!doctype html><html><head><meta charset='utf-8'><title>Feature accentuation side by side</title>",
+            f"<style>{style}</style></head><body><h1>Feature accentuation side by side</h1><p>efficientnet_lite0 "
+            "accentuated, efficientnet_lite1 judging the saved PNG: p(target), top-1, pixel RMSE to the seed (d).</p>"]
+    for half in ("tuning", "reporting"):
+        rs = [r for r in recs if r["half"] == half]
+        run = sorted({(r["image"], int(r["class"])) for r in rs if r["method"] != "seed"})
+        cols = sorted({(r["method"], r["weight"]) for r in rs}, key=lambda c: (c[0] != "seed", c))
+        if not run:
+            continue
+        body.append(f"<h2>{half} half</h2><table><tr><th>pair</th>"
+                    + "".join(f"<th>{html.escape(m)}{'' if m == 'seed' else f'<br>w {w:g}'}</th>" for m, w in cols)
+                    + "</tr>")
+        for pair in run:
+            cells = [f"<td>{html.escape(pair[0])}<br>{pair[1]} {html.escape(names.get(pair, ''))}</td>"]
+            for col in cols:
+                r = next((r for r in rs if (r["image"], int(r["class"])) == pair and (r["method"], r["weight"]) == col),
+                         None)
+                if r is None:
+                    cells.append("<td></td>")
+                    continue
+                cap = f"p {r['probability']:.2f}{' top-1' if r['top1'] else ''}<br>d {r['rmse']:.0f}"
+                if r.get("png"):
+                    name = f"{r['method']}-{r['image']}-{r['class']}-{r['weight']:g}.jpg".replace(" ", "_")
+                    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+                    Image.open(r["png"]).convert("RGB").resize((side, side), Image.BICUBIC).save(thumbs / name,
+                                                                                                 quality=85)
+                    cells.append(f"<td><img src='page/{name}' alt='{html.escape(col[0])}'>{cap}</td>")
+                else:
+                    cells.append(f"<td>(no picture kept)<br>{cap}</td>")
+            body.append("<tr>" + "".join(cells) + "</tr>")
+        body.append("</table>")
+    for sheet in sheets:
+        body.append(f"<h2>{html.escape(sheet)}</h2><img src='{html.escape(sheet)}' style='width:auto;height:auto'>")
+    body.append("</body></html>")
+    path = out / "index.html"
+    path.write_text("\n".join(body) + "\n")
+    return path
+
+
 def evaluate(a: argparse.Namespace) -> None:
     """Measure every picture of the runs and write the tables."""
     runs = []
@@ -324,6 +379,10 @@ def evaluate(a: argparse.Namespace) -> None:
         if not a.no_sheets and contact_sheet(recs, half, out / f"sheet-{half}.jpg"):
             text += f"\n![{half} half](sheet-{half}.jpg)\n"
     (out / "accentuation.md").write_text(text + "\n")
+    if not a.no_sheets:
+        sheets = tuple(str(p.relative_to(out)) for p in sorted((out / "carried").glob("*.jpg"))) \
+            if (out / "carried").is_dir() else ()
+        page(recs, pairs, out, sheets=sheets)
     print(text)
 
 

@@ -163,3 +163,31 @@ def test_maximize_cli_attribution_overlay(tmp_path, capsys) -> None:
                  "--out", str(out), "--json"]) == 0
     r = json.loads(capsys.readouterr().out)["results"][0]
     assert r["attribution"].endswith("-attribution.png") and preimage.load_image(r["attribution"]).shape[-1] == 48
+
+
+def test_side_by_side_page_loads_in_chromium(tmp_path, browser) -> None:
+    import importlib.util
+    from pathlib import Path
+
+    from preimage.images import save_png
+    from tests.conftest import PageCheck
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "accentuation_eval.py"
+    spec = importlib.util.spec_from_file_location("accentuation_eval", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    pngs = [save_png(torch.full((3, 16, 16), 40.0 * i), tmp_path / f"p{i}.png") for i in range(3)]
+    recs = [{"method": "seed", "image": "a", "class": 1, "weight": 0.0, "half": "tuning", "png": str(pngs[0]),
+             "probability": 0.001, "top1": False, "rmse": 0.0},
+            {"method": "ours", "image": "a", "class": 1, "weight": 3.0, "half": "tuning", "png": str(pngs[1]),
+             "probability": 0.9, "top1": True, "rmse": 20.0},
+            {"method": "faccent (carried)", "image": "a", "class": 1, "weight": 1.0, "half": "tuning", "png": None,
+             "probability": 0.5, "top1": False, "rmse": 14.0}]
+    path = mod.page(recs, [{"image": "a", "class": 1, "name": "goldfish", "half": "tuning"}], tmp_path / "site")
+    check = PageCheck(browser)
+    check.open(path)
+    imgs = check.images()
+    assert len(imgs) == 2 and all(w == 112 for _, w in imgs)
+    text = check.page.inner_text("body")
+    assert "goldfish" in text and "p 0.90 top-1" in text and "(no picture kept)" in text
+    assert not check.errors

@@ -121,6 +121,9 @@ def accentuate(image: Annotated[str, typer.Argument(help="the seed image: a path
                               f"{r['activation']:.3g}{p}; RMSE {r['rmse']:.1f}{err}  → {r['image']}", markup=False)
             if r.get("attribution"):
                 out_console.print(f"  attribution → {r['attribution']}", markup=False)
+        for name, t in summary.get("transfer", {}).items():
+            out_console.print(f"judge {name}: p(class) {', '.join(f'{v:.3f}' for v in t['probability'])}; top-1 for "
+                              f"{sum(t['top1'])}/{len(t['top1'])}", markup=False)
         out_console.print(f"{summary['iterations']} steps at {summary['size'][0]}×{summary['size'][1]} in "
                           f"{summary['seconds']:.1f} s")
 
