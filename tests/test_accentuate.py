@@ -191,3 +191,18 @@ def test_side_by_side_page_loads_in_chromium(tmp_path, browser) -> None:
     text = check.page.inner_text("body")
     assert "goldfish" in text and "p 0.90 top-1" in text and "(no picture kept)" in text
     assert not check.errors
+
+
+def test_atlas_unit_pages_show_attribution_maps(tmp_path) -> None:
+    from preimage.experiments.atlas import run_atlas
+    from preimage.images import save_png
+
+    imgs = tmp_path / "imgs"
+    for name in ("chelsea", "coffee"):
+        save_png(preimage.load_image(f"sample:{name}", 40)[0], imgs / f"{name}.png")
+    out = tmp_path / "site"
+    run_atlas(lite0_spec(), out, images=str(imgs), layers=["blocks.1"], units=[0], iters=2, size=48, inversions=1,
+              unit_size=24, log=lambda s: None, style={"style": "natural", "attribution": True})
+    page = (out / "layers" / "blocks.1" / "0.html").read_text()
+    src = [s for s in page.split("'") + page.split('"') if s.endswith("-attribution.png")]
+    assert src and (out / "layers" / "blocks.1" / src[0]).resolve().is_file()
