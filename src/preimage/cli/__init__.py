@@ -17,7 +17,7 @@ from ..errors import PreimageError
 from .common import app, err_console
 
 # Command modules register on import (keep this list the one place that names them).
-_COMMANDS = ("core", "activation", "shallow", "evaluation", "bench", "atlas", "concepts")
+_COMMANDS = ("core", "activation", "shallow", "evaluation", "bench", "atlas", "concepts", "accentuate")
 
 
 def _register() -> None:

@@ -122,6 +122,9 @@ def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
                                                  "exemplars in --images (path similarity, plausibility, natural "
                                                  "range) and flag suspicious ones: a 'check' object in the "
                                                  "JSON")] = False,
+             attribution: Annotated[bool, typer.Option("--attribution", help="write an attribution overlay beside "
+                                                       "each picture: the summed |gradient| of the objective per "
+                                                       "pixel over the steps (MaCo's transparency)")] = False,
              as_json: JsonOpt = False) -> None:
     """Activation maximization: images that excite units of a layer most (one image per unit and restart,
     plus a mosaic). Normalized by each unit's maximum response over reference images (--images)."""
@@ -155,7 +158,7 @@ def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
     kwargs = {"restarts": restarts, "style": style, "param": param, "transforms": transforms,
               "prior": prior_option(sty, prior, prior_weight), "optimizer": optimizer, "size": size, "iters": iters,
               "seed": seed, "images": images, "judge": judge, "relu_leak": relu_leak, "cap_leak": cap_leak,
-              "amp": amp, "compile": compile}
+              "amp": amp, "compile": compile, "attribution": attribution or None}
     options = call_options(run_maximize, kwargs, ("model", "target", "stats", "progress", "device")) | {
         "png_scale": scale}
     m = Model(rep.spec, device)

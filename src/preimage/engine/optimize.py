@@ -46,6 +46,18 @@ from .transforms import Transform, centre_crop, place_on_canvas, random_offsets,
 Progress = Callable[[int, int], None]
 
 
+class ImagePrior:
+    """A term on the untransformed image itself (N×C×H×W paper units → N values, differentiable), added to the
+    energy on the autograd path: e.g. the distance to a seed image in pixels or in a layer (``tasks.accentuate``).
+    ``select(rows)`` gives the prior of some problems only (``optimize`` runs problems one by one on the CPU)."""
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def select(self, rows: torch.Tensor) -> ImagePrior:
+        return self
+
+
 @dataclass(frozen=True)
 class Energy:
     """The regularizers' constants, in paper units (docs/paper-notes.md §1.1 table)."""
@@ -200,6 +212,8 @@ class Trace:
     iterations: int
     seconds: float
     stages: list[dict] = field(default_factory=list)
+    #: N×1×H×W: Σ over steps of Σ over colour channels of |∂ attribution term / ∂ image| (``optimize(attribution=)``)
+    attribution: torch.Tensor | None = None
 
 
 class PixelPath:
@@ -208,9 +222,12 @@ class PixelPath:
     the priors' gradients are closed forms, the update and projection are in place, chunk by chunk on CPU."""
 
     def __init__(self, rep: Representation, data: DataTerm, x: torch.Tensor, size: tuple[int, int],
-                 energy: Energy, optimizer: str | None, jitter: int | None, rng: ProblemRNG) -> None:
+                 energy: Energy, optimizer: str | None, jitter: int | None, rng: ProblemRNG,
+                 attribution: bool = False) -> None:
         self.rep, self.data, self.x, self.size, self.energy = rep, data, x, size, energy
         self.optimizer, self.jitter, self.rng = optimizer, jitter, rng
+        # The data term is the attribution term here (its gradient w.r.t. the window is computed anyway).
+        self.attr = torch.zeros(x.shape[0], 1, *size, device=rep.device_dtype()[0]) if attribution else None
 
     def optimizer_for(self, stage: Stage) -> str:
         """The stage's optimizer (the run's, else the stage's own, else the paper's); bad names fail here."""
@@ -228,6 +245,8 @@ class PixelPath:
         self.canvas = place_on_canvas(self.x.to(device, dtype), self.J)
         self.step = make_step(self.optimizer_for(stage), self.canvas, self.size, self.energy, stage.lr_scale)
         self.chunks = update_chunks(self.canvas)
+        if self.attr is not None:
+            self.attr_canvas = torch.zeros(self.canvas.shape[0], 1, *self.canvas.shape[-2:], device=self.canvas.device)
         return {"iters": stage.iters, "lr": stage.lr_scale, "jitter": self.J}
 
     def iterate(self, out: torch.Tensor) -> None:
@@ -242,6 +261,12 @@ class PixelPath:
         window = (canvas[..., y:y + h, x:x + w] if shared else
                   canvas[window_index(top, left, c, self.size, canvas.device)]).detach().requires_grad_(True)
         e_data, g_data = self.data(window)
+        if self.attr is not None:
+            a = g_data.abs().sum(1, keepdim=True).to(self.attr_canvas)
+            if shared:
+                self.attr_canvas[..., y:y + h, x:x + w] += a
+            else:
+                self.attr_canvas[window_index(top, left, 1, self.size, a.device)] += a
         with torch.no_grad():
             for sl in self.chunks:
                 part = canvas[sl]
@@ -256,6 +281,8 @@ class PixelPath:
 
     def finish(self) -> None:
         self.x = centre_crop(self.canvas, self.size)
+        if self.attr is not None:
+            self.attr += centre_crop(self.attr_canvas, self.size)
 
     def image(self) -> torch.Tensor:
         return self.x
@@ -268,10 +295,13 @@ class AutogradPath:
 
     def __init__(self, rep: Representation, data: DataTerm, objective: Objective, param: ParamImage, n: int,
                  size: tuple[int, int], energy: Energy, optimizer: str | None, jitter: int | None,
-                 transforms: Sequence[Transform] | None, prior: BNStats | None, rng: ProblemRNG) -> None:
+                 transforms: Sequence[Transform] | None, prior: BNStats | None, rng: ProblemRNG,
+                 image_prior: ImagePrior | None = None, attribution: bool = False) -> None:
         self.rep, self.data, self.objective, self.param, self.n = rep, data, objective, param, n
         self.size, self.energy, self.rng, self.prior = size, energy, rng, prior
         self.optimizer, self.jitter, self.transforms = optimizer, jitter, transforms
+        self.image_prior = image_prior
+        self.attr = torch.zeros(n, 1, *size, device=rep.device_dtype()[0]) if attribution else None
 
     def optimizer_for(self, stage: Stage) -> str:
         """The stage's optimizer (the run's, else the stage's own, else the parameterization's); bad names and
@@ -316,8 +346,13 @@ class AutogradPath:
             with self.prior.watching(self.rep) if self.prior else contextlib.nullcontext():
                 phi = self.data.phi(views)
             e = views_of(self.objective, phi, self.n)
+            if self.attr is not None:  # the data term's own gradient w.r.t. the image (MaCo's transparency)
+                (g_img,) = torch.autograd.grad(e.sum(), img, retain_graph=True)
+                self.attr += g_img.detach().abs().sum(1, keepdim=True).to(self.attr)
             if self.prior:
                 e = e + self.prior.value(self.n)
+            if self.image_prior is not None:
+                e = e + self.image_prior(img)
             e = e + self.energy.regularizer(img)
             grads = torch.autograd.grad(e.sum(), self.param.params())
         with torch.no_grad():
@@ -359,7 +394,8 @@ def optimize(rep: Representation, objective: Objective, n: int, size: tuple[int,
              optimizer: str | None = None, energy: Energy = Energy(), jitter: int | None = None,
              progress: Progress | None = None, check_every: int = 20, amp: bool | str | None = None,
              compile: bool = False, param: str | Parameterization = "pixel",
-             transforms: Sequence[Transform] | None = None, prior: BNStats | None = None) -> Trace:
+             transforms: Sequence[Transform] | None = None, prior: BNStats | None = None,
+             image_prior: ImagePrior | None = None, attribution: bool = False) -> Trace:
     """Minimize the energy for N problems.
 
     rep: Φ; objective: features → N data terms; size: (H, W) of the network input; init: N×C×H×W in paper
@@ -375,7 +411,11 @@ def optimize(rep: Representation, objective: Objective, n: int, size: tuple[int,
     parameterization's: paper for pixel, hybrid for pyramid, adam otherwise. amp: mixed precision for Φ (True or
     "bf16": bfloat16 autocast; "fp16": float16, with a fixed loss scale on the fast path); the data term, the
     priors, the image and the optimizer state stay float32. compile: run Φ through ``torch.compile`` (start-up
-    cost; for GPUs). Raises PreimageError if the energy becomes NaN/inf.
+    cost; for GPUs). image_prior: a term on the untransformed image (``ImagePrior``; takes the autograd path).
+    attribution: also sum, over the steps, |∂ data term / ∂ image| per pixel (summed over colour channels; MaCo's
+    transparency map) into ``Trace.attribution`` (N×1×H×W); one more backward pass per step on the autograd path,
+    none on the paper's; the pictures are the same with or without it. Raises PreimageError if the energy becomes
+    NaN/inf.
 
     On the CPU each problem (or group of coupled problems, ``problem_units``) runs on its own, so its picture is
     the same bit for bit whatever batch it was asked in (at the same number of torch threads); on a GPU the batch
@@ -387,7 +427,7 @@ def optimize(rep: Representation, objective: Objective, n: int, size: tuple[int,
         units = problem_units(objective, n) if per_problem(rep.device_dtype()[0]) else [list(range(n))]
         if len(units) == 1:
             return _optimize(rep, objective, n, size, schedule, init, ProblemRNG(seeds), optimizer, energy, jitter,
-                             progress, check_every, amp, compile, param, transforms, prior)
+                             progress, check_every, amp, compile, param, transforms, prior, image_prior, attribution)
         total = n * sum(st.iters for st in schedule)
         traces = []
         done = 0
@@ -401,18 +441,23 @@ def optimize(rep: Representation, objective: Objective, n: int, size: tuple[int,
             traces.append(_optimize(rep, objective.select(rows), len(idx), size, schedule,
                                     None if init is None else init[rows], ProblemRNG([seeds[i] for i in idx]),
                                     optimizer, energy, jitter, sub, check_every, amp, compile, param, transforms,
-                                    prior))
+                                    prior, None if image_prior is None else image_prior.select(rows), attribution))
             done += len(idx) * sum(st.iters for st in schedule)
         order = torch.argsort(torch.tensor([i for idx in units for i in idx]))
         x = torch.cat([t.x for t in traces])[order.to(traces[0].x.device)]
         history = torch.cat([t.energy for t in traces], 1)[:, order.to(traces[0].energy.device)]
-        return Trace(x.contiguous(), history, traces[0].iterations, sum(t.seconds for t in traces), traces[0].stages)
+        attr = None
+        if attribution:
+            attr = torch.cat([t.attribution for t in traces])[order.to(traces[0].attribution.device)].contiguous()
+        return Trace(x.contiguous(), history, traces[0].iterations, sum(t.seconds for t in traces), traces[0].stages,
+                     attr)
 
 
 def _optimize(rep: Representation, objective: Objective, n: int, size: tuple[int, int], schedule: Sequence[Stage],
               init: torch.Tensor | None, rng: ProblemRNG, optimizer: str | None, energy: Energy, jitter: int | None,
               progress: Progress | None, check_every: int, amp: bool | str | None, compile: bool,
-              param: Parameterization, transforms: Sequence[Transform] | None, prior: BNStats | None) -> Trace:
+              param: Parameterization, transforms: Sequence[Transform] | None, prior: BNStats | None,
+              image_prior: ImagePrior | None = None, attribution: bool = False) -> Trace:
     """One batch of problems through the loop (``optimize``)."""
     device, dtype = rep.device_dtype()
     keep_freed_memory()
@@ -424,12 +469,14 @@ def _optimize(rep: Representation, objective: Objective, n: int, size: tuple[int
     if jitter is None and any(s.jitter for s in schedule):
         jitter = rep.geometry().jitter
     data = DataTerm(rep, objective, amp, compile)
-    if isinstance(param, Pixel) and transforms is None and prior is None and not uses_lbfgs(schedule, optimizer):
-        path: PixelPath | AutogradPath = PixelPath(rep, data, x, size, energy, optimizer, jitter, rng)
+    if isinstance(param, Pixel) and transforms is None and prior is None and image_prior is None and \
+            not uses_lbfgs(schedule, optimizer):
+        path: PixelPath | AutogradPath = PixelPath(rep, data, x, size, energy, optimizer, jitter, rng, attribution)
     else:
         p = param.build(n, rep.channels, size, rep.mean.cpu(), energy.bound, rng,
                         init=None if x is None else x).to(device, dtype)
-        path = AutogradPath(rep, data, objective, p, n, size, energy, optimizer, jitter, transforms, prior, rng)
+        path = AutogradPath(rep, data, objective, p, n, size, energy, optimizer, jitter, transforms, prior, rng,
+                            image_prior, attribution)
     for stage in schedule:
         path.optimizer_for(stage)
     total = sum(s.iters for s in schedule)
@@ -450,7 +497,7 @@ def _optimize(rep: Representation, objective: Objective, n: int, size: tuple[int
                         progress(t, total)
             path.finish()
     x = path.image() if (total or x is None) else x.to(device, dtype)
-    return Trace(x.contiguous(), history, total, time.perf_counter() - t0, stage_log)
+    return Trace(x.contiguous(), history, total, time.perf_counter() - t0, stage_log, path.attr)
 
 
 def _check_finite(e: torch.Tensor, t: int) -> None:

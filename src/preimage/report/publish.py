@@ -33,6 +33,8 @@ def picture_names(task: str, config: dict[str, Any], subject: str) -> list[str]:
     base = [PREFIX.get(task, task), safe_name(subject), model, safe_name(config.get("layer") or "output")]
     cs = opts.get("C") if isinstance(opts.get("C"), list) else [None]
     restarts = int(opts.get("restarts", 1) or 1)
+    if isinstance(opts.get("reg_weight"), list) and len(opts["reg_weight"]) > 1:  # accentuate: one per weight
+        return ["-".join([*base, f"w{w:g}"]) for w in opts["reg_weight"]]
     return ["-".join(base + ([f"C{c:g}"] if len(cs) > 1 else []) + ([f"r{r}"] if restarts > 1 else []))
             for c in cs for r in range(restarts)]
 
@@ -116,9 +118,14 @@ def publish(folder: str | Path, task: str, saved: Sequence[tuple[dict[str, Any],
             npy = p["png"].removesuffix(".png") + ".npy"
             if npy in rec["files"]:
                 atomic_write_bytes(out / f"{name}.npy", store.file(rec["key"], npy).read_bytes())
+            attr = p["png"].removesuffix(".png") + "-attribution.png"
+            more = {}
+            if attr in rec["files"]:  # the attribution overlay, beside its picture
+                atomic_write_bytes(out / f"{name}-attribution.png", store.file(rec["key"], attr).read_bytes())
+                more["attribution"] = str(out / f"{name}-attribution.png")
             images.append(str(out / f"{name}.png"))
             results.append({**{k: v for k, v in p.items() if k != "png"}, "image": images[-1], "key": rec["key"],
-                            "sha256": hashlib.sha256(data).hexdigest()})
+                            "sha256": hashlib.sha256(data).hexdigest(), **more})
     first = saved[0][1]["result"] if saved else {}
     keys = [r["key"] for _, r, _ in saved]
     summary: dict[str, Any] = {

@@ -48,6 +48,8 @@ class Result:
     energy: torch.Tensor
     info: dict[str, Any] = field(default_factory=dict)
     jobs: list[dict[str, Any]] = field(default_factory=list)
+    #: N×1×H×W or None: per pixel, Σ over the steps of |∂ objective / ∂ image| (MaCo's transparency), where asked
+    attribution: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -91,6 +93,8 @@ class Result:
                 ratio = r.get("ratio")
                 parts.append(f"act {r['activation']:.3g}" + (f" ({ratio:.1f}× natural max)" if ratio is not None
                                                               else ""))
+            if r.get("reg_weight") is not None:  # accentuation: its weight and how far it went from the seed
+                parts.append(f"w {r['reg_weight']:g}" + (f" RMSE {r['rmse']:.1f}" if r.get("rmse") is not None else ""))
             if r.get("probability") is not None:
                 parts.append(f"p {r['probability']:.2f}")
             if r.get("score_end") is not None and r.get("score_start"):
@@ -187,6 +191,9 @@ class Result:
             probs = []
             for i, name in zip(rows, names, strict=True):
                 files[f"{name}.png"] = png_bytes(self.images[i], scale)
+                if self.attribution is not None:
+                    files[f"{name}-attribution.png"] = png_bytes(attribution_overlay(self.images[i],
+                                                                                     self.attribution[i]), "clip")
                 if self.images.shape[1] not in (1, 3):
                     files[f"{name}.npy"] = npy_bytes(self.images[i])
                 probs.append({**records[i], "png": f"{name}.png"})
@@ -216,6 +223,16 @@ class Result:
         claim(folder, task, [(c, s) for (c, _), s in zip(outputs, subjects, strict=True)], store, force)
         saved = [(config, store.save(config, o), s) for (config, o), s in zip(outputs, subjects, strict=True)]
         return publish(folder, task, saved, store, force=force, mosaic=task == "maximize" and len(self) > 1)
+
+
+def attribution_overlay(x: torch.Tensor, attribution: torch.Tensor, floor: float = 0.15) -> torch.Tensor:
+    """A picture (C×H×W, 0–255) shown through its attribution map (1×H×W, ≥ 0) as MaCo shows transparency:
+    each pixel's brightness × (floor + (1 − floor)·a), a = the map ÷ its 99th percentile, clipped to 1 (so that a
+    few extreme pixels do not black out the rest). → C×H×W in 0–255."""
+    a = attribution.detach().float().cpu()
+    hi = float(torch.quantile(a.flatten(), 0.99)) if a.numel() else 0.0
+    a = (a / hi).clamp(0, 1) if hi > 0 else torch.zeros_like(a)
+    return x.detach().float().cpu().clamp(0, 255) * (floor + (1 - floor) * a)
 
 
 def thumb(x: torch.Tensor, side: int, scale: str = "clip") -> torch.Tensor:

@@ -232,6 +232,9 @@ def write_atlas(out: Path, site: dict[str, Any], store: Store) -> dict[str, Any]
             pre = [(use(store.file(e["key"], q["png"]), folder),
                     f"restart {q['restart']}: activation {_fmt(q['activation'])}"
                     + (f" ({q['ratio']:.2f}× M_c)" if q.get("ratio") is not None else "")) for q in probs]
+            # An atlas run with maximize's attribution maps (style={..., "attribution": True}) shows them beside.
+            pre += [(use(store.file(e["key"], a), folder), f"restart {q['restart']}: attribution (Σ|∂objective/∂x| "
+                     "over the steps)") for q in probs if (a := q["png"][:-4] + "-attribution.png") in rec["files"]]
             exu = ex_units.get(str(u))
             examples = None
             stats_rows: list[tuple[str, str]] = [("unit", f"{u} of {width} channels"),

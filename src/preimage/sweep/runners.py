@@ -224,6 +224,23 @@ def run_caricature(ctx: Context, jobs: list[Job]) -> list[Output]:
     return _outputs(res, jobs, opts)
 
 
+@register("accentuate")
+def run_accentuate(ctx: Context, jobs: list[Job]) -> list[Output]:
+    """Feature accentuation of each job's images and targets, one picture per regularization weight
+    (``tasks.accentuate``); one job per batch."""
+    from ..tasks.accentuate import accentuate
+
+    outs = []
+    for job in jobs:
+        opts = dict(job.options)
+        res = accentuate(ctx.rep(job.model, job.layer), list(job.images), list(job.units),
+                         stats=ctx.model(job.model).stats, progress=ctx.progress,
+                         **task_kwargs(accentuate, opts, _OWN))
+        outs += [o for _, o in res.outputs(opts.get("png_scale"), thumbnail=opts.get("thumbnail"),
+                                           arrays=bool(opts.get("arrays")), groups=[len(res.jobs)])]
+    return outs
+
+
 @register("examples")
 def run_examples(ctx: Context, jobs: list[Job]) -> list[Output]:
     """Dataset examples of every unit of a layer, from one pass over the job's images (``measures.examples``)."""

@@ -441,7 +441,7 @@ def maximize(model: ModelLike, target: str | Objective | Sequence[str | Objectiv
              images: str | Sequence[str] | None = None, stats: NeuronStats | None = None,
              judge: str | Sequence[str] | None = None, relu_leak: float = 0.0, cap_leak: float = 0.0,
              energy: Energy | dict = Energy(), device: str | None = None, amp: bool | str | None = None,
-             compile: bool = False, progress: Progress | None = None) -> Result:
+             compile: bool = False, progress: Progress | None = None, attribution: bool = False) -> Result:
     """Images that excite a target most: one problem per target and restart.
 
     model: a name, any nn.Module, or a representation. target: an objective (``Channel("blocks.4", 5)``,
@@ -460,22 +460,25 @@ def maximize(model: ModelLike, target: str | Objective | Sequence[str | Objectiv
     Returns a Result: ``images`` N×C×H×W in 0–255 and, per picture, ``activation`` (the target's raw value: the
     channel's mean, the neuron, the logit, the projection, or a sum's weighted sum), ``reference_max`` (M_c of a
     one-unit target, else NaN), ``ratio`` (activation ÷ reference_max), and for class logits ``probability``
-    (softmax) and ``top1``.
+    (softmax) and ``top1``. attribution: also return ``Result.attribution`` (N×1×H×W), the summed |∂ data term /
+    ∂ image| over the steps (MaCo's transparency; the pictures are unchanged).
     """
     call = call_options(maximize, locals(), ("model", "target", "stats", "progress"))
+    if not attribution:
+        call.pop("attribution", None)  # runs without the map keep their keys
     targets = parse_target(target)
     spec = model_spec(model)
     rep0 = as_representation(model, _atom_layer(targets[0].atoms()[0], spec)[0] or "output", device=device)
     with borrowed(rep0):
         return _maximize(rep0, targets, restarts, style, param, transforms, prior, optimizer, size, iters, seed,
-                         images, stats, judge, relu_leak, cap_leak, energy, amp, compile, progress, call)
+                         images, stats, judge, relu_leak, cap_leak, energy, amp, compile, progress, call, attribution)
 
 
 def _maximize(rep0: Representation, targets: list[Objective], restarts: int, style: Any, param: Any,
               transforms: Any, prior: Any, optimizer: str | None, size: Any, iters: int | None, seed: int,
               images: Any, stats: NeuronStats | None, judge: Any, relu_leak: float, cap_leak: float,
               energy: Energy | dict, amp: Any, compile: bool, progress: Progress | None,
-              call: dict[str, Any]) -> Result:
+              call: dict[str, Any], attribution: bool = False) -> Result:
     spec = rep0.spec
     device = rep0.device_dtype()
     check_options(restarts, relu_leak, cap_leak)
@@ -521,7 +524,7 @@ def _maximize(rep0: Representation, targets: list[Objective], restarts: int, sty
                        options, seed)
     with leaky_relus(rep.net, relu_leak), leaky_backward(rep.net, cap_leak):
         trace = optimize(rep, binding.term, n, hw, sched, seed=prob_seeds, energy=energy, progress=progress,
-                         amp=amp, compile=compile, **opt_kw)
+                         amp=amp, compile=compile, attribution=bool(attribution), **opt_kw)
     out = pictures(rep, trace.x)
     metrics = _metrics(binding, targets, restarts, out, stats)
     mid = model_id(spec)
@@ -543,7 +546,7 @@ def _maximize(rep0: Representation, targets: list[Objective], restarts: int, sty
     if fit_note:
         info["adapted"] = fit_note
     result = Result(out, problems, metrics, spec.name, rep.layer, trace.iterations, trace.seconds, trace.energy, info,
-                    jobs)
+                    jobs, attribution=None if trace.attribution is None else trace.attribution.float().cpu())
     if judge:
         classes = [_unit(t) for t in targets]
         if any(c is None for c in classes) or not all(isinstance(t.atoms()[0], Class) or _is_logit_layer(t, spec)

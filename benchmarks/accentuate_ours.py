@@ -1,0 +1,87 @@
+"""Feature accentuation with preimage (``preimage.accentuate``) on the pairs of benchmarks/accentuation_eval.py, in
+the peers' runner format (one PNG and one JSON line per picture in ``OUT/log.jsonl``), for
+``accentuation_eval.py evaluate --runs ours=OUT``.
+
+    PYTHONPATH=src python benchmarks/accentuate_ours.py --half tuning --per-image 2 --weights 0.3,3 \
+        --param fourier --out benchmarks/results/accentuation/raw/ours-fourier
+
+Each seed is the 224 px scikit-image sample as ``accentuation_eval.py prepare`` writes it (written here too when
+missing); one call per image accentuates its classes at every weight (images × classes × weights problems; on the
+CPU each runs on its own), and a picture's seconds are the call's wall time divided by its pictures. The model
+is efficientnet_lite0 as ``preimage`` loads it; its defaults apart from ``--param``, ``--steps``, ``--reg-layer``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "accentuation"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--pairs", default=str(RESULTS / "pairs.json"))
+    ap.add_argument("--seeds", default=str(RESULTS / "raw" / "seeds"))
+    ap.add_argument("--half", default="all", choices=("all", "tuning", "reporting"))
+    ap.add_argument("--per-image", type=int, default=0, help="the first N classes of each image only (0: all)")
+    ap.add_argument("--weights", default="0.3,1,3", help="comma-separated reg_weight values")
+    ap.add_argument("--param", default=None, help="parameterization (default: accentuate's)")
+    ap.add_argument("--reg-layer", default="auto")
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(a.threads)
+    import preimage
+    from preimage.images import load_image, save_png
+
+    try:
+        weights = [float(w) for w in a.weights.split(",") if w.strip()]
+    except ValueError:
+        raise SystemExit(f"error: --weights takes numbers separated by commas, got {a.weights!r}") from None
+    pairs = [p for p in json.loads(pathlib.Path(a.pairs).read_text())["pairs"] if a.half in ("all", p["half"])]
+    seeds, out = pathlib.Path(a.seeds), pathlib.Path(a.out)
+    seeds.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    by_image: dict[str, list[dict]] = {}
+    for p in pairs:
+        by_image.setdefault(p["image"], []).append(p)
+    for image, ps in by_image.items():
+        ps = ps[:a.per_image] if a.per_image else ps
+        seed = seeds / f"{image}.png"
+        if not seed.is_file():
+            save_png(load_image(f"sample:{image}", 224)[0], seed)
+        pngs = {(p["class"], w): out / image / f"c{p['class']}_w{w:g}.png" for p in ps for w in weights}
+        if all(f.is_file() for f in pngs.values()):
+            continue
+        load0 = os.getloadavg()[0]
+        t0 = time.perf_counter()
+        r = preimage.accentuate("efficientnet_lite0", str(seed), [f"class:{p['class']}" for p in ps],
+                                reg_weight=weights, param=a.param, steps=a.steps, reg_layer=a.reg_layer)
+        secs = (time.perf_counter() - t0) / len(r)
+        (out / image).mkdir(exist_ok=True)
+        with open(out / "log.jsonl", "a") as log:
+            for i, pr in enumerate(r.problems):
+                c, w = int(pr["target"].split(":")[-1]), pr["reg_weight"]
+                png = pngs[(c, w)]
+                save_png(r.images[i], png)
+                line = {"method": "ours", "image": image, "class": c, "weight": w, "half": ps[0]["half"],
+                        "seconds": round(secs, 2), "steps": r.iterations, "png": str(png),
+                        "param": r.info["param"], "reg_layer": r.info["reg_layer"], "threads": a.threads,
+                        "load": [round(load0, 2), round(os.getloadavg()[0], 2)],
+                        "lite0_probability": float(r.metrics["probability"][i]), "rmse": float(r.metrics["rmse"][i])}
+                log.write(json.dumps(line) + "\n")
+                print(json.dumps(line), flush=True)
+        print(f"{image}: {len(r)} pictures, {secs:.1f} s each", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,345 @@
+"""Feature accentuation (Hamblin et al. 2024; ``faccent``, Horama): what would have to change in a real image for
+the network to see more of a target? Start from the seed image x0 and minimize
+
+    E(x) = C·[ T(x) + w·κ·D(x, x0) ]
+
+with T the target's data term exactly as ``maximize`` binds it (any objective: a channel, a neuron, a class, a
+direction, weighted sums; normalized as the paper does, 10⁴/(ρ²·M_c)), κ = 10⁴/ρ² the same area constant (so
+that w weighs the distance against the target in units of its natural maximum M_c), and D the squared distance to
+the seed:
+
+* in a layer L (faccent's): ‖Φ_L(x) − Φ_L(x0)‖² / ‖Φ_L(x0)‖², the squared IJCV error at L, on the untransformed
+  image (the transforms only shake what the target sees);
+* in pixels (Horama's): mean((x − x0)²) / 32², 0–255 units (D = 1 at an RMSE of 32);
+* or none (w is then ignored).
+
+``reg_weight`` may be a list: one picture per weight, all in one call, the path from the seed (large w) to the
+accentuated image (small w). The paper's α-norm and TV priors and its colour ball are off by default (``energy``):
+a real image lies outside the ball (RMSE 14 on astronaut from the projection alone), and the distance to the seed
+is the prior here. Every parameterization works (each starts from the seed). The attribution map
+(``Result.attribution``, MaCo's transparency) sums, over the steps, |∂T/∂x| per pixel: where the picture changes
+the target most.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from ..engine.memory import check_memory
+from ..engine.optimize import Energy, ImagePrior, Progress, extra_buffers, optimize
+from ..engine.param import Fourier, Parameterization
+from ..engine.priors import BNPrior
+from ..engine.runtime import borrowed
+from ..engine.schedules import SINGLE_STAGE, scale_schedule, schedule_record
+from ..engine.styles import Style, describe, resolve
+from ..engine.targets import Diversity, Objective, parse_target
+from ..engine.transforms import Jitter, Rotate, Scale, Transform
+from ..errors import PreimageError
+from ..measures.stats import NeuronStats, images_id, load_stats
+from ..report.result import Result
+from ..report.store import job_config
+from ..representations import ModelLike, Representation, model_spec
+from ..representations.base import model_id
+from .activation import _atom_layer, _unit, atom_value, bind, point_of, read_points, target_layer, target_points
+from .common import (
+    Images,
+    as_representation,
+    call_options,
+    check_count,
+    check_number,
+    check_size,
+    display_scale,
+    features,
+    image_count,
+    image_specs,
+    pictures,
+    prepare_images,
+    reference_features,
+    seeds,
+)
+from .judging import judge_pictures
+
+#: The pixel distance's scale: D = 1 at this RMSE (0–255 units).
+PIXEL_SCALE = 32.0
+#: Words for the regularization's place besides a layer name.
+PIXELS, NONE, AUTO = "pixels", "none", "auto"
+#: The default style: a Fourier parameterization measured best of the four on the tuning half of
+#: benchmarks/results/accentuation (judge p(target) per pixel-RMSE bin; benchmarks/README.md, accentuation).
+ACCENTUATE_STYLE = Style("accentuate", param=Fourier(), transforms=(Jitter(9), Scale(0.95, 1.05), Rotate(5)),
+                         prior=None, iters=64, C=100.0)
+#: The default place and weight of the distance to the seed (tuning half: in pixels, top-1 on the judge for 6 of 8
+#: pairs at RMSE ≤ 24 against 3 of 8 in blocks.2; w = 3 the better of 3 and 30).
+REG_LAYER = PIXELS
+REG_WEIGHT = 3.0
+
+
+class SeedDistance(ImagePrior):
+    """w·κ·D(x, x0) per problem (see the module's docstring). rep: Φ_L for a layer distance, None for pixels.
+
+    x0: N×C×H×W paper units (one seed per problem); weight: N values (w·κ·C of each problem)."""
+
+    def __init__(self, x0: torch.Tensor, weight: torch.Tensor, rep: Representation | None = None,
+                 ref: torch.Tensor | None = None) -> None:
+        self.rep, self.weight = rep, weight.detach()
+        self.ref = (ref if ref is not None else x0 if rep is None else features(rep, x0)).detach()
+        self.norm2 = (self.ref.flatten(1).pow(2).sum(1).clamp_min(1e-12) if rep is not None else
+                      torch.full((x0.shape[0],), PIXEL_SCALE ** 2 * x0[0].numel(), dtype=x0.dtype, device=x0.device))
+
+    def distance(self, x: torch.Tensor) -> torch.Tensor:
+        """D(x, x0), N (differentiable)."""
+        f = x if self.rep is None else self.rep(x)
+        return (f - self.ref).flatten(1).pow(2).sum(1) / self.norm2
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.weight.to(x) * self.distance(x)
+
+    def select(self, rows: torch.Tensor) -> SeedDistance:
+        out = SeedDistance.__new__(SeedDistance)
+        r = rows.to(self.ref.device)
+        out.rep, out.weight, out.ref, out.norm2 = self.rep, self.weight[r], self.ref[r], self.norm2[r]
+        return out
+
+
+def default_reg_layer(spec: Any, hw: tuple[int, int] = (224, 224)) -> str | None:
+    """faccent's choice on its InceptionV1 demo, mixed3a, as a rule: the first layer whose output map is at least 8
+    times smaller than the input (the block that holds it: efficientnet_lite0's blocks.2, resnet's layer2), from one
+    forward pass; None when no layer has one (the distance is then in pixels)."""
+    from ..representations.hooks import eval_mode, named_layers
+
+    first: dict[str, int] = {}
+    handles = []
+    for name, m in named_layers(spec.module).items():
+        def hook(_m: Any, _a: Any, y: Any, name: str = name) -> None:
+            if isinstance(y, torch.Tensor) and y.ndim == 4 and name not in first:
+                first[name] = int(y.shape[-1])
+
+        handles.append(m.register_forward_hook(hook))
+    p = next(spec.module.parameters(), None)
+    try:
+        with torch.no_grad(), eval_mode(spec.module):
+            spec.module(torch.zeros(1, spec.channels, *hw, device=p.device if p is not None else "cpu"))
+    except Exception:  # noqa: BLE001 - a network that refuses the size: the distance in pixels
+        return None
+    finally:
+        for h in handles:
+            h.remove()
+    found = next((name for name, side in first.items() if 0 < side * 8 <= hw[1]), None)
+    if found is None:
+        return None
+    # The first module to finish at stride 8 is a convolution inside a block: name the block, the highest
+    # enclosing module with the same map.
+    parts = found.split(".")
+    for k in range(1, len(parts)):
+        name = ".".join(parts[:k])
+        if first.get(name) == first[found]:
+            return name
+    return found
+
+
+def check_weights(reg_weight: Any) -> list[float]:
+    """reg_weight as a list of finite numbers ≥ 0 (a number or a non-empty list of them), each once."""
+    ws = list(reg_weight) if isinstance(reg_weight, (list, tuple)) else [reg_weight]
+    if not ws:
+        raise PreimageError("reg_weight must be a number ≥ 0 or a list of them, got an empty list", param="reg_weight")
+    out = [check_number(w, "reg_weight", 0.0, 1e12) for w in ws]
+    if len(set(out)) != len(out):
+        raise PreimageError(f"reg_weight lists a weight twice ({reg_weight!r}): each would give the same picture",
+                            param="reg_weight")
+    return out
+
+
+def accentuate(model: ModelLike, images: Images, target: str | Objective | Sequence[str | Objective], *,
+               reg_layer: str | None = REG_LAYER, reg_weight: float | Sequence[float] = REG_WEIGHT,
+               steps: int | None = None, style: str | Style = ACCENTUATE_STYLE,
+               param: str | Parameterization | None = None,
+               transforms: str | Transform | Sequence[Transform | str] | None = None,
+               prior: str | BNPrior | None = None, optimizer: str | None = None,
+               size: int | tuple[int, int] | None = None, seed: int = 0, attribution: bool = True,
+               images_stats: str | Sequence[str] | None = None, stats: NeuronStats | None = None,
+               judge: str | Sequence[str] | None = None, energy: Energy | dict = Energy(regularize=False),
+               device: str | None = None, amp: bool | str | None = None, compile: bool = False,
+               progress: Progress | None = None) -> Result:
+    """Accentuate a target in real images: change each image just enough for the network to see more of it.
+
+    model: a name, any nn.Module, or a representation. images: a path, ``sample:NAME``, a list, or N×C×H×W in 0–255
+    (the seeds). target: an objective or its shorthand (``"blocks.4:5"``, ``"class:25"``,
+    ``"direction:blocks.4:cav.npy"``, ``Class(1) - 0.5 * Class(2)``), or a list of them. reg_layer: where the
+    distance to the seed is measured: ``"pixels"`` (Horama's; the default, measured best), a layer name (faccent's;
+    ``"auto"``: the first layer of stride 8) or ``"none"``/None. reg_weight: its weight w (≥ 0), or a list: one
+    picture per weight. steps: iterations (default: the style's, 64). style/param/transforms/prior/optimizer: as for
+    ``maximize`` (default: a Fourier parameterization started from the seed, light jitter, scale and rotation, Adam,
+    no feature prior). size: the input side (default: the model's; a tensor's own). attribution: also return the
+    summed |∂target/∂image| (one more backward pass per step). images_stats/stats: reference images for M_c (as
+    ``maximize``'s ``images``). judge: classifier name(s) whose p(class) on each picture of a class target is
+    reported (``info["transfer"]``).
+
+    Returns a Result: ``images`` N×C×H×W in 0–255, N = images × targets × weights (in that order), metrics per
+    picture: ``activation`` and ``activation_start`` (the target's raw value on the picture and on the seed),
+    ``reg_weight``, ``rmse`` (pixel RMSE to the seed, 0–255), ``layer_error`` (the IJCV error at reg_layer, NaN
+    without a layer), and for class targets ``probability``, ``probability_start`` and ``top1`` (the model's own);
+    ``attribution`` N×1×H×W.
+    """
+    call = call_options(accentuate, locals(), ("model", "images", "target", "stats", "progress"))
+    targets = parse_target(target)
+    spec = model_spec(model)
+    rep0 = as_representation(model, _atom_layer(targets[0].atoms()[0], spec)[0] or "output", device=device)
+    with borrowed(rep0):
+        return _accentuate(rep0, images, targets, reg_layer, reg_weight, steps, style, param, transforms, prior,
+                           optimizer, size, seed, attribution, images_stats, stats, judge, energy, amp, compile,
+                           progress, call)
+
+
+def _accentuate(rep0: Representation, images: Images, targets: list[Objective], reg_layer: str | None,
+                reg_weight: Any, steps: int | None, style: Any, param: Any, transforms: Any, prior: Any,
+                optimizer: str | None, size: Any, seed: int, attribution: bool, images_stats: Any,
+                stats: NeuronStats | None, judge: Any, energy: Energy | dict, amp: Any, compile: bool,
+                progress: Progress | None, call: dict[str, Any]) -> Result:
+    spec = rep0.spec
+    device = rep0.device_dtype()
+    weights = check_weights(reg_weight)
+    seed = check_count(seed, "seed", 0, 2**63 - 1)
+    if steps is not None:
+        check_count(steps, "steps", 1, 1_000_000)
+    if not isinstance(attribution, bool):
+        raise PreimageError(f"attribution must be True or False, got {attribution!r}", param="attribution")
+    energy = Energy(**energy) if isinstance(energy, dict) else energy
+    if len({t.spec() for t in targets}) != len(targets):
+        raise PreimageError("a target is named twice: each would give the same picture", param="target")
+    if any(isinstance(a, Diversity) for t in targets for _, a in t.terms()):
+        raise PreimageError("a diversity term couples restarts of maximize; accentuate has none: drop it",
+                            param="target")
+    if reg_layer is not None and (not isinstance(reg_layer, str) or not reg_layer.strip()):
+        raise PreimageError(f"reg_layer must be a layer name, 'auto', 'pixels' or 'none', got {reg_layer!r}",
+                            param="reg_layer")
+    first = point_of(spec, *_atom_layer(targets[0].atoms()[0], spec), device)
+    sty, opt_kw = resolve(first.rep, style, param=param, transforms=transforms, prior=prior, optimizer=optimizer)
+    sched = scale_schedule(SINGLE_STAGE, steps if steps is not None else (sty.iters or 64))
+    n_img = image_count(images)
+    n = n_img * len(targets) * len(weights)
+    hw0 = check_size(size)
+    check_memory(first.rep, n, hw0 or spec.input_size, extra_buffers=extra_buffers(sched, opt_kw["optimizer"]))
+    specs = image_specs(images)
+    if hw0 is None and isinstance(images, torch.Tensor):
+        hw0 = tuple(images.shape[-2:])  # a tensor seed keeps its size
+    img, names, prints = prepare_images(first.rep, images, hw0)
+    hw = (int(img.shape[-2]), int(img.shape[-1]))
+    # The regularization's place, checked before any work.
+    where = NONE if reg_layer is None or reg_layer.strip().lower() == NONE else reg_layer.strip()
+    if where.lower() == PIXELS:
+        where = PIXELS
+    elif where.lower() == AUTO:
+        where = default_reg_layer(spec, hw) or PIXELS
+    reg_rep = None
+    if where not in (PIXELS, NONE):
+        try:
+            reg_rep = as_representation(spec, where).to(*device)
+        except PreimageError as e:
+            raise PreimageError(f"reg_layer: {e}", param="reg_layer") from None
+        where = reg_rep.layer or where
+    target_points(spec, targets, hw, device)  # every unit checked before the statistics are read
+    x0 = first.rep.to_paper_units(img)
+    if reg_rep is not None:
+        ref = reference_features(reg_rep, x0)
+        if not bool((ref.flatten(1).pow(2).sum(1) > 0).all()):
+            raise PreimageError(f"layer '{where}' of {spec.name} is all zeros on the image: the distance to the seed "
+                                "there is undefined; choose another reg_layer", param="reg_layer")
+    if stats is None:
+        stats = load_stats(spec, images=images_stats)
+    binding = bind(spec, targets, 1, hw, stats, device)
+    rep = binding.rep
+    # Problem p: image p // (T·W), target (p // W) % T, weight p % W.
+    t_of = torch.arange(n) // len(weights) % len(targets)
+    i_of = torch.arange(n) // (len(weights) * len(targets))
+    w_of = torch.tensor(weights, dtype=torch.float64).repeat(n // len(weights))
+    term = binding.term.select(t_of)
+    kappa = torch.tensor([_kappa(binding, ti, hw) for ti in range(len(targets))], dtype=torch.float64)[t_of]
+    if sty.C != 1.0:
+        term = sty.C * term
+    prior_term = None
+    if where != NONE:
+        prior_term = SeedDistance(x0[i_of.to(x0.device)], (sty.C * w_of * kappa).to(device[0], device[1]), reg_rep,
+                                  ref=None if reg_rep is None else ref[i_of.to(ref.device)])
+    if sty.prior is not None and rep is not first.rep:
+        opt_kw["prior"] = sty.prior.build(rep)
+    options = {**describe(sty, sched), "schedule": schedule_record(sched), "size": list(hw), "reg_layer": where,
+               "energy": vars(energy), "stats_id": images_id(stats.images), "attribution": attribution}
+    problems = [{"target": targets[int(t_of[p])].spec(), "label": targets[int(t_of[p])].label,
+                 "input": specs[int(i_of[p])] if specs else names[int(i_of[p])], "input_name": names[int(i_of[p])],
+                 "reg_weight": float(w_of[p]), "reg_layer": where} for p in range(n)]
+    # A problem's seed leaves its weight out: every weight of a path draws the same transforms, so the pictures
+    # differ by the weight alone (and without a distance they are the same).
+    prob_seeds = seeds("accentuate", rep, [{"target": pr["target"], "image": prints[int(i_of[p])]}
+                                           for p, pr in enumerate(problems)], options, seed)
+    trace = optimize(rep, term, n, hw, sched, init=x0[i_of.to(x0.device)], seed=prob_seeds, energy=energy,
+                     progress=progress, amp=amp, compile=compile, image_prior=prior_term, attribution=attribution,
+                     **opt_kw)
+    out = pictures(rep, trace.x)
+    metrics = _metrics(binding, targets, t_of, out, img[i_of.to(img.device)], prior_term, reg_rep, where)
+    metrics["reg_weight"] = w_of.float()
+    mid = model_id(spec)
+    jobs = []
+    for ii in range(n_img):
+        for ti, t in enumerate(targets):
+            rows = [p for p in range(n) if int(i_of[p]) == ii and int(t_of[p]) == ti]
+            jobs.append({"config": job_config("accentuate", mid, target_layer(t, spec), [t.spec()],
+                                              [specs[ii] if specs else prints[ii]], call),
+                         "rows": rows, "names": [f"w{w:g}" for w in weights], "subject": f"{names[ii]}-{t.label}"})
+    info = {"task": "accentuate", **options, "seed": seed, "stages": trace.stages, "display": display_scale(sty.name),
+            "model_id": mid, "reference": img}
+    result = Result(out, problems, metrics, spec.name, rep.layer, trace.iterations, trace.seconds, trace.energy, info,
+                    jobs, attribution=None if trace.attribution is None else trace.attribution.float().cpu())
+    if judge:
+        classes = [_unit(targets[int(t)]) for t in t_of]
+        if "probability" not in metrics or any(c is None for c in classes):
+            raise PreimageError("a judge needs class targets (e.g. 'class:25')", param="judge")
+        result.info["transfer"] = judge_pictures(judge, result, targets=classes)
+    return result
+
+
+def _kappa(binding: Any, ti: int, hw: tuple[int, int]) -> float:
+    """κ = 10⁴/ρ² of a target's first atom (ρ² its receptive field's area clipped to the image), as ``bind``."""
+    _, _, key = binding.atoms[ti][0]
+    g = binding.points[key].geometry
+    field = g.receptive_field if g is not None and g.receptive_field and min(g.receptive_field) > 0 else hw
+    return 1e4 / max(min(field[0], hw[0]) * min(field[1], hw[1]), 1)
+
+
+def _metrics(binding: Any, targets: list[Objective], t_of: torch.Tensor, out: torch.Tensor, seeds_img: torch.Tensor,
+             prior_term: SeedDistance | None, reg_rep: Representation | None, where: str) -> dict[str, torch.Tensor]:
+    """Per picture: the target's raw value on it and on its seed, pixel RMSE and layer error to the seed, and the
+    model's p(class) and top-1 for class targets."""
+    rep = binding.rep
+    n = out.shape[0]
+    x, x0 = rep.to_paper_units(out), rep.to_paper_units(seeds_img)
+    feats, feats0 = read_points(binding, x), read_points(binding, x0)
+    act = torch.zeros(n, dtype=torch.float64)
+    act0 = torch.zeros(n, dtype=torch.float64)
+    prob = torch.full((n,), float("nan"))
+    prob0 = torch.full((n,), float("nan"))
+    top1 = torch.full((n,), -1, dtype=torch.long)
+    for ti, atoms in enumerate(binding.atoms):
+        rows = (t_of == ti).nonzero().flatten()
+        if rows.numel() == 0:
+            continue
+        for w, a, key in atoms:
+            act[rows] += w * atom_value(a, feats[key], rows.to(feats[key].device)).double().cpu()
+            act0[rows] += w * atom_value(a, feats0[key], rows.to(feats0[key].device)).double().cpu()
+        u, (_, a, key) = _unit(targets[ti]), atoms[0]
+        phi, phi0 = feats[key], feats0[key]
+        if u is not None and phi.ndim == 2 and (type(a).__name__ == "Class" or binding.points[key].rep.layer in
+                                                (None, rep.spec.classifier_layer)):
+            r = rows.to(phi.device)
+            p, p0 = phi[r].float().softmax(1), phi0[r].float().softmax(1)
+            prob[rows], prob0[rows], top1[rows] = p[:, u].cpu(), p0[:, u].cpu(), p.argmax(1).cpu()
+    rmse = (out.float() - seeds_img.float()).flatten(1).pow(2).mean(1).sqrt().cpu()
+    layer_error = torch.full((n,), float("nan"))
+    if reg_rep is not None and prior_term is not None:
+        f = features(reg_rep, x)  # image by image, as the references
+        layer_error = ((f - prior_term.ref).flatten(1).pow(2).sum(1) / prior_term.norm2).sqrt().float().cpu()
+    metrics = {"activation": act.float(), "activation_start": act0.float(), "rmse": rmse, "layer_error": layer_error}
+    if bool((top1 >= 0).any()):
+        metrics.update(probability=prob, probability_start=prob0, top1=top1)
+    return metrics

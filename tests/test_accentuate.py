@@ -1,0 +1,208 @@
+"""Feature accentuation (``tasks.accentuate``) and attribution maps: values, known answers, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import preimage
+from preimage.cli import main
+from preimage.errors import PreimageError
+from preimage.tasks.accentuate import accentuate, default_reg_layer
+from tests.conftest import lite0_spec
+
+SIDE = 32
+#: The tiny network's receptive field: two 5×5 convolutions, 9×9 around the centre neuron (15, 15) of 32×32.
+RF = slice(11, 20)
+
+
+def tiny() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 5, padding=2), nn.ReLU(), nn.Conv2d(4, 4, 5, padding=2)).eval()
+
+
+def outside(a: torch.Tensor) -> torch.Tensor:
+    """A map's values outside the centre neuron's receptive field (… × H × W → flat)."""
+    m = torch.ones(a.shape[-2:], dtype=torch.bool)
+    m[RF, RF] = False
+    return a[..., m]
+
+
+def seed_image() -> torch.Tensor:
+    return preimage.load_image("sample:chelsea", SIDE)
+
+
+def test_attribution_of_a_neuron_lies_in_its_receptive_field() -> None:
+    # Known answer: the centre neuron of the second 5×5 convolution sees only the 9×9 pixels around it, so
+    # the summed |∂objective/∂x| is exactly 0 outside them, and positive inside.
+    r = preimage.maximize(tiny(), "neuron:2:1", size=SIDE, iters=6, style="paper", transforms="none",
+                          attribution=True)
+    a = r.attribution
+    assert a.shape == (1, 1, SIDE, SIDE)
+    assert float(outside(a).abs().max()) == 0.0
+    assert float(a[..., RF, RF].min()) > 0
+    # The same on the paper's fast path (jitter canvas), where the window moves: the mass stays in the field ± J.
+    r2 = preimage.maximize(tiny(), "neuron:2:1", size=SIDE, iters=6, style="paper", attribution=True)
+    inside = r2.attribution[..., 8:23, 8:23].sum()
+    assert float(inside / r2.attribution.sum()) > 0.99
+    # The map is what a run adds: the picture is the same with or without it.
+    r3 = preimage.maximize(tiny(), "neuron:2:1", size=SIDE, iters=6, style="paper", transforms="none")
+    assert r3.attribution is None and torch.equal(r3.images, r.images)
+
+
+def test_accentuating_a_neuron_changes_only_its_receptive_field() -> None:
+    # With the distance in pixels, pixels the neuron does not see get no gradient at all: they stay the seed's.
+    x0 = seed_image()
+    r = accentuate(tiny(), x0, "neuron:2:1", reg_layer="pixels", reg_weight=[0.01, 100.0], steps=10,
+                   param="pixel", transforms="none")
+    assert r.images.shape == (2, 3, SIDE, SIDE) and r.attribution.shape == (2, 1, SIDE, SIDE)
+    d = (r.images - x0).abs()
+    assert float(outside(d).max()) < 1e-3
+    assert float(d[..., RF, RF].max()) > 1.0
+    assert float(outside(r.attribution).abs().max()) == 0.0
+    m = r.metrics
+    assert (m["activation"] > m["activation_start"]).all()
+    # a larger weight stays closer to the seed and excites the neuron less
+    assert float(m["rmse"][1]) < float(m["rmse"][0])
+    assert float(m["activation"][1]) < float(m["activation"][0])
+    assert math.isnan(float(m["layer_error"][0])) and r.info["reg_layer"] == "pixels"
+    torch.testing.assert_close(m["reg_weight"], torch.tensor([0.01, 100.0]))
+
+
+def test_a_weight_list_gives_the_pictures_of_each_weight_alone() -> None:
+    x0 = seed_image()
+    both = accentuate(tiny(), x0, "2:1", reg_layer="0", reg_weight=[0.1, 10.0], steps=4)
+    alone = accentuate(tiny(), x0, "2:1", reg_layer="0", reg_weight=10.0, steps=4)
+    assert torch.equal(both.images[1], alone.images[0])
+    assert both.info["reg_layer"] == "0" and float(both.metrics["layer_error"][1]) < float(
+        both.metrics["layer_error"][0])
+
+
+def test_no_regularization_and_every_parameterization() -> None:
+    x0 = seed_image()
+    free = accentuate(tiny(), x0, "2:1", reg_layer="none", reg_weight=[1.0, 100.0], steps=4, param="pixel")
+    # without a distance the weight changes nothing
+    assert torch.equal(free.images[0], free.images[1])
+    for p in ("pixel", "fourier", "maco", "pyramid"):
+        r = accentuate(tiny(), x0, "2:1 + 0.5*2:2", reg_layer="pixels", steps=3, param=p, attribution=False)
+        assert r.images.shape == (1, 3, SIDE, SIDE) and bool(torch.isfinite(r.images).all())
+        assert r.attribution is None and r.info["param"].startswith(p)
+
+
+def test_class_target_on_lite0_reaches_the_class() -> None:
+    r = accentuate(lite0_spec(), "sample:chelsea", "class:1", reg_layer="auto", reg_weight=[1.0], size=96, steps=12)
+    m = r.metrics
+    assert float(m["probability_start"][0]) < 0.01 < float(m["probability"][0])
+    assert float(m["activation"][0]) > float(m["activation_start"][0]) + 2
+    assert r.info["reg_layer"] == "blocks.2" and 0 < float(m["layer_error"][0]) < 2
+    assert 0 < float(m["rmse"][0]) < 60
+
+
+def test_auto_reg_layer_is_the_first_block_of_stride_8() -> None:
+    assert default_reg_layer(lite0_spec()) == "blocks.2"
+    assert default_reg_layer(preimage.model_spec(tiny(), input_size=(SIDE, SIDE)), (SIDE, SIDE)) is None
+
+
+@pytest.mark.parametrize("kw, param", [
+    ({"reg_weight": -1.0}, "reg_weight"), ({"reg_weight": []}, "reg_weight"),
+    ({"reg_weight": [1.0, 1.0]}, "reg_weight"), ({"reg_weight": float("nan")}, "reg_weight"),
+    ({"reg_layer": "nosuch"}, "reg_layer"), ({"reg_layer": ""}, "reg_layer"),
+    ({"steps": 0}, "steps"), ({"target": "2:99"}, "target"), ({"target": "2:1 + diversity"}, "target"),
+    ({"attribution": "yes"}, "attribution")])
+def test_bad_arguments_name_their_parameter(kw: dict, param: str) -> None:
+    args = {"target": "2:1", **kw}
+    with pytest.raises(PreimageError) as e:
+        accentuate(tiny(), seed_image(), args.pop("target"), **args)
+    assert param in e.value.params
+
+
+def test_cli_writes_pictures_overlays_and_a_summary(tmp_path, capsys) -> None:
+    out = tmp_path / "o"
+    assert main(["accentuate", "sample:chelsea", "--target", "class:1", "--reg-weight", "1,10", "--steps", "2",
+                 "--size", "64", "--out", str(out), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert [r["reg_weight"] for r in s["results"]] == [1.0, 10.0]
+    for r in s["results"]:
+        assert r["image"].endswith(f"-w{r['reg_weight']:g}.png") and r["attribution"] == r["image"][:-4] + \
+            "-attribution.png"
+        assert preimage.load_image(r["attribution"]).shape == (1, 3, 64, 64)
+    assert main(["accentuate", "sample:chelsea", "--target", "class:1", "--reg-weight", "1,10", "--steps", "2",
+                 "--size", "64", "--out", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["jobs"]["cached"] == 1
+
+
+@pytest.mark.parametrize("args, word", [
+    ([], "--target"), (["--target", "class:1", "--reg-weight", "abc"], "--reg-weight"),
+    (["--target", "class:1", "--reg-weight", "-1"], "--reg-weight"),
+    (["--target", "class:1", "--reg-weight", "1,1"], "--reg-weight"),
+    (["--target", "class:5000"], "unit 5000"), (["--target", "class:1", "--reg-layer", "nosuch"], "--reg-layer"),
+    (["--target", "class:1", "--steps", "0"], "--steps"), (["--target", "class:1", "--param", "bogus"], "bogus"),
+    (["--target", "class:1", "--judge", "bogus"], "bogus"), (["--target", "nonsense::"], "nonsense"),
+    (["--target", "class:1", "--size", "3"], "--size")])
+def test_cli_bad_input_is_one_line_exit_2_nothing_written(tmp_path, capsys, args: list, word: str) -> None:
+    out = tmp_path / "o"
+    assert main(["accentuate", "sample:chelsea", *args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error:") and word in err
+    assert not out.exists()
+
+
+def test_cli_missing_image(tmp_path, capsys) -> None:
+    assert main(["accentuate", str(tmp_path / "no.png"), "--target", "class:1", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no.png" in err and not (tmp_path / "o").exists()
+
+
+def test_maximize_cli_attribution_overlay(tmp_path, capsys) -> None:
+    out = tmp_path / "m"
+    assert main(["maximize", "--layer", "blocks.1", "--unit", "3", "--iters", "2", "--size", "48", "--attribution",
+                 "--out", str(out), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)["results"][0]
+    assert r["attribution"].endswith("-attribution.png") and preimage.load_image(r["attribution"]).shape[-1] == 48
+
+
+def test_side_by_side_page_loads_in_chromium(tmp_path, browser) -> None:
+    import importlib.util
+    from pathlib import Path
+
+    from preimage.images import save_png
+    from tests.conftest import PageCheck
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "accentuation_eval.py"
+    spec = importlib.util.spec_from_file_location("accentuation_eval", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    pngs = [save_png(torch.full((3, 16, 16), 40.0 * i), tmp_path / f"p{i}.png") for i in range(3)]
+    recs = [{"method": "seed", "image": "a", "class": 1, "weight": 0.0, "half": "tuning", "png": str(pngs[0]),
+             "probability": 0.001, "top1": False, "rmse": 0.0},
+            {"method": "ours", "image": "a", "class": 1, "weight": 3.0, "half": "tuning", "png": str(pngs[1]),
+             "probability": 0.9, "top1": True, "rmse": 20.0},
+            {"method": "faccent (carried)", "image": "a", "class": 1, "weight": 1.0, "half": "tuning", "png": None,
+             "probability": 0.5, "top1": False, "rmse": 14.0}]
+    path = mod.page(recs, [{"image": "a", "class": 1, "name": "goldfish", "half": "tuning"}], tmp_path / "site")
+    check = PageCheck(browser)
+    check.open(path)
+    imgs = check.images()
+    assert len(imgs) == 2 and all(w == 112 for _, w in imgs)
+    text = check.page.inner_text("body")
+    assert "goldfish" in text and "p 0.90 top-1" in text and "(no picture kept)" in text
+    assert not check.errors
+
+
+def test_atlas_unit_pages_show_attribution_maps(tmp_path) -> None:
+    from preimage.experiments.atlas import run_atlas
+    from preimage.images import save_png
+
+    imgs = tmp_path / "imgs"
+    for name in ("chelsea", "coffee"):
+        save_png(preimage.load_image(f"sample:{name}", 40)[0], imgs / f"{name}.png")
+    out = tmp_path / "site"
+    run_atlas(lite0_spec(), out, images=str(imgs), layers=["blocks.1"], units=[0], iters=2, size=48, inversions=1,
+              unit_size=24, log=lambda s: None, style={"style": "natural", "attribution": True})
+    page = (out / "layers" / "blocks.1" / "0.html").read_text()
+    src = [s for s in page.split("'") + page.split('"') if s.endswith("-attribution.png")]
+    assert src and (out / "layers" / "blocks.1" / src[0]).resolve().is_file()
