@@ -393,6 +393,7 @@ def test_bad_new_options_end_in_one_line(tmp_path, capsys, args, message) -> Non
 
 @pytest.mark.parametrize("args, message", [
     (["--classes", "x"], "--classes"),
+    (["--classes", "reportin"], "'tuning', 'reporting' or class indices"),
     (["--classes", "25", "--styles", "fancy"], "unknown variant"),
     (["--classes", "1000"], "out of range"),
 ])
