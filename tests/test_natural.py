@@ -404,6 +404,19 @@ def test_bench_transfer_bad_input(tmp_path, capsys, args, message) -> None:
     assert not (tmp_path / "t").exists()
 
 
+def test_every_transfer_variant_is_options_maximize_takes() -> None:
+    from preimage.engine.priors import parse_prior
+    from preimage.engine.transforms import parse_transforms
+    from preimage.experiments.transfer import VARIANTS
+    from preimage.sweep.runners import task_kwargs
+    from preimage.tasks.activation import maximize
+
+    for name, settings in VARIANTS.items():
+        assert task_kwargs(maximize, settings) == settings, name
+        parse_transforms(settings.get("transforms"))
+        parse_prior(settings.get("prior"))
+
+
 def test_bench_transfer_is_a_sweep_whose_rerun_is_a_cache_hit(tmp_path, capsys) -> None:
     args = ["bench", "transfer", "--no-lucent", "--classes", "25", "--styles", "natural", "--iters", "2",
             "--out", str(tmp_path / "t"), "--json"]

@@ -40,8 +40,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "natural/no-transforms": {"style": "natural", "transforms": "none"},
     "natural/no-crops": {"style": "natural", "transforms": "standard"},
     "natural/no-prior": {"style": "natural", "prior": "none"},
-    "natural/prior-1e-3": {"style": "natural", "prior_weight": 1e-3},
-    "natural/prior-1e-5": {"style": "natural", "prior_weight": 1e-5},
+    "natural/prior-1e-3": {"style": "natural", "prior": "auto:1e-3"},
+    "natural/prior-1e-5": {"style": "natural", "prior": "auto:1e-5"},
+    "natural/crops-8": {"style": "natural", "transforms": "jitter:17,scale:0.9-1.1,rotate:10,jitter:9,crops:8:0.6-1"},
+    "natural/crops-0.4": {"style": "natural",
+                          "transforms": "jitter:17,scale:0.9-1.1,rotate:10,jitter:9,crops:4:0.4-1"},
 }
 LUCENT_CLASSES = PEERS / "lucent_classes.py"
 
