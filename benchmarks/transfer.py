@@ -85,7 +85,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="efficientnet_lite0")
     ap.add_argument("--judge", default="efficientnet_lite1")
-    ap.add_argument("--classes", default=",".join(str(c) for c in range(25, 1000, 50)))
+    ap.add_argument("--classes", default="tuning",
+                    help="'tuning' (25, 75, …, 975), 'reporting' (50, 100, …, 950, 999) or indices like 25,525")
     ap.add_argument("--variants", default="paper,natural", help="comma-separated; 'all' for the ablation")
     ap.add_argument("--iters", type=int, default=None, help="default: each style's own")
     ap.add_argument("--batch", type=int, default=5, help="classes per optimize() batch")
@@ -100,6 +101,7 @@ def main() -> None:
     ap.add_argument("--results", default=None, help="also write benchmarks/results/NAME.json and NAME.md")
     a = ap.parse_args()
     from preimage.errors import PreimageError
+    from preimage.experiments.heldout import parse_classes
     from preimage.experiments.transfer import VARIANTS, class_transfer
 
     torch.set_num_threads(a.threads)
@@ -118,7 +120,7 @@ def main() -> None:
             name = f"Horama MaCo, centre {100 * a.horama_crop:g} % crop"
             peers[name] = centre_crops(pathlib.Path(a.horama_dir), a.horama_crop)
     out = pathlib.Path(a.out)
-    info = class_transfer(a.model, a.judge, [int(c) for c in a.classes.split(",")], variants, out=out,
+    info = class_transfer(a.model, a.judge, parse_classes(a.classes), variants, out=out,
                           iters=a.iters, batch=a.batch, lucent=not (a.no_lucent or a.lucent_dir),
                           lucent_python_path=a.lucent_python, threads=a.threads, peers=peers,
                           say=lambda m: print(m, file=sys.stderr, flush=True))

@@ -104,3 +104,20 @@ def test_the_natural_style_fits_its_jitters_to_a_small_image_and_says_so() -> No
     own = maximize(smallnet.smallnet_rep(), "class:3", size=32, iters=1, stats=smallnet.smallnet_stats(),
                    transforms="jitter:17")  # the user's own transforms are theirs
     assert own.info["transforms"] == "jitter:17" and "adapted" not in own.info
+
+
+def test_class_sets_resolve_by_name() -> None:
+    assert heldout.parse_classes("tuning") == [25 + 50 * i for i in range(20)]
+    assert heldout.parse_classes(" Reporting ") == [50 * i for i in range(1, 20)] + [999]
+    assert heldout.parse_classes("25, 525,") == [25, 525]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("tunning", "takes 'tuning', 'reporting' or class indices"),
+    ("", "needs at least one class"),
+    ("25,1000", "class 1000 is out of range"),
+])
+def test_bad_class_set_is_one_line(text: str, message: str) -> None:
+    with pytest.raises(PreimageError, match=message) as e:
+        heldout.parse_classes(text)
+    assert "\n" not in str(e.value) and str(e.value).startswith("--classes")

@@ -393,6 +393,7 @@ def test_bad_new_options_end_in_one_line(tmp_path, capsys, args, message) -> Non
 
 @pytest.mark.parametrize("args, message", [
     (["--classes", "x"], "--classes"),
+    (["--classes", "reportin"], "'tuning', 'reporting' or class indices"),
     (["--classes", "25", "--styles", "fancy"], "unknown variant"),
     (["--classes", "1000"], "out of range"),
 ])
@@ -401,6 +402,19 @@ def test_bench_transfer_bad_input(tmp_path, capsys, args, message) -> None:
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and message in err[0]
     assert not (tmp_path / "t").exists()
+
+
+def test_every_transfer_variant_is_options_maximize_takes() -> None:
+    from preimage.engine.priors import parse_prior
+    from preimage.engine.transforms import parse_transforms
+    from preimage.experiments.transfer import VARIANTS
+    from preimage.sweep.runners import task_kwargs
+    from preimage.tasks.activation import maximize
+
+    for name, settings in VARIANTS.items():
+        assert task_kwargs(maximize, settings) == settings, name
+        parse_transforms(settings.get("transforms"))
+        parse_prior(settings.get("prior"))
 
 
 def test_bench_transfer_is_a_sweep_whose_rerun_is_a_cache_hit(tmp_path, capsys) -> None:

@@ -145,8 +145,9 @@ def quality(model: ModelOpt = "efficientnet_lite0",
 
 @bench_app.command()
 def transfer(model: ModelOpt = "efficientnet_lite0",
-             classes: Annotated[str, typer.Option(help="class indices (the full table: every 50th from 25, "
-                                                  "benchmarks/transfer.py)")] = "25,525",
+             classes: Annotated[str, typer.Option(help="class indices, or 'tuning' (25, 75, …, 975: the 20 "
+                                                  "classes styles are chosen on) or 'reporting' (50, 100, …, 950, "
+                                                  "999: 20 others, never chosen on)")] = "25,525",
              styles: Annotated[str, typer.Option(help="variants, e.g. paper,natural,natural/no-prior")]
              = "paper,natural",
              judge: Annotated[str, typer.Option(help="the judge network")] = "efficientnet_lite1",
@@ -160,14 +161,10 @@ def transfer(model: ModelOpt = "efficientnet_lite0",
              lucent_python: LucentPyOpt = None, threads: ThreadsOpt = None, as_json: JsonOpt = False) -> None:
     """Class transfer: the model's class pre-images judged by another network (top-1 rate, mean p(class), seconds
     per pre-image), per style and Lucent. Pictures are sweep jobs kept in --out: a rerun judges the stored ones."""
+    from ..experiments.heldout import parse_classes
     from ..experiments.transfer import VARIANTS, class_transfer
 
-    try:
-        cls = [int(c) for c in classes.split(",") if c.strip()]
-    except ValueError:
-        raise PreimageError(f"--classes takes class indices like 25,525; got '{classes}'") from None
-    if not cls:
-        raise PreimageError("--classes needs at least one class")
+    cls = parse_classes(classes)
     variants = [s.strip() for s in styles.split(",") if s.strip()]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants:

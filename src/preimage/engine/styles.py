@@ -1,8 +1,9 @@
 """Styles: named bundles of a parameterization, transforms, a feature prior and an optimizer.
 
 * ``paper``: exactly the paper's method (pixels, jitter canvas, momentum + AdaGrad, no feature prior);
-* ``natural``: the combination that measured best on a judge network that never saw the optimization
-  (benchmarks/transfer.py; the numbers are in benchmarks/README.md);
+* ``natural``: the combination chosen on a judge network that never saw the optimization, on the 20 tuning
+  classes (benchmarks/transfer.py; 19/20 top-1 there, 16/20 on the 20 reporting classes never chosen on:
+  benchmarks/results/transfer.md);
 * ``fast``: inversion in a third of the paper's iterations: a Laplacian-pyramid parameterization without jitter,
   20 steps of Adam, then 100 of L-BFGS (one evaluation each; benchmarks/time_to_quality.py).
 

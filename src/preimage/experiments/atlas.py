@@ -49,8 +49,9 @@ def _stderr(msg: str) -> None:
 
 
 def best_style() -> dict[str, Any]:
-    """Extra ``maximize`` options for the most natural pre-images: ``maximize``'s default style, the one that
-    measured best on a judge network (``tasks.activation.MAXIMIZE_STYLE``), named so that it is in the keys."""
+    """Extra ``maximize`` options for the most natural pre-images: ``maximize``'s default style, the one chosen
+    on a judge network on the tuning classes (``tasks.activation.MAXIMIZE_STYLE``), named so that it is in the
+    keys."""
     return {"style": MAXIMIZE_STYLE}
 
 

@@ -40,6 +40,27 @@ FILES = tuple(f"{FOLDER}/{name}.jpg" for name in (
 TUNING_CLASSES: tuple[int, ...] = tuple(range(25, 1000, 50))
 #: 20 other classes, reported on but never chosen on.
 REPORTING_CLASSES: tuple[int, ...] = tuple(range(50, 1000, 50)) + (999,)
+#: The names ``--classes`` accepts for the two sets.
+CLASS_SETS: dict[str, tuple[int, ...]] = {"tuning": TUNING_CLASSES, "reporting": REPORTING_CLASSES}
+
+
+def parse_classes(text: str, option: str = "--classes") -> list[int]:
+    """``tuning``, ``reporting`` or comma-separated ImageNet class indices (0–999) → the class list; a one-line
+    error naming ``option`` otherwise."""
+    name = text.strip().lower()
+    if name in CLASS_SETS:
+        return list(CLASS_SETS[name])
+    try:
+        classes = [int(c) for c in text.split(",") if c.strip()]
+    except ValueError:
+        raise PreimageError(f"{option} takes 'tuning', 'reporting' or class indices like 25,525; got '{text}'") \
+            from None
+    if not classes:
+        raise PreimageError(f"{option} needs at least one class (or 'tuning' or 'reporting')")
+    bad = [c for c in classes if not 0 <= c < 1000]
+    if bad:
+        raise PreimageError(f"{option}: class {bad[0]} is out of range (0–999)")
+    return classes
 
 
 def heldout_images(root: str | Path = "/") -> list[str]:

@@ -24,10 +24,12 @@ from ..report.store import Store
 from ..representations import load
 from ..sweep import Job, LocalBackend, Model, run_sweep
 from .bench import lucent_python
+from .heldout import TUNING_CLASSES, parse_classes
 from .peers import HERE as PEERS
 
-#: Every 50th ImageNet class from 25: the issue's 20 classes.
-CLASSES = tuple(range(25, 1000, 50))
+#: Every 50th ImageNet class from 25: the 20 tuning classes (``heldout.TUNING_CLASSES``; the reporting ones are
+#: ``heldout.REPORTING_CLASSES``, ``--classes reporting``).
+CLASSES = TUNING_CLASSES
 #: What each part of ``natural`` contributes: natural, and natural with one part changed (``natural/PART``).
 VARIANTS: dict[str, dict[str, Any]] = {
     "paper": {"style": "paper"},
@@ -38,8 +40,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "natural/no-transforms": {"style": "natural", "transforms": "none"},
     "natural/no-crops": {"style": "natural", "transforms": "standard"},
     "natural/no-prior": {"style": "natural", "prior": "none"},
-    "natural/prior-1e-3": {"style": "natural", "prior_weight": 1e-3},
-    "natural/prior-1e-5": {"style": "natural", "prior_weight": 1e-5},
+    "natural/prior-1e-3": {"style": "natural", "prior": "auto:1e-3"},
+    "natural/prior-1e-5": {"style": "natural", "prior": "auto:1e-5"},
+    "natural/crops-8": {"style": "natural", "transforms": "jitter:17,scale:0.9-1.1,rotate:10,jitter:9,crops:8:0.6-1"},
+    "natural/crops-0.4": {"style": "natural",
+                          "transforms": "jitter:17,scale:0.9-1.1,rotate:10,jitter:9,crops:4:0.4-1"},
 }
 LUCENT_CLASSES = PEERS / "lucent_classes.py"
 
@@ -103,13 +108,15 @@ def run_lucent(model_file: Path, classes: Sequence[int], out: Path, *, threads: 
 
 
 def class_transfer(model: str = "efficientnet_lite0", judge: str = "efficientnet_lite1",
-                   classes: Sequence[int] = CLASSES, variants: Sequence[str] = ("paper", "natural"), *,
+                   classes: Sequence[int] | str = CLASSES, variants: Sequence[str] = ("paper", "natural"), *,
                    out: Path, iters: int | None = None, batch: int = 5, seed: int = 0, lucent: bool = True,
                    lucent_python_path: str | None = None, threads: int = 1, peers: dict[str, Path] | None = None,
                    force: bool = False, say: Say = lambda m: None) -> dict[str, Any]:
     """The class-transfer table: one row per variant (and per peer), judged by ``judge`` from the PNGs. Our
     pictures are sweep jobs kept in ``out/VARIANT/store``: a rerun judges the stored ones (``force``:
-    recomputes)."""
+    recomputes). ``classes`` may name a set: ``"tuning"`` or ``"reporting"`` (``heldout.parse_classes``)."""
+    if isinstance(classes, str):
+        classes = parse_classes(classes, "classes")
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise PreimageError(f"unknown variant '{unknown[0]}' (choose from: {', '.join(VARIANTS)})")
