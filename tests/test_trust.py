@@ -184,6 +184,11 @@ def test_check_flags_the_planted_unit_and_not_the_genuine_one(nets: tuple[nn.Mod
                    image_size=SIDE)
     assert bool((judged.scores["transfer"] < lie.scores["natural_range"] / 3).all())
     assert judged.info["seconds"]["maximize"] is None and judged.exemplars.keys() == {1, 5}
+    # A folder with fewer than 2·k images leaves fewer random crops than exemplars: each is still mixed in.
+    few = check(model_spec(planted, **NORM), "conv3:1,5", IMAGES[:6], result=lie.result, k=4, image_size=SIDE)
+    assert few.scores["retention_random"].shape == (2,)
+    assert bool(torch.isfinite(few.scores["retention_random"]).all())
+    assert bool((few.scores["retention_random"] < 0.3).all())  # the planted response still collapses
 
 
 @register_model("test-trust-small", "the small random CNN of the trust tests")

@@ -342,7 +342,8 @@ def _check(rep: Representation, rp: Representation, point: Point, layer: str, un
     mix_rand = ((1 - w) * pics[:, None] + w * torch.stack(base_crops)[pick]).flatten(0, 1)
     rows_u = u_t.repeat_interleave(kk)
     peak_ex = _peaks(_phi(rp, mix_ex, batch))[0][torch.arange(n * kk), rows_u].view(n, kk)
-    peak_rand = _peaks(_phi(rp, mix_rand, batch))[0][torch.arange(n * kk), rows_u].view(n, kk)
+    kr = pick.shape[1]  # fewer than kk when the folder holds fewer than 2·kk images
+    peak_rand = _peaks(_phi(rp, mix_rand, batch))[0][torch.arange(n * kr), u_t.repeat_interleave(kr)].view(n, kr)
     scores["retention"] = retention(peak_ex, pic_peak)
     scores["retention_random"] = retention(peak_rand, pic_peak)
     scores["collapse"] = collapse(scores["natural_range"], scores["retention"], scores["retention_random"])
