@@ -3,6 +3,7 @@ paper's schedule after its 350 iterations (efficientnet_lite0, the bundled colou
 
     PYTHONPATH=src nice -n 10 .venv/bin/python benchmarks/time_to_quality.py --threads 1 --results time_to_quality
     ... --images 2 --layers blocks.3 --params fourier:120     # a quick look
+    ... --images heldout --results time_to_quality_heldout    # the reporting set (experiments.heldout)
 
 Each layer inverts all the images in one batch (C=100, the paper's two-stage schedule scaled to the iteration
 count: 300+50 for the paper, e.g. 103+17 for 120; ``fast`` is the style of that name: the pyramid without
@@ -24,7 +25,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="efficientnet_lite0")
     ap.add_argument("--layers", default="blocks.1,blocks.2,blocks.3,blocks.4,blocks.5,blocks.6")
-    ap.add_argument("--images", type=int, default=8, help="how many of the bundled colour samples")
+    ap.add_argument("--images", default="8", help="how many of the bundled colour samples (the tuning set), "
+                    "'heldout' or 'heldout:N' (the reporting set's photographs, all or the first N), or paths, "
+                    "comma-separated")
     ap.add_argument("--params", default="pixel:350,fast:120,pixel:120",
                     help="PARAM:ITERS[:LR_SCALE], comma-separated; pixel uses the paper's optimizer, pyramid its "
                     "hybrid, fourier and maco adam at their own rate times LR_SCALE (default 1); 'fast' is the "

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import statistics
+from pathlib import Path
 
 import pytest
 import torch
 
 from preimage.cli import main
-from preimage.experiments.quality import markdown, time_to_quality
+from preimage.errors import PreimageError
+from preimage.experiments import heldout
+from preimage.experiments.quality import image_specs, markdown, time_to_quality
 from preimage.tasks.inversion import invert
 
 
@@ -40,9 +43,24 @@ def test_cli_quality_json_and_bad_input(capsys) -> None:
     assert rc in (0, None) and row["layer"] == "blocks.1"
     assert row["fast_le_paper"] == (row["fast:4"]["median_error"] <= row["pixel:4"]["median_error"])
     for args, message in ((["--methods", "fast"], "PARAM:ITERS"), (["--iters", "3"], "No such option"),
-                          (["--images", "9"], "between 1 and 8"), (["--transfer"], "No such option"),
+                          (["--images", "9"], "between 1 and 8"), (["--images", "heldout:14"], "from 1 to 13"),
+                          (["--images", "no/such.jpg"], "no/such.jpg"), (["--transfer"], "No such option"),
                           (["--methods", "fast:0"], "at least 1"), (["--methods", "pixel:3:-1"], "positive"),
                           (["--methods", ","], "at least one")):
         rc = main(["bench", "quality", "--layer", "blocks.1", "--size", "32", *args])
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2 and len(err) == 1 and message in err[0]
+
+
+def test_images_name_the_tuning_or_the_reporting_set() -> None:
+    assert image_specs(2) == image_specs("2") == ["sample:astronaut", "sample:chelsea"]
+    assert image_specs("sample:coffee, sample:chelsea") == ["sample:coffee", "sample:chelsea"]
+    for bad, message in ((0, "between 1 and 8"), ("heldout:0", "from 1 to 13"), ("heldout:x", "from 1 to 13"),
+                         ("", "image files"), (["no/such.jpg"], "no/such.jpg")):
+        with pytest.raises(PreimageError, match=message):
+            image_specs(bad)
+    if not all(Path(f).is_file() for f in heldout.FILES):
+        pytest.skip(f"the held-out photographs need Debian's {heldout.PACKAGE} ({heldout.INSTALL})")
+    assert image_specs("heldout") == list(heldout.FILES) and len(heldout.FILES) == 13
+    assert image_specs("heldout:4") == list(heldout.FILES[:4])
+    assert image_specs("heldout:4")[0] == "/usr/share/backgrounds/Bridge_by_Sander_Klootwijk.jpg"

@@ -109,7 +109,9 @@ def quality(model: ModelOpt = "efficientnet_lite0",
             layer: Annotated[str | None, typer.Option(help="layers, comma-separated (default for efficientnet_lite0: "
                                                       "blocks.1-6)")] = None,
             weights: WeightsOpt = None, random_weights: RandomOpt = False, size: SizeOpt = None,
-            images: Annotated[int, typer.Option(help="how many bundled colour samples", **COUNT)] = 8,
+            images: Annotated[str, typer.Option(help="how many bundled colour samples (the tuning set), 'heldout' "
+                                                "or 'heldout:N' (the held-out photographs, the reporting set) "
+                                                "or image files, comma-separated")] = "8",
             methods: Annotated[str, typer.Option(help="PARAM:ITERS[:LR_SCALE], comma-separated ('fast' is the "
                                                  "style)")] = "pixel:350,fast:120",
             threads: ThreadsOpt = None, as_json: JsonOpt = False) -> None:
@@ -131,7 +133,8 @@ def quality(model: ModelOpt = "efficientnet_lite0",
     def human() -> None:
         from rich.table import Table
 
-        t = Table(title=f"{info['model']}: median inversion error (%) on {len(info['images'])} bundled sample(s)")
+        what = "bundled sample(s)" if all(i.startswith("sample:") for i in info["images"]) else "image(s)"
+        t = Table(title=f"{info['model']}: median inversion error (%) on {len(info['images'])} {what}")
         for c in ("layer", *info["methods"], "fast ≤ paper"):
             t.add_column(c)
         for r in info["rows"]:

@@ -1,5 +1,6 @@
 """Inversion time-to-quality: the median IJCV error of a short run (``--style fast``, or another
-parameterization) against the paper's schedule after its 350 iterations, on the bundled colour samples.
+parameterization) against the paper's schedule after its 350 iterations, on the bundled colour samples (the
+tuning set) or the held-out photographs (the reporting set, ``experiments.heldout``).
 
 ``benchmarks/time_to_quality.py`` runs the full table (efficientnet_lite0, blocks.1–6, 8 samples at 224 px);
 ``preimage bench quality`` runs the same measurement for any model and layers.
@@ -12,6 +13,7 @@ import statistics
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from ..engine.schedules import scale_schedule, schedule_record, task_defaults
@@ -49,28 +51,54 @@ def method_key(param: str, iters: int, lr: float) -> str:
     return f"{param}:{iters}" + (f":{lr:g}" if lr != 1 else "")
 
 
-def time_to_quality(model: str = "efficientnet_lite0", layers: Sequence[str] = LITE0_LAYERS, images: int = 8,
+def image_specs(images: int | str | Sequence[str]) -> list[str]:
+    """The images to invert: a count of bundled colour samples (the tuning set), ``heldout`` or ``heldout:N``
+    (all or the first N held-out photographs, the reporting set), or paths (a list, or one comma-separated
+    string)."""
+    if isinstance(images, str) and images.strip().isdigit():
+        images = int(images)
+    if isinstance(images, int):
+        if not 1 <= images <= len(COLOR_SAMPLES):
+            raise PreimageError(f"images must be between 1 and {len(COLOR_SAMPLES)} (the bundled colour samples), "
+                                f"'heldout[:N]' or paths; got {images}", param="images")
+        return [f"sample:{s}" for s in COLOR_SAMPLES[:images]]
+    if isinstance(images, str) and images.strip().split(":")[0] == "heldout":
+        from .heldout import FILES, heldout_images
+
+        n = images.strip().split(":", 1)[1] if ":" in images else str(len(FILES))
+        if not n.isdigit() or not 1 <= int(n) <= len(FILES):
+            raise PreimageError(f"images: 'heldout:N' takes N from 1 to {len(FILES)}; got '{images}'",
+                                param="images")
+        return heldout_images()[:int(n)]
+    paths = [p.strip() for p in (images.split(",") if isinstance(images, str) else images) if p.strip()]
+    missing = [p for p in paths if not p.startswith("sample:") and not Path(p).is_file()]
+    if not paths or missing:
+        raise PreimageError(f"images: give a count of bundled samples (1-{len(COLOR_SAMPLES)}), 'heldout[:N]' or "
+                            f"image files; got '{missing[0] if missing else images}'", param="images")
+    return paths
+
+
+def time_to_quality(model: str = "efficientnet_lite0", layers: Sequence[str] = LITE0_LAYERS,
+                    images: int | str | Sequence[str] = 8,
                     methods: Sequence[str] = METHODS, *, size: int | None = None, C: float = 100.0,
                     weights: str | None = None, random_weights: bool = False, store: Store | None = None,
                     force: bool = False, say: Say = lambda m: None,
                     on_row: Callable[[dict], None] = lambda r: None) -> dict[str, Any]:
-    """One row per layer: for each method, the median error over ``images`` bundled colour samples (and each
-    image's error, and the seconds). ``pixel``/``pyramid``/``fourier``/``maco`` run the model's paper schedule
-    (300+50 for CNNs) scaled to ITERS (its rate × LR_SCALE); ``fast`` runs the style with its own stages.
+    """One row per layer: for each method, the median error over ``images`` (``image_specs``: bundled colour
+    samples by default) and each image's error, and the seconds. ``pixel``/``pyramid``/``fourier``/``maco`` run
+    the model's paper schedule (300+50 for CNNs) scaled to ITERS (its rate × LR_SCALE); ``fast`` runs the style
+    with its own stages.
     ``fast_le_paper`` compares the first fast method with the first pixel one.
 
     Each (layer, method) is one job of a sweep (``preimage.sweep``) kept in ``store`` (default: a temporary
     one), so a rerun into the same store computes only what is missing (all of it with ``force``); the seconds
     are those of the run that computed the result."""
-    if not 1 <= images <= len(COLOR_SAMPLES):
-        raise PreimageError(f"images must be between 1 and {len(COLOR_SAMPLES)} (the bundled colour samples)",
-                            param="images")
+    specs = tuple(image_specs(images))
     parsed = [parse_method(m) for m in methods]
     if not parsed:
         raise PreimageError("methods: give at least one, e.g. fast:120,pixel:350", param="methods")
     if not layers:
         raise PreimageError("layers: give at least one layer", param="layers")
-    specs = tuple(f"sample:{s}" for s in COLOR_SAMPLES[:images])
     rows = []
     with contextlib.ExitStack() as stack:
         if store is None:
@@ -109,7 +137,8 @@ def time_to_quality(model: str = "efficientnet_lite0", layers: Sequence[str] = L
 def markdown(info: dict[str, Any]) -> str:
     """The table: median error (%) per layer and method, with the seconds of all layers."""
     keys = info["methods"]
-    lines = [f"{info['model']}, {len(info['images'])} bundled colour samples, C={info['C']:g}: median IJCV error (%)",
+    what = "bundled colour samples" if all(i.startswith("sample:") for i in info["images"]) else "images"
+    lines = [f"{info['model']}, {len(info['images'])} {what}, C={info['C']:g}: median IJCV error (%)",
              "", "| layer | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     rows = info["rows"]
     for r in rows:
@@ -121,4 +150,4 @@ def markdown(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["LITE0_LAYERS", "METHODS", "markdown", "parse_method", "time_to_quality"]
+__all__ = ["LITE0_LAYERS", "METHODS", "image_specs", "markdown", "parse_method", "time_to_quality"]
