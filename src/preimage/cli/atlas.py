@@ -23,15 +23,11 @@ from .common import (
     WeightsOpt,
     app,
     emit,
-    err_console,
+    log,
     out_console,
     sweep_backend,
     sweep_bar,
 )
-
-
-def _log(msg: str) -> None:
-    err_console.print(msg, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -84,7 +80,7 @@ def atlas(model: ModelOpt = "efficientnet_lite0",
         info = run_atlas(model, out, layers=layer_list, units=unit_list, images=images, iters=iters,
                          restarts=restarts, mode=mode, unit_size=unit_size, size=size, inversions=inversions,
                          batch=batch, seed=seed, force=force, device=device, weights=weights,
-                         random_weights=random_weights, backend=run_on, progress=update, check=check, log=_log)
+                         random_weights=random_weights, backend=run_on, progress=update, check=check, log=log)
 
     def human() -> None:
         c = info["jobs"]

@@ -23,7 +23,7 @@ from .common import (
     WeightsOpt,
     app,
     emit,
-    err_console,
+    log,
     out_console,
 )
 
@@ -36,10 +36,6 @@ SizeOpt = Annotated[int | None, typer.Option(help="input size in pixels (default
 ThreadsOpt = Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's)", **THREADS)]
 LucentPyOpt = Annotated[str | None, typer.Option(help="Python of an environment with torch-lucent "
                                                  "(default: benchmarks/lucent-venv)")]
-
-
-def _say(msg: str) -> None:
-    err_console.print(msg, markup=False, highlight=False)
 
 
 def _threads(threads: int | None) -> None:
@@ -80,7 +76,7 @@ def speed(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None, weight
     info = run_bench(model, layer, weights=weights, random_weights=random_weights, size=size, batch=batch,
                      iters=iters, repeats=repeats, device=device, amp=amp, compile=compile, n_threads=threads,
                      channel=channel, with_lucent=lucent, lucent_python_path=lucent_python, with_memory=memory,
-                     say=_say)
+                     say=log)
 
     def human() -> None:
         from rich.table import Table
@@ -128,7 +124,7 @@ def quality(model: ModelOpt = "efficientnet_lite0",
         list(LITE0_LAYERS) if model == "efficientnet_lite0" else [None])
     _threads(threads)
     info = time_to_quality(model, layers, images, wanted, size=size, weights=weights, random_weights=random_weights,
-                           say=_say)
+                           say=log)
 
     def human() -> None:
         from rich.table import Table
@@ -176,7 +172,7 @@ def transfer(model: ModelOpt = "efficientnet_lite0",
     _lucent_python(lucent_python)
     _threads(threads)
     info = class_transfer(model, judge, cls, variants, out=Path(out), iters=iters, lucent=lucent,
-                          lucent_python_path=lucent_python, threads=threads or 1, force=force, say=_say)
+                          lucent_python_path=lucent_python, threads=threads or 1, force=force, say=log)
 
     def human() -> None:
         from rich.table import Table

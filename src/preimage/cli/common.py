@@ -159,6 +159,11 @@ def progress_bar(description: str, enabled: bool = True) -> Iterator[Callable[[i
         yield update
 
 
+def log(msg: str) -> None:
+    """A progress line on stderr, printed as it is (no rich markup: paths and unit names may hold brackets)."""
+    err_console.print(msg, markup=False, highlight=False, soft_wrap=True)
+
+
 def emit(obj: dict[str, Any], as_json: bool, human: Callable[[], None]) -> None:
     """Print the result: one JSON object on stdout, or the human summary."""
     if as_json:

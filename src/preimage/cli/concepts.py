@@ -23,15 +23,11 @@ from .common import (
     WeightsOpt,
     app,
     emit,
-    err_console,
+    log,
     out_console,
     sweep_backend,
     sweep_bar,
 )
-
-
-def _log(msg: str) -> None:
-    err_console.print(msg, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -85,7 +81,7 @@ def concepts(model: ModelOpt = "efficientnet_lite0",
                             load=str(load) if load else None, max_rows=max_rows, epochs=epochs, size=size,
                             iters=iters, top=top, position=position, stability=not no_stability, seed=seed,
                             force=force, device=device, weights=weights, random_weights=random_weights,
-                            backend=run_on, progress=update, log=_log)
+                            backend=run_on, progress=update, log=log)
 
     def human() -> None:
         c = info["jobs"]

@@ -25,7 +25,7 @@ from .common import (
     WeightsOpt,
     app,
     emit,
-    err_console,
+    log,
     out_console,
     parse_floats,
     sweep_backend,
@@ -35,10 +35,6 @@ from .common import (
 reproduce_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
                             help="Reproduce the paper's tables and figures on any folder of images.")
 app.add_typer(reproduce_app, name="reproduce")
-
-
-def _log(msg: str) -> None:
-    err_console.print(msg, markup=False, highlight=False, soft_wrap=True)
 
 
 def _names(s: str | None) -> list[str] | None:
@@ -81,7 +77,7 @@ def cnn_layers(model: ModelOpt = "efficientnet_lite0",
         info = run_cnn_layers(model, images, out, layers=_names(layers), C=cs, restarts=restarts, size=size,
                               iters=iters, paper=paper, noreg=noreg, seed=seed, batch=batch, eval_scale=eval_scale,
                               force=force, device=device, weights=weights, random_weights=random_weights,
-                              backend=run_on, progress=update, log=_log)
+                              backend=run_on, progress=update, log=log)
 
     def human() -> None:
         out_console.print(markdown_table(info), markup=False)
@@ -125,7 +121,7 @@ def figures(model: ModelOpt = "efficientnet_lite0",
     with sweep_bar("figures") as update:
         info = run_figures(model, out, image=image, layers=_names(layers), sections=_names(sections), size=size,
                            iters=iters, paper=paper, seed=seed, force=force, device=device, weights=weights,
-                           random_weights=random_weights, backend=run_on, progress=update, log=_log)
+                           random_weights=random_weights, backend=run_on, progress=update, log=log)
     # The class neurons' pictures (classes/UNIT.png), reloaded from the files by each judge.
     pictures = sorted(Path(out).glob("classes/*.png"), key=lambda p: int(p.stem) if p.stem.isdigit() else -1)
     pictures = [p for p in pictures if p.stem.isdigit()]

@@ -9,7 +9,18 @@ import typer
 
 from ..errors import PreimageError
 from ..representations import parse_device
-from .common import ITERS, SIZE, DeviceOpt, ForceOpt, JsonOpt, SeedOpt, emit, err_console, out_console, progress_bar
+from .common import (
+    ITERS,
+    SIZE,
+    DeviceOpt,
+    ForceOpt,
+    JsonOpt,
+    SeedOpt,
+    emit,
+    log,
+    out_console,
+    progress_bar,
+)
 from .evaluation import reproduce_app
 
 ExactGradientOpt = Annotated[bool, typer.Option("--exact-gradient", help="HOG only: the paper's behaviour, the "
@@ -24,10 +35,6 @@ def gradient_options(model: str, exact_gradient: bool) -> dict[str, bool]:
     if model != "hog":
         raise PreimageError(f"--exact-gradient applies to --model hog only ({model} has no surrogate gradient)")
     return {"exact_gradient": True}
-
-
-def _log(msg: str) -> None:
-    err_console.print(msg, markup=False, highlight=False, soft_wrap=True)
 
 
 @reproduce_app.command("hog-table")
@@ -55,7 +62,7 @@ def hog_table(images: Annotated[str, typer.Option(help="a folder of images, or '
     bad = [m for m in names if m not in MODELS]
     if bad or not names:
         raise PreimageError(f"--models takes some of {', '.join(MODELS)}, got '{models}'")
-    found, skipped = collect_images(images, max_side=max_side, models=names, log=_log)
+    found, skipped = collect_images(images, max_side=max_side, models=names, log=log)
     outdir = check_folder(out)
     config = {"protocol": "ijcv-hog-table/1", "images": [fingerprint(im.spec) for im in found], "models": names,
               "iters": iters, "seed": seed, "max_side": max_side, "exact_gradient": exact_gradient, "pngs": pngs}
