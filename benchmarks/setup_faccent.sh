@@ -15,19 +15,10 @@
 #   bash benchmarks/setup_faccent.sh           # PROJECT_VENV=/path/to/.venv when the checkout has none
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-root="$(dirname "$here")"
 venv="${FACCENT_VENV:-$here/faccent-venv}"
-python="${PYTHON:-python3.11}"
-project_venv="${PROJECT_VENV:-$root/.venv}"
-
-"$python" -m venv "$venv"
-site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-if [[ -z "${TORCH:-}" && -x "$project_venv/bin/python" ]]; then
-    "$project_venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' > "$site/project-venv.pth"
-else
-    "$venv/bin/python" -m pip install --quiet "torch${TORCH:+==$TORCH}" "torchvision${TORCHVISION:+==$TORCHVISION}" \
-        numpy scipy matplotlib tqdm imageio pillow timm
-fi
+# shellcheck source=peer_venv.sh
+source "$here/peer_venv.sh"
+make_peer_venv "$venv" numpy scipy matplotlib tqdm imageio pillow timm
 "$venv/bin/python" -m pip install --quiet --no-deps "faccent==1.0.3" "kornia==0.4.1"
 "$venv/bin/python" -m pip install --quiet einops decorator ipywidgets
 "$venv/bin/python" - <<'PY'

@@ -12,19 +12,10 @@
 #   bash benchmarks/setup_horama.sh            # HORAMA_WHEEL=/path/to/horama.whl to install from a file
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-root="$(dirname "$here")"
 venv="${HORAMA_VENV:-$here/horama-venv}"
-python="${PYTHON:-python3.11}"
-project_venv="${PROJECT_VENV:-$root/.venv}"
-
-"$python" -m venv "$venv"
-site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-if [[ -z "${TORCH:-}" && -x "$project_venv/bin/python" ]]; then
-    "$project_venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' > "$site/project-venv.pth"
-else
-    "$venv/bin/python" -m pip install --quiet "torch${TORCH:+==$TORCH}" "torchvision${TORCHVISION:+==$TORCHVISION}" \
-        numpy matplotlib tqdm
-fi
+# shellcheck source=peer_venv.sh
+source "$here/peer_venv.sh"
+make_peer_venv "$venv" numpy matplotlib tqdm
 "$venv/bin/python" -m pip install --quiet --no-deps "${HORAMA_WHEEL:-horama==0.3.0}"
 "$venv/bin/python" -m pip install --quiet einops
 "$venv/bin/python" -m pip install --quiet --no-deps "dreamlens==0.1.1"
