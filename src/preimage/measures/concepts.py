@@ -99,16 +99,6 @@ def r2_score(rows: torch.Tensor, recon: torch.Tensor) -> float:
     return float(1 - (x - r).pow(2).sum() / total)
 
 
-def mean_l0(codes: torch.Tensor) -> float:
-    """Mean active concepts per row of codes M×K."""
-    return float((codes > 0).double().sum(1).mean())
-
-
-def dead_concepts(codes: torch.Tensor) -> torch.Tensor:
-    """K booleans: concepts never active over codes M×K."""
-    return ~(codes > 0).any(0)
-
-
 def matched_cosine(a: torch.Tensor, b: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor]:
     """Atoms a: K×D and b: K'×D matched one-to-one (Hungarian, maximal total cosine).
 
