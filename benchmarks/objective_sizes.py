@@ -55,7 +55,7 @@ def representation(model: str, layer: str | None, size: int, device: str):
 
 
 def run(model: str, task: str, style: str, size: int, targets: tuple[int, ...], layer: str | None, iters: int | None,
-        device: str, transforms: str | None = None) -> dict:
+        device: str, transforms: str | None = None, class_term: str = "class") -> dict:
     """One ``maximize`` call; the row of the table (met, per-target numbers, seconds)."""
     from preimage.tasks.activation import maximize
 
@@ -66,16 +66,17 @@ def run(model: str, task: str, style: str, size: int, targets: tuple[int, ...], 
         stats = smallnet_stats()
     rep = representation(model, layer, size, device)
     # Targets as today's API spells them: class logits, or the centre neuron of a channel of ``layer``.
-    specs = [f"class:{c}" for c in targets] if task == "classes" else [f"neuron:{layer}:{u}" for u in targets]
+    specs = ([f"{class_term}:{c}" for c in targets] if task == "classes"
+             else [f"neuron:{layer}:{u}" for u in targets])
     t = time.perf_counter()
     r = maximize(rep, specs, style=style, size=size, iters=iters, stats=stats, transforms=transforms)
     secs = time.perf_counter() - t
     m = {k: v.tolist() for k, v in r.metrics.items() if isinstance(v, torch.Tensor)}
     met = ([int(p) == c for p, c in zip(m["top1"], targets, strict=True)] if task == "classes"
            else [a >= ref for a, ref in zip(m["activation"], m["reference_max"], strict=True)])
-    return {"task": task, "style": style, "size": size, "layer": layer, "targets": list(targets), "met": met,
-            "seconds": secs, **{k: m[k] for k in ("activation", "reference_max", "ratio", "probability", "top1")
-                                 if k in m}}
+    return {"task": task, "style": style, "class_term": class_term, "size": size, "layer": layer,
+            "targets": list(targets), "met": met, "seconds": secs,
+            **{k: m[k] for k in ("activation", "reference_max", "ratio", "probability", "top1") if k in m}}
 
 
 def table(model: str, rows: list[dict]) -> str:
@@ -102,6 +103,8 @@ def main() -> None:
     ap.add_argument("--units", default=None, help="comma-separated channels of --layer; '' for none")
     ap.add_argument("--iters", type=int, default=None, help="default: each style's own")
     ap.add_argument("--transforms", default=None, help="a --transforms spec replacing each style's own")
+    ap.add_argument("--class-term", default="class", choices=("class", "logprob"),
+                    help="classes as their logits (class:C) or their log-probabilities (logprob:C)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", type=Path, default=None)
@@ -118,7 +121,8 @@ def main() -> None:
         for style in a.styles.split(","):
             for task, targets, lay in (("classes", classes, None), ("units", units, layer)):
                 if targets:
-                    rows.append(run(a.model, task, style, size, targets, lay, a.iters, a.device, a.transforms))
+                    rows.append(run(a.model, task, style, size, targets, lay, a.iters, a.device, a.transforms,
+                                    a.class_term))
                     r = rows[-1]
                     print(f"{task} {style} {size}px: {sum(r['met'])}/{len(r['met'])} in {r['seconds']:.1f} s",
                           file=sys.stderr, flush=True)
@@ -126,7 +130,7 @@ def main() -> None:
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps({"model": a.model, "threads": a.threads, "device": a.device, "iters": a.iters,
-                                     "transforms": a.transforms,
+                                     "transforms": a.transforms, "class_term": a.class_term,
                                      "classes": list(classes), "layer": layer, "units": list(units), "rows": rows},
                                     indent=1))
 

@@ -106,6 +106,22 @@ def test_the_natural_style_fits_its_jitters_to_a_small_image_and_says_so() -> No
     assert own.info["transforms"] == "jitter:17" and "adapted" not in own.info
 
 
+def test_the_natural_style_leaves_crops_out_for_a_neuron_and_then_reaches_its_natural_maximum() -> None:
+    """A crop moves what the centre neuron sees at every step; without crops the digits net's conv3 neurons reach
+    their natural maximum at twice the net's side (tuning half of benchmarks/results/objective_sizes.md)."""
+    from preimage.tasks.activation import maximize
+
+    rep, stats = smallnet.smallnet_rep(), smallnet.smallnet_stats()
+    r = maximize(rep, ["neuron:conv3:3", "neuron:conv3:6"], size=64, stats=stats)
+    assert "crops" not in r.info["transforms"] and "crops" in r.info["adapted"]
+    assert bool((r.metrics["ratio"] >= 1).all()), r.metrics["ratio"]
+    cropped = maximize(rep, "neuron:conv3:3", size=64, stats=stats,
+                       transforms="jitter:3,scale:0.9-1.1,rotate:10,jitter:2,crops:4:0.6-1")
+    assert float(cropped.metrics["ratio"][0]) < float(r.metrics["ratio"][0])
+    channel = maximize(rep, "conv3:3", size=64, iters=1, stats=stats)  # a channel's mean: crops stay
+    assert "crops:4" in channel.info["transforms"]
+
+
 def test_class_sets_resolve_by_name() -> None:
     assert heldout.parse_classes("tuning") == [25 + 50 * i for i in range(20)]
     assert heldout.parse_classes(" Reporting ") == [50 * i for i in range(1, 20)] + [999]
@@ -121,3 +137,27 @@ def test_bad_class_set_is_one_line(text: str, message: str) -> None:
     with pytest.raises(PreimageError, match=message) as e:
         heldout.parse_classes(text)
     assert "\n" not in str(e.value) and str(e.value).startswith("--classes")
+
+
+def test_logprob_targets_make_the_class_top1_where_its_logit_raises_rivals_with_it() -> None:
+    """logprob:C maximizes log softmax(logits)_C: at 64 px on the digits net the logit's pre-images of 2 and 3 are
+    read as other digits, the log-probability's as themselves (tuning half of objective_sizes.md)."""
+    import preimage
+    from preimage.engine.objectives import InnerProduct
+    from preimage.engine.targets import parse_target
+    from preimage.tasks.activation import maximize
+
+    (t,) = parse_target("logprob:3")
+    assert isinstance(t, preimage.LogProb) and t.spec() == "logprob:3" and parse_target(t.spec())[0] == t
+    phi, w = torch.randn(2, 10, dtype=torch.float64), torch.zeros(2, 10, dtype=torch.float64)
+    w[0, 3], w[1, 7] = 2.0, 1.0
+    expect = -torch.stack([2 * phi[0].log_softmax(0)[3], phi[1].log_softmax(0)[7]])
+    assert torch.allclose(InnerProduct(w, log_softmax=True)(phi), expect)
+    rep, stats = smallnet.smallnet_rep(), smallnet.smallnet_stats()
+    lp = maximize(rep, ["logprob:2", "logprob:3"], size=64, stats=stats)
+    logit = maximize(rep, ["class:2", "class:3"], size=64, stats=stats)
+    assert lp.metrics["top1"].tolist() == [2, 3]
+    assert bool((lp.metrics["probability"] > logit.metrics["probability"]).all())
+    # The activation reported is the log-probability itself, with no natural maximum to compare against.
+    assert torch.allclose(lp.metrics["activation"].exp(), lp.metrics["probability"], atol=1e-4)
+    assert bool(lp.metrics["reference_max"].isnan().all())

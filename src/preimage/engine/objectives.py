@@ -148,25 +148,30 @@ class InnerProduct(Term):
     """−⟨Φ(x), W⟩ per problem: activation maximization (W a normalized one-hot target) and caricature.
 
     weight: broadcastable to the features N×D×h×w. tap: read the features at another point of the network
-    (``Tap``) instead of Φ's output.
+    (``Tap``) instead of Φ's output. log_softmax: take the inner product with the log-softmax of N×D features
+    (class log-probabilities) instead of the features themselves.
     """
 
-    def __init__(self, weight: torch.Tensor, tap: Tap | None = None) -> None:
+    def __init__(self, weight: torch.Tensor, tap: Tap | None = None, log_softmax: bool = False) -> None:
         self.weight = weight.detach()
         self.tap = tap
+        self.log_softmax = log_softmax
+
+    def _read(self, f: torch.Tensor) -> torch.Tensor:
+        return f.log_softmax(1) if self.log_softmax else f
 
     def _features(self, phi: torch.Tensor) -> torch.Tensor:
-        return phi if self.tap is None else self.tap.take()
+        return self._read(phi if self.tap is None else self.tap.take())
 
     def __call__(self, phi: torch.Tensor) -> torch.Tensor:
         return -_flat_sum(self._features(phi) * self.weight)
 
     def views(self, phi: torch.Tensor, n: int) -> torch.Tensor:
-        return super().views(self._features(phi), n) if self.tap is None else self._tapped_views(n)
+        return super().views(phi, n) if self.tap is None else self._tapped_views(n)
 
     def _tapped_views(self, n: int) -> torch.Tensor:
         f = self.tap.take()
-        return torch.stack([-_flat_sum(c * self.weight) for c in f.split(n)]).mean(0)
+        return torch.stack([-_flat_sum(self._read(c) * self.weight) for c in f.split(n)]).mean(0)
 
     def score(self, phi: torch.Tensor) -> torch.Tensor:
         """⟨Φ(x), W⟩, N (the activation reached, or the caricature score)."""
@@ -180,7 +185,7 @@ class InnerProduct(Term):
     def select(self, rows: torch.Tensor) -> InnerProduct:
         if self.weight.shape[0] == 1:
             return self
-        return InnerProduct(self.weight[rows.to(self.weight.device)], self.tap)
+        return InnerProduct(self.weight[rows.to(self.weight.device)], self.tap, self.log_softmax)
 
 
 def caricature(phi0: torch.Tensor) -> InnerProduct:

@@ -81,6 +81,20 @@ def fit_transforms(style: Style, hw: tuple[int, int], native: int | None = None)
     return replace(style, transforms=fitted), note
 
 
+def fit_to_point(style: Style) -> tuple[Style, str | None]:
+    """The style without its crops, and a note saying so (None when it has none), for an objective read at one
+    point of the map (a neuron, a concept at the centre). Why: a crop resamples the image around a random place,
+    so the fixed point sees a different, rescaled part at every step and no part is driven to its maximum
+    (benchmarks/results/objective_sizes.md: the digits network's conv3 neurons 6/10, 6/10, 5/10 at 64, 128 and
+    224 px with crops, 10/10, 10/10, 8/10 without). Jitter, scale and rotation move the point by a few pixels."""
+    if not style.transforms or not any(isinstance(t, Crops) for t in style.transforms):
+        return style, None
+    kept = tuple(t for t in style.transforms if not isinstance(t, Crops))
+    note = (f"the {style.name} style's crops ({transforms_spec(style.transforms)}) move a single point's view; "
+            f"for a neuron they are left out ({transforms_spec(kept)})")
+    return replace(style, transforms=kept), note
+
+
 def style_record(style: Style) -> str | dict[str, Any]:
     """A style as JSON: its name when it is one of ``STYLES``, else its parts (``get_style`` reads both)."""
     if STYLES.get(style.name) == style:

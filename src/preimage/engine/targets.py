@@ -3,6 +3,7 @@
     Channel("blocks.4", 5)                  the mean of channel 5's map (Lucid's convention; "blocks.4:5")
     Neuron("blocks.4", 5)                   its centre neuron (the paper's; "neuron:blocks.4:5")
     Class(25)                               class 25's logit (the model's classifier layer; "class:25")
+    LogProb(25)                             its log-probability, log softmax(logits)₂₅ ("logprob:25")
     Direction("blocks.4", v)                the mean of ⟨Φ(u,v,:), v̂⟩ over the map ("direction:blocks.4:cav.npy")
     Diversity("blocks.3")                   Lucid's penalty on the restarts' similarity ("diversity@blocks.3")
     Concept(dictionary, 3)                  concept 3 of a dictionary (SAE/NMF) on its layer, at the map's centre
@@ -162,6 +163,20 @@ class Class(Atom):
         return f"class {self.index}"
 
 
+class LogProb(Class):
+    """Class ``index``'s log-probability: the log-softmax of the classifier layer's logits (or ``layer``'s).
+    Raising it lowers the other classes too, so the picture becomes the network's top-1 where the logit alone
+    often raises its rivals with it (benchmarks/results/objective_sizes.md); it transfers less well to another
+    network than the logit (benchmarks/results/transfer.md), which is why ``Class`` stays the default."""
+
+    def spec(self) -> str:
+        return f"logprob:{self.index}" if self.layer is None else f"logprob:{self.layer}:{self.index}"
+
+    @property
+    def label(self) -> str:
+        return f"log p(class {self.index})"
+
+
 class Direction(Atom):
     """The mean over the layer's map of ⟨Φ(u,v,:), v̂⟩, v̂ = vector/‖vector‖ (Lucid's ``direction``; a concept
     activation vector, a probe's weights). vector: D values, or a ``.npy`` file of them."""
@@ -319,9 +334,9 @@ def parse_units(spec: str) -> list[int]:
 def _atoms(term: str, kind: str) -> list[Atom]:
     """One term of a spec (no weight) → its atoms (several for a unit range)."""
     head, _, rest = term.partition(":")
-    if head == "class" and rest:
+    if head in ("class", "logprob") and rest:
         layer, _, idx = rest.rpartition(":")
-        return [Class(u, layer or None) for u in parse_units(idx)]
+        return [(LogProb if head == "logprob" else Class)(u, layer or None) for u in parse_units(idx)]
     if head == "concept":
         raise PreimageError("a concept target needs its dictionary: use preimage.Concept(dictionary, k) "
                             "(preimage.concepts.train or preimage.concepts.load)", param="target")
@@ -351,9 +366,10 @@ def parse_target(spec: str | Objective | Sequence[str | Objective], *, kind: str
 
     A string is a term or a weighted sum of terms joined by `` + `` or `` - ``: ``[W*]LAYER:UNITS[@TOKEN]`` (the
     ``kind`` of unit: channel by default), ``channel:LAYER:U``, ``neuron:LAYER:U``, ``class:C`` (or
-    ``class:LAYER:C``), ``direction:LAYER:FILE.npy``, ``diversity`` or ``diversity@LAYER``; and, for the command
-    line's ``--objective``, ``unit`` for each of ``unit``'s objectives. UNITS may be a list or a range (``3,5,7``,
-    ``0-7``) in a lone term: one objective per unit. A list of strings and objects gives all of theirs."""
+    ``class:LAYER:C``), ``logprob:C``, ``direction:LAYER:FILE.npy``, ``diversity`` or ``diversity@LAYER``; and,
+    for the command line's ``--objective``, ``unit`` for each of ``unit``'s objectives. UNITS may be a list or a
+    range (``3,5,7``, ``0-7``) in a lone term: one objective per unit. A list of strings and objects gives all
+    of theirs."""
     if isinstance(spec, Objective):
         return [spec]
     if not isinstance(spec, str):
@@ -396,7 +412,7 @@ def parse_target(spec: str | Objective | Sequence[str | Objective], *, kind: str
             raise
         except ValueError:
             raise PreimageError(f"cannot read the target {spec!r}: write LAYER:UNIT (e.g. blocks.4:5), "
-                                "channel:LAYER:U, neuron:LAYER:U, class:C, direction:LAYER:FILE.npy or "
+                                "channel:LAYER:U, neuron:LAYER:U, class:C, logprob:C, direction:LAYER:FILE.npy or "
                                 "diversity@LAYER, weighted as W*TERM and joined by ' + ' or ' - '",
                                 param="target") from None
     if len(groups) == 1:

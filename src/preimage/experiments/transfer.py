@@ -43,9 +43,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "natural/prior-1e-3": {"style": "natural", "prior": "auto:1e-3"},
     "natural/prior-1e-5": {"style": "natural", "prior": "auto:1e-5"},
     "natural/crops-8": {"style": "natural", "transforms": "jitter:17,scale:0.9-1.1,rotate:10,jitter:9,crops:8:0.6-1"},
+    "natural/logprob": {"style": "natural"},
     "natural/crops-0.4": {"style": "natural",
                           "transforms": "jitter:17,scale:0.9-1.1,rotate:10,jitter:9,crops:4:0.4-1"},
 }
+#: Variants whose targets are not the class logits: ``logprob:C``, the class's log-probability.
+CLASS_TERMS = {"natural/logprob": "logprob"}
 LUCENT_CLASSES = PEERS / "lucent_classes.py"
 
 Say = Callable[[str], None]
@@ -56,15 +59,17 @@ def _slug(name: str) -> str:
 
 
 def run_variant(model: str, classes: Sequence[int], settings: dict[str, Any], out: Path, *, iters: int | None,
-                batch: int, seed: int = 0, force: bool = False, say: Say = lambda m: None) -> dict[str, Any]:
-    """Class pre-images of ``model``'s logits for one variant, one sweep job per class (``preimage.sweep``), kept
-    in ``out/store`` and copied to ``out/class{c}.png`` for the judge → the model's own p(class), iterations and
-    seconds per picture (each job's share of its batch's time, so a table rebuilt from stored results keeps its
-    timing). A rerun computes only the classes the store lacks (all of them with ``force``)."""
+                batch: int, seed: int = 0, force: bool = False, say: Say = lambda m: None,
+                term: str = "class") -> dict[str, Any]:
+    """Class pre-images of ``model``'s logits (``term`` "logprob": their log-probabilities) for one variant, one
+    sweep job per class (``preimage.sweep``), kept in ``out/store`` and copied to ``out/class{c}.png`` for the
+    judge → the model's own p(class), iterations and seconds per picture (each job's share of its batch's time, so
+    a table rebuilt from stored results keeps its timing). A rerun computes only the classes the store lacks (all
+    of them with ``force``)."""
     rep = load(model, "classifier")
     m = Model(rep.spec)
     options = {**settings, "seed": seed, **({"iters": iters} if iters else {})}
-    jobs = [Job("maximize", m.id, "classifier", units=(f"class:{c}",), options=options) for c in classes]
+    jobs = [Job("maximize", m.id, "classifier", units=(f"{term}:{c}",), options=options) for c in classes]
     store = Store(out / "store")
     res = run_sweep(jobs, {m.id: m}, store, LocalBackend(strict=True), batch=batch, recompute=force)
     if res.cached:
@@ -129,6 +134,7 @@ def class_transfer(model: str = "efficientnet_lite0", judge: str = "efficientnet
         say(f"{name}: {len(classes)} classes")
         folder = out / _slug(name)
         run = run_variant(model, classes, VARIANTS[name], folder, iters=iters, batch=batch, seed=seed,
+                          term=CLASS_TERMS.get(name, "class"),
                           force=force, say=say)
         verdict = judge_folder(j, folder, classes)
         rows.append({"method": name, "folder": str(folder), "iterations": run["iterations"], "cached": run["cached"],

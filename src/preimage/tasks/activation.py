@@ -28,8 +28,19 @@ from ..engine.param import Parameterization
 from ..engine.priors import BNPrior
 from ..engine.runtime import borrowed, per_problem
 from ..engine.schedules import SINGLE_STAGE, scale_schedule, schedule_record
-from ..engine.styles import Style, describe, fit_transforms, resolve
-from ..engine.targets import Atom, Channel, Class, Concept, Direction, Diversity, Neuron, Objective, parse_target
+from ..engine.styles import Style, describe, fit_to_point, fit_transforms, resolve
+from ..engine.targets import (
+    Atom,
+    Channel,
+    Class,
+    Concept,
+    Direction,
+    Diversity,
+    LogProb,
+    Neuron,
+    Objective,
+    parse_target,
+)
 from ..engine.transforms import Transform
 from ..errors import PreimageError
 from ..measures.stats import NeuronStats, images_id, load_stats, warn
@@ -319,6 +330,7 @@ def bind(spec: ModelSpec, targets: Sequence[Objective], restarts: int, hw: tuple
     phi_key = max(keys, key=lambda k: keys[k].order)
     n = len(targets) * restarts
     weights = {k: torch.zeros(n, *info.shape, dtype=torch.float64) for k, info in keys.items()}
+    log_probs = {k: torch.zeros(n, *info.shape, dtype=torch.float64) for k, info in keys.items()}
     diversity: dict[tuple, torch.Tensor] = {}
     norms = {k: _norms(stats, info) for k, info in keys.items() if k in {a[2] for t in per_target for a in t
                                                                          if not isinstance(a[1], Diversity)}}
@@ -351,7 +363,7 @@ def bind(spec: ModelSpec, targets: Sequence[Objective], restarts: int, hw: tuple
             elif spatial:
                 weights[key][rows, u] += wu / cells
             else:
-                weights[key][rows, u] += wu
+                (log_probs if isinstance(a, LogProb) else weights)[key][rows, u] += wu
     unit_weights = []
     for t, atoms in zip(targets, per_target, strict=True):
         u, (_, a, key) = _unit(t), atoms[0]
@@ -369,6 +381,8 @@ def bind(spec: ModelSpec, targets: Sequence[Objective], restarts: int, hw: tuple
                                                   raw.shape[0], 1, *hw)))
         if bool((weights[key] != 0).any()):
             terms.append((C, InnerProduct(weights[key].to(device[0], device[1]), tap)))
+        if bool((log_probs[key] != 0).any()):
+            terms.append((C, InnerProduct(log_probs[key].to(device[0], device[1]), tap, log_softmax=True)))
         if key in diversity:
             terms.append((C, DiversityTerm(groups, tap, weight=diversity[key].to(device[0], device[1]))))
     return Binding(keys[phi_key].rep, Sum(terms), keys, per_target, unit_weights)
@@ -413,8 +427,8 @@ def read_points(binding: Binding, x: torch.Tensor) -> dict[tuple, torch.Tensor]:
 
 
 def atom_value(a: Atom, phi: torch.Tensor, rows: slice | torch.Tensor) -> torch.Tensor:
-    """An atom's raw value on features (no normalization): a channel's mean, a neuron, a logit, the mean of the
-    projection on a direction."""
+    """An atom's raw value on features (no normalization): a channel's mean, a neuron, a logit (a log-probability
+    for ``LogProb``), the mean of the projection on a direction."""
     f = phi[rows]
     if isinstance(a, Concept):
         return a.value(f.double()).float()
@@ -422,7 +436,7 @@ def atom_value(a: Atom, phi: torch.Tensor, rows: slice | torch.Tensor) -> torch.
         v = (a.vector / a.vector.norm()).to(f).view(1, -1, *([1] * (f.ndim - 2)))
         return (f * v).sum(1).flatten(1).mean(1)
     u = a.unit if isinstance(a, (Channel, Neuron)) else a.index
-    c = f[:, u]
+    c = (f.float().log_softmax(1) if isinstance(a, LogProb) else f)[:, u]
     if c.ndim == 1:
         return c
     if isinstance(a, Neuron):
@@ -495,6 +509,9 @@ def _maximize(rep0: Representation, targets: list[Objective], restarts: int, sty
     if transforms is None:  # the style's own transforms, chosen at 224 px: fitted to a smaller image (issue 28)
         native = min(spec.input_size) if spec.input_size else None
         sty, fit_note = fit_transforms(sty, hw, native)
+        if any(isinstance(a, (Neuron, Concept)) for t in targets for a in t.atoms()):
+            sty, point_note = fit_to_point(sty)
+            fit_note = "; ".join(n for n in (fit_note, point_note) if n) or None
         opt_kw["transforms"] = None if sty.transforms is None else list(sty.transforms)
     sched = scale_schedule(SINGLE_STAGE, iters if iters is not None else sty.iters)
     n = len(targets) * restarts
@@ -597,7 +614,8 @@ def _metrics(binding: Binding, targets: list[Objective], restarts: int, out: tor
             reference[rows] = float(m[terms[0][1].k]) if m is not None else float("nan")
         if u is not None:
             key = atoms[0][2]
-            reference[rows] = float(stats.get(binding.points[key].stats).max[u])
+            if not isinstance(atoms[0][1], LogProb):  # the statistics hold logits' maxima, not log-probabilities'
+                reference[rows] = float(stats.get(binding.points[key].stats).max[u])
             phi = feats[key]
             if phi.ndim == 2 and (isinstance(atoms[0][1], Class) or binding.points[key].rep.layer in
                                   (None, rep.spec.classifier_layer)):
