@@ -47,6 +47,7 @@ def parse_weights(s: str) -> list[float]:
 def accentuate(image: Annotated[str, typer.Argument(help="the seed image: a path or sample:NAME")],
                target: Annotated[str | None, typer.Option("--target", "-t", help="what to see more of: LAYER:UNIT "
                                                           "(a channel), neuron:LAYER:UNIT, class:C or classifier:C, "
+                                                          "logprob:C, "
                                                           "direction:LAYER:FILE.npy, or a weighted sum, e.g. "
                                                           "'class:1 - 0.5*class:2' (required)")] = None,
                reg_layer: Annotated[str, typer.Option("--reg-layer", help="where the distance to the seed is "
@@ -131,9 +132,10 @@ def accentuate(image: Annotated[str, typer.Argument(help="the seed image: a path
 
 
 def _class(r: dict) -> int | None:
-    """The class index of a one-class target's record (``class:C`` or ``class:LAYER:C``), else None."""
+    """The class index of a one-class target's record (``class:C``, ``class:LAYER:C`` or ``logprob:C``), else
+    None."""
     t = str(r.get("target", ""))
-    if t.startswith("class:"):
+    if t.startswith(("class:", "logprob:")):
         try:
             return int(t.rsplit(":", 1)[1])
         except ValueError:

@@ -113,10 +113,10 @@ def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
              threads: ThreadsOpt = None, style: style_opt(MAXIMIZE_STYLE) = MAXIMIZE_STYLE, param: ParamOpt = None,
              transforms: TransformsOpt = None, prior: PriorOpt = None, prior_weight: PriorWeightOpt = None,
              objective: Annotated[str, typer.Option(help="what to maximize, a weighted sum: 'unit' (each --unit), "
-                                                    "LAYER:UNIT, neuron:LAYER:UNIT, class:C, "
-                                                    "direction:LAYER:FILE.npy, 'diversity' or 'diversity@LAYER' (a "
-                                                    "penalty on restarts' similarity), e.g. 'unit + "
-                                                    "100*diversity'")] = "unit",
+                                                    "LAYER:UNIT, neuron:LAYER:UNIT, class:C, logprob:C (its "
+                                                    "log-probability), direction:LAYER:FILE.npy, 'diversity' or "
+                                                    "'diversity@LAYER' (a penalty on restarts' similarity), e.g. "
+                                                    "'unit + 100*diversity'")] = "unit",
              judge: JudgeOpt = None,
              check: Annotated[bool, typer.Option("--check", help="score each picture against the units' natural "
                                                  "exemplars in --images (path similarity, plausibility, natural "
@@ -176,6 +176,7 @@ def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
             extra = f", p={r['probability']:.3f}" if r.get("probability") is not None else ""
             ratio = (f" = {r['ratio']:.2f}× the reference max {r['reference_max']:.3g}" if r.get("ratio") is not None
                      else " (no reference maximum for this target)" if r.get("unit") is None
+                     or r.get("reference_max") is None
                      else " (the reference images give 0 here: no ratio)")
             out_console.print(f"{r['label']} restart {r['restart']}: activation {r['activation']:.3g}{ratio}{extra}"
                               f"  → {r['image']}", markup=False)
