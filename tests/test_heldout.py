@@ -122,6 +122,24 @@ def test_the_natural_style_leaves_crops_out_for_a_neuron_and_then_reaches_its_na
     assert "crops:4" in channel.info["transforms"]
 
 
+def test_the_natural_style_leaves_its_transforms_out_on_an_image_far_below_the_networks_side() -> None:
+    """At 32 px lite0 (224 px) sees a few pixels; resampled views blur them. Class 25 (a tuning class of
+    objective_sizes.md) is top-1 without transforms (it was at p 0.02 with them)."""
+    from conftest import lite0
+
+    from preimage.engine.styles import STYLES, fit_to_small
+    from preimage.tasks.activation import maximize
+
+    natural = STYLES["natural"]
+    assert fit_to_small(natural, (64, 64), 224) == (natural, None)  # 64 ≥ 224/4: kept
+    assert fit_to_small(natural, (32, 32), None) == (natural, None)  # no known input side: kept
+    small, note = fit_to_small(natural, (32, 32), 224)
+    assert small.transforms == () and "left out" in note
+    r = maximize(lite0("classifier"), "class:25", size=32)
+    assert r.info["transforms"] == "none" and "left out" in r.info["adapted"]
+    assert int(r.metrics["top1"][0]) == 25
+
+
 def test_class_sets_resolve_by_name() -> None:
     assert heldout.parse_classes("tuning") == [25 + 50 * i for i in range(20)]
     assert heldout.parse_classes(" Reporting ") == [50 * i for i in range(1, 20)] + [999]

@@ -81,6 +81,24 @@ def fit_transforms(style: Style, hw: tuple[int, int], native: int | None = None)
     return replace(style, transforms=fitted), note
 
 
+#: Below this fraction of the network's own input side, a style's transforms are left out (``fit_to_small``).
+SMALL_FRACTION = 0.25
+
+
+def fit_to_small(style: Style, hw: tuple[int, int], native: int | None) -> tuple[Style, str | None]:
+    """The style without transforms, and a note saying so, when the image's side is below ``SMALL_FRACTION`` of
+    the network's input side ``native`` (None: never). Why: on an image a seventh of the network's side, every
+    resampled view (scale, rotation, crop) blurs the few pixels the network reads, and class pre-images miss
+    (efficientnet_lite0 at 32 px, tuning classes 25, 275, 525, 775: 0/4 top-1 with the fitted transforms, 4/4
+    without; 4/4 either way at 64 px: benchmarks/results/objective_sizes.md). The threshold lies between the
+    sides measured (32/224 = 0.14 misses, 64/224 = 0.29 does not)."""
+    if not style.transforms or native is None or min(hw) >= SMALL_FRACTION * native:
+        return style, None
+    note = (f"at {min(hw)} px, under {SMALL_FRACTION:g} of the network's {native} px, the {style.name} style's "
+            f"transforms ({transforms_spec(style.transforms)}) are left out")
+    return replace(style, transforms=()), note
+
+
 def fit_to_point(style: Style) -> tuple[Style, str | None]:
     """The style without its crops, and a note saying so (None when it has none), for an objective read at one
     point of the map (a neuron, a concept at the centre). Why: a crop resamples the image around a random place,
