@@ -179,3 +179,5 @@ def test_logprob_targets_make_the_class_top1_where_its_logit_raises_rivals_with_
     # The activation reported is the log-probability itself, with no natural maximum to compare against.
     assert torch.allclose(lp.metrics["activation"].exp(), lp.metrics["probability"], atol=1e-4)
     assert bool(lp.metrics["reference_max"].isnan().all())
+    with pytest.raises(PreimageError, match="needs class scores"):  # a map has no classes to normalize over
+        maximize(rep, "logprob:conv3:2", size=32, iters=1, stats=stats)

@@ -303,6 +303,10 @@ def target_points(spec: ModelSpec, targets: Sequence[Objective], hw: tuple[int, 
                                         f"{info.shape[0]} channels", param="target")
             else:
                 u = a.unit if isinstance(a, (Channel, Neuron)) else a.index
+                if isinstance(a, LogProb) and len(info.shape) != 1:
+                    raise PreimageError(f"{a.spec()}: a log-probability needs class scores (N×C), and layer "
+                                        f"'{info.rep.layer}' of {spec.name} gives a {'×'.join(map(str, info.shape))} "
+                                        "map; name the classifier layer or leave the layer out", param="target")
                 if u >= info.shape[0]:
                     where = f"layer '{info.rep.layer or 'output'}' of {spec.name}"
                     raise PreimageError(f"unit {u} is out of range for {where}: it has {info.shape[0]} channels "
