@@ -181,3 +181,11 @@ def test_logprob_targets_make_the_class_top1_where_its_logit_raises_rivals_with_
     assert bool(lp.metrics["reference_max"].isnan().all())
     with pytest.raises(PreimageError, match="needs class scores"):  # a map has no classes to normalize over
         maximize(rep, "logprob:conv3:2", size=32, iters=1, stats=stats)
+
+
+def test_maximize_says_on_the_console_how_the_style_adapted(tmp_path, capsys) -> None:
+    from preimage.cli import main
+
+    code = main(["maximize", "--objective", "logprob:25", "--size", "32", "--iters", "1", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0 and "note: at 32 px, under 0.25 of the network's 224 px" in out and "log p(class 25)" in out

@@ -169,6 +169,8 @@ def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
         summary["check"] = check_summary(rep.spec, targets, images, summary)
 
     def human() -> None:
+        if summary.get("adapted"):
+            out_console.print(f"note: {summary['adapted']}", markup=False)
         for name, t in summary.get("transfer", {}).items():
             out_console.print(f"judge {name}: top-1 for {sum(t['top1'])}/{len(t['top1'])}, mean p(class) "
                               f"{t['mean_probability']:.3f}")
