@@ -334,7 +334,7 @@ def bind(spec: ModelSpec, targets: Sequence[Objective], restarts: int, hw: tuple
     phi_key = max(keys, key=lambda k: keys[k].order)
     n = len(targets) * restarts
     weights = {k: torch.zeros(n, *info.shape, dtype=torch.float64) for k, info in keys.items()}
-    log_probs = {k: torch.zeros(n, *info.shape, dtype=torch.float64) for k, info in keys.items()}
+    log_probs: dict[tuple, torch.Tensor] = {}  # LogProb atoms' weights, by point (classifier points only)
     diversity: dict[tuple, torch.Tensor] = {}
     norms = {k: _norms(stats, info) for k, info in keys.items() if k in {a[2] for t in per_target for a in t
                                                                          if not isinstance(a[1], Diversity)}}
@@ -367,7 +367,10 @@ def bind(spec: ModelSpec, targets: Sequence[Objective], restarts: int, hw: tuple
             elif spatial:
                 weights[key][rows, u] += wu / cells
             else:
-                (log_probs if isinstance(a, LogProb) else weights)[key][rows, u] += wu
+                if isinstance(a, LogProb):
+                    log_probs.setdefault(key, torch.zeros(n, *info.shape, dtype=torch.float64))[rows, u] += wu
+                else:
+                    weights[key][rows, u] += wu
     unit_weights = []
     for t, atoms in zip(targets, per_target, strict=True):
         u, (_, a, key) = _unit(t), atoms[0]
@@ -385,7 +388,7 @@ def bind(spec: ModelSpec, targets: Sequence[Objective], restarts: int, hw: tuple
                                                   raw.shape[0], 1, *hw)))
         if bool((weights[key] != 0).any()):
             terms.append((C, InnerProduct(weights[key].to(device[0], device[1]), tap)))
-        if bool((log_probs[key] != 0).any()):
+        if key in log_probs:
             terms.append((C, InnerProduct(log_probs[key].to(device[0], device[1]), tap, log_softmax=True)))
         if key in diversity:
             terms.append((C, DiversityTerm(groups, tap, weight=diversity[key].to(device[0], device[1]))))
