@@ -113,6 +113,16 @@ def fit_to_point(style: Style) -> tuple[Style, str | None]:
     return replace(style, transforms=kept), note
 
 
+def adapt(style: Style, hw: tuple[int, int], native: int | None, at_point: bool) -> tuple[Style, str | None]:
+    """The style's own transforms fitted to the problem, and one note saying how (None: unchanged): left out far
+    below the network's side (``fit_to_small``), jitters scaled to a small image (``fit_transforms``), crops left
+    out for an objective read at one point (``fit_to_point``, when ``at_point``)."""
+    style, small = fit_to_small(style, hw, native)
+    style, scaled = fit_transforms(style, hw, native)
+    style, point = fit_to_point(style) if at_point else (style, None)
+    return style, "; ".join(n for n in (small, scaled, point) if n) or None
+
+
 def style_record(style: Style) -> str | dict[str, Any]:
     """A style as JSON: its name when it is one of ``STYLES``, else its parts (``get_style`` reads both)."""
     if STYLES.get(style.name) == style:

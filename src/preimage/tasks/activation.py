@@ -28,7 +28,7 @@ from ..engine.param import Parameterization
 from ..engine.priors import BNPrior
 from ..engine.runtime import borrowed, per_problem
 from ..engine.schedules import SINGLE_STAGE, scale_schedule, schedule_record
-from ..engine.styles import Style, describe, fit_to_point, fit_to_small, fit_transforms, resolve
+from ..engine.styles import Style, adapt, describe, resolve
 from ..engine.targets import (
     Atom,
     Channel,
@@ -515,12 +515,8 @@ def _maximize(rep0: Representation, targets: list[Objective], restarts: int, sty
     fit_note = None
     if transforms is None:  # the style's own transforms, chosen at 224 px: fitted to a smaller image (issue 28)
         native = min(spec.input_size) if spec.input_size else None
-        sty, small_note = fit_to_small(sty, hw, native)
-        sty, fit_note = fit_transforms(sty, hw, native)
-        point_note = None
-        if any(isinstance(a, (Neuron, Concept)) for t in targets for a in t.atoms()):
-            sty, point_note = fit_to_point(sty)
-        fit_note = "; ".join(n for n in (small_note, fit_note, point_note) if n) or None
+        at_point = any(isinstance(a, (Neuron, Concept)) for t in targets for a in t.atoms())
+        sty, fit_note = adapt(sty, hw, native, at_point)
         opt_kw["transforms"] = None if sty.transforms is None else list(sty.transforms)
     sched = scale_schedule(SINGLE_STAGE, iters if iters is not None else sty.iters)
     n = len(targets) * restarts
