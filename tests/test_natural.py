@@ -19,6 +19,7 @@ from preimage.engine.optimize import Energy, optimize
 from preimage.engine.param import (
     COLOUR,
     MAGNITUDE_FILE,
+    Fourier,
     FourierImage,
     MacoImage,
     PixelImage,
@@ -26,13 +27,14 @@ from preimage.engine.param import (
     decorrelated_to_rgb,
     maco_magnitude,
     measure_magnitude,
+    parse_param,
     rgb_to_decorrelated,
     spectrum_slope,
 )
 from preimage.engine.priors import BNPrior, BNStats, view_stats
 from preimage.engine.rng import ProblemRNG
 from preimage.engine.schedules import Stage
-from preimage.engine.styles import resolve
+from preimage.engine.styles import Style, get_style, resolve, style_record
 from preimage.engine.targets import Channel, Combination, Direction, parse_target
 from preimage.errors import PreimageError
 from preimage.images import COLOR_SAMPLES, load_image, save_png
@@ -89,6 +91,20 @@ def test_fourier_and_maco_start_from_an_image() -> None:
     # Same phase, natural-image magnitude: the picture correlates with the image it started from.
     corr = torch.corrcoef(torch.stack([m().flatten(), img.flatten()]))[0, 1]
     assert corr > 0.5
+
+
+def test_a_parameterizations_spec_reads_back_and_a_style_with_options_round_trips() -> None:
+    steep = Fourier(decay=1.5)
+    assert steep.spec() == "fourier(decay=1.5)" and parse_param(steep.spec()) == steep
+    # The option reaches the image: a steeper spectrum.
+    img = steep.build(1, 3, (64, 64), MEAN, float("inf"), rng(1))
+    flat = Fourier().build(1, 3, (64, 64), MEAN, float("inf"), rng(1))
+    assert spectrum_slope(img.decorrelated()) < spectrum_slope(flat.decorrelated()) - 0.3
+    s = Style("mine", param=steep, iters=10)
+    assert get_style(json.loads(json.dumps(style_record(s)))) == s
+    for bad in ("fourier(decay=x)", "fourier(nope=1)", "pixel(decay=1)", "fourier(decay=nan)"):
+        with pytest.raises(PreimageError, match="is not an option of"):
+            parse_param(bad)
 
 
 def test_maco_keeps_the_natural_magnitude_and_the_shipped_array_is_the_samples() -> None:

@@ -17,6 +17,9 @@ an image that is projected in ``forward`` (the projection is part of the map, so
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -379,6 +382,22 @@ def parse_param(param: str | Parameterization) -> Parameterization:
         return param
     if isinstance(param, str) and param.strip() in PARAMETERIZATIONS:
         return PARAMETERIZATIONS[param.strip()]()
+    m = re.fullmatch(r"\s*(\w+)\((.*)\)\s*", param) if isinstance(param, str) else None
+    if m and m[1] in PARAMETERIZATIONS:  # the form ``spec()`` writes: fourier(decay=1.5)
+        cls = PARAMETERIZATIONS[m[1]]
+        fields = {f.name for f in dataclasses.fields(cls)}
+        options: dict[str, float] = {}
+        for item in filter(None, (i.strip() for i in m[2].split(","))):
+            key, _, value = item.partition("=")
+            try:
+                number = float(value)
+            except ValueError:
+                number = math.nan
+            if key.strip() not in fields or not math.isfinite(number):
+                takes = f"its options: {', '.join(sorted(fields))}, each = a number" if fields else "it has none"
+                raise PreimageError(f"{param!r}: '{item}' is not an option of {m[1]} ({takes})", param="param")
+            options[key.strip()] = number
+        return cls(**options)
     raise PreimageError(f"unknown parameterization {param!r} (choose {', '.join(PARAMS)}, or an object such as "
                         "preimage.Fourier())", param="param")
 

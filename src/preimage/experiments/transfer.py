@@ -46,6 +46,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "natural/logprob": {"style": "natural"},
     "natural/crops-0.4": {"style": "natural",
                           "transforms": "jitter:17,scale:0.9-1.1,rotate:10,jitter:9,crops:4:0.4-1"},
+    "natural/crops-8-0.4": {"style": "natural",
+                            "transforms": "jitter:17,scale:0.9-1.1,rotate:10,jitter:9,crops:8:0.4-1"},
+    "natural/decay-1.5": {"style": "natural", "param": "fourier(decay=1.5)"},
+    "natural/decay-0.75": {"style": "natural", "param": "fourier(decay=0.75)"},
 }
 #: Variants whose targets are not the class logits: ``logprob:C``, the class's log-probability.
 CLASS_TERMS = {"natural/logprob": "logprob"}
