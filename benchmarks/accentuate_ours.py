@@ -8,7 +8,8 @@ the peers' runner format (one PNG and one JSON line per picture in ``OUT/log.jso
 Each seed is the 224 px scikit-image sample as ``accentuation_eval.py prepare`` writes it (written here too when
 missing); one call per image accentuates its classes at every weight (images × classes × weights problems; on the
 CPU each runs on its own), and a picture's seconds are the call's wall time divided by its pictures. The model
-is efficientnet_lite0 as ``preimage`` loads it; its defaults apart from ``--param``, ``--steps``, ``--reg-layer``.
+is efficientnet_lite0 as ``preimage`` loads it; its defaults apart from ``--param``, ``--transforms``, ``--steps``,
+``--reg-layer``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def main() -> None:
     ap.add_argument("--per-image", type=int, default=0, help="the first N classes of each image only (0: all)")
     ap.add_argument("--weights", default="0.3,1,3", help="comma-separated reg_weight values")
     ap.add_argument("--param", default=None, help="parameterization (default: accentuate's)")
-    ap.add_argument("--reg-layer", default="auto")
+    ap.add_argument("--transforms", default=None, help="transforms (default: accentuate's)")
+    ap.add_argument("--reg-layer", default=None, help="where the seed distance is measured (default: accentuate's)")
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", required=True)
@@ -65,7 +67,8 @@ def main() -> None:
         load0 = os.getloadavg()[0]
         t0 = time.perf_counter()
         r = preimage.accentuate("efficientnet_lite0", str(seed), [f"class:{p['class']}" for p in ps],
-                                reg_weight=weights, param=a.param, steps=a.steps, reg_layer=a.reg_layer)
+                                reg_weight=weights, param=a.param, transforms=a.transforms, steps=a.steps,
+                                **({"reg_layer": a.reg_layer} if a.reg_layer else {}))
         secs = (time.perf_counter() - t0) / len(r)
         (out / image).mkdir(exist_ok=True)
         with open(out / "log.jsonl", "a") as log:
@@ -75,7 +78,8 @@ def main() -> None:
                 save_png(r.images[i], png)
                 line = {"method": "ours", "image": image, "class": c, "weight": w, "half": ps[0]["half"],
                         "seconds": round(secs, 2), "steps": r.iterations, "png": str(png),
-                        "param": r.info["param"], "reg_layer": r.info["reg_layer"], "threads": a.threads,
+                        "param": r.info["param"], "transforms": r.info.get("transforms"),
+                        "reg_layer": r.info["reg_layer"], "threads": a.threads,
                         "load": [round(load0, 2), round(os.getloadavg()[0], 2)],
                         "lite0_probability": float(r.metrics["probability"][i]), "rmse": float(r.metrics["rmse"][i])}
                 log.write(json.dumps(line) + "\n")
