@@ -105,6 +105,20 @@ def test_a_parameterizations_spec_reads_back_and_a_style_with_options_round_trip
     for bad in ("fourier(decay=x)", "fourier(nope=1)", "pixel(decay=1)", "fourier(decay=nan)"):
         with pytest.raises(PreimageError, match="is not an option of"):
             parse_param(bad)
+    for bad, says in (("fourier(decay=9)", "decay is a number from 0 to 4"), ("fourier(sd=-1)", "sd is a number"),
+                      ("pyramid(weight=0)", "weight is a number"), ("fourier(decay=1,decay=2)", "given twice")):
+        with pytest.raises(PreimageError, match=says):
+            parse_param(bad)
+    with pytest.raises(PreimageError, match="decay is a number"):
+        Fourier(decay=-1.0)  # the object checks itself: the Python API and the shorthand alike
+
+
+def test_a_bad_parameterization_option_is_one_line_before_any_work(tmp_path, capsys) -> None:
+    code = main(["maximize", "--layer", "classifier", "--unit", "1", "--param", "fourier(decay=9)", "--out",
+                 str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.splitlines() == ["error: fourier's decay is a number from 0 to 4, got 9.0"]
+    assert not (tmp_path / "out").exists()
 
 
 def test_maco_keeps_the_natural_magnitude_and_the_shipped_array_is_the_samples() -> None:

@@ -293,6 +293,15 @@ class Parameterization:
     name: ClassVar[str] = "param"
     optimizer: ClassVar[str] = "adam"
     image: ClassVar[type[ParamImage]] = ParamImage
+    #: The closed range each option may take (a bad value fails when the object is made, before any work).
+    ranges: ClassVar[dict[str, tuple[float, float]]] = {}
+
+    def __post_init__(self) -> None:
+        for key, (lo, hi) in self.ranges.items():
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
+                raise PreimageError(f"{self.name}'s {key} is a number from {lo:g} to {hi:g}, got {value!r}",
+                                    param="param")
 
     @property
     def lr(self) -> float:
@@ -332,6 +341,7 @@ class Fourier(Parameterization):
     decay: float = 1.0
     sd: float = 0.01
     name: ClassVar[str] = "fourier"
+    ranges: ClassVar[dict[str, tuple[float, float]]] = {"decay": (0.0, 4.0), "sd": (1e-6, 10.0)}
     image: ClassVar[type[ParamImage]] = FourierImage
 
     def build(self, n: int, channels: int, size: tuple[int, int], mean: torch.Tensor, bound: float,
@@ -359,6 +369,7 @@ class Pyramid(Parameterization):
     weight: float = 0.6
     start_sd: float = 0.01
     name: ClassVar[str] = "pyramid"
+    ranges: ClassVar[dict[str, tuple[float, float]]] = {"weight": (1e-3, 2.0), "start_sd": (0.0, 100.0)}
     optimizer: ClassVar[str] = "hybrid"
     image: ClassVar[type[ParamImage]] = PyramidImage
 
@@ -396,6 +407,8 @@ def parse_param(param: str | Parameterization) -> Parameterization:
             if key.strip() not in fields or not math.isfinite(number):
                 takes = f"its options: {', '.join(sorted(fields))}, each = a number" if fields else "it has none"
                 raise PreimageError(f"{param!r}: '{item}' is not an option of {m[1]} ({takes})", param="param")
+            if key.strip() in options:
+                raise PreimageError(f"{param!r}: {key.strip()} is given twice", param="param")
             options[key.strip()] = number
         return cls(**options)
     raise PreimageError(f"unknown parameterization {param!r} (choose {', '.join(PARAMS)}, or an object such as "

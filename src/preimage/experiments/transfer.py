@@ -48,6 +48,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
                           "transforms": "jitter:17,scale:0.9-1.1,rotate:10,jitter:9,crops:4:0.4-1"},
     "natural/crops-8-0.4": {"style": "natural",
                             "transforms": "jitter:17,scale:0.9-1.1,rotate:10,jitter:9,crops:8:0.4-1"},
+    "natural/crops-16-0.4": {"style": "natural",
+                             "transforms": "jitter:17,scale:0.9-1.1,rotate:10,jitter:9,crops:16:0.4-1"},
     "natural/decay-1.5": {"style": "natural", "param": "fourier(decay=1.5)"},
     "natural/crops-8-0.4/decay-0.75": {"style": "natural", "param": "fourier(decay=0.75)",
                                        "transforms": "jitter:17,scale:0.9-1.1,rotate:10,jitter:9,crops:8:0.4-1"},
