@@ -69,7 +69,7 @@ PIXELS, NONE, AUTO = "pixels", "none", "auto"
 #: The default style: a Fourier parameterization measured best of the four on the tuning half of
 #: benchmarks/results/accentuation (judge p(target) per pixel-RMSE bin; benchmarks/README.md, accentuation), and 4
 #: crops of 60–100 % of the side per step (tuning half: the judge's top-1 at RMSE ≤ 24 for 14 of 16 pairs against
-#: 13 of 16 without them, and a higher mean p in every RMSE bin).
+#: 13 of 16 without them, and a higher mean p at RMSE 8–24; benchmarks/README.md, accentuation round 2).
 ACCENTUATE_STYLE = Style("accentuate", param=Fourier(),
                          transforms=(Jitter(9), Scale(0.95, 1.05), Rotate(5), Crops(4, 0.6, 1.0)),
                          prior=None, iters=64, C=100.0)
