@@ -64,7 +64,8 @@ TokenOpt = Annotated[str | None, typer.Option("--token", help="maximize a channe
 
 ParamOpt = Annotated[str | None, typer.Option("--param", help="parameterization: pixel (the paper's), fourier "
                                               "(1/f spectrum, decorrelated colour), maco (phase only) or "
-                                              "pyramid (Laplacian); default: the style's")]
+                                              "pyramid (Laplacian), with options as NAME(KEY=VALUE,...), e.g. "
+                                              "'fourier(decay=1.5)'; default: the style's")]
 TransformsOpt = Annotated[str | None, typer.Option("--transforms", help="transforms before the network, e.g. "
                                                    "'jitter:9,scale:0.9-1.1,rotate:10,flip,crops:4:0.6-1', "
                                                    "'standard' (Lucid's) or 'none'; default: the style's")]
