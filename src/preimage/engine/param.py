@@ -399,17 +399,17 @@ def parse_param(param: str | Parameterization) -> Parameterization:
         fields = {f.name for f in dataclasses.fields(cls)}
         options: dict[str, float] = {}
         for item in filter(None, (i.strip() for i in m[2].split(","))):
-            key, _, value = item.partition("=")
+            key, _, value = (part.strip() for part in item.partition("="))
             try:
                 number = float(value)
             except ValueError:
                 number = math.nan
-            if key.strip() not in fields or not math.isfinite(number):
+            if key not in fields or not math.isfinite(number):
                 takes = f"its options: {', '.join(sorted(fields))}, each = a number" if fields else "it has none"
                 raise PreimageError(f"{param!r}: '{item}' is not an option of {m[1]} ({takes})", param="param")
-            if key.strip() in options:
-                raise PreimageError(f"{param!r}: {key.strip()} is given twice", param="param")
-            options[key.strip()] = number
+            if key in options:
+                raise PreimageError(f"{param!r}: {key} is given twice", param="param")
+            options[key] = number
         return cls(**options)
     raise PreimageError(f"unknown parameterization {param!r} (choose {', '.join(PARAMS)}, or an object such as "
                         "preimage.Fourier())", param="param")

@@ -30,6 +30,13 @@ from .peers import HERE as PEERS
 #: Every 50th ImageNet class from 25: the 20 tuning classes (``heldout.TUNING_CLASSES``; the reporting ones are
 #: ``heldout.REPORTING_CLASSES``, ``--classes reporting``).
 CLASSES = TUNING_CLASSES
+
+
+def _natural_transforms(scale: str = "0.9-1.1", crops: str = "4:0.6-1") -> str:
+    """The natural style's transforms of the earlier rounds with another scale range or crops (the variants)."""
+    return f"jitter:17,scale:{scale},rotate:10,jitter:9,crops:{crops}"
+
+
 #: What each part of ``natural`` contributes: natural, and natural with one part changed (``natural/PART``).
 VARIANTS: dict[str, dict[str, Any]] = {
     "paper": {"style": "paper"},
@@ -42,23 +49,19 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "natural/no-prior": {"style": "natural", "prior": "none"},
     "natural/prior-1e-3": {"style": "natural", "prior": "auto:1e-3"},
     "natural/prior-1e-5": {"style": "natural", "prior": "auto:1e-5"},
-    "natural/crops-8": {"style": "natural", "transforms": "jitter:17,scale:0.9-1.1,rotate:10,jitter:9,crops:8:0.6-1"},
+    "natural/crops-8": {"style": "natural", "transforms": _natural_transforms(crops="8:0.6-1")},
     "natural/logprob": {"style": "natural"},
-    "natural/crops-0.4": {"style": "natural",
-                          "transforms": "jitter:17,scale:0.9-1.1,rotate:10,jitter:9,crops:4:0.4-1"},
-    "natural/crops-8-0.4": {"style": "natural",
-                            "transforms": "jitter:17,scale:0.9-1.1,rotate:10,jitter:9,crops:8:0.4-1"},
-    "natural/crops-8-0.3": {"style": "natural",
-                            "transforms": "jitter:17,scale:0.9-1.1,rotate:10,jitter:9,crops:8:0.3-1"},
+    "natural/crops-0.4": {"style": "natural", "transforms": _natural_transforms(crops="4:0.4-1")},
+    "natural/crops-8-0.4": {"style": "natural", "transforms": _natural_transforms(crops="8:0.4-1")},
+    "natural/crops-8-0.3": {"style": "natural", "transforms": _natural_transforms(crops="8:0.3-1")},
     "natural/crops-8-0.4/scale-0.8": {"style": "natural",
-                                      "transforms": "jitter:17,scale:0.8-1.2,rotate:10,jitter:9,crops:8:0.4-1"},
-    "natural/crops-16-0.4": {"style": "natural",
-                             "transforms": "jitter:17,scale:0.9-1.1,rotate:10,jitter:9,crops:16:0.4-1"},
+                                      "transforms": _natural_transforms("0.8-1.2", crops="8:0.4-1")},
+    "natural/crops-16-0.4": {"style": "natural", "transforms": _natural_transforms(crops="16:0.4-1")},
     "natural/decay-1.5": {"style": "natural", "param": "fourier(decay=1.5)"},
     "natural/crops-8-0.4/decay-0.75": {"style": "natural", "param": "fourier(decay=0.75)",
-                                       "transforms": "jitter:17,scale:0.9-1.1,rotate:10,jitter:9,crops:8:0.4-1"},
+                                       "transforms": _natural_transforms(crops="8:0.4-1")},
     "natural/crops-8-0.4/no-prior": {"style": "natural", "prior": "none",
-                                     "transforms": "jitter:17,scale:0.9-1.1,rotate:10,jitter:9,crops:8:0.4-1"},
+                                     "transforms": _natural_transforms(crops="8:0.4-1")},
     "natural/decay-0.75": {"style": "natural", "param": "fourier(decay=0.75)"},
 }
 #: Variants whose targets are not the class logits: ``logprob:C``, the class's log-probability.
