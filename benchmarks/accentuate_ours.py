@@ -30,6 +30,7 @@ def main() -> None:
     ap.add_argument("--pairs", default=str(RESULTS / "pairs.json"))
     ap.add_argument("--seeds", default=str(RESULTS / "raw" / "seeds"))
     ap.add_argument("--half", default="all", choices=("all", "tuning", "reporting"))
+    ap.add_argument("--images", default="", help="comma-separated image names of the half (default: all)")
     ap.add_argument("--per-image", type=int, default=0, help="the first N classes of each image only (0: all)")
     ap.add_argument("--weights", default="0.3,1,3", help="comma-separated reg_weight values")
     ap.add_argument("--param", default=None, help="parameterization (default: accentuate's)")
@@ -49,7 +50,8 @@ def main() -> None:
         weights = [float(w) for w in a.weights.split(",") if w.strip()]
     except ValueError:
         raise SystemExit(f"error: --weights takes numbers separated by commas, got {a.weights!r}") from None
-    pairs = [p for p in json.loads(pathlib.Path(a.pairs).read_text())["pairs"] if a.half in ("all", p["half"])]
+    pairs = [p for p in json.loads(pathlib.Path(a.pairs).read_text())["pairs"] if a.half in ("all", p["half"])
+             and (not a.images or p["image"] in a.images.split(","))]
     seeds, out = pathlib.Path(a.seeds), pathlib.Path(a.out)
     seeds.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)

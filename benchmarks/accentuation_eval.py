@@ -348,6 +348,11 @@ def page(recs: list[dict[str, Any]], pairs: list[dict[str, Any]], out: pathlib.P
     return path
 
 
+def carried_name(method: str) -> str:
+    """A carried method's name: marked "(carried)" once, however many evaluations carried it."""
+    return method if method.endswith("(carried)") else f"{method} (carried)"
+
+
 def evaluate(a: argparse.Namespace) -> None:
     """Measure every picture of the runs and write the tables."""
     runs = []
@@ -361,8 +366,10 @@ def evaluate(a: argparse.Namespace) -> None:
     recs = measure(records(runs), pathlib.Path(a.raw) / "seeds", pairs)
     for spec in a.carried or []:  # measured before (another checkout): their numbers as they were, no pictures
         doc = json.loads(pathlib.Path(spec).read_text())
-        recs += [{**r, "method": f"{r['method']} (carried)", "png": None} for r in doc["pictures"]
+        recs += [{**r, "method": carried_name(r["method"]), "png": None} for r in doc["pictures"]
                  if r["method"] != "seed"]
+    # A picture carried by two files (an evaluation that carried the other) counts once.
+    recs = list({(r["method"], r["image"], r["class"], r["weight"]): r for r in recs}.values())
     info = {"pairs_file": str(pathlib.Path(a.pairs).relative_to(HERE.parent)) if pathlib.Path(a.pairs).resolve()
             .is_relative_to(HERE.parent) else a.pairs, "runs": {n: str(f) for n, f in runs},
             "judge": "efficientnet_lite1", "distance_layer": "efficientnet_lite0 blocks.1", "bins": labels_of_bins(),

@@ -32,9 +32,10 @@ from .peers import HERE as PEERS
 CLASSES = TUNING_CLASSES
 
 
-def _natural_transforms(scale: str = "0.9-1.1", crops: str = "4:0.6-1") -> str:
-    """The natural style's transforms of the earlier rounds with another scale range or crops (the variants)."""
-    return f"jitter:17,scale:{scale},rotate:10,jitter:9,crops:{crops}"
+def _natural_transforms(scale: str = "0.9-1.1", crops: str = "4:0.6-1", flip: bool = False) -> str:
+    """The natural style's transforms of the earlier rounds with another scale range, crops or a left–right flip
+    (the variants)."""
+    return f"jitter:17,scale:{scale},rotate:10,{'flip,' if flip else ''}jitter:9,crops:{crops}"
 
 
 #: What each part of ``natural`` contributes: natural, and natural with one part changed (``natural/PART``).
@@ -63,6 +64,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "natural/crops-8-0.4/no-prior": {"style": "natural", "prior": "none",
                                      "transforms": _natural_transforms(crops="8:0.4-1")},
     "natural/decay-0.75": {"style": "natural", "param": "fourier(decay=0.75)"},
+    "natural/flip": {"style": "natural", "transforms": _natural_transforms("0.8-1.2", "8:0.4-1", flip=True)},
+    "natural/scale-0.7": {"style": "natural", "transforms": _natural_transforms("0.7-1.3", "8:0.4-1")},
 }
 #: Variants whose targets are not the class logits: ``logprob:C``, the class's log-probability.
 CLASS_TERMS = {"natural/logprob": "logprob"}

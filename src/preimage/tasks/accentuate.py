@@ -67,11 +67,11 @@ PIXEL_SCALE = 32.0
 #: Words for the regularization's place besides a layer name.
 PIXELS, NONE, AUTO = "pixels", "none", "auto"
 #: The default style: a Fourier parameterization measured best of the four on the tuning half of
-#: benchmarks/results/accentuation (judge p(target) per pixel-RMSE bin; benchmarks/README.md, accentuation), and 4
-#: crops of 60–100 % of the side per step (tuning half: the judge's top-1 at RMSE ≤ 24 for 14 of 16 pairs against
-#: 13 of 16 without them, and a higher mean p at RMSE 8–24; benchmarks/README.md, accentuation round 2).
+#: benchmarks/results/accentuation (judge p(target) per pixel-RMSE bin; benchmarks/README.md, accentuation), and 8
+#: crops of 40–100 % of the side per step (tuning half: the judge's top-1 at RMSE ≤ 24 for 15 of 16 pairs, against
+#: 14 with 4 crops of 60–100 % and 13 without crops; benchmarks/README.md, accentuation rounds 2 and 3).
 ACCENTUATE_STYLE = Style("accentuate", param=Fourier(),
-                         transforms=(Jitter(9), Scale(0.95, 1.05), Rotate(5), Crops(4, 0.6, 1.0)),
+                         transforms=(Jitter(9), Scale(0.95, 1.05), Rotate(5), Crops(8, 0.4, 1.0)),
                          prior=None, iters=64, C=100.0)
 #: The default place and weight of the distance to the seed (tuning half: in pixels, top-1 on the judge for 6 of 8
 #: pairs at RMSE ≤ 24 against 3 of 8 in blocks.2; w = 3 the better of 3 and 30).
@@ -173,8 +173,8 @@ def accentuate(model: ModelLike, images: Images, target: str | Objective | Seque
     distance to the seed is measured: ``"pixels"`` (Horama's; the default, measured best), a layer name (faccent's;
     ``"auto"``: the first layer of stride 8) or ``"none"``/None. reg_weight: its weight w (≥ 0), or a list: one
     picture per weight. steps: iterations (default: the style's, 64). style/param/transforms/prior/optimizer: as for
-    ``maximize`` (default: a Fourier parameterization started from the seed, light jitter, scale and rotation, 4
-    crops of 60–100 % of the side, Adam, no feature prior). size: the input side (default: the model's; a tensor's
+    ``maximize`` (default: a Fourier parameterization started from the seed, light jitter, scale and rotation, 8
+    crops of 40–100 % of the side, Adam, no feature prior). size: the input side (default: the model's; a tensor's
     own). attribution: also return the summed |∂target/∂image| (one more backward pass per step).
     images_stats/stats: reference images for M_c (as ``maximize``'s ``images``). judge: classifier name(s) whose
     p(class) on each picture of a class target is reported (``info["transfer"]``).
