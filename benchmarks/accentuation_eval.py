@@ -350,7 +350,9 @@ def page(recs: list[dict[str, Any]], pairs: list[dict[str, Any]], out: pathlib.P
 
 def carried_name(method: str) -> str:
     """A carried method's name: marked "(carried)" once, however many evaluations carried it."""
-    return method if method.endswith("(carried)") else f"{method} (carried)"
+    while method.endswith(" (carried)"):
+        method = method.removesuffix(" (carried)")
+    return f"{method} (carried)"
 
 
 def evaluate(a: argparse.Namespace) -> None:

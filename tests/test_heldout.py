@@ -114,12 +114,31 @@ def test_the_natural_style_leaves_crops_out_for_a_neuron_and_then_reaches_its_na
     rep, stats = smallnet.smallnet_rep(), smallnet.smallnet_stats()
     r = maximize(rep, ["neuron:conv3:3", "neuron:conv3:6"], size=64, stats=stats)
     assert "crops" not in r.info["transforms"] and "crops" in r.info["adapted"]
+    assert "scale:0.9-1.1" in r.info["transforms"]  # the style's 0.8–1.2 narrowed for a point
     assert bool((r.metrics["ratio"] >= 1).all()), r.metrics["ratio"]
     cropped = maximize(rep, "neuron:conv3:3", size=64, stats=stats,
                        transforms="jitter:3,scale:0.9-1.1,rotate:10,jitter:2,crops:4:0.6-1")
     assert float(cropped.metrics["ratio"][0]) < float(r.metrics["ratio"][0])
     channel = maximize(rep, "conv3:3", size=64, iters=1, stats=stats)  # a channel's mean: crops stay
-    assert "crops:8" in channel.info["transforms"]
+    assert "crops:8" in channel.info["transforms"] and "scale:0.8-1.2" in channel.info["transforms"]
+
+
+@pytest.mark.parametrize(("given", "kept"), [
+    ("jitter:9,scale:0.8-1.2,crops:8:0.4-1", "jitter:9,scale:0.9-1.1"),
+    ("scale:0.95-1.05,rotate:5", None),  # nothing to narrow: the style itself, no note
+    ("scale:1.5-2", "scale:1.1-1.1"),  # wholly outside: its nearest end
+    ("scale:0.5-0.7,crops:2", "scale:0.9-0.9"),
+])
+def test_a_point_objective_drops_crops_and_narrows_the_zoom(given: str, kept: str | None) -> None:
+    from preimage.engine.styles import Style, fit_to_point
+    from preimage.engine.transforms import parse_transforms, transforms_spec
+
+    style = Style("mine", transforms=tuple(parse_transforms(given)))
+    fitted, note = fit_to_point(style)
+    if kept is None:
+        assert fitted is style and note is None
+    else:
+        assert transforms_spec(fitted.transforms) == kept and note is not None and kept in note
 
 
 def test_the_natural_style_leaves_its_transforms_out_on_an_image_far_below_the_networks_side() -> None:

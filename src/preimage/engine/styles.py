@@ -99,17 +99,32 @@ def fit_to_small(style: Style, hw: tuple[int, int], native: int | None) -> tuple
     return replace(style, transforms=()), note
 
 
+#: The widest scale range kept for an objective read at one point (a zoom of 0.8–1.2 changes the size of what a
+#: neuron sees by ±20 %: the digits network's conv3 neurons 9/10, 10/10, 8/10, 8/10 at 32, 64, 128, 224 px with
+#: it, 10/10, 10/10, 10/10, 8/10 with 0.9–1.1; benchmarks/results/objective_sizes.md, round 5).
+POINT_SCALE = (0.9, 1.1)
+
+
+def _narrow(t: Scale) -> Scale:
+    """The scale range clipped to ``POINT_SCALE`` (a range outside it becomes its nearest end)."""
+    lo = min(max(t.lo, POINT_SCALE[0]), POINT_SCALE[1])
+    return Scale(lo, max(min(t.hi, POINT_SCALE[1]), lo))
+
+
 def fit_to_point(style: Style) -> tuple[Style, str | None]:
-    """The style without its crops, and a note saying so (None when it has none), for an objective read at one
-    point of the map (a neuron, a concept at the centre). Why: a crop resamples the image around a random place,
-    so the fixed point sees a different, rescaled part at every step and no part is driven to its maximum
-    (benchmarks/results/objective_sizes.md: the digits network's conv3 neurons 6/10, 6/10, 5/10 at 64, 128 and
-    224 px with crops, 10/10, 10/10, 8/10 without). Jitter, scale and rotation move the point by a few pixels."""
-    if not style.transforms or not any(isinstance(t, Crops) for t in style.transforms):
+    """The style without its crops and with its scale range narrowed to ``POINT_SCALE``, and a note saying so
+    (None when nothing changed), for an objective read at one point of the map (a neuron, a concept at the
+    centre). Why: a crop resamples the image around a random place, so the fixed point sees a different, rescaled
+    part at every step and no part is driven to its maximum (benchmarks/results/objective_sizes.md: the digits
+    network's conv3 neurons 6/10, 6/10, 5/10 at 64, 128 and 224 px with crops, 10/10, 10/10, 8/10 without); a wide
+    zoom does the same, less. Jitter and rotation move the point by a few pixels."""
+    if not style.transforms:
         return style, None
-    kept = tuple(t for t in style.transforms if not isinstance(t, Crops))
-    note = (f"the {style.name} style's crops ({transforms_spec(style.transforms)}) move a single point's view; "
-            f"for a neuron they are left out ({transforms_spec(kept)})")
+    kept = tuple(_narrow(t) if isinstance(t, Scale) else t for t in style.transforms if not isinstance(t, Crops))
+    if transforms_spec(kept) == transforms_spec(style.transforms):
+        return style, None
+    note = (f"the {style.name} style's crops and wide zoom ({transforms_spec(style.transforms)}) move a single "
+            f"point's view; for a neuron they are left out or narrowed ({transforms_spec(kept)})")
     return replace(style, transforms=kept), note
 
 
