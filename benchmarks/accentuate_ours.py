@@ -52,6 +52,8 @@ def main() -> None:
         raise SystemExit(f"error: --weights takes numbers separated by commas, got {a.weights!r}") from None
     pairs = [p for p in json.loads(pathlib.Path(a.pairs).read_text())["pairs"] if a.half in ("all", p["half"])
              and (not a.images or p["image"] in a.images.split(","))]
+    if not pairs:
+        raise SystemExit(f"error: no pairs of half {a.half!r} for --images {a.images!r} in {a.pairs}")
     seeds, out = pathlib.Path(a.seeds), pathlib.Path(a.out)
     seeds.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
