@@ -198,6 +198,12 @@ def test_logprob_targets_make_the_class_top1_where_its_logit_raises_rivals_with_
     # The activation reported is the log-probability itself, with no natural maximum to compare against.
     assert torch.allclose(lp.metrics["activation"].exp(), lp.metrics["probability"], atol=1e-4)
     assert bool(lp.metrics["reference_max"].isnan().all())
+    # The logit's misses are named on the result and in its captions; the log-probability's pictures have none.
+    lost = [c for c, t in zip((2, 3), logit.metrics["top1"].tolist(), strict=True) if t != c]
+    assert lost and "missed" not in lp.info and "top-1" not in " ".join(lp.captions())
+    assert [f"class {c} (top-1" in logit.info["missed"] for c in (2, 3)] == [c in lost for c in (2, 3)]
+    assert "'logprob:" in logit.info["missed"]
+    assert [("top-1" in cap) for cap in logit.captions()] == [c in lost for c in (2, 3)]
     with pytest.raises(PreimageError, match="needs class scores"):  # a map has no classes to normalize over
         maximize(rep, "logprob:conv3:2", size=32, iters=1, stats=stats)
 
@@ -208,3 +214,15 @@ def test_maximize_says_on_the_console_how_the_style_adapted(tmp_path, capsys) ->
     code = main(["maximize", "--objective", "logprob:25", "--size", "32", "--iters", "1", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert code == 0 and "note: at 32 px, under 0.25 of the network's 224 px" in out and "log p(class 25)" in out
+
+
+def test_missed_classes_names_only_class_pictures_another_class_wins() -> None:
+    from preimage.tasks.activation import missed_classes
+
+    m = {"top1": torch.tensor([3, 9, 4, -1]), "probability": torch.tensor([0.9, 0.01, 0.2, float("nan")])}
+    note = missed_classes([3, 3, None, 7], m, "Net")
+    assert note == ("not the top-1 of their own pictures on Net: class 3 (top-1 9, p 0.01); a logit can rise while "
+                    "a rival rises more: 'logprob:3' lowers the rivals")
+    assert missed_classes([3, 3, None, 7], m, "Net", advise=False).endswith("class 3 (top-1 9, p 0.01)")
+    assert missed_classes([3, 9, 4, 7], m, "Net") is None  # every class its picture's top-1; -1: not read
+    assert missed_classes([3, 9, 4, 7], {"top1": m["top1"]}, "Net") is None

@@ -164,13 +164,16 @@ def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
     m = Model(rep.spec, device)
     jobs = [Job("maximize", m.id, target_layer(t, rep.spec), (t.spec(),), options=options) for t in targets]
     summary = one_job_sweep("maximize", m, jobs, [t.spec() for t in targets], out, force,
-                            label=f"maximize {rep.layer or 'output'}", mosaic=True)
+                            label=f"maximize {target_layer(targets[0], rep.spec) or rep.layer or 'output'}",
+                            mosaic=True)
     if check:
         summary["check"] = check_summary(rep.spec, targets, images, summary)
 
     def human() -> None:
         if summary.get("adapted"):
             out_console.print(f"note: {summary['adapted']}", markup=False)
+        if summary.get("missed"):
+            out_console.print(f"note: {summary['missed']}", markup=False)
         for name, t in summary.get("transfer", {}).items():
             out_console.print(f"judge {name}: top-1 for {sum(t['top1'])}/{len(t['top1'])}, mean p(class) "
                               f"{t['mean_probability']:.3f}")

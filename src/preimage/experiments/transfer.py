@@ -66,9 +66,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "natural/decay-0.75": {"style": "natural", "param": "fourier(decay=0.75)"},
     "natural/flip": {"style": "natural", "transforms": _natural_transforms("0.8-1.2", "8:0.4-1", flip=True)},
     "natural/scale-0.7": {"style": "natural", "transforms": _natural_transforms("0.7-1.3", "8:0.4-1")},
+    "natural/lead": {"style": "natural"},
 }
-#: Variants whose targets are not the class logits: ``logprob:C``, the class's log-probability.
-CLASS_TERMS = {"natural/logprob": "logprob"}
+#: Variants whose targets are not the class logits: ``logprob:C``, the class's log-probability, or a template.
+CLASS_TERMS = {"natural/logprob": "logprob", "natural/lead": "class:{c} + logprob:{c}"}
 LUCENT_CLASSES = PEERS / "lucent_classes.py"
 
 Say = Callable[[str], None]
@@ -89,7 +90,8 @@ def run_variant(model: str, classes: Sequence[int], settings: dict[str, Any], ou
     rep = load(model, "classifier")
     m = Model(rep.spec)
     options = {**settings, "seed": seed, **({"iters": iters} if iters else {})}
-    jobs = [Job("maximize", m.id, "classifier", units=(f"{term}:{c}",), options=options) for c in classes]
+    unit = (lambda c: term.format(c=c)) if "{c}" in term else (lambda c: f"{term}:{c}")
+    jobs = [Job("maximize", m.id, "classifier", units=(unit(c),), options=options) for c in classes]
     store = Store(out / "store")
     res = run_sweep(jobs, {m.id: m}, store, LocalBackend(strict=True), batch=batch, recompute=force)
     if res.cached:

@@ -97,6 +97,8 @@ class Result:
                 parts.append(f"w {r['reg_weight']:g}" + (f" RMSE {r['rmse']:.1f}" if r.get("rmse") is not None else ""))
             if r.get("probability") is not None:
                 parts.append(f"p {r['probability']:.2f}")
+            if r.get("top1") is not None and r.get("unit") is not None and r["top1"] >= 0 and r["top1"] != r["unit"]:
+                parts.append(f"top-1 {r['top1']}")  # another class wins the picture on the network itself
             if r.get("score_end") is not None and r.get("score_start"):
                 parts.append(f"score ×{r['score_end'] / r['score_start']:.2f}")
             for name, t in transfer.items():

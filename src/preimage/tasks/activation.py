@@ -567,6 +567,10 @@ def _maximize(rep0: Representation, targets: list[Objective], restarts: int, sty
                       "size": list(stats.size) if stats.size else None}}
     if fit_note:
         info["adapted"] = fit_note
+    missed = missed_classes([_unit(t) for t in targets for _ in range(restarts)], metrics, spec.name,
+                            advise=not any(isinstance(a, LogProb) for t in targets for a in t.atoms()))
+    if missed:
+        info["missed"] = missed
     result = Result(out, problems, metrics, spec.name, rep.layer, trace.iterations, trace.seconds, trace.energy, info,
                     jobs, attribution=None if trace.attribution is None else trace.attribution.float().cpu())
     if judge:
@@ -591,6 +595,27 @@ def _unit(t: Objective) -> int | None:
         return None
     a = terms[0][1]
     return a.unit if isinstance(a, (Channel, Neuron)) else a.index if isinstance(a, Class) else None
+
+
+def missed_classes(classes: Sequence[int | None], metrics: dict[str, torch.Tensor], model: str,
+                   advise: bool = True) -> str | None:
+    """A note naming the class targets whose pictures another class wins on the network itself, or None.
+    classes: each picture's class (None: not a class target); metrics: ``top1`` and ``probability`` (N);
+    advise: end with the log-probability as the remedy (for logit targets).
+    Why: a logit can reach many times its natural maximum while a rival's rises more (the digits network's
+    class 3 at 224 px, even from pixels without transforms after 400 steps; its log-probability makes all ten
+    classes top-1 there: benchmarks/results/objective_sizes.md, round 6)."""
+    top1, prob = metrics.get("top1"), metrics.get("probability")
+    if top1 is None or prob is None:
+        return None
+    lost = {c: (int(t), float(p)) for c, t, p in zip(classes, top1.tolist(), prob.tolist(), strict=True)
+            if c is not None and int(t) >= 0 and int(t) != c}
+    if not lost:
+        return None
+    which = ", ".join(f"class {c} (top-1 {t}, p {p:.2f})" for c, (t, p) in lost.items())
+    note = f"not the top-1 of their own pictures on {model}: {which}"
+    return note + (f"; a logit can rise while a rival rises more: 'logprob:{next(iter(lost))}' lowers the rivals"
+                   if advise else "")
 
 
 def _is_logit_layer(t: Objective, spec: ModelSpec) -> bool:
