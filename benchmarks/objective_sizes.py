@@ -12,7 +12,10 @@ centre neuron), on the network they are optimized for. A class is met when it is
 a unit when its activation reaches its natural maximum (the channel's largest response over the reference
 images, ``measures.stats``; ``ratio`` ≥ 1 where that maximum is positive). The small net
 (``preimage.experiments.smallnet``: 10 digit classes, grey, its own normalization) uses its shipped statistics
-over 100 of its training digits; efficientnet_lite0 its cached statistics over the bundled samples. Prints a
+over 100 of its training digits; ``shapesnet`` (``benchmarks/shapesnet.py``, the reporting network: six drawn
+shapes) its statistics over 100 training shapes; efficientnet_lite0 its cached statistics over the bundled samples.
+``--class-term`` takes ``class``, ``logprob`` or a template such as ``"class:{c} + logprob:{c}"`` (top-1 and p
+are then read from the logits here); ``--param`` and ``--transforms`` replace the style's own (no adaptation). Prints a
 table per model (met/total per task, style and size, and the seconds each call took); ``--out`` writes every
 number as JSON. One CPU thread by default.
 """
@@ -32,6 +35,7 @@ SIZES = (32, 64, 128, 224)
 DEFAULTS = {
     "smallnet": (tuple(range(10)), "conv3", (0, 2, 3, 4, 5, 6, 7, 8, 9, 10)),  # channel 1 of conv3 never fires
     "efficientnet_lite0": ((25, 275, 525, 775), "blocks.4", (0, 10, 20, 30)),
+    "shapesnet": (tuple(range(6)), "conv3", tuple(range(10))),  # benchmarks/shapesnet.py: the reporting net
 }
 
 
@@ -49,13 +53,18 @@ def representation(model: str, layer: str | None, size: int, device: str):
         # Its native side stays 32 (what it was trained at); the probe's side is maximize's ``size``.
         return load(load_smallnet(), layer, channels=1, mean=MEAN, std=STD, input_size=(INPUT_SIZE, INPUT_SIZE),
                     device=device)
+    if model == "shapesnet":
+        from shapesnet import shapesnet_rep
+
+        return shapesnet_rep(layer)
     if layer is None:  # a named model's None is its default layer: its logits are its classifier layer
         layer = load(model).spec.classifier_layer
     return load(model, layer, device=device)
 
 
 def run(model: str, task: str, style: str, size: int, targets: tuple[int, ...], layer: str | None, iters: int | None,
-        device: str, transforms: str | None = None, class_term: str = "class") -> dict:
+        device: str, transforms: str | None = None, class_term: str = "class", param: str | None = None,
+        prior: str | None = None) -> dict:
     """One ``maximize`` call; the row of the table (met, per-target numbers, seconds)."""
     from preimage.tasks.activation import maximize
 
@@ -64,14 +73,25 @@ def run(model: str, task: str, style: str, size: int, targets: tuple[int, ...], 
         from preimage.experiments.smallnet import smallnet_stats
 
         stats = smallnet_stats()
+    elif model == "shapesnet":
+        from shapesnet import shapesnet_stats
+
+        stats = shapesnet_stats()
     rep = representation(model, layer, size, device)
     # Targets as today's API spells them: class logits, or the centre neuron of a channel of ``layer``.
-    specs = ([f"{class_term}:{c}" for c in targets] if task == "classes"
+    specs = ([class_term.format(c=c) if "{c}" in class_term else f"{class_term}:{c}" for c in targets]
+             if task == "classes"
              else [f"neuron:{layer}:{u}" for u in targets])
     t = time.perf_counter()
-    r = maximize(rep, specs, style=style, size=size, iters=iters, stats=stats, transforms=transforms)
+    r = maximize(rep, specs, style=style, size=size, iters=iters, stats=stats, transforms=transforms,
+                 param=param, prior=prior)
     secs = time.perf_counter() - t
     m = {k: v.tolist() for k, v in r.metrics.items() if isinstance(v, torch.Tensor)}
+    if task == "classes" and "top1" not in m:  # a sum of terms has no one unit: read the logits here
+        with torch.no_grad():
+            p = rep(rep.to_paper_units(r.images.float().to(device))).flatten(1).float().softmax(1).cpu()
+        m["top1"] = p.argmax(1).tolist()
+        m["probability"] = [float(p[i, c]) for i, c in enumerate(targets)]
     met = ([int(p) == c for p, c in zip(m["top1"], targets, strict=True)] if task == "classes"
            else [a >= ref for a, ref in zip(m["activation"], m["reference_max"], strict=True)])
     return {"task": task, "style": style, "class_term": class_term, "size": size, "layer": layer,
@@ -103,8 +123,11 @@ def main() -> None:
     ap.add_argument("--units", default=None, help="comma-separated channels of --layer; '' for none")
     ap.add_argument("--iters", type=int, default=None, help="default: each style's own")
     ap.add_argument("--transforms", default=None, help="a --transforms spec replacing each style's own")
-    ap.add_argument("--class-term", default="class", choices=("class", "logprob"),
-                    help="classes as their logits (class:C) or their log-probabilities (logprob:C)")
+    ap.add_argument("--class-term", default="class",
+                    help="class (logits, class:C), logprob (logprob:C), or a template such as "
+                         "'class:{c} + 3*logprob:{c}'")
+    ap.add_argument("--param", default=None, help="a parameterization replacing each style's own (pixel, fourier)")
+    ap.add_argument("--prior", default=None, help="a feature prior replacing each style's own (none, auto:1e-5)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", type=Path, default=None)
@@ -122,7 +145,7 @@ def main() -> None:
             for task, targets, lay in (("classes", classes, None), ("units", units, layer)):
                 if targets:
                     rows.append(run(a.model, task, style, size, targets, lay, a.iters, a.device, a.transforms,
-                                    a.class_term))
+                                    a.class_term, a.param, a.prior))
                     r = rows[-1]
                     print(f"{task} {style} {size}px: {sum(r['met'])}/{len(r['met'])} in {r['seconds']:.1f} s",
                           file=sys.stderr, flush=True)
@@ -130,7 +153,8 @@ def main() -> None:
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps({"model": a.model, "threads": a.threads, "device": a.device, "iters": a.iters,
-                                     "transforms": a.transforms, "class_term": a.class_term,
+                                     "transforms": a.transforms, "class_term": a.class_term, "param": a.param,
+                                     "prior": a.prior,
                                      "classes": list(classes), "layer": layer, "units": list(units), "rows": rows},
                                     indent=1))
 

@@ -99,27 +99,32 @@ def test_the_natural_style_fits_its_jitters_to_a_small_image_and_says_so() -> No
     assert [st.transforms[0].d for st, _ in specs.values()] == [3, 5, 10, 17]
     assert [st.transforms[3].d for st, _ in specs.values()] == [2, 3, 6, 9]
     assert specs[224][1] is None and "at 32 px they are scaled to jitter:3" in specs[32][1]
-    r = maximize(smallnet.smallnet_rep(), "class:3", size=32, iters=1, stats=smallnet.smallnet_stats())
-    assert r.info["transforms"].startswith("jitter:3,") and "scaled" in r.info["adapted"]
+    # A network of 128 px at 64 px: s = 64/224, jitters ⌈17·s⌉ = 5 and ⌈9·s⌉ = 3.
+    r = maximize(smallnet.smallnet_rep(size=128), "class:3", size=64, iters=1, stats=smallnet.smallnet_stats())
+    assert r.info["transforms"].startswith("jitter:5,") and "scaled" in r.info["adapted"]
     own = maximize(smallnet.smallnet_rep(), "class:3", size=32, iters=1, stats=smallnet.smallnet_stats(),
                    transforms="jitter:17")  # the user's own transforms are theirs
     assert own.info["transforms"] == "jitter:17" and "adapted" not in own.info
 
 
 def test_the_natural_style_leaves_crops_out_for_a_neuron_and_then_reaches_its_natural_maximum() -> None:
-    """A crop moves what the centre neuron sees at every step; without crops the digits net's conv3 neurons reach
-    their natural maximum at twice the net's side (tuning half of benchmarks/results/objective_sizes.md)."""
+    """A crop moves what the centre neuron sees at every step. The digits net (32 px) gets no transforms at all
+    (``fit_to_small``), and its conv3 neurons reach their natural maximum at twice its side; a network of 128 px
+    keeps its fitted transforms but not the crops (benchmarks/results/objective_sizes.md)."""
     from preimage.tasks.activation import maximize
 
     rep, stats = smallnet.smallnet_rep(), smallnet.smallnet_stats()
     r = maximize(rep, ["neuron:conv3:3", "neuron:conv3:6"], size=64, stats=stats)
-    assert "crops" not in r.info["transforms"] and "crops" in r.info["adapted"]
-    assert "scale:0.9-1.1" in r.info["transforms"]  # the style's 0.8–1.2 narrowed for a point
+    assert r.info["transforms"] == "none" and "leaves its transforms" in r.info["adapted"]
     assert bool((r.metrics["ratio"] >= 1).all()), r.metrics["ratio"]
     cropped = maximize(rep, "neuron:conv3:3", size=64, stats=stats,
                        transforms="jitter:3,scale:0.9-1.1,rotate:10,jitter:2,crops:4:0.6-1")
     assert float(cropped.metrics["ratio"][0]) < float(r.metrics["ratio"][0])
-    channel = maximize(rep, "conv3:3", size=64, iters=1, stats=stats)  # a channel's mean: crops stay
+    wide = smallnet.smallnet_rep(size=128)
+    point = maximize(wide, "neuron:conv3:3", size=64, iters=1, stats=stats)
+    assert "crops" not in point.info["transforms"] and "crops" in point.info["adapted"]
+    assert "scale:0.9-1.1" in point.info["transforms"]  # the style's 0.8–1.2 narrowed for a point
+    channel = maximize(wide, "conv3:3", size=64, iters=1, stats=stats)  # a channel's mean: crops stay
     assert "crops:8" in channel.info["transforms"] and "scale:0.8-1.2" in channel.info["transforms"]
 
 
@@ -142,8 +147,8 @@ def test_a_point_objective_drops_crops_and_narrows_the_zoom(given: str, kept: st
 
 
 def test_the_natural_style_leaves_its_transforms_out_on_an_image_far_below_the_networks_side() -> None:
-    """At 32 px lite0 (224 px) sees a few pixels; resampled views blur them. Class 25 (a tuning class of
-    objective_sizes.md) is top-1 without transforms (it was at p 0.02 with them)."""
+    """At 32 px lite0 (224 px) sees a few pixels; resampled views blur them. Class 275 (a tuning class of
+    objective_sizes.md) is top-1 without transforms and with its log-probability added."""
     from conftest import lite0
 
     from preimage.engine.styles import STYLES, fit_to_small
@@ -151,12 +156,17 @@ def test_the_natural_style_leaves_its_transforms_out_on_an_image_far_below_the_n
 
     natural = STYLES["natural"]
     assert fit_to_small(natural, (64, 64), 224) == (natural, None)  # 64 ≥ 224/4: kept
-    assert fit_to_small(natural, (32, 32), None) == (natural, None)  # no known input side: kept
-    small, note = fit_to_small(natural, (32, 32), 224)
-    assert small.transforms == () and "left out" in note
-    r = maximize(lite0("classifier"), "class:25", size=32)
-    assert r.info["transforms"] == "none" and "left out" in r.info["adapted"]
-    assert int(r.metrics["top1"][0]) == 25
+    assert fit_to_small(natural, (64, 64), None) == (natural, None)  # no known input side: the image's
+    assert fit_to_small(natural, (224, 224), 64) == (natural, None)
+    assert fit_to_small(STYLES["paper"], (32, 32), 224) == (STYLES["paper"], None)  # the paper's method stays
+    for hw, native, where in (((32, 32), 224, "at 32 px,"), ((32, 32), None, "at 32 px,"),
+                              ((224, 224), 32, "at 224 px on a network of 32 px"), ((32, 32), 32, "at 32 px,")):
+        small, note = fit_to_small(natural, hw, native)
+        assert small.transforms == () and small.rivals == 1.0 and natural.rivals == 0.0
+        assert note.startswith(where) and "leaves its transforms" in note and "log-probability" in note
+    r = maximize(lite0("classifier"), "class:275", size=32)
+    assert r.info["transforms"] == "none" and r.info["rivals"] == 1.0 and "leaves its transforms" in r.info["adapted"]
+    assert int(r.metrics["top1"][0]) == 275
 
 
 def test_class_sets_resolve_by_name() -> None:
@@ -191,8 +201,10 @@ def test_logprob_targets_make_the_class_top1_where_its_logit_raises_rivals_with_
     expect = -torch.stack([2 * phi[0].log_softmax(0)[3], phi[1].log_softmax(0)[7]])
     assert torch.allclose(InnerProduct(w, log_softmax=True)(phi), expect)
     rep, stats = smallnet.smallnet_rep(), smallnet.smallnet_stats()
-    lp = maximize(rep, ["logprob:2", "logprob:3"], size=64, stats=stats)
-    logit = maximize(rep, ["class:2", "class:3"], size=64, stats=stats)
+    fitted = "jitter:3,scale:0.8-1.2,rotate:10,jitter:2,crops:8:0.4-1"  # round 4's natural style on this net
+    lp = maximize(rep, ["logprob:2", "logprob:3"], size=64, stats=stats, transforms=fitted)
+    logit = maximize(rep, ["class:2", "class:3"], size=64, stats=stats, transforms=fitted)
+    assert "rivals" not in logit.info  # the user's own transforms: no adaptation
     assert lp.metrics["top1"].tolist() == [2, 3]
     assert bool((lp.metrics["probability"] > logit.metrics["probability"]).all())
     # The activation reported is the log-probability itself, with no natural maximum to compare against.
@@ -213,7 +225,8 @@ def test_maximize_says_on_the_console_how_the_style_adapted(tmp_path, capsys) ->
 
     code = main(["maximize", "--objective", "logprob:25", "--size", "32", "--iters", "1", "--out", str(tmp_path)])
     out = capsys.readouterr().out
-    assert code == 0 and "note: at 32 px, under 0.25 of the network's 224 px" in out and "log p(class 25)" in out
+    assert code == 0 and "note: at 32 px, under 0.25 of the 224 px its transforms were chosen at" in out
+    assert "log p(class 25)" in out
 
 
 def test_missed_classes_names_only_class_pictures_another_class_wins() -> None:
@@ -223,6 +236,38 @@ def test_missed_classes_names_only_class_pictures_another_class_wins() -> None:
     note = missed_classes([3, 3, None, 7], m, "Net")
     assert note == ("not the top-1 of their own pictures on Net: class 3 (top-1 9, p 0.01); a logit can rise while "
                     "a rival rises more: 'logprob:3' lowers the rivals")
-    assert missed_classes([3, 3, None, 7], m, "Net", advise=False).endswith("class 3 (top-1 9, p 0.01)")
+    assert missed_classes([3, 3, None, 7], m, "Net", advise=False).endswith(
+        "class 3 (top-1 9, p 0.01); more iterations often help")
     assert missed_classes([3, 9, 4, 7], m, "Net") is None  # every class its picture's top-1; -1: not read
     assert missed_classes([3, 9, 4, 7], {"top1": m["top1"]}, "Net") is None
+
+
+def test_the_small_network_rule_adds_the_log_probability_to_a_class_and_meets_it() -> None:
+    """Where the transforms are left out, ``rivals`` adds log p(C) to class C's logit: the same energy as the
+    objective ``class:C + logprob:C``. On the digits net (32 px) at 64 px, classes 2, 3 and 7 (missed with the
+    logit and the fitted transforms in every round of objective_sizes.md) become top-1."""
+    from preimage.engine.targets import parse_target
+    from preimage.tasks.activation import bind, maximize
+
+    rep, stats = smallnet.smallnet_rep(), smallnet.smallnet_stats()
+    cpu = rep.device_dtype()
+    phi = torch.randn(2, 10)
+    with_rivals = bind(rep.spec, parse_target(["class:3", "class:7"]), 1, (64, 64), stats, cpu, rivals=1.0)
+    summed = bind(rep.spec, parse_target(["class:3 + logprob:3", "class:7 + logprob:7"]), 1, (64, 64), stats, cpu)
+    plain = bind(rep.spec, parse_target(["class:3", "class:7"]), 1, (64, 64), stats, cpu)
+    assert torch.allclose(with_rivals.term(phi), summed.term(phi))
+    assert not torch.allclose(with_rivals.term(phi), plain.term(phi))
+    r = maximize(rep, ["class:2", "class:3", "class:7"], size=64, stats=stats)
+    assert r.info["rivals"] == 1.0 and r.info["transforms"] == "none"
+    assert r.metrics["top1"].tolist() == [2, 3, 7] and "missed" not in r.info
+
+
+def test_captions_give_a_ratio_only_against_a_positive_natural_maximum_and_name_a_winning_rival() -> None:
+    from preimage.report.result import Result
+
+    problems = [{"target": f"class:{c}", "label": f"class {c}", "restart": 0, "unit": c} for c in (3, 7)]
+    metrics = {"activation": torch.tensor([53.9, 20.1]), "reference_max": torch.tensor([3.39, -0.83]),
+               "ratio": torch.tensor([15.9, -24.2]), "probability": torch.tensor([0.001, 0.998]),
+               "top1": torch.tensor([9, 7])}
+    r = Result(torch.zeros(2, 1, 8, 8), problems, metrics, "net", None, 1, 0.1, torch.zeros(1, 2))
+    assert r.captions() == ["class 3 · act 53.9 (15.9× natural max) · p 0.00 · top-1 9", "class 7 · act 20.1 · p 1.00"]

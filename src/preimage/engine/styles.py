@@ -35,7 +35,9 @@ class Style:
     a feature prior (None: none); optimizer None: the parameterization's own; iters: the default iterations of a
     single-stage task (None: the paper's 300); C: the weight of activation maximization's data term (the paper's is
     1: its normalized unit term is ~0.2·logit/M for a class, small against the priors once Adam, not the paper's
-    step size, sets the balance); schedule: the stages of inversion (None: the model's, the paper's 300+50)."""
+    step size, sets the balance); schedule: the stages of inversion (None: the model's, the paper's 300+50);
+    rivals: the weight of a class's log-probability added to its logit in a class objective (0: the logit alone;
+    the log-probability lowers the other classes, ``fit_to_small``)."""
 
     name: str
     param: Parameterization = Pixel()
@@ -45,6 +47,7 @@ class Style:
     iters: int | None = None
     C: float = 1.0
     schedule: tuple[Stage, ...] | None = None
+    rivals: float = 0.0
 
 
 STYLES = {
@@ -81,22 +84,33 @@ def fit_transforms(style: Style, hw: tuple[int, int], native: int | None = None)
     return replace(style, transforms=fitted), note
 
 
-#: Below this fraction of the network's own input side, a style's transforms are left out (``fit_to_small``).
+#: Below this fraction of the side the transforms were chosen at (s = min(side, network's side)/224), a style's
+#: transforms are left out and class objectives lower their rivals (``fit_to_small``).
 SMALL_FRACTION = 0.25
+#: The weight of a class's log-probability added to its logit where the transforms are left out.
+SMALL_RIVALS = 1.0
 
 
 def fit_to_small(style: Style, hw: tuple[int, int], native: int | None) -> tuple[Style, str | None]:
-    """The style without transforms, and a note saying so, when the image's side is below ``SMALL_FRACTION`` of
-    the network's input side ``native`` (None: never). Why: on an image a seventh of the network's side, every
-    resampled view (scale, rotation, crop) blurs the few pixels the network reads, and class pre-images miss
-    (efficientnet_lite0 at 32 px, tuning classes 25, 275, 525, 775: 0/4 top-1 with the fitted transforms, 4/4
-    without; 4/4 either way at 64 px: benchmarks/results/objective_sizes.md). The threshold lies between the
-    sides measured (32/224 = 0.14 misses, 64/224 = 0.29 does not)."""
-    if not style.transforms or native is None or min(hw) >= SMALL_FRACTION * native:
+    """The style without transforms, with class objectives that also raise the class's log-probability
+    (``rivals``), and a note saying so, when s = min(image side, network side ``native``)/224 is below
+    ``SMALL_FRACTION`` (native None: the image's side). Why: the transforms were chosen at 224 px on ImageNet
+    networks; on an image a seventh of the network's side, or for a network trained at 32 px, every resampled view
+    (scale, rotation, crop) changes the few pixels the network reads; and without transforms a logit alone is
+    often raised with a rival raised more. Chosen on the digits network at 32–224 px (classes met 28/40 with the
+    fitted transforms and the logit, 31/40 without transforms, 39/40 without transforms and with the
+    log-probability; units 38/40 and 40/40) and on efficientnet_lite0's 20 tuning classes at 32 px (9/20 without
+    transforms, 12/20 with the log-probability); reported on another small network and lite0's reporting classes
+    (benchmarks/results/objective_sizes.md, round 6). At 224 px the log-probability makes pictures that transfer
+    worse (benchmarks/results/transfer.md, round 6), so it is added only where the transforms are left out."""
+    side = min(min(hw), native or min(hw))
+    if not style.transforms or side >= SMALL_FRACTION * TRANSFORM_SIDE:
         return style, None
-    note = (f"at {min(hw)} px, under {SMALL_FRACTION:g} of the network's {native} px, the {style.name} style's "
-            f"transforms ({transforms_spec(style.transforms)}) are left out")
-    return replace(style, transforms=()), note
+    where = f"at {min(hw)} px" + (f" on a network of {native} px" if native and native < min(hw) else "")
+    note = (f"{where}, under {SMALL_FRACTION:g} of the {TRANSFORM_SIDE} px its transforms were chosen at, the "
+            f"{style.name} style leaves its transforms ({transforms_spec(style.transforms)}) out and adds a class's "
+            "log-probability to its logit (it lowers the other classes)")
+    return replace(style, transforms=(), rivals=SMALL_RIVALS), note
 
 
 #: The widest scale range kept for an objective read at one point (a zoom of 0.8–1.2 changes the size of what a
@@ -129,9 +143,10 @@ def fit_to_point(style: Style) -> tuple[Style, str | None]:
 
 
 def adapt(style: Style, hw: tuple[int, int], native: int | None, at_point: bool) -> tuple[Style, str | None]:
-    """The style's own transforms fitted to the problem, and one note saying how (None: unchanged): left out far
-    below the network's side (``fit_to_small``), jitters scaled to a small image (``fit_transforms``), crops left
-    out for an objective read at one point (``fit_to_point``, when ``at_point``)."""
+    """The style's own transforms fitted to the problem, and one note saying how (None: unchanged): left out for a
+    small image or a small network, whose class objectives then lower their rivals (``fit_to_small``), jitters
+    scaled to a small image (``fit_transforms``), crops left out for an objective read at one point
+    (``fit_to_point``, when ``at_point``)."""
     style, small = fit_to_small(style, hw, native)
     style, scaled = fit_transforms(style, hw, native)
     style, point = fit_to_point(style) if at_point else (style, None)
@@ -144,7 +159,8 @@ def style_record(style: Style) -> str | dict[str, Any]:
         return style.name
     return {"name": style.name, "param": style.param.spec(), "transforms": transforms_spec(style.transforms),
             "prior": style.prior.spec() if style.prior else None, "optimizer": style.optimizer, "iters": style.iters,
-            "C": style.C, "schedule": schedule_record(style.schedule) if style.schedule is not None else None}
+            "C": style.C, "schedule": schedule_record(style.schedule) if style.schedule is not None else None,
+            **({"rivals": style.rivals} if style.rivals else {})}
 
 
 def get_style(style: str | Style | dict[str, Any]) -> Style:
@@ -158,7 +174,8 @@ def get_style(style: str | Style | dict[str, Any]) -> Style:
         return Style(style["name"], param=parse_param(style.get("param") or "pixel"),
                      transforms=None if t is None else tuple(t), prior=parse_prior(style.get("prior")),
                      optimizer=style.get("optimizer"), iters=style.get("iters"), C=float(style.get("C", 1.0)),
-                     schedule=stages_from_record(style["schedule"]) if style.get("schedule") else None)
+                     schedule=stages_from_record(style["schedule"]) if style.get("schedule") else None,
+                     rivals=float(style.get("rivals", 0.0)))
     raise PreimageError(f"unknown style {style!r} (choose {', '.join(STYLES)}, or a preimage.Style)", param="style")
 
 
@@ -194,4 +211,5 @@ def describe(s: Style, schedule: Sequence[Stage] = ()) -> dict[str, Any]:
     own = OWN_OPTIMIZER[s.param.name]
     names = [s.optimizer] if s.optimizer else list(dict.fromkeys(st.optimizer or own for st in schedule)) or [own]
     return {"style": s.name, "param": s.param.spec(), "transforms": transforms_spec(s.transforms),
-            "prior": s.prior.spec() if s.prior else None, "optimizer": "+".join(names)}
+            "prior": s.prior.spec() if s.prior else None, "optimizer": "+".join(names),
+            **({"rivals": s.rivals} if s.rivals else {})}

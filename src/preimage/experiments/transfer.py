@@ -79,6 +79,11 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name).strip("-")
 
 
+def _mean(values: Sequence[float | None]) -> float | None:
+    """The mean, or None where a value is missing (a sum of terms has no one class probability)."""
+    return None if not values or any(v is None for v in values) else sum(values) / len(values)
+
+
 def run_variant(model: str, classes: Sequence[int], settings: dict[str, Any], out: Path, *, iters: int | None,
                 batch: int, seed: int = 0, force: bool = False, say: Say = lambda m: None,
                 term: str = "class") -> dict[str, Any]:
@@ -102,7 +107,7 @@ def run_variant(model: str, classes: Sequence[int], settings: dict[str, Any], ou
         problem = rec["result"]["problems"][0]
         atomic_write_bytes(out / f"class{c}.png", store.file(job.key, problem["png"]).read_bytes())
         files.append(str(out / f"class{c}.png"))
-        own.append(problem["probability"])
+        own.append(problem.get("probability"))  # None for a sum of terms (no one class to read)
         seconds += rec["result"].get("seconds", 0.0)
     info = rec["result"]["info"]
     return {"files": files, "cached": len(res.cached), "seconds": seconds,
@@ -161,7 +166,7 @@ def class_transfer(model: str = "efficientnet_lite0", judge: str = "efficientnet
         verdict = judge_folder(j, folder, classes)
         rows.append({"method": name, "folder": str(folder), "iterations": run["iterations"], "cached": run["cached"],
                      "per_image_seconds": run["per_image_seconds"], **run["info"],
-                     "model_mean_probability": sum(run["model_probability"]) / len(classes), **verdict})
+                     "model_mean_probability": _mean(run["model_probability"]), **verdict})
     if lucent:
         py = lucent_python(lucent_python_path)
         if py is None:

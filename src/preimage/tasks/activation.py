@@ -327,9 +327,10 @@ def target_points(spec: ModelSpec, targets: Sequence[Objective], hw: tuple[int, 
 
 
 def bind(spec: ModelSpec, targets: Sequence[Objective], restarts: int, hw: tuple[int, int], stats: NeuronStats,
-         device: tuple, C: float = 1.0) -> Binding:
+         device: tuple, C: float = 1.0, rivals: float = 0.0) -> Binding:
     """The data term of ``len(targets) × restarts`` problems (target-major), each target's restarts coupled by its
-    diversity terms, and what the metrics need."""
+    diversity terms, and what the metrics need. rivals: each class logit term also raises the class's
+    log-probability with this share of its weight (``Style.rivals``)."""
     keys, per_target = target_points(spec, targets, hw, device)
     phi_key = max(keys, key=lambda k: keys[k].order)
     n = len(targets) * restarts
@@ -367,9 +368,10 @@ def bind(spec: ModelSpec, targets: Sequence[Objective], restarts: int, hw: tuple
             elif spatial:
                 weights[key][rows, u] += wu / cells
             else:
-                if isinstance(a, LogProb):
-                    log_probs.setdefault(key, torch.zeros(n, *info.shape, dtype=torch.float64))[rows, u] += wu
-                else:
+                share = 1.0 if isinstance(a, LogProb) else rivals if isinstance(a, Class) else 0.0
+                if share:
+                    log_probs.setdefault(key, torch.zeros(n, *info.shape, dtype=torch.float64))[rows, u] += share * wu
+                if not isinstance(a, LogProb):
                     weights[key][rows, u] += wu
     unit_weights = []
     for t, atoms in zip(targets, per_target, strict=True):
@@ -524,13 +526,13 @@ def _maximize(rep0: Representation, targets: list[Objective], restarts: int, sty
     target_points(spec, targets, hw, device)  # every unit checked before the statistics are read
     if stats is None:
         stats = load_stats(spec, images=images)
-    binding = bind(spec, targets, restarts, hw, stats, device)
+    binding = bind(spec, targets, restarts, hw, stats, device, rivals=sty.rivals)
     missing = [info for info in binding.points.values() if info.stats not in stats.points]
     if missing and images is None and stats is not None:
         warn(f"the cached neuron statistics of {spec.name} do not cover layer '{missing[0].rep.layer}'; "
              "recomputing them")
         stats = load_stats(spec, recompute=True)
-        binding = bind(spec, targets, restarts, hw, stats, device)
+        binding = bind(spec, targets, restarts, hw, stats, device, rivals=sty.rivals)
     if sty.C != 1.0:
         binding.term = sty.C * binding.term
     rep = binding.rep
@@ -567,8 +569,9 @@ def _maximize(rep0: Representation, targets: list[Objective], restarts: int, sty
                       "size": list(stats.size) if stats.size else None}}
     if fit_note:
         info["adapted"] = fit_note
+    logits_only = not sty.rivals and not any(isinstance(a, LogProb) for t in targets for a in t.atoms())
     missed = missed_classes([_unit(t) for t in targets for _ in range(restarts)], metrics, spec.name,
-                            advise=not any(isinstance(a, LogProb) for t in targets for a in t.atoms()))
+                            advise=logits_only)
     if missed:
         info["missed"] = missed
     result = Result(out, problems, metrics, spec.name, rep.layer, trace.iterations, trace.seconds, trace.energy, info,
@@ -601,7 +604,7 @@ def missed_classes(classes: Sequence[int | None], metrics: dict[str, torch.Tenso
                    advise: bool = True) -> str | None:
     """A note naming the class targets whose pictures another class wins on the network itself, or None.
     classes: each picture's class (None: not a class target); metrics: ``top1`` and ``probability`` (N);
-    advise: end with the log-probability as the remedy (for logit targets).
+    advise: end with the log-probability as the remedy (for logit targets), else with more iterations.
     Why: a logit can reach many times its natural maximum while a rival's rises more (the digits network's
     class 3 at 224 px, even from pixels without transforms after 400 steps; its log-probability makes all ten
     classes top-1 there: benchmarks/results/objective_sizes.md, round 6)."""
@@ -615,7 +618,7 @@ def missed_classes(classes: Sequence[int | None], metrics: dict[str, torch.Tenso
     which = ", ".join(f"class {c} (top-1 {t}, p {p:.2f})" for c, (t, p) in lost.items())
     note = f"not the top-1 of their own pictures on {model}: {which}"
     return note + (f"; a logit can rise while a rival rises more: 'logprob:{next(iter(lost))}' lowers the rivals"
-                   if advise else "")
+                   if advise else "; more iterations often help")
 
 
 def _is_logit_layer(t: Objective, spec: ModelSpec) -> bool:
