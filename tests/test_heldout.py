@@ -167,6 +167,9 @@ def test_the_natural_style_leaves_its_transforms_out_on_an_image_far_below_the_n
     r = maximize(lite0("classifier"), "class:275", size=32)
     assert r.info["transforms"] == "none" and r.info["rivals"] == 1.0 and "leaves its transforms" in r.info["adapted"]
     assert int(r.metrics["top1"][0]) == 275
+    assert r.iterations == 256 and "256 iterations instead of 64" in r.info["adapted"]  # fit_iterations
+    given = maximize(lite0("classifier"), "class:275", size=32, iters=3)  # the user's own count is theirs
+    assert given.iterations == 3 and "iterations" not in given.info["adapted"]
 
 
 def test_class_sets_resolve_by_name() -> None:
@@ -271,3 +274,17 @@ def test_captions_give_a_ratio_only_against_a_positive_natural_maximum_and_name_
                "top1": torch.tensor([9, 7])}
     r = Result(torch.zeros(2, 1, 8, 8), problems, metrics, "net", None, 1, 0.1, torch.zeros(1, 2))
     assert r.captions() == ["class 3 · act 53.9 (15.9× natural max) · p 0.00 · top-1 9", "class 7 · act 20.1 · p 1.00"]
+
+
+def test_fit_iterations_only_where_the_transforms_were_left_out_on_a_small_image() -> None:
+    from preimage.engine.styles import STYLES, fit_iterations, fit_to_small
+
+    natural = STYLES["natural"]
+    small, _ = fit_to_small(natural, (32, 32), 224)
+    more, note = fit_iterations(small, (32, 32))
+    assert more.iters == 4 * natural.iters == 256 and note == "at 32 px a step is cheap: 256 iterations instead of 64"
+    big, _ = fit_to_small(natural, (224, 224), 32)  # a 32 px network at 224 px: no transforms, the same steps
+    assert big.transforms == () and fit_iterations(big, (224, 224)) == (big, None)
+    assert fit_iterations(natural, (32, 32)) == (natural, None)  # transforms kept (not adapted): unchanged
+    assert fit_iterations(STYLES["paper"], (32, 32)) == (STYLES["paper"], None)
+    assert fit_iterations(STYLES["fast"], (32, 32)) == (STYLES["fast"], None)

@@ -142,15 +142,34 @@ def fit_to_point(style: Style) -> tuple[Style, str | None]:
     return replace(style, transforms=kept), note
 
 
-def adapt(style: Style, hw: tuple[int, int], native: int | None, at_point: bool) -> tuple[Style, str | None]:
+#: How many times its own iterations a style takes on an image whose transforms ``fit_to_small`` left out.
+SMALL_ITERS = 4
+
+
+def fit_iterations(style: Style, hw: tuple[int, int]) -> tuple[Style, str | None]:
+    """The style with ``SMALL_ITERS`` × its own iterations, and a note, on an image under ``SMALL_FRACTION`` of
+    224 px (56 px) once ``fit_to_small`` left its transforms out (None: unchanged). Why: there a step costs under
+    1/16 of a 224 px step, and the runs that stall are many (efficientnet_lite0 at 32 px, 20 tuning classes: 12/20
+    top-1 after 64 iterations, 14/20 after 128, 16/20 after 256; reported on 20 other classes: 16/20 and 18/20
+    after 64 and 256: benchmarks/results/objective_sizes.md, round 6)."""
+    if style.transforms != () or not style.rivals or not style.iters or min(hw) >= SMALL_FRACTION * TRANSFORM_SIDE:
+        return style, None
+    more = replace(style, iters=style.iters * SMALL_ITERS)
+    return more, (f"at {min(hw)} px a step is cheap: {more.iters} iterations instead of {style.iters}")
+
+
+def adapt(style: Style, hw: tuple[int, int], native: int | None, at_point: bool,
+          own_iters: bool = True) -> tuple[Style, str | None]:
     """The style's own transforms fitted to the problem, and one note saying how (None: unchanged): left out for a
-    small image or a small network, whose class objectives then lower their rivals (``fit_to_small``), jitters
-    scaled to a small image (``fit_transforms``), crops left out for an objective read at one point
-    (``fit_to_point``, when ``at_point``)."""
+    small image or a small network, whose class objectives then lower their rivals (``fit_to_small``), and more
+    iterations on a small image (``fit_iterations``, when ``own_iters``: the caller gives none), jitters scaled to a
+    small image (``fit_transforms``), crops left out for an objective read at one point (``fit_to_point``, when
+    ``at_point``)."""
     style, small = fit_to_small(style, hw, native)
+    style, more = fit_iterations(style, hw) if own_iters else (style, None)
     style, scaled = fit_transforms(style, hw, native)
     style, point = fit_to_point(style) if at_point else (style, None)
-    return style, "; ".join(n for n in (small, scaled, point) if n) or None
+    return style, "; ".join(n for n in (small, more, scaled, point) if n) or None
 
 
 def style_record(style: Style) -> str | dict[str, Any]:
