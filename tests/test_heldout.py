@@ -170,6 +170,8 @@ def test_the_natural_style_leaves_its_transforms_out_on_an_image_far_below_the_n
     assert r.iterations == 256 and "256 iterations instead of 64" in r.info["adapted"]  # fit_iterations
     given = maximize(lite0("classifier"), "class:275", size=32, iters=3)  # the user's own count is theirs
     assert given.iterations == 3 and "iterations" not in given.info["adapted"]
+    unit = maximize(lite0("blocks.4"), "neuron:blocks.4:0", size=32)  # units were met without more steps
+    assert unit.iterations == 64 and unit.info["transforms"] == "none"
 
 
 def test_class_sets_resolve_by_name() -> None:

@@ -159,14 +159,14 @@ def fit_iterations(style: Style, hw: tuple[int, int]) -> tuple[Style, str | None
 
 
 def adapt(style: Style, hw: tuple[int, int], native: int | None, at_point: bool,
-          own_iters: bool = True) -> tuple[Style, str | None]:
+          more_iters: bool = True) -> tuple[Style, str | None]:
     """The style's own transforms fitted to the problem, and one note saying how (None: unchanged): left out for a
     small image or a small network, whose class objectives then lower their rivals (``fit_to_small``), and more
-    iterations on a small image (``fit_iterations``, when ``own_iters``: the caller gives none), jitters scaled to a
-    small image (``fit_transforms``), crops left out for an objective read at one point (``fit_to_point``, when
-    ``at_point``)."""
+    iterations on a small image (``fit_iterations``, when ``more_iters``: the objective has a class and the caller
+    gives no iterations; units were met without them), jitters scaled to a small image (``fit_transforms``), crops
+    left out for an objective read at one point (``fit_to_point``, when ``at_point``)."""
     style, small = fit_to_small(style, hw, native)
-    style, more = fit_iterations(style, hw) if own_iters else (style, None)
+    style, more = fit_iterations(style, hw) if more_iters else (style, None)
     style, scaled = fit_transforms(style, hw, native)
     style, point = fit_to_point(style) if at_point else (style, None)
     return style, "; ".join(n for n in (small, more, scaled, point) if n) or None

@@ -518,7 +518,8 @@ def _maximize(rep0: Representation, targets: list[Objective], restarts: int, sty
     if transforms is None:  # the style's own transforms, chosen at 224 px: fitted to a smaller image (issue 28)
         native = min(spec.input_size) if spec.input_size else None
         at_point = any(isinstance(a, (Neuron, Concept)) for t in targets for a in t.atoms())
-        sty, fit_note = adapt(sty, hw, native, at_point, own_iters=iters is None)
+        has_class = any(isinstance(a, Class) for t in targets for a in t.atoms())
+        sty, fit_note = adapt(sty, hw, native, at_point, more_iters=iters is None and has_class)
         opt_kw["transforms"] = None if sty.transforms is None else list(sty.transforms)
     sched = scale_schedule(SINGLE_STAGE, iters if iters is not None else sty.iters)
     n = len(targets) * restarts
