@@ -132,15 +132,21 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args()
+    if a.class_term not in ("class", "logprob") and "{c}" not in a.class_term:
+        ap.error(f"--class-term is class, logprob or a template with {{c}}, got {a.class_term!r}")
     torch.set_num_threads(a.threads)
     classes, layer, units = DEFAULTS.get(a.model, ((25, 275, 525, 775), None, ()))
-    classes = ints(a.classes) if a.classes is not None else classes
-    units = ints(a.units) if a.units is not None else units
+    try:
+        classes = ints(a.classes) if a.classes is not None else classes
+        units = ints(a.units) if a.units is not None else units
+        sizes = ints(a.sizes)
+    except ValueError:
+        ap.error("--classes, --units and --sizes take comma-separated integers")
     layer = a.layer or layer
     if units and not layer:
         sys.exit(f"error: no default unit layer for {a.model}: give --layer")
     rows = []
-    for size in ints(a.sizes):
+    for size in sizes:
         for style in a.styles.split(","):
             for task, targets, lay in (("classes", classes, None), ("units", units, layer)):
                 if targets:
@@ -160,4 +166,10 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from preimage.errors import PreimageError
+
+    try:
+        main()
+    except PreimageError as e:  # a bad model, layer, target or option: one line, not a traceback
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
