@@ -290,3 +290,15 @@ def test_fit_iterations_only_where_the_transforms_were_left_out_on_a_small_image
     assert fit_iterations(natural, (32, 32)) == (natural, None)  # transforms kept (not adapted): unchanged
     assert fit_iterations(STYLES["paper"], (32, 32)) == (STYLES["paper"], None)
     assert fit_iterations(STYLES["fast"], (32, 32)) == (STYLES["fast"], None)
+
+
+@pytest.mark.parametrize(("field", "value"), [("rivals", "a"), ("rivals", float("nan")), ("rivals", -1.0),
+                                              ("C", "a"), ("C", 0.0), ("C", float("inf")), ("C", True)])
+def test_a_style_refuses_a_bad_weight_in_one_line(field: str, value: object) -> None:
+    from preimage.engine.styles import Style, get_style
+
+    with pytest.raises(PreimageError, match=f"a style's {field} is a finite number"):
+        Style("mine", **{field: value})
+    with pytest.raises(PreimageError, match=f"a style's {field} is a finite number"):
+        get_style({"name": "mine", field: value})
+    assert Style("mine", rivals=1, C=2).rivals == 1

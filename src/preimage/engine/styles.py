@@ -49,6 +49,14 @@ class Style:
     schedule: tuple[Stage, ...] | None = None
     rivals: float = 0.0
 
+    def __post_init__(self) -> None:
+        for name, low in (("C", None), ("rivals", 0.0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or \
+                    (v <= 0 if low is None else v < low):
+                need = "a finite number above 0" if low is None else "a finite number ≥ 0"
+                raise PreimageError(f"a style's {name} is {need}, got {v!r}", param="style")
+
 
 STYLES = {
     "paper": Style("paper"),
@@ -192,9 +200,9 @@ def get_style(style: str | Style | dict[str, Any]) -> Style:
         t = parse_transforms(style.get("transforms"))
         return Style(style["name"], param=parse_param(style.get("param") or "pixel"),
                      transforms=None if t is None else tuple(t), prior=parse_prior(style.get("prior")),
-                     optimizer=style.get("optimizer"), iters=style.get("iters"), C=float(style.get("C", 1.0)),
+                     optimizer=style.get("optimizer"), iters=style.get("iters"), C=style.get("C", 1.0),
                      schedule=stages_from_record(style["schedule"]) if style.get("schedule") else None,
-                     rivals=float(style.get("rivals", 0.0)))
+                     rivals=style.get("rivals", 0.0))  # Style checks both numbers
     raise PreimageError(f"unknown style {style!r} (choose {', '.join(STYLES)}, or a preimage.Style)", param="style")
 
 
