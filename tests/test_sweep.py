@@ -13,7 +13,7 @@ from PIL import Image
 
 from preimage.images import load_image, save_png
 from preimage.measures.stats import load_stats
-from preimage.report.store import Output, Store
+from preimage.report.store import Output, Store, code_digest, sources_digest
 from preimage.sweep import Job, Model, run_sweep
 from preimage.sweep.jobs import make_batches
 from preimage.sweep.runners import one_line
@@ -50,7 +50,22 @@ def test_keys_follow_the_whole_configuration(tmp_path: Path, model: Model) -> No
     c = save_png(load_image("sample:coffee", 16)[0], tmp_path / "c.png", "clip")
     keys = [Job("invert", model.id, "blocks.1", images=(str(p),)).key for p in (a, b, c)]
     assert keys[0] == keys[1] != keys[2]
-    assert Job("maximize", model.id, None, (1,)).config()["version"]
+    config = Job("maximize", model.id, None, (1,)).config()
+    assert config["version"] and config["code"] == code_digest() and len(config["code"]) == 16
+
+
+def test_the_key_changes_with_the_code(tmp_path: Path) -> None:
+    # A store made by other code is not served: the sources' digest changes with any byte or file name.
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "a.py").write_text("x = 1\n")
+    (tmp_path / "pkg" / "notes.txt").write_text("not code")
+    before = sources_digest(tmp_path)
+    (tmp_path / "pkg" / "notes.txt").write_text("still not code")
+    assert sources_digest(tmp_path) == before
+    (tmp_path / "pkg" / "a.py").write_text("x = 2\n")
+    edited = sources_digest(tmp_path)
+    (tmp_path / "pkg" / "a.py").rename(tmp_path / "pkg" / "b.py")
+    assert len({before, edited, sources_digest(tmp_path)}) == 3
 
 
 def test_batches_share_a_signature_and_respect_the_size(model: Model) -> None:

@@ -1,6 +1,7 @@
 """The keyed store: one folder per job result, ``ROOT/<key[:2]>/<key>/``, holding the result's files and a
 ``record.json`` written last, which lists every file with its SHA-256; and what names a result: its configuration
-(``job_config``: task, model, layer, targets, images, options, package version) and the key that digests it.
+(``job_config``: task, model, layer, targets, images, options, package version, sources' digest) and the key
+that digests it.
 
 A result counts as finished only if its record reads, names its own key, and every file it lists is there
 with that digest: a half-written or damaged result is never trusted, it is computed again. Every file is
@@ -9,6 +10,7 @@ written atomically (a temporary, then a rename); leftovers of interrupted writes
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -35,6 +37,21 @@ def version() -> str:
         return "0+source"
 
 
+def sources_digest(root: Path) -> str:
+    """16 hex digits of SHA-256 over the ``*.py`` files below ``root`` (relative path and bytes, sorted)."""
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+@functools.cache
+def code_digest() -> str:
+    """The package's own ``sources_digest``, part of every key: the version is not bumped for each change that
+    alters results, so without it a store made by older code would serve its pictures for the same arguments."""
+    return sources_digest(Path(__file__).resolve().parents[1])
+
+
 def canonical(obj: Any) -> str:
     """JSON with sorted keys and no spaces: equal configurations give equal strings."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_plain)
@@ -52,9 +69,10 @@ def job_config(task: str, model: str, layer: str | None, units: Sequence[Any] = 
                options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything a result depends on, as JSON values: the task, the model's id (name and weights digest), the
     layer, the targets (units or objective specs), the images' contents (as digests), the options (seed
-    included) and the package's version."""
-    return {"format": STORE_FORMAT, "version": version(), "task": task, "model": model, "layer": layer,
-            "units": list(units), "images": [s if s.startswith("tensor:") else fingerprint(s) for s in images],
+    included), the package's version and its sources' digest (``code_digest``)."""
+    return {"format": STORE_FORMAT, "version": version(), "code": code_digest(), "task": task, "model": model,
+            "layer": layer, "units": list(units),
+            "images": [s if s.startswith("tensor:") else fingerprint(s) for s in images],
             "options": json.loads(canonical(options or {}))}
 
 

@@ -2,8 +2,9 @@
 that names each job's result, and batches of jobs that share one optimization.
 
 A job's key is a digest of its whole configuration: the task, the model and a digest of its weights, the
-layer, the units, the images' contents, the options (seed included) and the package's version. Two jobs with
-the same key compute the same thing, so a stored result under that key can stand in for the computation.
+layer, the units, the images' contents, the options (seed included), the package's version and its sources'
+digest. Two jobs with the same key compute the same thing, so a stored result under that key can stand in for
+the computation.
 """
 
 from __future__ import annotations
