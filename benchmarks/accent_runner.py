@@ -17,11 +17,12 @@ import ctypes
 import json
 import os
 import pathlib
+import sys
 import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -47,6 +48,12 @@ class Job:
         return (base + zlib.crc32(f"{self.name}:{self.cls}:{self.weight:g}".encode())) % 2**31
 
 
+
+def fail(message: str) -> NoReturn:
+    """A bad argument: one line on stderr and exit status 2, as every preimage command does."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
 def parser(doc: str, steps: int, weights: str) -> argparse.ArgumentParser:
     """The runners' shared arguments; ``steps`` and ``weights`` are the peer's defaults."""
     ap = argparse.ArgumentParser(description=doc.split("\n")[0])
@@ -65,13 +72,20 @@ def parser(doc: str, steps: int, weights: str) -> argparse.ArgumentParser:
     ap.add_argument("--dry-run", action="store_true", help="list the jobs still to do, run nothing")
     return ap
 
+def read_json(path: str, option: str) -> Any:
+    """A JSON file named by an option, or one error line (exit 2) when it is missing or not JSON."""
+    try:
+        return json.loads(pathlib.Path(path).read_text())
+    except (OSError, ValueError) as e:
+        fail(f"{option} {path}: {getattr(e, 'strerror', None) or e}")
+
 
 def jobs(a: argparse.Namespace) -> list[Job]:
     """Every (image, class, weight) job of the arguments, pair by pair (each image's first class first), each
     pair's weights together."""
     images = {pathlib.Path(p).stem: pathlib.Path(p).resolve() for p in a.images}
     if pathlib.Path(a.pairs).is_file():
-        pairs = [(p["image"], int(p["class"]), p.get("half", "")) for p in json.loads(pathlib.Path(a.pairs).read_text())
+        pairs = [(p["image"], int(p["class"]), p.get("half", "")) for p in read_json(a.pairs, "--pairs")
                  ["pairs"]]
     else:
         pairs = [(s.split(":")[0].strip(), int(s.split(":")[1]), "") for s in a.pairs.split(",") if s.strip()]
@@ -81,8 +95,11 @@ def jobs(a: argparse.Namespace) -> list[Job]:
     pairs = sorted((p for p in pairs if not a.per_image or rank[p] < a.per_image), key=lambda p: rank[p])
     missing = sorted({p[0] for p in pairs} - set(images))
     if missing:
-        raise SystemExit(f"error: no --images file for {', '.join(missing)}")
-    weights = [float(w) for w in a.weights.split(",") if w.strip()]
+        fail(f"no --images file for {', '.join(missing)}")
+    try:
+        weights = [float(w) for w in a.weights.split(",") if w.strip()]
+    except ValueError:
+        fail(f"--weights takes numbers separated by commas, got {a.weights!r}")
     return [Job(images[im], c, w, half) for im, c, half in pairs for w in weights]
 
 

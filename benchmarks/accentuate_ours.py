@@ -20,10 +20,17 @@ import os
 import pathlib
 import sys
 import time
+from typing import Any, NoReturn
 
 HERE = pathlib.Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "accentuation"
 
+
+
+def fail(message: str) -> NoReturn:
+    """A bad argument: one line on stderr and exit status 2, as every preimage command does."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -49,11 +56,11 @@ def main() -> None:
     try:
         weights = [float(w) for w in a.weights.split(",") if w.strip()]
     except ValueError:
-        raise SystemExit(f"error: --weights takes numbers separated by commas, got {a.weights!r}") from None
-    pairs = [p for p in json.loads(pathlib.Path(a.pairs).read_text())["pairs"] if a.half in ("all", p["half"])
+        fail(f"--weights takes numbers separated by commas, got {a.weights!r}")
+    pairs = [p for p in read_json(a.pairs, "--pairs")["pairs"] if a.half in ("all", p["half"])
              and (not a.images or p["image"] in a.images.split(","))]
     if not pairs:
-        raise SystemExit(f"error: no pairs of half {a.half!r} for --images {a.images!r} in {a.pairs}")
+        fail(f"no pairs of half {a.half!r} for --images {a.images!r} in {a.pairs}")
     seeds, out = pathlib.Path(a.seeds), pathlib.Path(a.out)
     seeds.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -90,6 +97,18 @@ def main() -> None:
                 print(json.dumps(line), flush=True)
         print(f"{image}: {len(r)} pictures, {secs:.1f} s each", file=sys.stderr, flush=True)
 
+def read_json(path: str, option: str) -> Any:
+    """A JSON file named by an option, or one error line (exit 2) when it is missing or not JSON."""
+    try:
+        return json.loads(pathlib.Path(path).read_text())
+    except (OSError, ValueError) as e:
+        fail(f"{option} {path}: {getattr(e, 'strerror', None) or e}")
+
 
 if __name__ == "__main__":
-    main()
+    from preimage.errors import PreimageError
+
+    try:
+        main()
+    except PreimageError as e:  # a bad --param, --transforms, --reg-layer or --steps: one line, not a traceback
+        fail(str(e))

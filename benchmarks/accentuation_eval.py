@@ -35,7 +35,7 @@ import math
 import pathlib
 import sys
 from collections import OrderedDict
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -48,11 +48,24 @@ TOP1_RMSE = 24.0
 SIZE = 224
 
 
+
+def fail(message: str) -> NoReturn:
+    """A bad argument: one line on stderr and exit status 2, as every preimage command does."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
 def split() -> dict[str, str]:
     """image name → half: alternating in COLOR_SAMPLES order, the first one tuning."""
     from preimage.images import COLOR_SAMPLES
 
     return {name: ("tuning" if i % 2 == 0 else "reporting") for i, name in enumerate(COLOR_SAMPLES)}
+
+def read_json(path: str, option: str) -> Any:
+    """A JSON file named by an option, or one error line (exit 2) when it is missing or not JSON."""
+    try:
+        return json.loads(pathlib.Path(path).read_text())
+    except (OSError, ValueError) as e:
+        fail(f"{option} {path}: {getattr(e, 'strerror', None) or e}")
 
 
 def choose_classes(top5: list[int], index: int, per_image: int = 4) -> list[int]:
@@ -361,13 +374,13 @@ def evaluate(a: argparse.Namespace) -> None:
     for spec in a.runs:
         name, _, folder = spec.partition("=")
         if not folder or not pathlib.Path(folder).is_dir():
-            raise SystemExit(f"error: --runs takes NAME=FOLDER with an existing folder; got {spec}")
+            fail(f"--runs takes NAME=FOLDER with an existing folder; got {spec}")
         runs.append((name, pathlib.Path(folder)))
     torch.set_num_threads(a.threads)
-    pairs = json.loads(pathlib.Path(a.pairs).read_text())["pairs"]
+    pairs = read_json(a.pairs, "--pairs")["pairs"]
     recs = measure(records(runs), pathlib.Path(a.raw) / "seeds", pairs)
     for spec in a.carried or []:  # measured before (another checkout): their numbers as they were, no pictures
-        doc = json.loads(pathlib.Path(spec).read_text())
+        doc = read_json(spec, "--carried")
         recs += [{**r, "method": carried_name(r["method"]), "png": None} for r in doc["pictures"]
                  if r["method"] != "seed"]
     # A picture carried by two files (an evaluation that carried the other) counts once.
