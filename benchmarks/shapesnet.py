@@ -9,7 +9,7 @@ size, angle, brightness and noise; seeded), and a CNN unlike the digits one (a 5
 ``benchmarks/data/shapesnet.safetensors``; ``shapesnet_stats()`` measures its natural maxima over 100 training
 shapes. No choice of the natural style looked at this network: it is the reporting half of objective_sizes.md.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/shapesnet.py      # train (or load), print the held-out accuracy
+    PYTHONPATH=src .venv/bin/python benchmarks/shapesnet.py [--threads N]   # train (or load), print held-out accuracy
 """
 
 from __future__ import annotations
@@ -151,7 +151,15 @@ def shapesnet_stats(n: int = 100):
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(1)
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Train the shapes network (or load its kept weights) and print its "
+                                 "accuracy on 600 held-out shapes.")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    a = ap.parse_args()
+    if a.threads < 1:
+        ap.error(f"--threads takes a count of at least 1, got {a.threads}")
+    torch.set_num_threads(a.threads)
     net = load_shapesnet()
     xt, yt = shapes(600, 1)
     with torch.no_grad():
