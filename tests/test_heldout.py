@@ -80,6 +80,15 @@ def test_heldout_images_name_the_package_when_missing(tmp_path: Path) -> None:
         (tmp_path / f.lstrip("/")).write_bytes(b"")
     paths = heldout.heldout_images(tmp_path)
     assert len(paths) == len(heldout.FILES) >= 12 and all(Path(p).is_file() for p in paths)
+    with pytest.raises(PreimageError, match="apt-get install -y mate-backgrounds"):
+        heldout.heldout_images(tmp_path, "heldout2")
+
+
+def test_the_image_sets_are_disjoint_photographs() -> None:
+    first, second = heldout.IMAGE_SETS["heldout"][0], heldout.IMAGE_SETS["heldout2"][0]
+    assert len(first) == 13 and len(second) == 12 and not set(first) & set(second)
+    names = {Path(f).stem.lower() for f in first + second}
+    assert len(names) == 25
 
 
 def test_maximize_takes_statistics_read_from_a_file_of_images_not_here() -> None:

@@ -56,7 +56,7 @@ def test_images_name_the_tuning_or_the_reporting_set() -> None:
     assert image_specs(2) == image_specs("2") == ["sample:astronaut", "sample:chelsea"]
     assert image_specs("sample:coffee, sample:chelsea") == ["sample:coffee", "sample:chelsea"]
     for bad, message in ((0, "between 1 and 8"), ("heldout:0", "from 1 to 13"), ("heldout:x", "from 1 to 13"),
-                         ("", "image files"), (["no/such.jpg"], "no/such.jpg")):
+                         ("heldout2:13", "from 1 to 12"), ("", "image files"), (["no/such.jpg"], "no/such.jpg")):
         with pytest.raises(PreimageError, match=message):
             image_specs(bad)
     if not all(Path(f).is_file() for f in heldout.FILES):
@@ -64,3 +64,6 @@ def test_images_name_the_tuning_or_the_reporting_set() -> None:
     assert image_specs("heldout") == list(heldout.FILES) and len(heldout.FILES) == 13
     assert image_specs("heldout:4") == list(heldout.FILES[:4])
     assert image_specs("heldout:4")[0] == "/usr/share/backgrounds/Bridge_by_Sander_Klootwijk.jpg"
+    if all(Path(f).is_file() for f in heldout.FILES2):
+        assert image_specs("heldout2:2") == ["/usr/share/backgrounds/mate/nature/Aqua.jpg",
+                                             "/usr/share/backgrounds/mate/nature/Blinds.jpg"]

@@ -106,8 +106,9 @@ def quality(model: ModelOpt = "efficientnet_lite0",
                                                       "blocks.1-6)")] = None,
             weights: WeightsOpt = None, random_weights: RandomOpt = False, size: SizeOpt = None,
             images: Annotated[str, typer.Option(help="how many bundled colour samples (the tuning set), 'heldout' "
-                                                "or 'heldout:N' (the held-out photographs, the reporting set) "
-                                                "or image files, comma-separated")] = "8",
+                                                "or 'heldout:N' (the held-out photographs, the reporting set), "
+                                                "'heldout2[:N]' (a second held-out set) or image files, "
+                                                "comma-separated")] = "8",
             methods: Annotated[str, typer.Option(help="PARAM:ITERS[:LR_SCALE], comma-separated ('fast' is the "
                                                  "style)")] = "pixel:350,fast:120",
             threads: ThreadsOpt = None, as_json: JsonOpt = False) -> None:

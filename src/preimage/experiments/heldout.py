@@ -6,6 +6,11 @@ photographs no choice ever saw, from Debian bookworm's ``lomiri-wallpapers-16.04
 ``/usr/share/doc/lomiri-wallpapers-16.04/copyright``). Its two other files are left out: ``umang`` is a rendered
 abstract and ``analogpattern`` a texture, not photographs of scenes or objects.
 
+A second set of 12 photographs, ``FILES2`` (``heldout2``), from Debian bookworm's ``mate-backgrounds``
+(1.26.0-1, its ``nature`` folder; GPL-2+, see ``/usr/share/doc/mate-backgrounds/copyright``), was added after
+the first had been looked at (issue 28's inversion schedule): a choice made with both earlier halves in view is
+reported on it.
+
 Classes: choices on ``TUNING_CLASSES`` (25, 75, …, 975, the 20 classes the benchmarks have always used); reports
 also on ``REPORTING_CLASSES`` (50, 100, …, 950 and 999: 0-based ImageNet indices, disjoint from the tuning ones).
 """
@@ -36,6 +41,26 @@ FILES = tuple(f"{FOLDER}/{name}.jpg" for name in (
     "seeding_by_Clements_Engelhardt",  # dandelion clocks in a field
     "sunset_by_Aitzol_Berasategi",  # a sunset over hills
 ))
+PACKAGE2 = "mate-backgrounds"
+PACKAGE2_VERSION = "1.26.0-1"
+#: The second held-out set: the 12 photographs of mate-backgrounds' nature folder (JPEG, 1280×1024 to 2560×1920).
+FILES2 = tuple(f"{FOLDER}/mate/nature/{name}.jpg" for name in (
+    "Aqua",  # a water drop splashing
+    "Blinds",  # a leaf's veins, close up
+    "Dune",  # dune grass and the sea
+    "FreshFlower",  # an orange gerbera, close up
+    "Garden",  # a red marigold
+    "GreenMeadow",  # young grass blades
+    "LadyBird",  # a ladybird on a stem among blue flowers
+    "RainDrops",  # raindrops on grass
+    "Storm",  # storm clouds over a road
+    "TwoWings",  # a dandelion seed before orange flowers
+    "Wood",  # weathered wooden boards
+    "YellowFlower",  # a yellow flower, close up
+))
+#: The image sets by name: files and the Debian package that installs them.
+IMAGE_SETS: dict[str, tuple[tuple[str, ...], str]] = {"heldout": (FILES, PACKAGE), "heldout2": (FILES2, PACKAGE2)}
+
 #: The 20 classes every choice is made on (the benchmarks' classes until now).
 TUNING_CLASSES: tuple[int, ...] = tuple(range(25, 1000, 50))
 #: 20 other classes, reported on but never chosen on.
@@ -63,12 +88,13 @@ def parse_classes(text: str, option: str = "--classes") -> list[int]:
     return classes
 
 
-def heldout_images(root: str | Path = "/") -> list[str]:
-    """The held-out photographs' paths under ``root`` (``/``: as installed); a one-line error naming the
-    install command when any is missing."""
-    paths = [str(Path(root) / f.lstrip("/")) for f in FILES]
+def heldout_images(root: str | Path = "/", name: str = "heldout") -> list[str]:
+    """The paths of held-out set ``name`` (``IMAGE_SETS``) under ``root`` (``/``: as installed); a one-line
+    error naming the install command when any is missing."""
+    files, package = IMAGE_SETS[name]
+    paths = [str(Path(root) / f.lstrip("/")) for f in files]
     missing = [p for p in paths if not Path(p).is_file()]
     if missing:
         raise PreimageError(f"the held-out photographs are missing ({len(missing)} of {len(paths)} files, e.g. "
-                            f"{missing[0]}): install Debian's {PACKAGE} with '{INSTALL}'")
+                            f"{missing[0]}): install Debian's {package} with 'apt-get install -y {package}'")
     return paths

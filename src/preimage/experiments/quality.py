@@ -53,28 +53,31 @@ def method_key(param: str, iters: int, lr: float) -> str:
 
 def image_specs(images: int | str | Sequence[str]) -> list[str]:
     """The images to invert: a count of bundled colour samples (the tuning set), ``heldout`` or ``heldout:N``
-    (all or the first N held-out photographs, the reporting set), or paths (a list, or one comma-separated
+    (all or the first N held-out photographs, the reporting set), ``heldout2[:N]`` (the second held-out set,
+    ``heldout.FILES2``), or paths (a list, or one comma-separated
     string)."""
     if isinstance(images, str) and images.strip().isdigit():
         images = int(images)
     if isinstance(images, int):
         if not 1 <= images <= len(COLOR_SAMPLES):
             raise PreimageError(f"images must be between 1 and {len(COLOR_SAMPLES)} (the bundled colour samples), "
-                                f"'heldout[:N]' or paths; got {images}", param="images")
+                                f"'heldout[:N]', 'heldout2[:N]' or paths; got {images}", param="images")
         return [f"sample:{s}" for s in COLOR_SAMPLES[:images]]
-    if isinstance(images, str) and images.strip().split(":")[0] == "heldout":
-        from .heldout import FILES, heldout_images
+    name = images.strip().split(":")[0] if isinstance(images, str) else ""
+    if name in ("heldout", "heldout2"):
+        from .heldout import IMAGE_SETS, heldout_images
 
-        n = images.strip().split(":", 1)[1] if ":" in images else str(len(FILES))
-        if not n.isdigit() or not 1 <= int(n) <= len(FILES):
-            raise PreimageError(f"images: 'heldout:N' takes N from 1 to {len(FILES)}; got '{images}'",
+        files = IMAGE_SETS[name][0]
+        n = images.strip().split(":", 1)[1] if ":" in images else str(len(files))
+        if not n.isdigit() or not 1 <= int(n) <= len(files):
+            raise PreimageError(f"images: '{name}:N' takes N from 1 to {len(files)}; got '{images}'",
                                 param="images")
-        return heldout_images()[:int(n)]
+        return heldout_images(name=name)[:int(n)]
     paths = [p.strip() for p in (images.split(",") if isinstance(images, str) else images) if p.strip()]
     missing = [p for p in paths if not p.startswith("sample:") and not Path(p).is_file()]
     if not paths or missing:
-        raise PreimageError(f"images: give a count of bundled samples (1-{len(COLOR_SAMPLES)}), 'heldout[:N]' or "
-                            f"image files; got '{missing[0] if missing else images}'", param="images")
+        raise PreimageError(f"images: give a count of bundled samples (1-{len(COLOR_SAMPLES)}), 'heldout[:N]', "
+                            f"'heldout2[:N]' or image files; got '{missing[0] if missing else images}'", param="images")
     return paths
 
 
