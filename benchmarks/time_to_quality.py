@@ -6,8 +6,8 @@ paper's schedule after its 350 iterations (efficientnet_lite0, the bundled colou
     ... --images heldout --results time_to_quality_heldout    # the reporting set (experiments.heldout)
 
 Each layer inverts all the images in one batch (C=100, the paper's two-stage schedule scaled to the iteration
-count: 300+50 for the paper, e.g. 103+17 for 120; ``fast`` is the style of that name: the pyramid without
-jitter, 20 Adam steps then L-BFGS, scaled to the iteration count).
+count: 300+50 for the paper, e.g. 103+17 for 120; ``fast`` is the style of that name: the Fourier
+spectrum without jitter, 10 short Adam steps then L-BFGS, scaled to the iteration count).
 Rows: layer, median error (%) per method, seconds per method.
 """
 
@@ -31,7 +31,7 @@ def main() -> None:
     ap.add_argument("--params", default="pixel:350,fast:120,pixel:120",
                     help="PARAM:ITERS[:LR_SCALE], comma-separated; pixel uses the paper's optimizer, pyramid its "
                     "hybrid, fourier and maco adam at their own rate times LR_SCALE (default 1); 'fast' is the "
-                    "style (pyramid without jitter, Adam then L-BFGS)")
+                    "style (Fourier spectrum without jitter, Adam then L-BFGS)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--results", default=None, help="write benchmarks/results/NAME.json and NAME.md")
     a = ap.parse_args()

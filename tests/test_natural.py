@@ -162,17 +162,17 @@ def test_pyramid_is_the_weighted_sum_of_its_upsampled_levels() -> None:
     assert 0 < start.abs().max() < 0.1 and not torch.equal(start[0], start[1])
 
 
-def test_fast_style_is_adam_then_lbfgs_on_the_pyramid_and_beats_the_paper_at_equal_steps() -> None:
+def test_fast_style_is_adam_then_lbfgs_on_the_spectrum_and_beats_the_paper_at_equal_steps() -> None:
     from preimage.tasks.inversion import invert
 
     rep = tiny_rep(bn=False)
     img = load_image("sample:coffee", 32)
     fast = invert(rep, img, style="fast", iters=40)
     paper = invert(rep, img, iters=40)
-    stage = {"lr": 1.0, "jitter": 1, "param": "pyramid", "transforms": 0, "prior": None}
-    assert fast.info["stages"] == [{"iters": 7, **stage, "optimizer": "adam"},
-                                   {"iters": 33, **stage, "optimizer": "lbfgs"}]  # 20 + 100, scaled to 40
-    assert fast.info["optimizer"] == "adam+lbfgs" and fast.info["param"] == "pyramid"
+    stage = {"jitter": 1, "param": "fourier", "transforms": 0, "prior": None}
+    assert fast.info["stages"] == [{"iters": 3, "lr": 0.25, **stage, "optimizer": "adam"},
+                                   {"iters": 37, "lr": 1.0, **stage, "optimizer": "lbfgs"}]  # 10 + 110, scaled
+    assert fast.info["optimizer"] == "adam+lbfgs" and fast.info["param"] == "fourier"
     assert fast.metrics["error"].item() < paper.metrics["error"].item()
 
 

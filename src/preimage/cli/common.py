@@ -81,8 +81,9 @@ JudgeOpt = Annotated[list[str] | None, typer.Option("--judge", help="judge the w
 def style_opt(default: str) -> Any:
     """``--style paper|natural|fast`` with a command's own default."""
     return Annotated[str, typer.Option("--style", help=f"paper (the paper's method), natural (Fourier "
-                                       f"parameterization, transforms, BatchNorm prior) or fast (Laplacian "
-                                       f"pyramid, 120 iterations, for inversion); default: {default}")]
+                                       f"parameterization, transforms, BatchNorm prior) or fast (Fourier "
+                                       f"spectrum, Adam then L-BFGS, 120 iterations, for inversion); "
+                                       f"default: {default}")]
 
 
 def load_rep(model: str, layer: str | None, weights: str | None, random_weights: bool,

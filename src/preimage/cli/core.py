@@ -104,7 +104,7 @@ def invert(image: Annotated[str, typer.Argument(help="image path or sample:NAME 
            optimizer: Annotated[str | None, typer.Option(help="paper (momentum+AdaGrad), adam, hybrid (the "
                                                          "pyramid's: adam on its full-size level, paper on the "
                                                          "coarser ones) or lbfgs (stages without jitter), for every "
-                                                         "stage; default: the style's (fast: 20 adam, then lbfgs), "
+                                                         "stage; default: the style's (fast: 10 adam, then lbfgs), "
                                                          "else paper for pixels, hybrid for the pyramid, adam for "
                                                          "the others")] = None,
            mask: Annotated[str | None, typer.Option(help="neigh:N or channels:first-half|second-half|A:B")] = None,

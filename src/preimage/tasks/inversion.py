@@ -89,11 +89,11 @@ def invert(model: ModelLike, images: Images, *, layer: str | None = None, C: flo
     """Reconstruct images from their representation at a layer: one problem per (image, C, restart).
 
     model: a name (``"efficientnet_lite0"``, ``"timm:resnet50"``, ``"vgg16"``, ``"hog"``), any nn.Module, or a
-    representation (``preimage.load``). images: a path, ``sample:NAME``, a list of them, or N×C×H×W in 0–255.
-    layer: a module name (``preimage.layers(model)``); None: the representation's, or the model's documented default
-    (an error for a model without one). C: the data-term weight(s) (default: the model's, 100 for CNNs; several
-    give one picture each). style: ``paper`` (the default: pixels, jitter, momentum + AdaGrad, 300 + 50 steps),
-    ``fast`` (a Laplacian pyramid, 120 steps) or ``natural``, or a ``Style``; param, transforms, prior and
+    representation (``preimage.load``). images: a path, ``sample:NAME``, a list of them, or N×C×H×W in 0–255. layer:
+    a module name (``preimage.layers(model)``); None: the representation's, or the model's documented default (an
+    error for a model without one). C: the data-term weight(s) (default: the model's, 100 for CNNs; several give one
+    picture each). style: ``paper`` (the default: pixels, jitter, momentum + AdaGrad, 300 + 50 steps), ``fast`` (the
+    Fourier spectrum, Adam then L-BFGS, 120 steps) or ``natural``, or a ``Style``; param, transforms, prior and
     optimizer replace its parts (objects or their shorthand strings). size: the input side (default: the model's;
     HOG/DSIFT: the image's own). iters: total iterations (the schedule scaled); schedule: the stages themselves.
     mask: ``neigh:N`` or ``channels:...`` (docs/paper-notes.md §1.2). init: starting images, N×C×H×W in 0–255, one
