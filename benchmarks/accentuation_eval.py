@@ -240,6 +240,56 @@ def summarize(recs: list[dict[str, Any]], pairs: list[dict[str, Any]]) -> dict[s
     return out
 
 
+def paired(recs: list[dict[str, Any]], ours: str = "ours") -> dict[str, Any]:
+    """Each peer picture against ``ours`` on the same (image, class) at the same pixel RMSE: ours' judge p
+    interpolated linearly along its own weights' (RMSE, p) points, where the peer's RMSE lies within them (a
+    picture outside that span is counted as ``outside``, not compared). Per half, per peer, per RMSE bin (the
+    peer's): n, the peer's mean p, ours' mean p at the same RMSEs, and in how many ours' p is at least the peer's.
+    Why: a bin's mean over all of a method's pictures mixes pairs, and a slow peer ran on few of them."""
+    out: dict[str, Any] = {}
+    for half in ("tuning", "reporting"):
+        peers = sorted({r["method"] for r in recs if r["half"] == half and r["method"] not in ("seed", ours)})
+        h: dict[str, Any] = {}
+        for m in peers:
+            bins = {bin_label(lo, hi): {"n": 0, "peer": [], "ours": [], "ours_at_least": 0}
+                    for lo, hi in zip(BINS[:-1], BINS[1:], strict=True)}
+            outside = 0
+            for r in (r for r in recs if r["method"] == m and r["half"] == half):
+                mine = sorted((q for q in recs if q["method"] == ours and q["half"] == half
+                               and (q["image"], int(q["class"])) == (r["image"], int(r["class"]))),
+                              key=lambda q: q["rmse"])
+                if not mine or not mine[0]["rmse"] <= r["rmse"] <= mine[-1]["rmse"]:
+                    outside += 1
+                    continue
+                p = float(np.interp(r["rmse"], [q["rmse"] for q in mine], [q["probability"] for q in mine]))
+                b = bins[next(bin_label(lo, hi) for lo, hi in zip(BINS[:-1], BINS[1:], strict=True)
+                              if lo <= r["rmse"] < hi)]
+                b["n"] += 1
+                b["peer"].append(r["probability"])
+                b["ours"].append(p)
+                b["ours_at_least"] += p >= r["probability"]
+            h[m] = {"outside": outside, "bins": {k: {"n": b["n"], "peer": mean(b["peer"]), "ours": mean(b["ours"]),
+                                                     "ours_at_least": b["ours_at_least"]}
+                                                 for k, b in bins.items()}}
+        out[half] = h
+    return out
+
+
+def paired_markdown(table: dict[str, Any], ours: str = "ours") -> str:
+    """``paired`` as markdown: one row per half and peer, one cell per RMSE bin."""
+    labels = labels_of_bins()
+    lines = [f"Each peer picture against {ours} on the same (image, class) at the same pixel RMSE ({ours}' judge p "
+             "interpolated along its weights). Cells: peer p / ours p [pictures compared; ours ≥ peer in how many].",
+             "", "| half | peer | " + " | ".join(labels) + " | outside ours' RMSE span |",
+             "|---|---|" + "---|" * (len(labels) + 1)]
+    for half, h in table.items():
+        for m, t in h.items():
+            cells = [f"{fmt(c['peer'])} / {fmt(c['ours'])} [{c['n']}; {c['ours_at_least']}]" if c["n"] else "–"
+                     for c in (t["bins"][k] for k in labels)]
+            lines.append(f"| {half} | {m} | " + " | ".join(cells) + f" | {t['outside']} |")
+    return "\n".join(lines) + "\n"
+
+
 def fmt(v: float | None, d: int = 3) -> str:
     return "–" if v is None else f"{v:.{d}f}"
 
@@ -427,8 +477,20 @@ def main() -> None:
     e.add_argument("--no-sheets", action="store_true", help="no contact sheets (sheet-HALF.jpg)")
     e.add_argument("--carried", nargs="*", help="accentuation.json files of earlier evaluations: their pictures' "
                    "numbers join the tables as METHOD (carried), not measured again")
+    q = sub.add_parser("paired", help="from an evaluation's accentuation.json: each peer picture against ours at "
+                       "the same pair and RMSE (paired.md beside it)")
+    q.add_argument("--evaluation", default=str(RESULTS / "accentuation.json"))
+    q.add_argument("--ours", default="ours", help="the method to compare the others with (default: ours)")
     a = ap.parse_args()
-    prepare(a) if a.cmd == "prepare" else evaluate(a)
+    if a.cmd == "paired":
+        doc = read_json(a.evaluation, "--evaluation")
+        if not any(r.get("method") == a.ours for r in doc.get("pictures", [])):
+            fail(f"--ours {a.ours!r} has no pictures in {a.evaluation}")
+        text = paired_markdown(paired(doc["pictures"], a.ours), a.ours)
+        (pathlib.Path(a.evaluation).parent / "paired.md").write_text(text)
+        print(text)
+    else:
+        prepare(a) if a.cmd == "prepare" else evaluate(a)
 
 
 if __name__ == "__main__":

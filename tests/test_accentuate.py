@@ -193,6 +193,40 @@ def test_side_by_side_page_loads_in_chromium(tmp_path, browser) -> None:
     assert not check.errors
 
 
+def test_paired_comparison_reads_ours_at_the_peers_distance(tmp_path) -> None:
+    import importlib.util
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "accentuation_eval.py"
+    spec = importlib.util.spec_from_file_location("accentuation_eval", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+
+    def pic(method: str, cls: int, rmse: float, p: float) -> dict:
+        return {"method": method, "image": "a", "class": cls, "half": "reporting", "rmse": rmse, "probability": p}
+
+    recs = [pic("ours", 1, 10.0, 0.2), pic("ours", 1, 30.0, 0.6), pic("ours", 2, 10.0, 0.9),
+            pic("peer", 1, 20.0, 0.5),  # ours at RMSE 20 on the same pair: 0.4, below the peer
+            pic("peer", 1, 25.0, 0.4),  # ours 0.5: at least the peer
+            pic("peer", 1, 40.0, 0.9),  # beyond ours' span: not compared
+            pic("peer", 3, 20.0, 0.1)]  # a pair ours never ran
+    t = mod.paired(recs)["reporting"]["peer"]
+    assert t["outside"] == 2
+    b16, b24 = t["bins"]["16–24"], t["bins"]["24–32"]
+    assert (b16["n"], b16["ours_at_least"]) == (1, 0) and b16["ours"] == pytest.approx(0.4)
+    assert (b24["n"], b24["ours_at_least"]) == (1, 1) and b24["ours"] == pytest.approx(0.5) and b24["peer"] == 0.4
+    assert "0.500 / 0.400 [1; 0]" in mod.paired_markdown(mod.paired(recs))
+    # The command: from an evaluation file, paired.md beside it; a method that is not there is one line, exit 2.
+    (tmp_path / "accentuation.json").write_text(json.dumps({"pictures": recs}))
+    run = [sys.executable, str(script), "paired", "--evaluation", str(tmp_path / "accentuation.json")]
+    assert subprocess.run(run, capture_output=True, text=True).returncode == 0
+    assert "0.500 / 0.400 [1; 0]" in (tmp_path / "paired.md").read_text()
+    bad = subprocess.run([*run, "--ours", "nobody"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "nobody" in bad.stderr
+
+
 def test_atlas_unit_pages_show_attribution_maps(tmp_path) -> None:
     from preimage.experiments.atlas import run_atlas
     from preimage.images import save_png
