@@ -67,9 +67,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "natural/flip": {"style": "natural", "transforms": _natural_transforms("0.8-1.2", "8:0.4-1", flip=True)},
     "natural/scale-0.7": {"style": "natural", "transforms": _natural_transforms("0.7-1.3", "8:0.4-1")},
     "natural/lead": {"style": "natural"},
-    # round 7: the spectrum's decay on the natural style of round 4 (scale 0.8-1.2, 8 crops of 40-100 %)
+    # round 7: one-part changes of the natural style of round 4 (scale 0.8-1.2, 8 crops of 40-100 %)
     "natural-r4/decay-1.5": {"style": "natural", "param": "fourier(decay=1.5)"},
     "natural-r4/decay-1.25": {"style": "natural", "param": "fourier(decay=1.25)"},
+    "natural-r4/prior-3e-4": {"style": "natural", "prior": "auto:3e-4"},
+    "natural-r4/rotate-20": {"style": "natural",
+                             "transforms": "jitter:17,scale:0.8-1.2,rotate:20,jitter:9,crops:8:0.4-1"},
 }
 #: Variants whose targets are not the class logits: ``logprob:C``, the class's log-probability, or a template.
 CLASS_TERMS = {"natural/logprob": "logprob", "natural/lead": "class:{c} + logprob:{c}"}
