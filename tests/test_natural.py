@@ -466,3 +466,29 @@ def test_bench_lucent_python_that_does_not_exist_is_an_error(tmp_path, capsys) -
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2 and len(err) == 1 and "--lucent-python" in err[0]
     assert not list(tmp_path.iterdir())
+
+
+def test_natural_style_leaves_pixels_their_whole_range_on_a_small_network() -> None:
+    # The paper's ball of radius B+ = 160 around the mean colour cuts values real images have: on the digits
+    # network (mean 78.9 in 0-255) it capped white at 238.9, and the shapes network's units at 0.75-0.8 of their
+    # natural maximum (objective_sizes.md, round 7). On a small network the natural style lifts it; its spectrum
+    # keeps its pixels in 0-255 itself.
+    import math
+
+    from preimage.engine.optimize import styled_energy
+    from preimage.engine.styles import fit_to_small
+    from preimage.experiments.smallnet import MEAN, smallnet_rep, smallnet_stats
+    from preimage.tasks.activation import maximize
+
+    assert get_style("natural").bound is None and get_style("paper").bound is None
+    assert resolve(tiny_rep(bn=False), Style("mine", bound=math.inf))[1]["bound"] == math.inf
+    assert fit_to_small(get_style("natural"), (32, 32), 32)[0].bound == math.inf  # small: lifted
+    assert fit_to_small(get_style("natural"), (224, 224), 224)[0].bound is None
+    assert styled_energy(Energy(), math.inf).bound == math.inf and styled_energy(Energy(), None).bound == 160.0
+    assert styled_energy(Energy(B_plus=100.0), math.inf).bound == 100.0  # a user's own B+ stays
+    assert get_style(style_record(Style("mine", bound=math.inf))).bound == math.inf
+    with pytest.raises(PreimageError, match="bound is a number above 0"):
+        Style("mine", bound=0.0)
+    r = maximize(smallnet_rep(), ["neuron:conv3:0"], style="natural", size=32, iters=16, stats=smallnet_stats())
+    assert float(r.images.max()) > 255 * MEAN[0] + 160 + 1 and float(r.images.max()) <= 255
+    assert r.info["bound"] == "none"  # said in the record

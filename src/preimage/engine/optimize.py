@@ -25,7 +25,7 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -395,7 +395,8 @@ def optimize(rep: Representation, objective: Objective, n: int, size: tuple[int,
              progress: Progress | None = None, check_every: int = 20, amp: bool | str | None = None,
              compile: bool = False, param: str | Parameterization = "pixel",
              transforms: Sequence[Transform] | None = None, prior: BNStats | None = None,
-             image_prior: ImagePrior | None = None, attribution: bool = False) -> Trace:
+             image_prior: ImagePrior | None = None, attribution: bool = False,
+             bound: float | None = None) -> Trace:
     """Minimize the energy for N problems.
 
     rep: Φ; objective: features → N data terms; size: (H, W) of the network input; init: N×C×H×W in paper
@@ -412,6 +413,7 @@ def optimize(rep: Representation, objective: Objective, n: int, size: tuple[int,
     "bf16": bfloat16 autocast; "fp16": float16, with a fixed loss scale on the fast path); the data term, the
     priors, the image and the optimizer state stay float32. compile: run Φ through ``torch.compile`` (start-up
     cost; for GPUs). image_prior: a term on the untransformed image (``ImagePrior``; takes the autograd path).
+    bound: a style's pixel bound B+ (``Style.bound``; None: the energy's).
     attribution: also sum, over the steps, |∂ data term / ∂ image| per pixel (summed over colour channels; MaCo's
     transparency map) into ``Trace.attribution`` (N×1×H×W); one more backward pass per step on the autograd path,
     none on the paper's; the pictures are the same with or without it. Raises PreimageError if the energy becomes
@@ -423,6 +425,7 @@ def optimize(rep: Representation, objective: Objective, n: int, size: tuple[int,
     """
     seeds = seeds_for(seed, n)
     param = parse_param(param)
+    energy = styled_energy(energy, bound)
     with borrowed(rep):
         units = problem_units(objective, n) if per_problem(rep.device_dtype()[0]) else [list(range(n))]
         if len(units) == 1:
@@ -451,6 +454,11 @@ def optimize(rep: Representation, objective: Objective, n: int, size: tuple[int,
             attr = torch.cat([t.attribution for t in traces])[order.to(traces[0].attribution.device)].contiguous()
         return Trace(x.contiguous(), history, traces[0].iterations, sum(t.seconds for t in traces), traces[0].stages,
                      attr)
+
+
+def styled_energy(energy: Energy, bound: float | None) -> Energy:
+    """The energy with a style's pixel bound B+ (``Style.bound``) where the energy's is the paper's own."""
+    return energy if bound is None or energy.B_plus != Energy.B_plus else replace(energy, B_plus=bound)
 
 
 def _optimize(rep: Representation, objective: Objective, n: int, size: tuple[int, int], schedule: Sequence[Stage],
