@@ -73,6 +73,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "natural-r4/prior-3e-4": {"style": "natural", "prior": "auto:3e-4"},
     "natural-r4/rotate-20": {"style": "natural",
                              "transforms": "jitter:17,scale:0.8-1.2,rotate:20,jitter:9,crops:8:0.4-1"},
+    "natural-r4/crops-12": {"style": "natural",
+                            "transforms": "jitter:17,scale:0.8-1.2,rotate:10,jitter:9,crops:12:0.4-1"},
+    "natural-r4/jitter-25": {"style": "natural",
+                             "transforms": "jitter:25,scale:0.8-1.2,rotate:10,jitter:13,crops:8:0.4-1"},
 }
 #: Variants whose targets are not the class logits: ``logprob:C``, the class's log-probability, or a template.
 CLASS_TERMS = {"natural/logprob": "logprob", "natural/lead": "class:{c} + logprob:{c}"}
