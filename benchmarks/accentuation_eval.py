@@ -484,9 +484,15 @@ def main() -> None:
     a = ap.parse_args()
     if a.cmd == "paired":
         doc = read_json(a.evaluation, "--evaluation")
-        if not any(r.get("method") == a.ours for r in doc.get("pictures", [])):
+        pictures = doc.get("pictures") if isinstance(doc, dict) else None
+        need = ("method", "image", "class", "half", "rmse", "probability")
+        if not isinstance(pictures, list) or not all(isinstance(r, dict) and all(k in r for k in need)
+                                                     for r in pictures):
+            fail(f"--evaluation {a.evaluation} is not an evaluation's accentuation.json (pictures with "
+                 f"{', '.join(need)})")
+        if not any(r["method"] == a.ours for r in pictures):
             fail(f"--ours {a.ours!r} has no pictures in {a.evaluation}")
-        text = paired_markdown(paired(doc["pictures"], a.ours), a.ours)
+        text = paired_markdown(paired(pictures, a.ours), a.ours)
         (pathlib.Path(a.evaluation).parent / "paired.md").write_text(text)
         print(text)
     else:

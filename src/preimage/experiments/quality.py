@@ -63,10 +63,10 @@ def image_specs(images: int | str | Sequence[str]) -> list[str]:
             raise PreimageError(f"images must be between 1 and {len(COLOR_SAMPLES)} (the bundled colour samples), "
                                 f"'heldout[:N]', 'heldout2[:N]' or paths; got {images}", param="images")
         return [f"sample:{s}" for s in COLOR_SAMPLES[:images]]
-    name = images.strip().split(":")[0] if isinstance(images, str) else ""
-    if name in ("heldout", "heldout2"):
-        from .heldout import IMAGE_SETS, heldout_images
+    from .heldout import IMAGE_SETS, heldout_images
 
+    name = images.strip().split(":")[0] if isinstance(images, str) else ""
+    if name in IMAGE_SETS:
         files = IMAGE_SETS[name][0]
         n = images.strip().split(":", 1)[1] if ":" in images else str(len(files))
         if not n.isdigit() or not 1 <= int(n) <= len(files):
