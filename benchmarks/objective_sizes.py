@@ -64,7 +64,7 @@ def representation(model: str, layer: str | None, size: int, device: str):
 
 def run(model: str, task: str, style: str, size: int, targets: tuple[int, ...], layer: str | None, iters: int | None,
         device: str, transforms: str | None = None, class_term: str = "class", param: str | None = None,
-        prior: str | None = None) -> dict:
+        prior: str | None = None, cap_leak: float | None = None) -> dict:
     """One ``maximize`` call; the row of the table (met, per-target numbers, seconds)."""
     from preimage.tasks.activation import maximize
 
@@ -84,7 +84,7 @@ def run(model: str, task: str, style: str, size: int, targets: tuple[int, ...], 
              else [f"neuron:{layer}:{u}" for u in targets])
     t = time.perf_counter()
     r = maximize(rep, specs, style=style, size=size, iters=iters, stats=stats, transforms=transforms,
-                 param=param, prior=prior)
+                 param=param, prior=prior, **({} if cap_leak is None else {"cap_leak": cap_leak}))
     secs = time.perf_counter() - t
     m = {k: v.tolist() for k, v in r.metrics.items() if isinstance(v, torch.Tensor)}
     if task == "classes" and "top1" not in m:  # a sum of terms has no one unit: read the logits here
@@ -128,6 +128,8 @@ def main() -> None:
                          "'class:{c} + 3*logprob:{c}'")
     ap.add_argument("--param", default=None, help="a parameterization replacing each style's own (pixel, fourier)")
     ap.add_argument("--prior", default=None, help="a feature prior replacing each style's own (none, auto:1e-5)")
+    ap.add_argument("--cap-leak", type=float, default=None, help="the backward slope where ReLU6 is flat "
+                    "(default: the style's)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", type=Path, default=None)
@@ -151,7 +153,7 @@ def main() -> None:
             for task, targets, lay in (("classes", classes, None), ("units", units, layer)):
                 if targets:
                     rows.append(run(a.model, task, style, size, targets, lay, a.iters, a.device, a.transforms,
-                                    a.class_term, a.param, a.prior))
+                                    a.class_term, a.param, a.prior, a.cap_leak))
                     r = rows[-1]
                     print(f"{task} {style} {size}px: {sum(r['met'])}/{len(r['met'])} in {r['seconds']:.1f} s",
                           file=sys.stderr, flush=True)
@@ -160,7 +162,7 @@ def main() -> None:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps({"model": a.model, "threads": a.threads, "device": a.device, "iters": a.iters,
                                      "transforms": a.transforms, "class_term": a.class_term, "param": a.param,
-                                     "prior": a.prior,
+                                     "prior": a.prior, "cap_leak": a.cap_leak,
                                      "classes": list(classes), "layer": layer, "units": list(units), "rows": rows},
                                     indent=1))
 

@@ -108,9 +108,10 @@ def test_the_natural_style_fits_its_jitters_to_a_small_image_and_says_so() -> No
     assert [st.transforms[0].d for st, _ in specs.values()] == [3, 5, 10, 17]
     assert [st.transforms[3].d for st, _ in specs.values()] == [2, 3, 6, 9]
     assert specs[224][1] is None and "at 32 px they are scaled to jitter:3" in specs[32][1]
-    # A network of 128 px at 64 px: s = 64/224, jitters ⌈17·s⌉ = 5 and ⌈9·s⌉ = 3.
-    r = maximize(smallnet.smallnet_rep(size=128), "class:3", size=64, iters=1, stats=smallnet.smallnet_stats())
-    assert r.info["transforms"].startswith("jitter:5,") and "scaled" in r.info["adapted"]
+    # A network of 128 px at 72 px: s = 72/224 (above fit_to_small's 0.3), jitters ⌈17·s⌉ = 6 and ⌈9·s⌉ = 3.
+    r = maximize(smallnet.smallnet_rep(size=128), "class:3", size=72, iters=1, stats=smallnet.smallnet_stats())
+    assert r.info["transforms"].startswith("jitter:6,") and ",jitter:3," in r.info["transforms"]
+    assert "scaled" in r.info["adapted"]
     own = maximize(smallnet.smallnet_rep(), "class:3", size=32, iters=1, stats=smallnet.smallnet_stats(),
                    transforms="jitter:17")  # the user's own transforms are theirs
     assert own.info["transforms"] == "jitter:17" and "adapted" not in own.info
@@ -130,10 +131,10 @@ def test_the_natural_style_leaves_crops_out_for_a_neuron_and_then_reaches_its_na
                        transforms="jitter:3,scale:0.9-1.1,rotate:10,jitter:2,crops:4:0.6-1")
     assert float(cropped.metrics["ratio"][0]) < float(r.metrics["ratio"][0])
     wide = smallnet.smallnet_rep(size=128)
-    point = maximize(wide, "neuron:conv3:3", size=64, iters=1, stats=stats)
+    point = maximize(wide, "neuron:conv3:3", size=72, iters=1, stats=stats)  # s = 72/224: above fit_to_small's
     assert "crops" not in point.info["transforms"] and "crops" in point.info["adapted"]
     assert "scale:0.9-1.1" in point.info["transforms"]  # the style's 0.8–1.2 narrowed for a point
-    channel = maximize(wide, "conv3:3", size=64, iters=1, stats=stats)  # a channel's mean: crops stay
+    channel = maximize(wide, "conv3:3", size=72, iters=1, stats=stats)  # a channel's mean: crops stay
     assert "crops:8" in channel.info["transforms"] and "scale:0.8-1.2" in channel.info["transforms"]
 
 
@@ -158,29 +159,62 @@ def test_a_point_objective_drops_crops_and_narrows_the_zoom(given: str, kept: st
 def test_the_natural_style_leaves_its_transforms_out_on_an_image_far_below_the_networks_side() -> None:
     """At 32 px lite0 (224 px) sees a few pixels; resampled views blur them. Class 275 (a tuning class of
     objective_sizes.md) is top-1 without transforms and with its log-probability added."""
+    from dataclasses import replace
+
     from conftest import lite0
 
-    from preimage.engine.styles import STYLES, fit_to_small
+    from preimage.engine.styles import STYLES, fit_caps, fit_to_small
     from preimage.tasks.activation import maximize
 
     natural = STYLES["natural"]
-    assert fit_to_small(natural, (64, 64), 224) == (natural, None)  # 64 ≥ 224/4: kept
-    assert fit_to_small(natural, (64, 64), None) == (natural, None)  # no known input side: the image's
-    assert fit_to_small(natural, (224, 224), 64) == (natural, None)
+    assert fit_to_small(natural, (72, 72), 224) == (natural, None)  # 72 ≥ 0.3 · 224: kept
+    assert fit_to_small(natural, (72, 72), None) == (natural, None)  # no known input side: the image's
+    assert fit_to_small(natural, (224, 224), 72) == (natural, None)
+    assert fit_to_small(natural, (64, 64), 224)[0].transforms == ()  # 64 < 0.3 · 224 (¼ before round 8)
     assert fit_to_small(STYLES["paper"], (32, 32), 224) == (STYLES["paper"], None)  # the paper's method stays
     for hw, native, where in (((32, 32), 224, "at 32 px,"), ((32, 32), None, "at 32 px,"),
                               ((224, 224), 32, "at 224 px on a network of 32 px"), ((32, 32), 32, "at 32 px,")):
         small, note = fit_to_small(natural, hw, native)
         assert small.transforms == () and small.rivals == 1.0 and natural.rivals == 0.0
+        assert small.cap_leak == 0.0 == natural.cap_leak  # the slope is fit_caps', for a network with ReLU6
+        leaky, said = fit_caps(natural, hw, native)
+        assert leaky.cap_leak == 0.05 and leaky.transforms == natural.transforms and "backward slope of 0.05" in said
         assert note.startswith(where) and "leaves its transforms" in note and "log-probability" in note
+    assert fit_caps(natural, (72, 72), 224) == (natural, None)
+    assert fit_caps(replace(natural, cap_leak=0.2), (32, 32), 224)[0].cap_leak == 0.2  # a style's own slope stays
     r = maximize(lite0("classifier"), "class:275", size=32)
     assert r.info["transforms"] == "none" and r.info["rivals"] == 1.0 and "leaves its transforms" in r.info["adapted"]
+    assert r.info["cap_leak"] == 0.05
     assert int(r.metrics["top1"][0]) == 275
     assert r.iterations == 256 and "256 iterations instead of 64" in r.info["adapted"]  # fit_iterations
     given = maximize(lite0("classifier"), "class:275", size=32, iters=3)  # the user's own count is theirs
     assert given.iterations == 3 and "iterations" not in given.info["adapted"]
     unit = maximize(lite0("blocks.4"), "neuron:blocks.4:0", size=32)  # units were met without more steps
     assert unit.iterations == 64 and unit.info["transforms"] == "none"
+
+
+def test_a_small_image_gives_flat_relu6_units_a_slope_and_a_stalled_class_is_met() -> None:
+    """At 32 px lite0's head sees a 1×1 map: with the exact gradient 94 % of its 1280 ReLU6 units sat at 0 for
+    class 325 (a tuning class), which stalled at p 0.04 (read as 310); the style's backward slope where ReLU6 is flat
+    lets the others be recruited (objective_sizes.md, round 8). The forward, and so every number, stays exact."""
+    from conftest import lite0
+
+    from preimage.tasks.activation import maximize
+
+    rep = lite0("classifier")
+    exact = maximize(rep, "class:325", size=32, cap_leak=0.0)  # the caller's slope wins over the style's
+    ours = maximize(rep, "class:325", size=32)
+    assert exact.info["cap_leak"] == 0.0 and ours.info["cap_leak"] == 0.05
+    assert int(exact.metrics["top1"][0]) != 325 and float(exact.metrics["probability"][0]) < 0.2
+    assert int(ours.metrics["top1"][0]) == 325 and float(ours.metrics["probability"][0]) > 0.9
+    with torch.no_grad():  # the reported p is the real network's, on the returned picture
+        p = rep(rep.to_paper_units(ours.images)).softmax(1)[0, 325]
+    assert float(p) == pytest.approx(float(ours.metrics["probability"][0]), abs=1e-4)
+    big = maximize(rep, "class:325", size=224, iters=1)
+    assert big.info["cap_leak"] == 0.0  # at 224 px the exact gradient stays
+    assert "backward slope" in ours.info["adapted"] and "backward slope" not in exact.info["adapted"]
+    relu = maximize(smallnet.smallnet_rep(), "class:3", size=32, iters=1, stats=smallnet.smallnet_stats())
+    assert relu.info["cap_leak"] == 0.0 and "backward slope" not in relu.info["adapted"]  # no ReLU6: no slope
 
 
 def test_class_sets_resolve_by_name() -> None:
@@ -239,7 +273,7 @@ def test_maximize_says_on_the_console_how_the_style_adapted(tmp_path, capsys) ->
 
     code = main(["maximize", "--objective", "logprob:25", "--size", "32", "--iters", "1", "--out", str(tmp_path)])
     out = capsys.readouterr().out
-    assert code == 0 and "note: at 32 px, under 0.25 of the 224 px its transforms were chosen at" in out
+    assert code == 0 and "note: at 32 px, under 0.3 of the 224 px its transforms were chosen at" in out
     assert "log p(class 25)" in out
 
 
@@ -311,3 +345,16 @@ def test_a_style_refuses_a_bad_weight_in_one_line(field: str, value: object) -> 
     with pytest.raises(PreimageError, match=f"a style's {field} is a finite number"):
         get_style({"name": "mine", field: value})
     assert Style("mine", rivals=1, C=2).rivals == 1
+
+
+@pytest.mark.parametrize("value", ["a", float("nan"), -0.1, 1.0, True])
+def test_a_style_refuses_a_bad_cap_leak_in_one_line(value: object) -> None:
+    from preimage.engine.styles import Style, describe, get_style, style_record
+
+    with pytest.raises(PreimageError, match="a style's cap_leak is a number in"):
+        Style("mine", cap_leak=value)
+    with pytest.raises(PreimageError, match="a style's cap_leak is a number in"):
+        get_style({"name": "mine", "cap_leak": value})
+    mine = Style("mine", cap_leak=0.05)
+    assert get_style(style_record(mine)) == mine and describe(mine)["cap_leak"] == 0.05
+    assert "cap_leak" not in describe(get_style("natural"))

@@ -1,4 +1,4 @@
-"""Trust measures, the planted circuit and the check (issue 25), on a small random CNN and 64-px images."""
+"""Trust measures, the planted circuit and the check (issue 25), on a small random CNN and 72-px images."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from preimage.report.result import Result
 from preimage.representations import ModelSpec, load, model_spec, register_model
 from preimage.tasks.check import THRESHOLDS, channels_of, check, path_layers
 
-SIDE = 64
+SIDE = 72
 GREY_PHOTOS = ("camera", "coins", "moon", "grass", "gravel", "brick")
 IMAGES = [f"sample:{s}" for s in COLOR_SAMPLES + GREY_PHOTOS]
 NORM = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
@@ -175,8 +175,9 @@ def test_check_flags_the_planted_unit_and_not_the_genuine_one(nets: tuple[nn.Mod
     # not.
     assert bool((lie.scores["retention"] < 0.3).all()) and bool((genuine.scores["retention"] > 1.0).all())
     shown = trigger_score(lie.result.images, planted, [1, 5]) / trigger_score(genuine.result.images, planted, [1, 5])
-    # The planted picture holds more of the trigger than the genuine one (1.4x and 2.0x with the natural style's
-    # jitters fitted to 64 px; 1.5x and more with the 224 px jitters).
+    # The planted picture holds more of the trigger than the genuine one (with the natural style's jitters fitted
+    # to 72 px, the side of this test since the small-image rule reaches 67 px; 1.5x and more with the 224 px
+    # jitters).
     assert bool((shown > 1.25).all())
     assert math.isnan(float(genuine.scores["transfer"][0]))  # no judge: not applicable
     judge = model_spec(net, **NORM)  # the untouched network has the same layer

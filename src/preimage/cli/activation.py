@@ -54,9 +54,9 @@ OptimizerOpt = Annotated[str | None, typer.Option(help="paper (momentum+AdaGrad)
                                                   "the pyramid, adam for the others")]
 LeakOpt = Annotated[float, typer.Option("--relu-leak", help="slope given to the net's ReLUs while optimizing "
                                         "(the paper's option; 0 in its released runs)", **FRACTION)]
-CapLeakOpt = Annotated[float, typer.Option(
+CapLeakOpt = Annotated[float | None, typer.Option(
     "--cap-leak", min=0.0, max=1.0, help="backward slope where ReLU6 is flat; the forward and the scores stay "
-    "exact (0, the default: the exact gradient)")]
+    "exact (default: the style's: 0, the exact gradient, except where a small image adapts it)")]
 OutOpt = Annotated[Path, typer.Option(help="output folder (rerun to reuse its results)")]
 PngScaleOpt = Annotated[str | None, typer.Option(help="clip (true colours) or minmax (stretched, as the paper saved "
                                                  "its pictures); default: minmax for the paper style, else clip")]
@@ -101,7 +101,7 @@ def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
                                                "grid")] = "channel",
              token: TokenOpt = None,
              restarts: Annotated[int, typer.Option(help="random restarts per unit (diverse pre-images)", **COUNT)] = 1,
-             relu_leak: LeakOpt = 0.0, cap_leak: CapLeakOpt = 0.0, size: SizeOpt = None, iters: ItersOpt = None,
+             relu_leak: LeakOpt = 0.0, cap_leak: CapLeakOpt = None, size: SizeOpt = None, iters: ItersOpt = None,
              seed: SeedOpt = 0, optimizer: OptimizerOpt = None, out: OutOpt = Path("preimage-out"),
              png_scale: PngScaleOpt = None, weights: WeightsOpt = None, random_weights: RandomOpt = False,
              channels: ChannelsOpt = None,
@@ -245,7 +245,7 @@ def caricature(image: Annotated[str, typer.Argument(help="image path or sample:N
                size: Annotated[int | None, typer.Option(help="input size in pixels (default: the model's)",
                                                         **SIZE)] = None,
                iters: ItersOpt = None, seed: SeedOpt = 0, optimizer: OptimizerOpt = None,
-               relu_leak: LeakOpt = 0.0, cap_leak: CapLeakOpt = 0.0,
+               relu_leak: LeakOpt = 0.0, cap_leak: CapLeakOpt = None,
                limit: Annotated[bool, typer.Option("--limit", help="also measure how far the score can go: the "
                                                    "same energy maximized from noise (3× the work)")] = False,
                out: OutOpt = Path("preimage-out"), png_scale: PngScaleOpt = None,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -51,7 +51,7 @@ from ..representations.base import ModelSpec, model_id
 from ..representations.geometry import Geometry
 from ..representations.hooks import capture, eval_mode, named_layers, swap_modules
 from ..representations.points import Point, PreActivation, response_point, unit_view
-from .capped import CAP_LEAK, leaky_backward, score_limit
+from .capped import CAP_LEAK, is_capped, leaky_backward, score_limit
 from .common import (
     Images,
     as_representation,
@@ -159,11 +159,12 @@ def unit_image_size(rep: Representation) -> int:
     return lo
 
 
-def check_options(restarts: int = 1, relu_leak: float = 0.0, cap_leak: float = 0.0) -> None:
-    """A clear error for a bad restart count, ReLU leak or cap leak."""
+def check_options(restarts: int = 1, relu_leak: float = 0.0, cap_leak: float | None = None) -> None:
+    """A clear error for a bad restart count, ReLU leak or cap leak (None: the style's)."""
     check_count(restarts, "restarts")
     check_number(relu_leak, "relu_leak", 0.0, 0.999999)
-    check_number(cap_leak, "cap_leak", 0.0, 0.999999)
+    if cap_leak is not None:
+        check_number(cap_leak, "cap_leak", 0.0, 0.999999)
 
 
 # --- binding targets to the network ----------------------------------------------------------------------------
@@ -462,7 +463,7 @@ def maximize(model: ModelLike, target: str | Objective | Sequence[str | Objectiv
              prior: str | BNPrior | None = None, optimizer: str | None = None,
              size: int | tuple[int, int] | None = None, iters: int | None = None, seed: int = 0,
              images: str | Sequence[str] | None = None, stats: NeuronStats | None = None,
-             judge: str | Sequence[str] | None = None, relu_leak: float = 0.0, cap_leak: float = 0.0,
+             judge: str | Sequence[str] | None = None, relu_leak: float = 0.0, cap_leak: float | None = None,
              energy: Energy | dict = Energy(), device: str | None = None, amp: bool | str | None = None,
              compile: bool = False, progress: Progress | None = None, attribution: bool = False) -> Result:
     """Images that excite a target most: one problem per target and restart.
@@ -478,7 +479,8 @@ def maximize(model: ModelLike, target: str | Objective | Sequence[str | Objectiv
     default: the cached statistics, else the bundled samples), or ``stats`` computed already. judge: classifier
     name(s) whose p(class) on each class picture is reported (``info["transfer"]``). relu_leak: slope given to the
     net's ReLUs while optimizing; cap_leak: backward slope where ReLU6 is flat (the reported numbers use the real
-    network). seed: each problem's randomness is seeded by the problem itself and this number.
+    network; None: the style's, which on a small image is ``styles.SMALL_CAP_LEAK``). seed: each problem's
+    randomness is seeded by the problem itself and this number.
 
     Returns a Result: ``images`` N×C×H×W in 0–255 and, per picture, ``activation`` (the target's raw value: the
     channel's mean, the neuron, the logit, the projection, or a sum's weighted sum), ``reference_max`` (M_c of a
@@ -499,7 +501,7 @@ def maximize(model: ModelLike, target: str | Objective | Sequence[str | Objectiv
 
 def _maximize(rep0: Representation, targets: list[Objective], restarts: int, style: Any, param: Any,
               transforms: Any, prior: Any, optimizer: str | None, size: Any, iters: int | None, seed: int,
-              images: Any, stats: NeuronStats | None, judge: Any, relu_leak: float, cap_leak: float,
+              images: Any, stats: NeuronStats | None, judge: Any, relu_leak: float, cap_leak: float | None,
               energy: Energy | dict, amp: Any, compile: bool, progress: Progress | None,
               call: dict[str, Any], attribution: bool = False) -> Result:
     spec = rep0.spec
@@ -519,9 +521,12 @@ def _maximize(rep0: Representation, targets: list[Objective], restarts: int, sty
         native = min(spec.input_size) if spec.input_size else None
         at_point = any(isinstance(a, (Neuron, Concept)) for t in targets for a in t.atoms())
         has_class = any(isinstance(a, Class) for t in targets for a in t.atoms())
-        sty, fit_note = adapt(sty, hw, native, at_point, more_iters=iters is None and has_class)
+        sty, fit_note = adapt(sty, hw, native, at_point, more_iters=iters is None and has_class,
+                              caps=cap_leak is None and is_capped(rep0.net))
         opt_kw["transforms"] = None if sty.transforms is None else list(sty.transforms)
         opt_kw["bound"] = sty.bound
+    if cap_leak is not None:  # the caller's slope wins over the style's
+        sty = replace(sty, cap_leak=cap_leak)
     sched = scale_schedule(SINGLE_STAGE, iters if iters is not None else sty.iters)
     n = len(targets) * restarts
     check_memory(first.rep, n, hw, extra_buffers=extra_buffers(sched, opt_kw["optimizer"]))
@@ -541,14 +546,14 @@ def _maximize(rep0: Representation, targets: list[Objective], restarts: int, sty
     if sty.prior is not None and rep is not first.rep:  # the prior watches Φ's own forward pass
         opt_kw["prior"] = sty.prior.build(rep)
     options = {**describe(sty, sched), "schedule": schedule_record(sched), "size": list(hw),
-               "relu_leak": relu_leak, "cap_leak": cap_leak, "energy": vars(energy),
+               "relu_leak": relu_leak, "cap_leak": sty.cap_leak, "energy": vars(energy),
                "stats_id": images_id(stats.images)}
     problems = [{"target": t.spec(), "label": t.label, "restart": r, "restarts": restarts,
                  **({"unit": _unit(t)} if _unit(t) is not None else {})}
                 for t in targets for r in range(restarts)]
     prob_seeds = seeds("maximize", rep, [{"target": t.spec(), "restart": r} for t in targets for r in range(restarts)],
                        options, seed)
-    with leaky_relus(rep.net, relu_leak), leaky_backward(rep.net, cap_leak):
+    with leaky_relus(rep.net, relu_leak), leaky_backward(rep.net, sty.cap_leak):
         trace = optimize(rep, binding.term, n, hw, sched, seed=prob_seeds, energy=energy, progress=progress,
                          amp=amp, compile=compile, attribution=bool(attribution), **opt_kw)
     out = pictures(rep, trace.x)
@@ -673,7 +678,7 @@ def caricature(model: ModelLike, images: Images, *, layer: str | None = None, si
                param: str | Parameterization | None = None,
                transforms: str | Transform | Sequence[Transform | str] | None = None,
                prior: str | BNPrior | None = None, optimizer: str | None = None, relu_leak: float = 0.0,
-               cap_leak: float = 0.0, limit: bool = False, energy: Energy | dict = Energy(),
+               cap_leak: float | None = None, limit: bool = False, energy: Energy | dict = Energy(),
                device: str | None = None, amp: bool | str | None = None, compile: bool = False,
                progress: Progress | None = None) -> Result:
     """Exaggerate what a layer sees in images: minimize −⟨Φ(x), Φ0⁺⟩/‖Φ0⁺‖², Φ0⁺ = max(Φ(x0), 0), starting
@@ -681,12 +686,12 @@ def caricature(model: ModelLike, images: Images, *, layer: str | None = None, si
     optimization starts from (the authors' script used the raw image: a quirk, fixed here).
 
     images: a path, ``sample:NAME``, a list, or N×C×H×W in 0–255. layer: as for ``invert``. cap_leak: backward
-    slope where ReLU6 is flat (``capped``; 0, the default: the exact gradient; the forward and the scores stay
-    exact). limit: also measure how far the score can go (``capped.score_limit``: the same energy from noise, with
-    and without the leak; about three times the work). Returns a Result with ``images`` in 0–255 and metrics
-    ``score_start`` and ``score_end``: ⟨Φ, Φ0⁺⟩/‖Φ0⁺‖² on the image and on the picture (``score_start`` is 1 by
-    construction), and with ``limit`` ``score_limit`` (the best score of the noise runs and of the caricature
-    itself) and ``share_of_limit`` = score_end / score_limit.
+    slope where ReLU6 is flat (``capped``; None: the style's, 0 for the named styles: the exact gradient; the
+    forward and the scores stay exact). limit: also measure how far the score can go (``capped.score_limit``: the
+    same energy from noise, with and without the leak; about three times the work). Returns a Result with
+    ``images`` in 0–255 and metrics ``score_start`` and ``score_end``: ⟨Φ, Φ0⁺⟩/‖Φ0⁺‖² on the image and on the
+    picture (``score_start`` is 1 by construction), and with ``limit`` ``score_limit`` (the best score of the noise
+    runs and of the caricature itself) and ``share_of_limit`` = score_end / score_limit.
     """
     call = call_options(caricature, locals(), ("model", "images", "layer", "progress"))
     rep, _ = response_point(as_representation(model, layer, device=device))
@@ -696,7 +701,8 @@ def caricature(model: ModelLike, images: Images, *, layer: str | None = None, si
 
 
 def _caricature(rep: Representation, images: Images, size: Any, iters: int | None, seed: int, style: Any, param: Any,
-                transforms: Any, prior: Any, optimizer: str | None, relu_leak: float, cap_leak: float, limit: bool,
+                transforms: Any, prior: Any, optimizer: str | None, relu_leak: float, cap_leak: float | None,
+                limit: bool,
                 energy: Energy | dict, amp: Any, compile: bool, progress: Progress | None,
                 call: dict[str, Any]) -> Result:
     check_options(relu_leak=relu_leak, cap_leak=cap_leak)
@@ -706,6 +712,8 @@ def _caricature(rep: Representation, images: Images, size: Any, iters: int | Non
         check_count(iters, "iters", 1, 1_000_000)
     hw = check_size(size)
     sty, opt_kw = resolve(rep, style, param=param, transforms=transforms, prior=prior, optimizer=optimizer)
+    cap_leak = sty.cap_leak if cap_leak is None else cap_leak
+    sty = replace(sty, cap_leak=cap_leak)
     sched = scale_schedule(SINGLE_STAGE, iters if iters is not None else sty.iters)
     check_memory(rep, image_count(images), hw or rep.spec.input_size,
                  extra_buffers=extra_buffers(sched, opt_kw["optimizer"]))
