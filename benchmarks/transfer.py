@@ -91,6 +91,8 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=None, help="default: each style's own")
     ap.add_argument("--batch", type=int, default=5, help="classes per optimize() batch")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0, help="the run's seed (each picture's is drawn from it and the "
+                    "picture's own record)")
     ap.add_argument("--out", default="benchmarks/results/work/transfer")
     ap.add_argument("--no-lucent", action="store_true")
     ap.add_argument("--lucent-dir", default=None, help="judge Lucent pictures already in this folder")
@@ -112,6 +114,8 @@ def main() -> None:
     for flag, folder in (("--lucent-dir", a.lucent_dir), ("--horama-dir", a.horama_dir)):
         if folder and not pathlib.Path(folder).is_dir():
             raise PreimageError(f"{flag}: no folder {folder}")
+    if a.seed < 0:
+        raise PreimageError(f"--seed is a whole number ≥ 0; got {a.seed}")
     if not 0 <= a.horama_crop <= 1:
         raise PreimageError(f"--horama-crop is a fraction of the canvas side, between 0 and 1; got {a.horama_crop}")
     if a.horama_dir:
@@ -121,7 +125,7 @@ def main() -> None:
             peers[name] = centre_crops(pathlib.Path(a.horama_dir), a.horama_crop)
     out = pathlib.Path(a.out)
     info = class_transfer(a.model, a.judge, parse_classes(a.classes), variants, out=out,
-                          iters=a.iters, batch=a.batch, lucent=not (a.no_lucent or a.lucent_dir),
+                          iters=a.iters, batch=a.batch, seed=a.seed, lucent=not (a.no_lucent or a.lucent_dir),
                           lucent_python_path=a.lucent_python, threads=a.threads, peers=peers,
                           say=lambda m: print(m, file=sys.stderr, flush=True))
     for name, folder in peers.items():
