@@ -208,3 +208,17 @@ def test_a_direction_is_labelled_as_a_direction(tmp_path, capsys) -> None:
     rec = json.loads(next((tmp_path / "o").glob("max-direction*.json")).read_text())
     res = rec["results"][0]
     assert "direction" in res["label"] and "unit" not in res["label"] and res["ratio"] is None
+
+
+def test_a_class_objective_needs_no_layer_on_a_model_without_a_default_one(tmp_path, capsys) -> None:
+    # resnet18 has no default layer; 'class:3' names its own (the classifier, fc). Before, the command stopped with
+    # "give a layer of resnet18". A 'unit' objective still needs --layer.
+    import json
+
+    code = main(["maximize", "--model", "resnet18", "--random-weights", "--objective", "class:3", "--size", "32",
+                 "--iters", "2", "--out", str(tmp_path / "a"), "--json"])
+    info = json.loads(capsys.readouterr().out)
+    assert code == 0 and info["layer"] == "fc" and info["configs"][0]["units"] == ["class:3"]
+    _refused(["maximize", "--model", "resnet18", "--random-weights", "--unit", "3", "--size", "32", "--iters", "2",
+              "--out", tmp_path / "b"], capsys, "give a layer of resnet18")
+    assert not (tmp_path / "b").exists()

@@ -81,8 +81,7 @@ def targets_of(layer: str | None, unit: str | None, mode: str, token: str | None
 
     if mode not in ("channel", "neuron"):
         raise PreimageError(f"unknown --mode '{mode}' (choose channel or neuron)")
-    terms = objective.replace(" - ", " + ").split(" + ")
-    uses_unit = any(t.strip().lstrip("-").split("*")[-1] == "unit" for t in terms)
+    uses_unit = _uses_unit(objective)
     if not uses_unit and unit is not None:
         raise PreimageError("--objective does not use 'unit': leave out --unit, or add 'unit' to --objective")
     units = []
@@ -90,6 +89,22 @@ def targets_of(layer: str | None, unit: str | None, mode: str, token: str | None
         cls = Neuron if mode == "neuron" else Channel
         units = [cls(layer, u, token) for u in parse_units(unit)]
     return parse_target(objective, kind=mode, unit=units or None)
+
+
+def _uses_unit(objective: str) -> bool:
+    """Whether ``--objective`` has a ``unit`` term (each ``--unit`` of ``--layer``)."""
+    return any(t.strip().lstrip("-").split("*")[-1] == "unit" for t in objective.replace(" - ", " + ").split(" + "))
+
+
+def objective_layer(objective: str, mode: str, token: str | None) -> Any:
+    """For an ``--objective`` without ``unit``: spec → the layer its first term reads (a class's: the classifier
+    layer), so that ``class:3`` needs no ``--layer`` on a model without a default one; None otherwise."""
+    if _uses_unit(objective):
+        return None
+    from ..tasks.activation import target_layer
+
+    first = targets_of(None, None, mode, token, objective)[0]
+    return lambda spec: target_layer(first, spec)
 
 
 @app.command()
@@ -140,7 +155,7 @@ def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
     check_options(restarts, relu_leak, cap_leak)
     validate(check, images, mode, token, objective)
     rep = load_rep(model, layer, weights, random_weights, device, threads, channels,
-                   **gradient_options(model, exact_gradient))
+                   layer_for=objective_layer(objective, mode, token), **gradient_options(model, exact_gradient))
     targets = targets_of(rep.layer, unit, mode, token, objective)
     if len({t.spec() for t in targets}) != len(targets):
         raise PreimageError("--unit names a unit twice: each would give the same picture")

@@ -88,9 +88,10 @@ def style_opt(default: str) -> Any:
 
 def load_rep(model: str, layer: str | None, weights: str | None, random_weights: bool,
              device: str = "cpu", threads: int | None = None, channels: int | None = None,
-             **kw: Any) -> Representation:
+             layer_for: Callable[[Any], str | None] | None = None, **kw: Any) -> Representation:
     """Load Φ for a command, on the requested device (and with ``threads`` CPU threads if given). layer None: the
-    model's documented default layer, or an error for a model without one (``--layer``)."""
+    layer ``layer_for(spec)`` names (an objective's own), else the model's documented default layer, or an error
+    for a model without one (``--layer``)."""
     from ..errors import PreimageError
     from ..representations import model_spec
     from ..representations.base import resolve_layer
@@ -106,7 +107,7 @@ def load_rep(model: str, layer: str | None, weights: str | None, random_weights:
                             "model's default")
     spec = model_spec(model, weights=weights, random_weights=random_weights, channels=channels, **kw)
     if layer is None:
-        layer = resolve_layer(spec, None) or "output"
+        layer = (layer_for(spec) if layer_for else None) or resolve_layer(spec, None) or "output"
     return load(spec, layer, device=device)
 
 
