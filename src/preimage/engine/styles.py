@@ -3,8 +3,8 @@
 * ``paper``: exactly the paper's method (pixels, jitter canvas, momentum + AdaGrad, no feature prior);
 * ``natural``: the combination chosen on a judge network that never saw the optimization, on the 20 tuning
   classes (benchmarks/transfer.py; scale 0.8–1.2 and 8 crops of 40–100 % of the side per step: 20/20 top-1 there,
-  mean p 0.90, and 20/20, mean p 0.73, on the 20 reporting classes never chosen on; with another seed 19/20, 0.81
-  and 18/20, 0.74: benchmarks/results/transfer.md);
+  mean p 0.90, and 20/20, mean p 0.73, on the 20 reporting classes never chosen on; over three seeds 58/60, 0.85
+  and 55/60, 0.73: benchmarks/results/transfer.md);
 * ``fast``: inversion in 120 evaluations (the paper takes 350): the Fourier parameterization without jitter,
   10 short steps of Adam (a quarter of its rate), then 110 of L-BFGS (one evaluation each). Chosen on the bundled
   samples and the first held-out photographs; on 12 photographs no choice saw, with efficientnet_lite0, its median
