@@ -262,8 +262,9 @@ def get_style(style: str | Style | dict[str, Any]) -> Style:
 def resolve(rep: Representation, style: str | Style = "paper", *, param: str | Parameterization | None = None,
             transforms: str | Transform | Sequence[Transform | str] | None = None,
             prior: str | BNPrior | None = None, prior_weight: float | None = None,
-            optimizer: str | None = None) -> tuple[Style, dict[str, Any]]:
-    """The style with the overrides applied, and the keyword arguments it gives ``optimize``.
+            optimizer: str | None = None, cap_leak: float | None = None) -> tuple[Style, dict[str, Any]]:
+    """The style with the overrides applied, and the keyword arguments it gives ``optimize``. cap_leak: the
+    caller's backward slope on flat ReLU6 units (None: the style's; ``adapt`` may set one only then).
 
     Bad names fail here, before any work: an unknown style, parameterization, transform, prior or optimizer, or a
     required BatchNorm prior on a network without BatchNorm."""
@@ -276,7 +277,8 @@ def resolve(rep: Representation, style: str | Style = "paper", *, param: str | P
     p = s.prior if prior is None and prior_weight is None else parse_prior(prior if prior is not None else (
         s.prior or "bn"), prior_weight)
     s = replace(s, param=s.param if param is None else parse_param(param),
-                transforms=s.transforms if t is None else tuple(t), prior=p, optimizer=optimizer or s.optimizer)
+                transforms=s.transforms if t is None else tuple(t), prior=p, optimizer=optimizer or s.optimizer,
+                cap_leak=s.cap_leak if cap_leak is None else cap_leak)
     built: BNStats | None = s.prior.build(rep) if s.prior is not None else None
     if s.prior is not None and built is None:
         s = replace(s, prior=None)  # "auto" on a network without BatchNorm

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -514,7 +514,8 @@ def _maximize(rep0: Representation, targets: list[Objective], restarts: int, sty
     if len({t.spec() for t in targets}) != len(targets):
         raise PreimageError("a target is named twice: each would give the same picture", param="target")
     first = point_of(spec, *_atom_layer(targets[0].atoms()[0], spec), device)
-    sty, opt_kw = resolve(first.rep, style, param=param, transforms=transforms, prior=prior, optimizer=optimizer)
+    sty, opt_kw = resolve(first.rep, style, param=param, transforms=transforms, prior=prior, optimizer=optimizer,
+                          cap_leak=cap_leak)
     hw = check_size(size) or ((unit_image_size(first.rep),) * 2)
     fit_note = None
     if transforms is None:  # the style's own transforms, chosen at 224 px: fitted to a smaller image (issue 28)
@@ -525,8 +526,6 @@ def _maximize(rep0: Representation, targets: list[Objective], restarts: int, sty
                               caps=cap_leak is None and is_capped(rep0.net))
         opt_kw["transforms"] = None if sty.transforms is None else list(sty.transforms)
         opt_kw["bound"] = sty.bound
-    if cap_leak is not None:  # the caller's slope wins over the style's
-        sty = replace(sty, cap_leak=cap_leak)
     sched = scale_schedule(SINGLE_STAGE, iters if iters is not None else sty.iters)
     n = len(targets) * restarts
     check_memory(first.rep, n, hw, extra_buffers=extra_buffers(sched, opt_kw["optimizer"]))
@@ -711,9 +710,8 @@ def _caricature(rep: Representation, images: Images, size: Any, iters: int | Non
     if iters is not None:
         check_count(iters, "iters", 1, 1_000_000)
     hw = check_size(size)
-    sty, opt_kw = resolve(rep, style, param=param, transforms=transforms, prior=prior, optimizer=optimizer)
-    cap_leak = sty.cap_leak if cap_leak is None else cap_leak
-    sty = replace(sty, cap_leak=cap_leak)
+    sty, opt_kw = resolve(rep, style, param=param, transforms=transforms, prior=prior, optimizer=optimizer,
+                          cap_leak=cap_leak)
     sched = scale_schedule(SINGLE_STAGE, iters if iters is not None else sty.iters)
     check_memory(rep, image_count(images), hw or rep.spec.input_size,
                  extra_buffers=extra_buffers(sched, opt_kw["optimizer"]))
@@ -726,9 +724,9 @@ def _caricature(rep: Representation, images: Images, size: Any, iters: int | Non
                             "there is nothing to exaggerate", param="layer")
     objective = caricature_objective(phi0)
     options = {**describe(sty, sched), "schedule": schedule_record(sched), "size": list(img.shape[-2:]),
-               "relu_leak": relu_leak, "cap_leak": cap_leak, "energy": vars(energy), "limit": limit}
+               "relu_leak": relu_leak, "cap_leak": sty.cap_leak, "energy": vars(energy), "limit": limit}
     prob_seeds = seeds("caricature", rep, [{"image": p} for p in prints], options, seed)
-    with leaky_relus(rep.net, relu_leak), leaky_backward(rep.net, cap_leak):
+    with leaky_relus(rep.net, relu_leak), leaky_backward(rep.net, sty.cap_leak):
         trace = optimize(rep, objective, x0.shape[0], tuple(x0.shape[-2:]), sched, init=x0, seed=prob_seeds,
                          energy=energy, progress=progress, amp=amp, compile=compile, **opt_kw)
     out = pictures(rep, trace.x)
@@ -738,7 +736,7 @@ def _caricature(rep: Representation, images: Images, size: Any, iters: int | Non
     metrics = {"score_start": start, "score_end": end}
     if limit:
         best, _ = score_limit(rep, objective, x0.shape[0], tuple(x0.shape[-2:]), sched,
-                              leaks=sorted({0.0, cap_leak or CAP_LEAK}), seed=prob_seeds, energy=energy, **opt_kw)
+                              leaks=sorted({0.0, sty.cap_leak or CAP_LEAK}), seed=prob_seeds, energy=energy, **opt_kw)
         metrics["score_limit"] = torch.maximum(best.to(end), end)
         metrics["share_of_limit"] = end / metrics["score_limit"]
     problems = [{"input": specs[i] if specs else names[i], "input_name": names[i]} for i in range(len(names))]
