@@ -222,3 +222,24 @@ def test_a_class_objective_needs_no_layer_on_a_model_without_a_default_one(tmp_p
     _refused(["maximize", "--model", "resnet18", "--random-weights", "--unit", "3", "--size", "32", "--iters", "2",
               "--out", tmp_path / "b"], capsys, "give a layer of resnet18")
     assert not (tmp_path / "b").exists()
+
+
+def test_no_ratio_against_a_reference_maximum_that_is_not_positive(tmp_path, capsys) -> None:
+    # Random weights are drawn from a fixed seed, so this unit is the same in every run: the bundled samples never
+    # give resnet18's logit 2 a positive value. A multiple of a negative maximum ("-1.09× the reference max
+    # -0.772") meant nothing; now no ratio, in the JSON, the console and the caption.
+    import json
+
+    from preimage.measures.stats import load_stats
+    from preimage.representations import load
+
+    rep = load("resnet18", "fc", random_weights=True)
+    ref = float(load_stats(rep).get(("output", "fc")).max[2])
+    assert ref < 0
+    out = tmp_path / "o"
+    code = main(["maximize", "--model", "resnet18", "--random-weights", "--layer", "fc", "--unit", "2", "--size",
+                 "32", "--iters", "2", "--out", str(out)])
+    said = capsys.readouterr().out
+    assert code == 0 and "not positive: no ratio" in said and "× the reference max" not in said
+    res = json.loads(next(out.glob("max-*.json")).read_text())["results"][0]
+    assert res["ratio"] is None and abs(res["reference_max"] - ref) < 1e-4

@@ -70,3 +70,20 @@ def test_shape_mismatch_and_unreadable_files(tmp_path) -> None:
     (tmp_path / "bad.safetensors").write_bytes(b"junk")
     with pytest.raises(PreimageError, match="cannot read weights file"):
         build("timm:test_vit", weights=str(tmp_path / "bad.safetensors"))
+
+
+def test_random_weights_are_the_same_in_every_build_and_leave_the_callers_random_state() -> None:
+    from preimage.representations.base import model_id
+
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    a = build("mobilenet_v3_small", random_weights=True)
+    after = torch.rand(3)
+    torch.manual_seed(9)  # another global state: the weights must not follow it
+    b = build("mobilenet_v3_small", random_weights=True)
+    sa, sb = a.module.state_dict(), b.module.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert float(sa["features.0.0.weight"].std()) > 0  # drawn, not zeros
+    assert model_id(a) == model_id(b)
+    assert torch.equal(after, expected)  # the caller's random stream went on as if no network had been built

@@ -197,7 +197,7 @@ def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
             ratio = (f" = {r['ratio']:.2f}× the reference max {r['reference_max']:.3g}" if r.get("ratio") is not None
                      else " (no reference maximum for this target)" if r.get("unit") is None
                      or r.get("reference_max") is None
-                     else " (the reference images give 0 here: no ratio)")
+                     else f" (the reference max is {r['reference_max']:.3g}, not positive: no ratio)")
             out_console.print(f"{r['label']} restart {r['restart']}: activation {r['activation']:.3g}{ratio}{extra}"
                               f"  → {r['image']}", markup=False)
         if len(summary["images"]) > 1:

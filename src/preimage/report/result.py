@@ -90,7 +90,7 @@ class Result:
             if r.get("error") is not None:
                 parts.append(f"error {100 * r['error']:.1f}%")
             if r.get("activation") is not None:
-                ratio = r.get("ratio") if (r.get("reference_max") or 0) > 0 else None  # a multiple of a negative max
+                ratio = r.get("ratio")
                 parts.append(f"act {r['activation']:.3g}" + (f" ({ratio:.1f}× natural max)" if ratio is not None
                                                               else ""))
             if r.get("reg_weight") is not None:  # accentuation: its weight and how far it went from the seed

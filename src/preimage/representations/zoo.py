@@ -28,6 +28,8 @@ _DESCRIPTIONS: dict[str, str] = {}
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: The seed of every ``random_weights`` network: the same name gives the same weights in every process.
+RANDOM_WEIGHTS_SEED = 0
 
 
 def register_model(name: str, description: str = "") -> Callable[[Builder], Builder]:
@@ -316,8 +318,15 @@ def _last_linear(net: nn.Module) -> str | None:
 def build(name: str, weights: str | None = None, random_weights: bool = False, channels: int | None = None,
           **kwargs: object) -> ModelSpec:
     """Build a named model (in evaluation mode: it is the package's own, not a user's): a registered name,
-    ``timm:NAME``, or a torchvision classifier name."""
-    spec = _build(name, weights, random_weights, channels, **kwargs)
+    ``timm:NAME``, or a torchvision classifier name. Random weights are drawn from a fixed seed
+    (``RANDOM_WEIGHTS_SEED``) without touching the caller's random state, so the same name gives the same network,
+    model id and results in every process."""
+    if random_weights:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_WEIGHTS_SEED)
+            spec = _build(name, weights, random_weights, channels, **kwargs)
+    else:
+        spec = _build(name, weights, random_weights, channels, **kwargs)
     spec.module.eval()
     return spec
 

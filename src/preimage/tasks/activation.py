@@ -661,7 +661,8 @@ def _metrics(binding: Binding, targets: list[Objective], restarts: int, out: tor
                 p = phi[rows].float().softmax(1)
                 prob[rows] = p[:, u].cpu()
                 top1[rows] = p.argmax(1).cpu()
-    ratio = torch.where(reference != 0, activation / reference, torch.full_like(activation, float("nan")))
+    # A multiple of a maximum that is not positive (a unit the reference images never excite) means nothing.
+    ratio = torch.where(reference > 0, activation / reference, torch.full_like(activation, float("nan")))
     metrics = {"activation": activation.float(), "reference_max": reference.float(), "ratio": ratio.float()}
     if bool((top1 >= 0).any()):
         metrics["probability"] = prob
