@@ -321,11 +321,9 @@ def build(name: str, weights: str | None = None, random_weights: bool = False, c
     ``timm:NAME``, or a torchvision classifier name. Random weights are drawn from a fixed seed
     (``RANDOM_WEIGHTS_SEED``) without touching the caller's random state, so the same name gives the same network,
     model id and results in every process."""
-    if random_weights:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(RANDOM_WEIGHTS_SEED)
-            spec = _build(name, weights, random_weights, channels, **kwargs)
-    else:
+    with torch.random.fork_rng(devices=[], enabled=random_weights):  # networks are built on the CPU
+        if random_weights:
+            torch.default_generator.manual_seed(RANDOM_WEIGHTS_SEED)
         spec = _build(name, weights, random_weights, channels, **kwargs)
     spec.module.eval()
     return spec
