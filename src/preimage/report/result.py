@@ -90,7 +90,8 @@ class Result:
             if r.get("error") is not None:
                 parts.append(f"error {100 * r['error']:.1f}%")
             if r.get("activation") is not None:
-                ratio = r.get("ratio")
+                # metrics computes no ratio against a maximum ≤ 0; records stored before then may hold one
+                ratio = r.get("ratio") if (r.get("reference_max") or 0) > 0 else None
                 parts.append(f"act {r['activation']:.3g}" + (f" ({ratio:.1f}× natural max)" if ratio is not None
                                                               else ""))
             if r.get("reg_weight") is not None:  # accentuation: its weight and how far it went from the seed
