@@ -20,17 +20,13 @@ import os
 import pathlib
 import sys
 import time
-from typing import Any, NoReturn
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from accent_runner import fail, read_json  # noqa: E402
 
 HERE = pathlib.Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "accentuation"
 
-
-
-def fail(message: str) -> NoReturn:
-    """A bad argument: one line on stderr and exit status 2, as every preimage command does."""
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -96,13 +92,6 @@ def main() -> None:
                 log.write(json.dumps(line) + "\n")
                 print(json.dumps(line), flush=True)
         print(f"{image}: {len(r)} pictures, {secs:.1f} s each", file=sys.stderr, flush=True)
-
-def read_json(path: str, option: str) -> Any:
-    """A JSON file named by an option, or one error line (exit 2) when it is missing or not JSON."""
-    try:
-        return json.loads(pathlib.Path(path).read_text())
-    except (OSError, ValueError) as e:
-        fail(f"{option} {path}: {getattr(e, 'strerror', None) or e}")
 
 
 if __name__ == "__main__":

@@ -35,10 +35,13 @@ import math
 import pathlib
 import sys
 from collections import OrderedDict
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from accent_runner import fail, read_json  # noqa: E402
 
 HERE = pathlib.Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "accentuation"
@@ -48,24 +51,11 @@ TOP1_RMSE = 24.0
 SIZE = 224
 
 
-
-def fail(message: str) -> NoReturn:
-    """A bad argument: one line on stderr and exit status 2, as every preimage command does."""
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
-
 def split() -> dict[str, str]:
     """image name → half: alternating in COLOR_SAMPLES order, the first one tuning."""
     from preimage.images import COLOR_SAMPLES
 
     return {name: ("tuning" if i % 2 == 0 else "reporting") for i, name in enumerate(COLOR_SAMPLES)}
-
-def read_json(path: str, option: str) -> Any:
-    """A JSON file named by an option, or one error line (exit 2) when it is missing or not JSON."""
-    try:
-        return json.loads(pathlib.Path(path).read_text())
-    except (OSError, ValueError) as e:
-        fail(f"{option} {path}: {getattr(e, 'strerror', None) or e}")
 
 
 def choose_classes(top5: list[int], index: int, per_image: int = 4) -> list[int]:
