@@ -227,7 +227,7 @@ def test_a_class_objective_needs_no_layer_on_a_model_without_a_default_one(tmp_p
 def test_no_ratio_against_a_reference_maximum_that_is_not_positive(tmp_path, capsys) -> None:
     # Random weights are drawn from a fixed seed, so this unit is the same in every run: the bundled samples never
     # give resnet18's logit 2 a positive value. A multiple of a negative maximum ("-1.09× the reference max
-    # -0.772") meant nothing; now no ratio, in the JSON, the console and the caption.
+    # -0.772") meant nothing; now no ratio, in the JSON and on the console.
     import json
 
     from preimage.measures.stats import load_stats
