@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -96,14 +97,12 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
     return (x / 255.0 - MEAN[0]) / STD[0]
 
 
-def train(epochs: int = 8, seed: int = 0) -> tuple[ShapesNet, float]:
-    """Train on 2400 shapes (Adam, one-cycle rate); the net (eval mode) and its accuracy on 600 other shapes."""
-    torch.manual_seed(seed)
-    x, y = shapes(2400, seed)
-    xt, yt = shapes(600, seed + 1)
-    net = ShapesNet()
+def fit(net: nn.Module, data: tuple[torch.Tensor, ...], normalize, epochs: int = 8, seed: int = 0) -> float:
+    """Train ``net`` in place on ``data`` = (x, y, x_test, y_test), images in 0–255 (Adam, one-cycle rate, batches
+    of 64); leave it in eval mode and return its accuracy on the test images."""
+    x, y, xt, yt = data
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-2, total_steps=epochs * 38)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-2, total_steps=epochs * math.ceil(len(y) / 64))
     g = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
         net.train()
@@ -115,22 +114,32 @@ def train(epochs: int = 8, seed: int = 0) -> tuple[ShapesNet, float]:
             sched.step()
     net.eval()
     with torch.no_grad():
-        acc = float((net(normalize(xt)).argmax(1) == yt).float().mean())
-    return net, acc
+        return float((net(normalize(xt)).argmax(1) == yt).float().mean())
+
+
+def train(epochs: int = 8, seed: int = 0) -> tuple[ShapesNet, float]:
+    """Train on 2400 shapes; the net (eval mode) and its accuracy on 600 other shapes."""
+    torch.manual_seed(seed)
+    net = ShapesNet()
+    return net, fit(net, (*shapes(2400, seed), *shapes(600, seed + 1)), normalize, epochs, seed)
+
+
+def load_or_train(net: nn.Module, path: Path, train_fn) -> nn.Module:
+    """``net`` with the weights kept in ``path``, which ``train_fn() → (net, accuracy)`` makes the first time."""
+    from safetensors.torch import load_file, save_file
+
+    if not path.is_file():
+        trained, acc = train_fn()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in trained.state_dict().items()}, str(path),
+                  metadata={"test_accuracy": f"{acc:.4f}"})
+    net.load_state_dict(load_file(str(path)))
+    return net.eval()
 
 
 def load_shapesnet() -> ShapesNet:
     """The trained network (trained and kept in ``WEIGHTS`` the first time)."""
-    from safetensors.torch import load_file, save_file
-
-    net = ShapesNet()
-    if not WEIGHTS.is_file():
-        trained, acc = train()
-        WEIGHTS.parent.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in trained.state_dict().items()}, str(WEIGHTS),
-                  metadata={"test_accuracy": f"{acc:.4f}"})
-    net.load_state_dict(load_file(str(WEIGHTS)))
-    return net.eval()
+    return load_or_train(ShapesNet(), WEIGHTS, train)
 
 
 def shapesnet_rep(layer: str | None = None):
@@ -140,14 +149,22 @@ def shapesnet_rep(layer: str | None = None):
 
 
 def shapesnet_stats(n: int = 100):
-    """Natural maxima of every layer over the first ``n`` training shapes, at 32 px."""
+    """Natural maxima of every layer over the first ``n`` training shapes, at 32 px (the same in every process)."""
+    return reference_stats(shapesnet_rep(), *shapes(n, 0), "shape")
+
+
+def reference_stats(rep, x: torch.Tensor, y: torch.Tensor, prefix: str):
+    """Neuron statistics of ``rep`` over images ``x`` (N×C×H×W, 0–255) with labels ``y``, at their own side."""
     from preimage.images import save_png
     from preimage.measures.stats import compute_stats
 
-    x, y = shapes(n, 0)
     with tempfile.TemporaryDirectory() as tmp:
-        files = [str(save_png(x[i], Path(tmp) / f"shape-{i:03d}-{int(y[i])}.png", scale="clip")) for i in range(n)]
-        return compute_stats(shapesnet_rep(), files, size=SIZE)
+        files = [str(save_png(x[i], Path(tmp) / f"{prefix}-{i:03d}-{int(y[i])}.png", scale="clip"))
+                 for i in range(len(x))]
+        stats = compute_stats(rep, files, size=x.shape[-1])
+    # Named without the temporary folder: the names enter each picture's seed (``images_id``), which would
+    # otherwise change from one process to the next.
+    return replace(stats, images=[Path(f).name for f in files], source=f"{prefix}s")
 
 
 if __name__ == "__main__":
