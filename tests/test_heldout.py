@@ -202,7 +202,9 @@ def test_a_small_image_gives_flat_relu6_units_a_slope_and_a_stalled_class_is_met
     from preimage.tasks.activation import maximize
 
     rep = lite0("classifier")
-    exact = maximize(rep, "class:325", size=32, cap_leak=0.0)  # the caller's slope wins over the style's
+    # The caller's slope wins over the style's; the style's 256 iterations, given, leave out lower_rivals's
+    # continuation (which would make 325 top-1 at p 0.05 without the slope).
+    exact = maximize(rep, "class:325", size=32, cap_leak=0.0, iters=256)
     ours = maximize(rep, "class:325", size=32)
     assert exact.info["cap_leak"] == 0.0 and ours.info["cap_leak"] == 0.05
     assert int(exact.metrics["top1"][0]) != 325 and float(exact.metrics["probability"][0]) < 0.2
@@ -358,3 +360,43 @@ def test_a_style_refuses_a_bad_cap_leak_in_one_line(value: object) -> None:
     mine = Style("mine", cap_leak=0.05)
     assert get_style(style_record(mine)) == mine and describe(mine)["cap_leak"] == 0.05
     assert "cap_leak" not in describe(get_style("natural"))
+
+
+class _SharedRival(torch.nn.Module):
+    """grey N×1×H×W → N×3 logits from one feature f = mean(relu(x)) (0–2 for pixels 0–255 at mean 0.5, std
+    0.25): z0 = f + 0.5, z1 = 1.5 f, z2 = 0. Class 0 wins while f < 1; its rival shares its only feature and rises
+    faster. The logit plus the log-probability climbs 2 − (p0 + 1.5 p1) > 0 in f, past f = 1 up to f = 2, where
+    class 1 wins; the log-probability alone descends p1 (1 − 1.5) < 0 in f, back to where class 0 wins."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = x.relu().mean((1, 2, 3))
+        return torch.stack([f + 0.5, 1.5 * f, torch.zeros_like(f)], 1)
+
+
+def test_a_class_its_rival_outgrows_is_finished_with_its_log_probability_and_met() -> None:
+    """Where the style lowers the rivals (a small network), a class picture that another class still wins after the
+    style's iterations is continued with the log-probability alone (``lower_rivals``), and says so; iterations
+    given by the caller are used as given."""
+    from preimage.measures.stats import compute_stats
+    from preimage.representations import load
+    from preimage.tasks.activation import maximize
+
+    rep = load(_SharedRival(), None, channels=1, mean=(0.5,), std=(0.25,), input_size=(16, 16))
+    stats = compute_stats(rep, size=16)
+
+    def logits(result):
+        with torch.no_grad():
+            return rep(rep.to_paper_units(result.images.float()))[0]
+
+    given = maximize(rep, "class:0", size=16, iters=256, stats=stats)  # the style's count, given: no finish
+    assert given.info["rivals"] == 1.0 and "finished" not in given.info
+    assert given.metrics["top1"].tolist() == [1] and "class 0 (top-1 1" in given.info["missed"]
+    assert float(logits(given)[1]) / 1.5 > 1.2  # f = z1 / 1.5 climbed past 1, where class 1 wins
+    r = maximize(rep, "class:0", size=16, stats=stats)
+    assert r.metrics["top1"].tolist() == [0] and "missed" not in r.info
+    assert r.info["finished"].startswith("not the top-1 of their own pictures after 256 iterations, continued for "
+                                         "256 more with the log-probability alone")
+    assert "class 0 (top-1 1, p" in r.info["finished"]
+    z = logits(r)
+    assert float(z[0]) > float(z[1]) and float(z[1]) / 1.5 < 1.0
+    assert abs(float(r.metrics["probability"][0]) - float(z.softmax(0)[0])) < 1e-4

@@ -187,6 +187,8 @@ def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
     def human() -> None:
         if summary.get("adapted"):
             out_console.print(f"note: {summary['adapted']}", markup=False)
+        if summary.get("finished"):
+            out_console.print(f"note: {summary['finished']}", markup=False)
         if summary.get("missed"):
             out_console.print(f"note: {summary['missed']}", markup=False)
         for name, t in summary.get("transfer", {}).items():

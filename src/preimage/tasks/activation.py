@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +23,7 @@ from ..engine.memory import check_memory
 from ..engine.objectives import Diversity as DiversityTerm
 from ..engine.objectives import InnerProduct, Sum, Tap, Term
 from ..engine.objectives import caricature as caricature_objective
-from ..engine.optimize import Energy, Progress, extra_buffers, optimize
+from ..engine.optimize import Energy, Progress, Trace, extra_buffers, optimize
 from ..engine.param import Parameterization
 from ..engine.priors import BNPrior
 from ..engine.runtime import borrowed, per_problem
@@ -552,11 +552,21 @@ def _maximize(rep0: Representation, targets: list[Objective], restarts: int, sty
                 for t in targets for r in range(restarts)]
     prob_seeds = seeds("maximize", rep, [{"target": t.spec(), "restart": r} for t in targets for r in range(restarts)],
                        options, seed)
-    with leaky_relus(rep.net, relu_leak), leaky_backward(rep.net, sty.cap_leak):
-        trace = optimize(rep, binding.term, n, hw, sched, seed=prob_seeds, energy=energy, progress=progress,
-                         amp=amp, compile=compile, attribution=bool(attribution), **opt_kw)
+
+    def run(term: Term, k: int, init: torch.Tensor | None, problem_seeds: list[int]) -> Trace:
+        with leaky_relus(rep.net, relu_leak), leaky_backward(rep.net, sty.cap_leak):
+            return optimize(rep, term, k, hw, sched, init=init, seed=problem_seeds, energy=energy,
+                            progress=progress, amp=amp, compile=compile, attribution=bool(attribution), **opt_kw)
+
+    trace = run(binding.term, n, None, prob_seeds)
     out = pictures(rep, trace.x)
     metrics = _metrics(binding, targets, restarts, out, stats)
+    finished = None
+    if sty.rivals and iters is None:  # where the style lowers the rivals, it lowers them until the class wins
+        trace, finished = lower_rivals(binding, targets, restarts, trace, metrics, stats, sty.C, run, prob_seeds)
+        if finished:
+            out = pictures(rep, trace.x)
+            metrics = _metrics(binding, targets, restarts, out, stats)
     mid = model_id(spec)
     jobs = [{"config": job_config("maximize", mid, target_layer(t, spec), [t.spec()], (), call),
              "rows": list(range(i * restarts, (i + 1) * restarts)), "names": [f"r{r}" for r in range(restarts)],
@@ -575,6 +585,8 @@ def _maximize(rep0: Representation, targets: list[Objective], restarts: int, sty
                       "size": list(stats.size) if stats.size else None}}
     if fit_note:
         info["adapted"] = fit_note
+    if finished:
+        info["finished"] = finished
     logits_only = not sty.rivals and not any(isinstance(a, LogProb) for t in targets for a in t.atoms())
     missed = missed_classes([_unit(t) for t in targets for _ in range(restarts)], metrics, spec.name,
                             advise=logits_only)
@@ -625,6 +637,52 @@ def missed_classes(classes: Sequence[int | None], metrics: dict[str, torch.Tenso
     note = f"not the top-1 of their own pictures on {model}: {which}"
     return note + (f"; a logit can rise while a rival rises more: 'logprob:{next(iter(lost))}' lowers the rivals"
                    if advise else "; more iterations often help")
+
+
+def lower_rivals(binding: Binding, targets: list[Objective], restarts: int, trace: Trace,
+                 metrics: dict[str, torch.Tensor], stats: NeuronStats, C: float,
+                 run: Callable[[Term, int, torch.Tensor | None, list[int]], Trace],
+                 problem_seeds: list[int]) -> tuple[Trace, str | None]:
+    """Continue each class picture that another class wins on the network itself with the class's log-probability
+    alone, for as many iterations again, from where it stopped; keep whichever picture has the higher p(class).
+    Returns the trace with those pictures (N×C×H×W, paper units) and a note (None: every class already won).
+
+    binding, targets, restarts: the run's (``bind``); metrics: its ``_metrics`` (``top1``, ``probability``); run:
+    ``run(term, k, init, seeds)`` optimizes k problems as the run did. Why: the logit plus the log-probability
+    (``Style.rivals``) can still be stuck where a rival rises faster than the class (a linear head whose rival
+    shares the class's features: the gradient 2∇z_c − ∇z_rival keeps raising both); the log-probability alone
+    moves along ∇z_c − ∇z_rival (benchmarks/results/objective_sizes.md, round 9)."""
+    top1, prob = metrics.get("top1"), metrics.get("probability")
+    if top1 is None or prob is None:
+        return trace, None
+    atoms = [t.atoms()[0] if _unit(t) is not None and type(t.atoms()[0]) is Class else None
+             for t in targets for _ in range(restarts)]
+    rows = [i for i, a in enumerate(atoms) if a is not None and int(top1[i]) not in (-1, a.index)]
+    if not rows:
+        return trace, None
+    rep = binding.rep
+    sub = bind(rep.spec, parse_target([LogProb(atoms[i].index, atoms[i].layer).spec() for i in rows]), 1,
+               tuple(trace.x.shape[-2:]), stats, rep.device_dtype())
+    more = run(sub.term if C == 1.0 else C * sub.term, len(rows), trace.x[rows], [problem_seeds[i] for i in rows])
+    x = trace.x.clone()
+    x[rows] = more.x
+    after = _metrics(binding, targets, restarts, pictures(rep, x), stats)
+    keep = [i for i in rows if float(after["probability"][i]) >= float(prob[i])]
+    x[[i for i in rows if i not in keep]] = trace.x[[i for i in rows if i not in keep]]
+    attribution = trace.attribution
+    if attribution is not None and keep:
+        attribution = attribution.clone()
+        attribution[keep] += more.attribution[[rows.index(i) for i in keep]]
+    said = "; ".join(
+        f"class {atoms[i].index}{f' r{i % restarts}' if restarts > 1 else ''} (top-1 {int(top1[i])}, "
+        f"p {float(prob[i]):.2f}) → "
+        + (f"p {float(after['probability'][i]):.2f}" + ("" if int(after["top1"][i]) == atoms[i].index
+                                                        else f", still not top-1 (top-1 {int(after['top1'][i])})")
+           if i in keep else f"p {float(after['probability'][i]):.2f}, lower: the first picture is kept")
+        for i in rows)
+    note = (f"not the top-1 of their own pictures after {trace.iterations} iterations, continued for "
+            f"{more.iterations} more with the log-probability alone (it lowers the rivals): {said}")
+    return Trace(x, trace.energy, trace.iterations, trace.seconds + more.seconds, trace.stages, attribution), note
 
 
 def _is_logit_layer(t: Objective, spec: ModelSpec) -> bool:
