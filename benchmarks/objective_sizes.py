@@ -13,7 +13,9 @@ a unit when its activation reaches its natural maximum (the channel's largest re
 images, ``measures.stats``; ``ratio`` ≥ 1 where that maximum is positive). The small net
 (``preimage.experiments.smallnet``: 10 digit classes, grey, its own normalization) uses its shipped statistics
 over 100 of its training digits; ``shapesnet`` (``benchmarks/shapesnet.py``, the reporting network: six drawn
-shapes) its statistics over 100 training shapes; efficientnet_lite0 its cached statistics over the bundled samples.
+shapes) its statistics over 100 training shapes; ``colournet`` (``benchmarks/colournet.py``: eight colour
+shapes and patterns) its statistics over 96 training images; efficientnet_lite0 its cached statistics over
+the bundled samples.
 ``--class-term`` takes ``class``, ``logprob`` or a template such as ``"class:{c} + logprob:{c}"`` (top-1 and p
 are then read from the logits here); ``--param`` and ``--transforms`` replace the style's own (no adaptation). Prints a
 table per model (met/total per task, style and size, and the seconds each call took); ``--out`` writes every
@@ -36,6 +38,7 @@ DEFAULTS = {
     "smallnet": (tuple(range(10)), "conv3", (0, 2, 3, 4, 5, 6, 7, 8, 9, 10)),  # channel 1 of conv3 never fires
     "efficientnet_lite0": ((25, 275, 525, 775), "blocks.4", (0, 10, 20, 30)),
     "shapesnet": (tuple(range(6)), "conv3", tuple(range(10))),  # benchmarks/shapesnet.py: the reporting net
+    "colournet": (tuple(range(8)), "conv3", tuple(range(10))),  # benchmarks/colournet.py: reports round 9's rule
 }
 
 
@@ -57,6 +60,10 @@ def representation(model: str, layer: str | None, size: int, device: str):
         from shapesnet import shapesnet_rep
 
         return shapesnet_rep(layer)
+    if model == "colournet":
+        from colournet import colournet_rep
+
+        return colournet_rep(layer)
     if layer is None:  # a named model's None is its default layer: its logits are its classifier layer
         layer = load(model).spec.classifier_layer
     return load(model, layer, device=device)
@@ -77,6 +84,10 @@ def run(model: str, task: str, style: str, size: int, targets: tuple[int, ...], 
         from shapesnet import shapesnet_stats
 
         stats = shapesnet_stats()
+    elif model == "colournet":
+        from colournet import colournet_stats
+
+        stats = colournet_stats()
     rep = representation(model, layer, size, device)
     # Targets as today's API spells them: class logits, or the centre neuron of a channel of ``layer``.
     specs = ([class_term.format(c=c) if "{c}" in class_term else f"{class_term}:{c}" for c in targets]
@@ -95,7 +106,7 @@ def run(model: str, task: str, style: str, size: int, targets: tuple[int, ...], 
     met = ([int(p) == c for p, c in zip(m["top1"], targets, strict=True)] if task == "classes"
            else [a >= ref for a, ref in zip(m["activation"], m["reference_max"], strict=True)])
     return {"task": task, "style": style, "class_term": class_term, "size": size, "layer": layer,
-            "targets": list(targets), "met": met, "seconds": secs,
+            "targets": list(targets), "met": met, "seconds": secs, "finished": r.info.get("finished"),
             **{k: m[k] for k in ("activation", "reference_max", "ratio", "probability", "top1") if k in m}}
 
 
