@@ -397,6 +397,8 @@ def test_a_class_its_rival_outgrows_is_finished_with_its_log_probability_and_met
     assert r.info["finished"].startswith("not the top-1 of their own pictures after 256 iterations, continued for "
                                          "256 more with the log-probability alone")
     assert "class 0 (top-1 1, p" in r.info["finished"]
+    shown = r._repr_html_()  # a notebook shows the notes the console prints
+    assert shown.count("note: ") == 2 and "continued for 256 more" in shown and "leaves its transforms" in shown
     z = logits(r)
     assert float(z[0]) > float(z[1]) and float(z[1]) / 1.5 < 1.0
     assert abs(float(r.metrics["probability"][0]) - float(z.softmax(0)[0])) < 1e-4

@@ -26,6 +26,9 @@ from .store import Output, canonical
 GRID_COLUMNS = 6
 #: Side of a picture in the inline grid (pixels; small pictures are scaled up, without smoothing).
 TILE = 160
+#: The ``info`` notes a task leaves for the reader (how the style adapted, what was continued, what was missed),
+#: shown under the inline grid as the console shows them.
+NOTES = ("adapted", "finished", "missed")
 
 
 @dataclass
@@ -141,7 +144,9 @@ class Result:
         head = html.escape(f"{self.info.get('task', 'result')}: {self.model}"
                            + (f" {self.layer}" if self.layer else "") + f", {len(self)} picture(s), "
                            f"{self.iterations} iterations, {self.seconds:.1f} s")
-        return f"<div><div style='font:12px sans-serif'>{head}</div>{''.join(cells)}</div>"
+        notes = "".join(f"<div style='font:11px sans-serif;color:#555'>note: {html.escape(str(self.info[k]))}</div>"
+                        for k in NOTES if self.info.get(k))
+        return f"<div><div style='font:12px sans-serif'>{head}</div>{notes}{''.join(cells)}</div>"
 
     def show(self) -> None:
         """Show the grid: inline in a notebook, else in a matplotlib window."""
