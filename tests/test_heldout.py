@@ -202,7 +202,7 @@ def test_a_small_image_gives_flat_relu6_units_a_slope_and_a_stalled_class_is_met
     from preimage.tasks.activation import maximize
 
     rep = lite0("classifier")
-    # The caller's slope wins over the style's; the style's 256 iterations, given, leave out lower_rivals's
+    # The caller's slope wins over the style's; the style's 256 iterations, given, leave out continue_short's
     # continuation (which would make 325 top-1 at p 0.05 without the slope).
     exact = maximize(rep, "class:325", size=32, cap_leak=0.0, iters=256)
     ours = maximize(rep, "class:325", size=32)
@@ -375,7 +375,7 @@ class _SharedRival(torch.nn.Module):
 
 def test_a_class_its_rival_outgrows_is_finished_with_its_log_probability_and_met() -> None:
     """Where the style lowers the rivals (a small network), a class picture that another class still wins after the
-    style's iterations is continued with the log-probability alone (``lower_rivals``), and says so; iterations
+    style's iterations is continued with the log-probability alone (``continue_short``), and says so; iterations
     given by the caller are used as given."""
     from preimage.measures.stats import compute_stats
     from preimage.representations import load
@@ -394,11 +394,31 @@ def test_a_class_its_rival_outgrows_is_finished_with_its_log_probability_and_met
     assert float(logits(given)[1]) / 1.5 > 1.2  # f = z1 / 1.5 climbed past 1, where class 1 wins
     r = maximize(rep, "class:0", size=16, stats=stats)
     assert r.metrics["top1"].tolist() == [0] and "missed" not in r.info
-    assert r.info["finished"].startswith("not the top-1 of their own pictures after 256 iterations, continued for "
-                                         "256 more with the log-probability alone")
-    assert "class 0 (top-1 1, p" in r.info["finished"]
+    assert r.info["finished"].startswith("short of their goal after 256 iterations, continued for 256 more from "
+                                         "where they stopped (a class's log-probability lowers its rivals): "
+                                         "class:0 (top-1 1, p")
     shown = r._repr_html_()  # a notebook shows the notes the console prints
     assert shown.count("note: ") == 2 and "continued for 256 more" in shown and "leaves its transforms" in shown
     z = logits(r)
     assert float(z[0]) > float(z[1]) and float(z[1]) / 1.5 < 1.0
     assert abs(float(r.metrics["probability"][0]) - float(z.softmax(0)[0])) < 1e-4
+
+
+def test_a_neuron_short_of_its_natural_maximum_is_continued_for_as_many_iterations_again() -> None:
+    """On a small network, a neuron picture under its natural maximum after the style's 64 iterations is continued
+    from where it stopped for 64 more, and its activation rises. The maximum is raised tenfold here so that 64
+    iterations cannot reach it; with its real maximum the same neuron is met in 64 and nothing is continued."""
+    import copy
+
+    from preimage.tasks.activation import maximize
+
+    rep, stats = smallnet.smallnet_rep("conv3"), copy.deepcopy(smallnet.smallnet_stats())
+    stats.points[("output", "conv3")].max[4] *= 10
+    given = maximize(rep, "neuron:conv3:4", size=32, iters=64, stats=stats)  # iterations given: used as given
+    r = maximize(rep, "neuron:conv3:4", size=32, stats=stats)
+    assert "finished" not in given.info and float(given.metrics["ratio"][0]) < 1
+    assert r.info["finished"].startswith("short of their goal after 64 iterations, continued for 64 more from where "
+                                         f"they stopped: neuron:conv3:4 at {float(given.metrics['ratio'][0]):.2f}×")
+    assert float(r.metrics["activation"][0]) > float(given.metrics["activation"][0])
+    met = maximize(rep, "neuron:conv3:4", size=32, stats=smallnet.smallnet_stats())  # its real maximum: met in 64
+    assert "finished" not in met.info and float(met.metrics["ratio"][0]) >= 1

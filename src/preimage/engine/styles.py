@@ -134,7 +134,8 @@ def fit_to_small(style: Style, hw: tuple[int, int], native: int | None) -> tuple
     capped white at mean + 160, and units whose natural maximum needs white stopped at 0.75-0.8 of it; at 224 px
     the bound's lift cost transfer (18/20 against 20/20 on the tuning classes), so it is lifted only here
     (objective_sizes.md, round 7). A network with ReLU6 also gets ``fit_caps``; ``maximize`` continues a class
-    picture that another class still wins with the log-probability alone (``activation.lower_rivals``)."""
+    picture that another class still wins with the log-probability alone, and a neuron short of its natural
+    maximum for as many iterations again (``activation.continue_short``)."""
     if not _is_small(style, hw, native):
         return style, None
     where = f"at {min(hw)} px" + (f" on a network of {native} px" if native and native < min(hw) else "")

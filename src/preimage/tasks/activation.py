@@ -562,8 +562,8 @@ def _maximize(rep0: Representation, targets: list[Objective], restarts: int, sty
     out = pictures(rep, trace.x)
     metrics = _metrics(binding, targets, restarts, out, stats)
     finished = None
-    if sty.rivals and iters is None:  # where the style lowers the rivals, it lowers them until the class wins
-        trace, finished = lower_rivals(binding, targets, restarts, trace, metrics, stats, sty.C, run, prob_seeds)
+    if sty.rivals and iters is None:  # adapted to a small image or network (fit_to_small): meet the goal
+        trace, finished = continue_short(binding, targets, restarts, trace, metrics, stats, sty.C, run, prob_seeds)
         if finished:
             out = pictures(rep, trace.x)
             metrics = _metrics(binding, targets, restarts, out, stats)
@@ -639,49 +639,64 @@ def missed_classes(classes: Sequence[int | None], metrics: dict[str, torch.Tenso
                    if advise else "; more iterations often help")
 
 
-def lower_rivals(binding: Binding, targets: list[Objective], restarts: int, trace: Trace,
-                 metrics: dict[str, torch.Tensor], stats: NeuronStats, C: float,
-                 run: Callable[[Term, int, torch.Tensor | None, list[int]], Trace],
-                 problem_seeds: list[int]) -> tuple[Trace, str | None]:
-    """Continue each class picture that another class wins on the network itself with the class's log-probability
-    alone, for as many iterations again, from where it stopped; keep whichever picture has the higher p(class).
-    Returns the trace with those pictures (N×C×H×W, paper units) and a note (None: every class already won).
+def continue_short(binding: Binding, targets: list[Objective], restarts: int, trace: Trace,
+                   metrics: dict[str, torch.Tensor], stats: NeuronStats, C: float,
+                   run: Callable[[Term, int, torch.Tensor | None, list[int]], Trace],
+                   problem_seeds: list[int]) -> tuple[Trace, str | None]:
+    """Continue, for as many iterations again and from where they stopped, the pictures short of their goal: a class
+    that another class wins on the network itself (with the class's log-probability alone), and a neuron under its
+    natural maximum (with its own objective); keep whichever picture scores higher (p(class), the activation).
+    Returns the trace with those pictures (N×C×H×W, paper units) and a note (None: every goal was met).
 
-    binding, targets, restarts: the run's (``bind``); metrics: its ``_metrics`` (``top1``, ``probability``); run:
-    ``run(term, k, init, seeds)`` optimizes k problems as the run did. Why: the logit plus the log-probability
-    (``Style.rivals``) can still be stuck where a rival rises faster than the class (a linear head whose rival
-    shares the class's features: the gradient 2∇z_c − ∇z_rival keeps raising both); the log-probability alone
-    moves along ∇z_c − ∇z_rival (benchmarks/results/objective_sizes.md, round 9)."""
+    binding, targets, restarts: the run's (``bind``); metrics: its ``_metrics``; run: ``run(term, k, init, seeds)``
+    optimizes k problems as the run did. Why: the logit plus the log-probability (``Style.rivals``) can stay stuck
+    where a rival rises faster than the class (a linear head whose rival shares the class's features: the gradient
+    2∇z_c − ∇z_rival keeps raising both), while the log-probability alone moves along ∇z_c − ∇z_rival; and a neuron
+    that needs more steps than the style's (benchmarks/results/objective_sizes.md, round 9)."""
     top1, prob = metrics.get("top1"), metrics.get("probability")
-    if top1 is None or prob is None:
-        return trace, None
-    atoms = [t.atoms()[0] if _unit(t) is not None and type(t.atoms()[0]) is Class else None
-             for t in targets for _ in range(restarts)]
-    rows = [i for i, a in enumerate(atoms) if a is not None and int(top1[i]) not in (-1, a.index)]
+    act, ref = metrics["activation"], metrics["reference_max"]
+    rows, specs = [], []
+    for i in range(len(targets) * restarts):
+        t = targets[i // restarts]
+        a = t.atoms()[0] if _unit(t) is not None else None
+        if type(a) is Class and top1 is not None and int(top1[i]) not in (-1, a.index):
+            rows.append(i)
+            specs.append(LogProb(a.index, a.layer).spec())
+        elif type(a) is Neuron and float(ref[i]) > 0 and float(act[i]) < float(ref[i]):
+            rows.append(i)
+            specs.append(t.spec())
     if not rows:
         return trace, None
     rep = binding.rep
-    sub = bind(rep.spec, parse_target([LogProb(atoms[i].index, atoms[i].layer).spec() for i in rows]), 1,
-               tuple(trace.x.shape[-2:]), stats, rep.device_dtype())
+    sub = bind(rep.spec, parse_target(specs), 1, tuple(trace.x.shape[-2:]), stats, rep.device_dtype())
     more = run(sub.term if C == 1.0 else C * sub.term, len(rows), trace.x[rows], [problem_seeds[i] for i in rows])
     x = trace.x.clone()
     x[rows] = more.x
     after = _metrics(binding, targets, restarts, pictures(rep, x), stats)
-    keep = [i for i in rows if float(after["probability"][i]) >= float(prob[i])]
-    x[[i for i in rows if i not in keep]] = trace.x[[i for i in rows if i not in keep]]
+    score = {i: ("probability" if specs[k].startswith("logprob") else "activation") for k, i in enumerate(rows)}
+    keep = [i for i in rows if float(after[score[i]][i]) >= float(metrics[score[i]][i])]
+    back = [i for i in rows if i not in keep]
+    x[back] = trace.x[back]
     attribution = trace.attribution
     if attribution is not None and keep:
         attribution = attribution.clone()
         attribution[keep] += more.attribution[[rows.index(i) for i in keep]]
-    said = "; ".join(
-        f"class {atoms[i].index}{f' r{i % restarts}' if restarts > 1 else ''} (top-1 {int(top1[i])}, "
-        f"p {float(prob[i]):.2f}) → "
-        + (f"p {float(after['probability'][i]):.2f}" + ("" if int(after["top1"][i]) == atoms[i].index
-                                                        else f", still not top-1 (top-1 {int(after['top1'][i])})")
-           if i in keep else f"p {float(after['probability'][i]):.2f}, lower: the first picture is kept")
-        for i in rows)
-    note = (f"not the top-1 of their own pictures after {trace.iterations} iterations, continued for "
-            f"{more.iterations} more with the log-probability alone (it lowers the rivals): {said}")
+
+    def said(i: int) -> str:
+        name = targets[i // restarts].spec() + (f" r{i % restarts}" if restarts > 1 else "")
+        if score[i] == "probability":
+            first = f"{name} (top-1 {int(top1[i])}, p {float(prob[i]):.2f}) with its log-probability alone → "
+            end = f"p {float(after['probability'][i]):.2f}" + (
+                "" if int(after["top1"][i]) == targets[i // restarts].atoms()[0].index
+                else f", still not top-1 (top-1 {int(after['top1'][i])})")
+        else:
+            first = f"{name} at {float(act[i] / ref[i]):.2f}× its natural maximum → "
+            end = f"{float(after['activation'][i] / ref[i]):.2f}×"
+        return first + (end if i in keep else end + ", lower: the first picture is kept")
+
+    why = " (a class's log-probability lowers its rivals)" if any(v == "probability" for v in score.values()) else ""
+    note = (f"short of their goal after {trace.iterations} iterations, continued for {more.iterations} more from "
+            f"where they stopped{why}: " + "; ".join(map(said, rows)))
     return Trace(x, trace.energy, trace.iterations, trace.seconds + more.seconds, trace.stages, attribution), note
 
 
