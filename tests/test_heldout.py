@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -422,3 +423,19 @@ def test_a_neuron_short_of_its_natural_maximum_is_continued_for_as_many_iteratio
     assert float(r.metrics["activation"][0]) > float(given.metrics["activation"][0])
     met = maximize(rep, "neuron:conv3:4", size=32, stats=smallnet.smallnet_stats())  # its real maximum: met in 64
     assert "finished" not in met.info and float(met.metrics["ratio"][0]) >= 1
+
+
+def test_the_console_says_the_notes_of_every_picture_including_those_found_in_the_store(tmp_path, capsys) -> None:
+    """A rerun that finds one class's picture in the store and computes another's prints both classes' misses: each
+    record carries only its own batch's notes."""
+    from preimage.cli import main
+
+    args = ["maximize", "--layer", "classifier", "--size", "32", "--iters", "1", "--out", str(tmp_path)]
+    assert main([*args, "--unit", "25"]) == 0
+    first = capsys.readouterr().out
+    assert "class 25 (top-1" in first and "class 75" not in first
+    assert main([*args, "--unit", "25,75", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["jobs"]["cached"] == 1 and summary["jobs"]["done"] == 1
+    assert "class 25 (top-1" in summary["missed"] and "class 75 (top-1" in summary["missed"]
+    assert summary["adapted"].count("at 32 px") == 1  # the same note from both records, said once

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..errors import PreimageError
 from ..images import atomic_write_bytes, safe_name
+from .result import NOTES
 from .store import Store, config_key, version
 from .writers import check_folder, save_grid, write_json
 
@@ -135,6 +136,7 @@ def publish(folder: str | Path, task: str, saved: Sequence[tuple[dict[str, Any],
         "iterations": first.get("iterations"),
         "seconds": round(sum(r["result"].get("seconds", 0.0) for _, r, _ in saved), 3),
         **{k: v for k, v in (first.get("info") or {}).items() if k != "task"},
+        **notes([r["result"].get("info") or {} for _, r, _ in saved]),
         **headline(task, results), "images": images, "results": results}
     summary["image"] = images[0] if images else None
     if mosaic and len(images) > 1:
@@ -149,6 +151,17 @@ def publish(folder: str | Path, task: str, saved: Sequence[tuple[dict[str, Any],
     return summary
 
 
+
+
+def notes(infos: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """The reader's notes (``report.result.NOTES``) of every record, each distinct one once, in order: records
+    computed in different batches or runs (some found in the store) each carry only their own targets' notes."""
+    out = {}
+    for k in NOTES:
+        said = list(dict.fromkeys(i[k] for i in infos if i.get(k)))
+        if said:
+            out[k] = "; ".join(said)
+    return out
 
 
 def headline(task: str, results: Sequence[dict[str, Any]]) -> dict[str, Any]:
