@@ -122,11 +122,14 @@ def test_the_natural_style_leaves_crops_out_for_a_neuron_and_then_reaches_its_na
     """A crop moves what the centre neuron sees at every step. The digits net (32 px) gets no transforms at all
     (``fit_to_small``), and its conv3 neurons reach their natural maximum at twice its side; a network of 128 px
     keeps its fitted transforms but not the crops (benchmarks/results/objective_sizes.md)."""
+    from preimage.engine.styles import STYLES, fit_to_small
     from preimage.tasks.activation import maximize
 
     rep, stats = smallnet.smallnet_rep(), smallnet.smallnet_stats()
     r = maximize(rep, ["neuron:conv3:3", "neuron:conv3:6"], size=64, stats=stats)
     assert r.info["transforms"] == "none" and "leaves its transforms" in r.info["adapted"]
+    assert "log-probability" not in r.info["adapted"]  # no class here: the note says nothing of classes
+    assert "log-probability" not in fit_to_small(STYLES["natural"], (32, 32), 224, has_class=False)[1]
     assert bool((r.metrics["ratio"] >= 1).all()), r.metrics["ratio"]
     cropped = maximize(rep, "neuron:conv3:3", size=64, stats=stats,
                        transforms="jitter:3,scale:0.9-1.1,rotate:10,jitter:2,crops:4:0.6-1")

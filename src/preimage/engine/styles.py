@@ -118,10 +118,12 @@ SMALL_RIVALS = 1.0
 SMALL_CAP_LEAK = 0.05
 
 
-def fit_to_small(style: Style, hw: tuple[int, int], native: int | None) -> tuple[Style, str | None]:
+def fit_to_small(style: Style, hw: tuple[int, int], native: int | None,
+                 has_class: bool = True) -> tuple[Style, str | None]:
     """The style without transforms, with class objectives that also raise the class's log-probability
     (``rivals``), and a note saying so, when s = min(image side, network side ``native``)/224 is below
-    ``SMALL_FRACTION`` (native None: the image's side). Why: the transforms were chosen at 224 px on ImageNet
+    ``SMALL_FRACTION`` (native None: the image's side; ``has_class``: the objective has a class, which the note
+    names only then). Why: the transforms were chosen at 224 px on ImageNet
     networks; on an image a seventh of the network's side, or for a network trained at 32 px, every resampled view
     (scale, rotation, crop) changes the few pixels the network reads; and without transforms a logit alone is
     often raised with a rival raised more. Chosen on the digits network at 32–224 px (classes met 28/40 with the
@@ -139,9 +141,10 @@ def fit_to_small(style: Style, hw: tuple[int, int], native: int | None) -> tuple
     if not _is_small(style, hw, native):
         return style, None
     where = f"at {min(hw)} px" + (f" on a network of {native} px" if native and native < min(hw) else "")
+    rivals = ", adds a class's log-probability to its logit (it lowers the other classes)" if has_class else ""
     note = (f"{where}, under {SMALL_FRACTION:g} of the {TRANSFORM_SIDE} px its transforms were chosen at, the "
-            f"{style.name} style leaves its transforms ({transforms_spec(style.transforms)}) out, adds a class's "
-            "log-probability to its logit (it lowers the other classes) and lets pixels take their whole 0-255 range")
+            f"{style.name} style leaves its transforms ({transforms_spec(style.transforms)}) out{rivals} and lets "
+            "pixels take their whole 0-255 range")
     return replace(style, transforms=(), rivals=SMALL_RIVALS, bound=math.inf), note
 
 
@@ -211,16 +214,16 @@ def fit_iterations(style: Style, hw: tuple[int, int]) -> tuple[Style, str | None
 
 
 def adapt(style: Style, hw: tuple[int, int], native: int | None, at_point: bool,
-          more_iters: bool = True, caps: bool = False) -> tuple[Style, str | None]:
+          more_iters: bool = True, caps: bool = False, has_class: bool = True) -> tuple[Style, str | None]:
     """The style's own transforms fitted to the problem, and one note saying how (None: unchanged): left out for a
     small image or a small network, whose class objectives then lower their rivals (``fit_to_small``), and more
     iterations on a small image (``fit_iterations``, when ``more_iters``: the objective has a class and the caller
     gives no iterations; units were met without them), jitters scaled to a small image (``fit_transforms``), crops
     left out for an objective read at one point (``fit_to_point``, when ``at_point``), and a backward slope for
     flat ReLU6 units where the transforms are left out (``fit_caps``, when ``caps``: the network has them and the
-    caller gives no slope)."""
+    caller gives no slope). ``has_class``: the objective has a class (the note says how classes change only then)."""
     style, leak = fit_caps(style, hw, native) if caps else (style, None)
-    style, small = fit_to_small(style, hw, native)
+    style, small = fit_to_small(style, hw, native, has_class)
     style, more = fit_iterations(style, hw) if more_iters else (style, None)
     style, scaled = fit_transforms(style, hw, native)
     style, point = fit_to_point(style) if at_point else (style, None)

@@ -523,7 +523,7 @@ def _maximize(rep0: Representation, targets: list[Objective], restarts: int, sty
         at_point = any(isinstance(a, (Neuron, Concept)) for t in targets for a in t.atoms())
         has_class = any(isinstance(a, Class) for t in targets for a in t.atoms())
         sty, fit_note = adapt(sty, hw, native, at_point, more_iters=iters is None and has_class,
-                              caps=cap_leak is None and is_capped(rep0.net))
+                              caps=cap_leak is None and is_capped(rep0.net), has_class=has_class)
         opt_kw["transforms"] = None if sty.transforms is None else list(sty.transforms)
         opt_kw["bound"] = sty.bound
     sched = scale_schedule(SINGLE_STAGE, iters if iters is not None else sty.iters)
