@@ -18,7 +18,6 @@ from typing import Any
 
 from ..errors import PreimageError
 from ..images import atomic_write_bytes, safe_name
-from .result import NOTES
 from .store import Store, config_key, version
 from .writers import check_folder, save_grid, write_json
 
@@ -151,6 +150,11 @@ def publish(folder: str | Path, task: str, saved: Sequence[tuple[dict[str, Any],
     return summary
 
 
+
+
+#: The ``info`` notes a task leaves for the reader (how the style adapted, what was continued, what was missed),
+#: printed by the console, merged over a sweep's records (``notes``) and shown under the inline grid.
+NOTES = ("adapted", "finished", "missed")
 
 
 def notes(infos: Sequence[dict[str, Any]]) -> dict[str, str]:

@@ -20,15 +20,13 @@ import numpy as np
 import torch
 
 from ..images import check_scale, npy_bytes, png_bytes, to_uint8
+from .publish import NOTES
 from .store import Output, canonical
 
 #: Pictures per row of the inline grid.
 GRID_COLUMNS = 6
 #: Side of a picture in the inline grid (pixels; small pictures are scaled up, without smoothing).
 TILE = 160
-#: The ``info`` notes a task leaves for the reader (how the style adapted, what was continued, what was missed),
-#: shown under the inline grid as the console shows them.
-NOTES = ("adapted", "finished", "missed")
 
 
 @dataclass
