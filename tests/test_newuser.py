@@ -134,8 +134,11 @@ def test_output_files_are_readable_by_others(tmp_path, capsys) -> None:
     (["atlas", "--layers", "", "--out"], ["--layers has an empty name"]),
     (["atlas", "--layers", "blocks.1,,", "--out"], ["--layers has an empty name"]),
     (["bench", "speed", "--lucent-python", "/nonexistent"], ["--lucent-python", "/nonexistent", "not a file"]),
+    (["maximize", *M, "--objective", "class:3", "--objective=class:5"],  # click would keep the last, silently
+     ["--objective is given twice ('class:3', then 'class:5'): give it once"]),
+    (["invert", "sample:chelsea", *M, "--size", "48"], ["--size is given twice ('32', then '48')"]),
 ], ids=["unit-twice", "C-twice", "png-scale", "unit-range", "layer-empty", "atlas-layers-empty",
-        "atlas-layers-empty-item", "lucent-python"])
+        "atlas-layers-empty-item", "lucent-python", "objective-option-twice", "size-option-twice"])
 def test_a_bad_option_is_refused_before_any_work(args, words, tmp_path, capsys) -> None:
     args = [*args, tmp_path / "o"] if args[-1] == "--out" else [*args, "--out", tmp_path / "o"] \
         if args[0] != "bench" else args

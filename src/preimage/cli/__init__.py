@@ -35,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: every bad input ends in one line on stderr and exit status 2."""
     _register()
     command = typer.main.get_command(app)
+    twice = _repeated(command, sys.argv[1:] if argv is None else argv)
+    if twice:
+        err_console.print(f"error: {twice}", markup=False, highlight=False, soft_wrap=True)
+        return _exit(2, argv)
     try:
         rv = command.main(args=argv, prog_name="preimage", standalone_mode=False)
     except PreimageError as e:
@@ -67,9 +71,8 @@ _ALIASES = {"lucent_python_path": "--lucent-python", "target": "--unit",
             "png_scale": "--png-scale", "prior_weight": "--prior-weight"}
 
 
-def _flags(command: Any, argv: list[str]) -> dict[str, str]:
-    """Python parameter name → the flag (or argument) of the command that ``argv`` runs, so that a library error
-    speaks the command line's language."""
+def _command_of(command: Any, argv: list[str]) -> tuple[Any, list[str]]:
+    """The (sub)command that ``argv`` runs, and the arguments that follow its name."""
     cmd, args = command, list(argv)
     while hasattr(cmd, "commands"):
         name = next((a for a in args if not a.startswith("-")), None)
@@ -77,6 +80,39 @@ def _flags(command: Any, argv: list[str]) -> dict[str, str]:
         if sub is None:
             break
         cmd, args = sub, args[args.index(name) + 1:]
+    return cmd, args
+
+
+def _repeated(command: Any, argv: list[str]) -> str | None:
+    """Why ``argv`` is refused when it gives an option that takes one value twice (None: it does not). Why: click
+    keeps the last one silently, so ``--objective A --objective B`` would run B alone."""
+    cmd, args = _command_of(command, argv)
+    takes = {o: prm for prm in getattr(cmd, "params", []) if getattr(prm, "param_type_name", "") == "option"
+             and not getattr(prm, "is_flag", False) and not getattr(prm, "count", False) for o in prm.opts}
+    seen: dict[str, tuple[str, str]] = {}
+    it = iter(args)
+    for arg in it:
+        if arg == "--":
+            break
+        flag, eq, value = arg.partition("=")
+        prm = takes.get(flag if flag.startswith("--") else arg)
+        if prm is None:
+            continue
+        if not eq:
+            value = next(it, "")
+        if prm.multiple:
+            continue
+        if prm.name in seen:
+            first, before = seen[prm.name]
+            return f"{first} is given twice ('{before}', then '{value}'): give it once"
+        seen[prm.name] = (flag if eq else arg, value)
+    return None
+
+
+def _flags(command: Any, argv: list[str]) -> dict[str, str]:
+    """Python parameter name → the flag (or argument) of the command that ``argv`` runs, so that a library error
+    speaks the command line's language."""
+    cmd, args = _command_of(command, argv)
     out = dict(_ALIASES)
     for prm in getattr(cmd, "params", []):
         if getattr(prm, "param_type_name", "") == "argument":
