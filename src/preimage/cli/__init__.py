@@ -37,8 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     twice = _repeated(command, sys.argv[1:] if argv is None else argv)
     if twice:
-        err_console.print(f"error: {twice}", markup=False, highlight=False, soft_wrap=True)
-        return _exit(2, argv)
+        err_console.print(f"warning: {twice}", markup=False, highlight=False, soft_wrap=True)
     try:
         rv = command.main(args=argv, prog_name="preimage", standalone_mode=False)
     except PreimageError as e:
@@ -84,8 +83,9 @@ def _command_of(command: Any, argv: list[str]) -> tuple[Any, list[str]]:
 
 
 def _repeated(command: Any, argv: list[str]) -> str | None:
-    """Why ``argv`` is refused when it gives an option that takes one value twice (None: it does not). Why: click
-    keeps the last one silently, so ``--objective A --objective B`` would run B alone."""
+    """A warning for the first option of ``argv`` that takes one value and is given twice (None: none is). Why:
+    click keeps the last one silently, so ``--objective A --objective B`` would run B alone without a word; the
+    last one still wins, as scripts that append an override to a base command expect."""
     cmd, args = _command_of(command, argv)
     takes = {o: prm for prm in getattr(cmd, "params", []) if getattr(prm, "param_type_name", "") == "option"
              and not getattr(prm, "is_flag", False) and not getattr(prm, "count", False) for o in prm.opts}
@@ -104,7 +104,7 @@ def _repeated(command: Any, argv: list[str]) -> str | None:
             continue
         if prm.name in seen:
             first, before = seen[prm.name]
-            return f"{first} is given twice ('{before}', then '{value}'): give it once"
+            return f"{first} is given twice: '{value}' is used, '{before}' is not (the last one wins)"
         seen[prm.name] = (flag if eq else arg, value)
     return None
 
