@@ -258,7 +258,8 @@ def test_cli_maximize_writes_images_mosaic_and_json(tmp_path, capsys) -> None:
     assert code == 0 and json.loads(out)["jobs"] == {"total": 3, "done": 0, "cached": 3, "failed": 0}
     assert {p: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
     # Other arguments that would write the same names: refused before computing, nothing touched.
-    code, _, err = _run(capsys, [*args[:-1], "--iters", "11", "--json"])
+    other = [a if a != "10" else "11" for a in args]  # --iters 11
+    code, _, err = _run(capsys, other)
     assert code == 2 and "already exists" in err and len(err.strip().splitlines()) == 1
     assert {p: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
     code, out, _ = _run(capsys, [*args, "--force"])  # --force recomputes
