@@ -158,7 +158,7 @@ NOTES = ("adapted", "finished", "missed")
 
 
 def notes(infos: Sequence[dict[str, Any]]) -> dict[str, str]:
-    """The reader's notes (``report.result.NOTES``) of every record, each distinct one once, in order: records
+    """The reader's notes (``NOTES``) of every record, each distinct one once, in order: records
     computed in different batches or runs (some found in the store) each carry only their own targets' notes."""
     out = {}
     for k in NOTES:

@@ -563,10 +563,10 @@ def _maximize(rep0: Representation, targets: list[Objective], restarts: int, sty
     metrics = _metrics(binding, targets, restarts, out, stats)
     finished = None
     if sty.rivals and iters is None:  # adapted to a small image or network (fit_to_small): meet the goal
-        trace, finished = continue_short(binding, targets, restarts, trace, metrics, stats, sty.C, run, prob_seeds)
+        trace, metrics, finished = continue_short(binding, targets, restarts, trace, metrics, stats, sty.C, run,
+                                                  prob_seeds)
         if finished:
             out = pictures(rep, trace.x)
-            metrics = _metrics(binding, targets, restarts, out, stats)
     mid = model_id(spec)
     jobs = [{"config": job_config("maximize", mid, target_layer(t, spec), [t.spec()], (), call),
              "rows": list(range(i * restarts, (i + 1) * restarts)), "names": [f"r{r}" for r in range(restarts)],
@@ -642,11 +642,12 @@ def missed_classes(classes: Sequence[int | None], metrics: dict[str, torch.Tenso
 def continue_short(binding: Binding, targets: list[Objective], restarts: int, trace: Trace,
                    metrics: dict[str, torch.Tensor], stats: NeuronStats, C: float,
                    run: Callable[[Term, int, torch.Tensor | None, list[int]], Trace],
-                   problem_seeds: list[int]) -> tuple[Trace, str | None]:
+                   problem_seeds: list[int]) -> tuple[Trace, dict[str, torch.Tensor], str | None]:
     """Continue, for as many iterations again and from where they stopped, the pictures short of their goal: a class
     that another class wins on the network itself (with the class's log-probability alone), and a neuron under its
     natural maximum (with its own objective); keep whichever picture scores higher (p(class), the activation).
-    Returns the trace with those pictures (N×C×H×W, paper units) and a note (None: every goal was met).
+    Returns the trace with those pictures (N×C×H×W, paper units), their metrics, and a note (None: every goal
+    was met; the trace and metrics are then the ones given).
 
     binding, targets, restarts: the run's (``bind``); metrics: its ``_metrics``; run: ``run(term, k, init, seeds)``
     optimizes k problems as the run did. Why: the logit plus the log-probability (``Style.rivals``) can stay stuck
@@ -666,7 +667,7 @@ def continue_short(binding: Binding, targets: list[Objective], restarts: int, tr
             rows.append(i)
             specs.append(t.spec())
     if not rows:
-        return trace, None
+        return trace, metrics, None
     rep = binding.rep
     sub = bind(rep.spec, parse_target(specs), 1, tuple(trace.x.shape[-2:]), stats, rep.device_dtype())
     more = run(sub.term if C == 1.0 else C * sub.term, len(rows), trace.x[rows], [problem_seeds[i] for i in rows])
@@ -677,6 +678,9 @@ def continue_short(binding: Binding, targets: list[Objective], restarts: int, tr
     keep = [i for i in rows if float(after[score[i]][i]) >= float(metrics[score[i]][i])]
     back = [i for i in rows if i not in keep]
     x[back] = trace.x[back]
+    kept = {k: v.clone() for k, v in after.items()}
+    for k, v in kept.items():
+        v[back] = metrics[k][back]
     attribution = trace.attribution
     if attribution is not None and keep:
         attribution = attribution.clone()
@@ -697,7 +701,8 @@ def continue_short(binding: Binding, targets: list[Objective], restarts: int, tr
     why = " (a class's log-probability lowers its rivals)" if any(v == "probability" for v in score.values()) else ""
     note = (f"short of their goal after {trace.iterations} iterations, continued for {more.iterations} more from "
             f"where they stopped{why}: " + "; ".join(map(said, rows)))
-    return Trace(x, trace.energy, trace.iterations, trace.seconds + more.seconds, trace.stages, attribution), note
+    return (Trace(x, trace.energy, trace.iterations, trace.seconds + more.seconds, trace.stages, attribution), kept,
+            note)
 
 
 def _is_logit_layer(t: Objective, spec: ModelSpec) -> bool:
