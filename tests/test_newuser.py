@@ -157,6 +157,8 @@ def test_an_option_given_twice_is_said_and_the_last_one_used(tmp_path, capsys) -
                                     "last one wins)"], cap.err
     (picture,) = json.loads(cap.out)["results"]
     assert picture["unit"] == 5 and Image.open(picture["image"]).size == (24, 24)
+    _refused(["maximize", *M, "--size", "24", "--iters", "x", "--out", tmp_path / "p"], capsys, "--iters")
+    assert not (tmp_path / "p").exists()  # a bad input with a repeated option: still one line (no warning)
 
 
 @pytest.mark.parametrize("mask,words", [

@@ -36,8 +36,6 @@ def main(argv: list[str] | None = None) -> int:
     _register()
     command = typer.main.get_command(app)
     twice = _repeated(command, sys.argv[1:] if argv is None else argv)
-    if twice:
-        err_console.print(f"warning: {twice}", markup=False, highlight=False, soft_wrap=True)
     try:
         rv = command.main(args=argv, prog_name="preimage", standalone_mode=False)
     except PreimageError as e:
@@ -62,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err_console.print("interrupted", markup=False)
         return _exit(130, argv)
+    if twice:  # said after the run, so that a bad input still ends in one line
+        err_console.print(f"warning: {twice}", markup=False, highlight=False, soft_wrap=True)
     return _exit(rv if isinstance(rv, int) else 0, argv)
 
 
