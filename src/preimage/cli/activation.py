@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ..engine.styles import STYLES
 from ..errors import PreimageError
 from ..images import safe_name
 from ..tasks.activation import MAXIMIZE_STYLE
@@ -116,6 +117,10 @@ def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
                                                "grid")] = "channel",
              token: TokenOpt = None,
              restarts: Annotated[int, typer.Option(help="random restarts per unit (diverse pre-images)", **COUNT)] = 1,
+             candidates: Annotated[int | None, typer.Option(
+                 min=1, max=64, help="pictures optimized per unit and restart, of which the one the network itself "
+                 "scores highest is kept (p(class) for a class, else the activation); default: the style's for "
+                 f"classes (natural: {STYLES['natural'].candidates}), else 1")] = None,
              relu_leak: LeakOpt = 0.0, cap_leak: CapLeakOpt = None, size: SizeOpt = None, iters: ItersOpt = None,
              seed: SeedOpt = 0, optimizer: OptimizerOpt = None, out: OutOpt = Path("preimage-out"),
              png_scale: PngScaleOpt = None, weights: WeightsOpt = None, random_weights: RandomOpt = False,
@@ -152,7 +157,7 @@ def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
     from ..tasks.common import call_options, check_size, display_scale
     from .trust import check_summary, validate
 
-    check_options(restarts, relu_leak, cap_leak)
+    check_options(restarts, relu_leak, cap_leak, candidates)
     validate(check, images, mode, token, objective)
     rep = load_rep(model, layer, weights, random_weights, device, threads, channels,
                    layer_for=objective_layer(objective, mode, token), **gradient_options(model, exact_gradient))
@@ -170,7 +175,7 @@ def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
         list_images(images)  # a missing or empty folder fails before any work
     hw = check_size(size) or ((unit_image_size(rep),) * 2)
     target_points(rep.spec, targets, hw, rep.device_dtype())  # every unit checked against its layer, now
-    kwargs = {"restarts": restarts, "style": style, "param": param, "transforms": transforms,
+    kwargs = {"restarts": restarts, "candidates": candidates, "style": style, "param": param, "transforms": transforms,
               "prior": prior_option(sty, prior, prior_weight), "optimizer": optimizer, "size": size, "iters": iters,
               "seed": seed, "images": images, "judge": judge, "relu_leak": relu_leak, "cap_leak": cap_leak,
               "amp": amp, "compile": compile, "attribution": attribution or None}
@@ -200,8 +205,10 @@ def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
                      else " (no reference maximum for this target)" if r.get("unit") is None
                      or r.get("reference_max") is None
                      else f" (the reference max is {r['reference_max']:.3g}, not positive: no ratio)")
-            out_console.print(f"{r['label']} restart {r['restart']}: activation {r['activation']:.3g}{ratio}{extra}"
-                              f"  → {r['image']}", markup=False)
+            best = (f" (best of {r['candidates']} by {'p(class)' if r.get('probability') is not None else 'activation'}"
+                    f": candidate {r['candidate']})" if r.get("candidates") else "")
+            out_console.print(f"{r['label']} restart {r['restart']}{best}: activation {r['activation']:.3g}{ratio}"
+                              f"{extra}  → {r['image']}", markup=False)
         if len(summary["images"]) > 1:
             out_console.print(f"mosaic → {summary['image']}")
         for r in summary.get("check", {}).get("records", []):

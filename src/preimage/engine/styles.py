@@ -44,7 +44,9 @@ class Style:
     parameterization that keeps its pixels in 0–255 itself). It replaces the energy's B+ only where that is the
     paper's own. cap_leak: the backward slope given to capped activations (ReLU6) where they are flat, in the
     optimizer's gradient only (0: the exact gradient; ``tasks/capped.py``); an explicit ``cap_leak`` of a task
-    wins."""
+    wins. candidates: pictures optimized for each class picture, of which the one the network itself gives the
+    highest p(class) is kept (``tasks/candidates.py``; 1: the one optimized); an explicit ``candidates`` of a task
+    wins and applies to any target."""
 
     name: str
     param: Parameterization = Pixel()
@@ -57,8 +59,12 @@ class Style:
     rivals: float = 0.0
     bound: float | None = None
     cap_leak: float = 0.0
+    candidates: int = 1
 
     def __post_init__(self) -> None:
+        if isinstance(self.candidates, bool) or not isinstance(self.candidates, int) or not 1 <= self.candidates <= 64:
+            raise PreimageError(f"a style's candidates is a whole number from 1 to 64, got {self.candidates!r}",
+                                param="style")
         if isinstance(self.cap_leak, bool) or not isinstance(self.cap_leak, (int, float)) or \
                 not 0.0 <= self.cap_leak < 1.0:
             raise PreimageError(f"a style's cap_leak is a number in [0, 1), got {self.cap_leak!r}", param="style")
@@ -243,7 +249,8 @@ def style_record(style: Style) -> str | dict[str, Any]:
             "prior": style.prior.spec() if style.prior else None, "optimizer": style.optimizer, "iters": style.iters,
             "C": style.C, "schedule": schedule_record(style.schedule) if style.schedule is not None else None,
             **({"rivals": style.rivals} if style.rivals else {}), **_bound_record(style),
-            **({"cap_leak": style.cap_leak} if style.cap_leak else {})}
+            **({"cap_leak": style.cap_leak} if style.cap_leak else {}),
+            **({"candidates": style.candidates} if style.candidates != 1 else {})}
 
 
 def get_style(style: str | Style | dict[str, Any]) -> Style:
@@ -260,7 +267,7 @@ def get_style(style: str | Style | dict[str, Any]) -> Style:
                      schedule=stages_from_record(style["schedule"]) if style.get("schedule") else None,
                      rivals=style.get("rivals", 0.0),  # Style checks the numbers
                      bound=math.inf if style.get("bound") == "none" else style.get("bound"),
-                     cap_leak=style.get("cap_leak", 0.0))
+                     cap_leak=style.get("cap_leak", 0.0), candidates=style.get("candidates", 1))
     raise PreimageError(f"unknown style {style!r} (choose {', '.join(STYLES)}, or a preimage.Style)", param="style")
 
 

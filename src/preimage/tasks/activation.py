@@ -51,6 +51,7 @@ from ..representations.base import ModelSpec, model_id
 from ..representations.geometry import Geometry
 from ..representations.hooks import capture, eval_mode, named_layers, swap_modules
 from ..representations.points import Point, PreActivation, response_point, unit_view
+from .candidates import best_of, candidate_problems, candidate_scores, keep_rows
 from .capped import CAP_LEAK, is_capped, leaky_backward, score_limit
 from .common import (
     Images,
@@ -159,9 +160,12 @@ def unit_image_size(rep: Representation) -> int:
     return lo
 
 
-def check_options(restarts: int = 1, relu_leak: float = 0.0, cap_leak: float | None = None) -> None:
-    """A clear error for a bad restart count, ReLU leak or cap leak (None: the style's)."""
+def check_options(restarts: int = 1, relu_leak: float = 0.0, cap_leak: float | None = None,
+                  candidates: int | None = None) -> None:
+    """A clear error for a bad restart count, ReLU leak, cap leak or candidate count (None: the style's)."""
     check_count(restarts, "restarts")
+    if candidates is not None:
+        check_count(candidates, "candidates", 1, 64)
     check_number(relu_leak, "relu_leak", 0.0, 0.999999)
     if cap_leak is not None:
         check_number(cap_leak, "cap_leak", 0.0, 0.999999)
@@ -465,7 +469,8 @@ def maximize(model: ModelLike, target: str | Objective | Sequence[str | Objectiv
              images: str | Sequence[str] | None = None, stats: NeuronStats | None = None,
              judge: str | Sequence[str] | None = None, relu_leak: float = 0.0, cap_leak: float | None = None,
              energy: Energy | dict = Energy(), device: str | None = None, amp: bool | str | None = None,
-             compile: bool = False, progress: Progress | None = None, attribution: bool = False) -> Result:
+             compile: bool = False, progress: Progress | None = None, attribution: bool = False,
+             candidates: int | None = None) -> Result:
     """Images that excite a target most: one problem per target and restart.
 
     model: a name, any nn.Module, or a representation. target: an objective (``Channel("blocks.4", 5)``,
@@ -486,7 +491,10 @@ def maximize(model: ModelLike, target: str | Objective | Sequence[str | Objectiv
     channel's mean, the neuron, the logit, the projection, or a sum's weighted sum), ``reference_max`` (M_c of a
     one-unit target, else NaN), ``ratio`` (activation ÷ reference_max), and for class logits ``probability``
     (softmax) and ``top1``. attribution: also return ``Result.attribution`` (N×1×H×W), the summed |∂ data term /
-    ∂ image| over the steps (MaCo's transparency; the pictures are unchanged).
+    ∂ image| over the steps (MaCo's transparency; the pictures are unchanged). candidates: pictures optimized for
+    each target and restart, of which the one the network itself scores highest is kept (p(class) for a class, else
+    the activation; ``problems[i]["candidate"]`` says which); None: the style's where every target is a class
+    (``Style.candidates``), else 1.
     """
     call = call_options(maximize, locals(), ("model", "target", "stats", "progress"))
     if not attribution:
@@ -496,17 +504,18 @@ def maximize(model: ModelLike, target: str | Objective | Sequence[str | Objectiv
     rep0 = as_representation(model, _atom_layer(targets[0].atoms()[0], spec)[0] or "output", device=device)
     with borrowed(rep0):
         return _maximize(rep0, targets, restarts, style, param, transforms, prior, optimizer, size, iters, seed,
-                         images, stats, judge, relu_leak, cap_leak, energy, amp, compile, progress, call, attribution)
+                         images, stats, judge, relu_leak, cap_leak, energy, amp, compile, progress, call, attribution,
+                         candidates)
 
 
 def _maximize(rep0: Representation, targets: list[Objective], restarts: int, style: Any, param: Any,
               transforms: Any, prior: Any, optimizer: str | None, size: Any, iters: int | None, seed: int,
               images: Any, stats: NeuronStats | None, judge: Any, relu_leak: float, cap_leak: float | None,
               energy: Energy | dict, amp: Any, compile: bool, progress: Progress | None,
-              call: dict[str, Any], attribution: bool = False) -> Result:
+              call: dict[str, Any], attribution: bool = False, candidates: int | None = None) -> Result:
     spec = rep0.spec
     device = rep0.device_dtype()
-    check_options(restarts, relu_leak, cap_leak)
+    check_options(restarts, relu_leak, cap_leak, candidates)
     seed = check_count(seed, "seed", 0, 2**63 - 1)
     energy = Energy(**energy) if isinstance(energy, dict) else energy
     if iters is not None:
@@ -527,18 +536,20 @@ def _maximize(rep0: Representation, targets: list[Objective], restarts: int, sty
         opt_kw["transforms"] = None if sty.transforms is None else list(sty.transforms)
         opt_kw["bound"] = sty.bound
     sched = scale_schedule(SINGLE_STAGE, iters if iters is not None else sty.iters)
-    n = len(targets) * restarts
+    k = candidates if candidates is not None else sty.candidates if all(_is_class(t, spec) for t in targets) else 1
+    per_target = restarts * k  # each target's problems while optimizing: its restarts' candidates, adjacent
+    n = len(targets) * per_target
     check_memory(first.rep, n, hw, extra_buffers=extra_buffers(sched, opt_kw["optimizer"]))
     target_points(spec, targets, hw, device)  # every unit checked before the statistics are read
     if stats is None:
         stats = load_stats(spec, images=images)
-    binding = bind(spec, targets, restarts, hw, stats, device, rivals=sty.rivals)
+    binding = bind(spec, targets, per_target, hw, stats, device, rivals=sty.rivals)
     missing = [info for info in binding.points.values() if info.stats not in stats.points]
     if missing and images is None and stats is not None:
         warn(f"the cached neuron statistics of {spec.name} do not cover layer '{missing[0].rep.layer}'; "
              "recomputing them")
         stats = load_stats(spec, recompute=True)
-        binding = bind(spec, targets, restarts, hw, stats, device, rivals=sty.rivals)
+        binding = bind(spec, targets, per_target, hw, stats, device, rivals=sty.rivals)
     if sty.C != 1.0:
         binding.term = sty.C * binding.term
     rep = binding.rep
@@ -550,8 +561,8 @@ def _maximize(rep0: Representation, targets: list[Objective], restarts: int, sty
     problems = [{"target": t.spec(), "label": t.label, "restart": r, "restarts": restarts,
                  **({"unit": _unit(t)} if _unit(t) is not None else {})}
                 for t in targets for r in range(restarts)]
-    prob_seeds = seeds("maximize", rep, [{"target": t.spec(), "restart": r} for t in targets for r in range(restarts)],
-                       options, seed)
+    prob_seeds = seeds("maximize", rep, candidate_problems(
+        [{"target": t.spec(), "restart": r} for t in targets for r in range(restarts)], k), options, seed)
 
     def run(term: Term, k: int, init: torch.Tensor | None, problem_seeds: list[int]) -> Trace:
         with leaky_relus(rep.net, relu_leak), leaky_backward(rep.net, sty.cap_leak):
@@ -560,20 +571,26 @@ def _maximize(rep0: Representation, targets: list[Objective], restarts: int, sty
 
     trace = run(binding.term, n, None, prob_seeds)
     out = pictures(rep, trace.x)
-    metrics = _metrics(binding, targets, restarts, out, stats)
+    metrics = _metrics(binding, targets, per_target, out, stats)
     finished = None
     if sty.rivals and iters is None:  # adapted to a small image or network (fit_to_small): meet the goal
-        trace, metrics, finished = continue_short(binding, targets, restarts, trace, metrics, stats, sty.C, run,
-                                                  prob_seeds)
+        trace, metrics, finished = continue_short(binding, targets, per_target, trace, metrics, stats, sty.C, run,
+                                                  prob_seeds, k)
         if finished:
             out = pictures(rep, trace.x)
+    if k > 1:
+        score = candidate_scores(metrics)
+        kept = best_of(score, k)
+        trace, out, metrics = keep_rows(trace, kept), out[kept], {name: v[kept] for name, v in metrics.items()}
+        for i, (p, row) in enumerate(zip(problems, kept.tolist(), strict=True)):
+            p.update(candidate=row % k, candidates=k, candidate_scores=score[i * k:(i + 1) * k].tolist())
     mid = model_id(spec)
     jobs = [{"config": job_config("maximize", mid, target_layer(t, spec), [t.spec()], (), call),
              "rows": list(range(i * restarts, (i + 1) * restarts)), "names": [f"r{r}" for r in range(restarts)],
              "subject": t.spec()} for i, t in enumerate(targets)]
     head = binding.points[binding.atoms[0][0][2]]
-    info = {"task": "maximize", **options, "restarts": restarts, "seed": seed, "stages": trace.stages,
-            "display": display_scale(sty.name), "model_id": mid,
+    info = {"task": "maximize", **options, "restarts": restarts, **({"candidates": k} if k > 1 else {}),
+            "seed": seed, "stages": trace.stages, "display": display_scale(sty.name), "model_id": mid,
             "point": f"{head.stats[0]} of {head.stats[1] or 'the network'}",
             "points": [f"{v.stats[0]} of {v.stats[1] or 'the network'}" for v in binding.points.values()],
             "receptive_field": list(head.geometry.receptive_field) if head.geometry.receptive_field else None,
@@ -642,14 +659,15 @@ def missed_classes(classes: Sequence[int | None], metrics: dict[str, torch.Tenso
 def continue_short(binding: Binding, targets: list[Objective], restarts: int, trace: Trace,
                    metrics: dict[str, torch.Tensor], stats: NeuronStats, C: float,
                    run: Callable[[Term, int, torch.Tensor | None, list[int]], Trace],
-                   problem_seeds: list[int]) -> tuple[Trace, dict[str, torch.Tensor], str | None]:
+                   problem_seeds: list[int], candidates: int = 1) -> tuple[Trace, dict[str, torch.Tensor], str | None]:
     """Continue, for as many iterations again and from where they stopped, the pictures short of their goal: a class
     that another class wins on the network itself (with the class's log-probability alone), and a neuron under its
     natural maximum (with its own objective); keep whichever picture scores higher (p(class), the activation).
     Returns the trace with those pictures (N×C×H×W, paper units), their metrics, and a note (None: every goal
     was met; the trace and metrics are then the ones given).
 
-    binding, targets, restarts: the run's (``bind``); metrics: its ``_metrics``; run: ``run(term, k, init, seeds)``
+    binding, targets, restarts: the run's (``bind``; restarts: each target's rows, its restarts' ``candidates``
+    adjacent); metrics: its ``_metrics``; run: ``run(term, k, init, seeds)``
     optimizes k problems as the run did. Why: the logit plus the log-probability (``Style.rivals``) can stay stuck
     where a rival rises faster than the class (a linear head whose rival shares the class's features: the gradient
     2∇z_c − ∇z_rival keeps raising both), while the log-probability alone moves along ∇z_c − ∇z_rival; and a neuron
@@ -687,7 +705,9 @@ def continue_short(binding: Binding, targets: list[Objective], restarts: int, tr
         attribution[keep] += more.attribution[[rows.index(i) for i in keep]]
 
     def said(i: int) -> str:
-        name = targets[i // restarts].spec() + (f" r{i % restarts}" if restarts > 1 else "")
+        r, c = divmod(i % restarts, candidates)
+        name = (targets[i // restarts].spec() + (f" r{r}" if restarts > candidates else "")
+                + (f" candidate {c}" if candidates > 1 else ""))
         if score[i] == "probability":
             first = f"{name} (top-1 {int(top1[i])}, p {float(prob[i]):.2f}) with its log-probability alone → "
             end = f"p {float(after['probability'][i]):.2f}" + (
@@ -705,6 +725,11 @@ def continue_short(binding: Binding, targets: list[Objective], restarts: int, tr
             note)
 
 
+def _is_class(t: Objective, spec: ModelSpec) -> bool:
+    """Whether the target is one class's logit or log-probability (what a style's ``candidates`` applies to)."""
+    return _unit(t) is not None and (isinstance(t.atoms()[0], (Class, LogProb)) or _is_logit_layer(t, spec))
+
+
 def _is_logit_layer(t: Objective, spec: ModelSpec) -> bool:
     a = t.atoms()[0]
     return getattr(a, "layer", None) is not None and a.layer == spec.classifier_layer
@@ -718,6 +743,7 @@ def _metrics(binding: Binding, targets: list[Objective], restarts: int, out: tor
     activation = torch.zeros(n, dtype=torch.float64)
     reference = torch.full((n,), float("nan"), dtype=torch.float64)
     prob = torch.full((n,), float("nan"))
+    log_odds = torch.full((n,), float("nan"), dtype=torch.float64)
     top1 = torch.full((n,), -1, dtype=torch.long)
     for ti, atoms in enumerate(binding.atoms):
         rows = slice(ti * restarts, (ti + 1) * restarts)
@@ -739,11 +765,14 @@ def _metrics(binding: Binding, targets: list[Objective], restarts: int, out: tor
                 p = phi[rows].float().softmax(1)
                 prob[rows] = p[:, u].cpu()
                 top1[rows] = p.argmax(1).cpu()
+                z = phi[rows].double()  # log p/(1-p) from the logits: it still orders pictures where p rounds to 1
+                log_odds[rows] = (z[:, u] - torch.cat([z[:, :u], z[:, u + 1:]], 1).logsumexp(1)).cpu()
     # A multiple of a maximum that is not positive (a unit the reference images never excite) means nothing.
     ratio = torch.where(reference > 0, activation / reference, torch.full_like(activation, float("nan")))
     metrics = {"activation": activation.float(), "reference_max": reference.float(), "ratio": ratio.float()}
     if bool((top1 >= 0).any()):
         metrics["probability"] = prob
+        metrics["log_odds"] = log_odds.float()
         metrics["top1"] = top1
     return metrics
 
