@@ -1,14 +1,14 @@
 """Best of k, simulated from runs with one candidate: does the optimized network's own p(class) pick the draw the
 judge recognises?
 
-Each folder is a ``benchmarks/transfer.py`` run of one variant with one candidate and its own ``--seed`` (the
-pictures in ``FOLDER/VARIANT/class{c}.png``). For every class the runs' pictures are k candidates: the simulation
+Each folder is a ``benchmarks/transfer.py`` run of one variant with one candidate and its own ``--seed`` (found
+through the folder's transfer.json). For every class the runs' pictures are k candidates: the simulation
 keeps the one whose log-odds log p/(1−p) of the class is highest on the optimized network (``--model``, read from
 the PNG as the judge reads it) and reports the judge's top-1 rate and mean p(class) of the kept pictures, averaged
 over every choice of k runs, for k = 1 … len(folders); "judge's pick" (the best the judge itself would keep) bounds
 it. This is how ``Style.candidates`` was chosen (benchmarks/results/transfer.md, round 9).
 
-    PYTHONPATH=src python benchmarks/candidates_sim.py RUN_SEED0 RUN_SEED1 RUN_SEED2 [--variant natural] [--out F]
+    PYTHONPATH=src python benchmarks/candidates_sim.py RUN_SEED0 RUN_SEED1 RUN_SEED2 [--variant NAME] [--out F]
 """
 
 from __future__ import annotations
@@ -23,10 +23,27 @@ import sys
 import torch
 
 
+def variant_folder(run: pathlib.Path, variant: str) -> pathlib.Path:
+    """The folder of ``variant``'s pictures in a transfer.py ``--out`` folder, found through its transfer.json."""
+    from preimage.errors import PreimageError
+
+    try:
+        rows = json.loads((run / "transfer.json").read_text())["rows"]
+    except (OSError, ValueError, KeyError) as e:
+        raise PreimageError(f"{run}: not a finished transfer.py --out folder ({type(e).__name__}: {e})") from None
+    row = next((r for r in rows if r.get("method") == variant and r.get("folder")), None)
+    if row is None:
+        raise PreimageError(f"{run}: no variant {variant!r} (it has: {', '.join(r['method'] for r in rows)})")
+    folder = run / pathlib.Path(row["folder"]).name  # the run folder may have moved since
+    if not folder.is_dir():
+        raise PreimageError(f"no folder {folder}")
+    return folder
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("folders", nargs="+", help="transfer.py --out folders, one per seed")
-    ap.add_argument("--variant", default="natural")
+    ap.add_argument("--variant", default="natural/candidates-1")
     ap.add_argument("--model", default="efficientnet_lite0")
     ap.add_argument("--judge", default="efficientnet_lite1")
     ap.add_argument("--out", default=None, help="also write the per-class numbers and the table as JSON")
@@ -35,10 +52,7 @@ def main() -> None:
     from preimage.measures.judge import Judge
 
     torch.set_num_threads(1)
-    dirs = [pathlib.Path(f) / a.variant for f in a.folders]
-    for d in dirs:
-        if not d.is_dir():
-            raise PreimageError(f"no folder {d} (a transfer.py --out folder holds one per variant)")
+    dirs = [variant_folder(pathlib.Path(f), a.variant) for f in a.folders]
     classes = sorted(int(p.stem[5:]) for p in dirs[0].glob("class*.png"))
     if not classes:
         raise PreimageError(f"no class*.png in {dirs[0]}")

@@ -208,8 +208,9 @@ def test_a_small_image_gives_flat_relu6_units_a_slope_and_a_stalled_class_is_met
     rep = lite0("classifier")
     # The caller's slope wins over the style's; the style's 256 iterations, given, leave out continue_short's
     # continuation (which would make 325 top-1 at p 0.05 without the slope).
-    exact = maximize(rep, "class:325", size=32, cap_leak=0.0, iters=256)
-    ours = maximize(rep, "class:325", size=32)
+    # One candidate each: the slope, not the choice among the style's candidates, is what is measured.
+    exact = maximize(rep, "class:325", size=32, cap_leak=0.0, iters=256, candidates=1)
+    ours = maximize(rep, "class:325", size=32, candidates=1)
     assert exact.info["cap_leak"] == 0.0 and ours.info["cap_leak"] == 0.05
     assert int(exact.metrics["top1"][0]) != 325 and float(exact.metrics["probability"][0]) < 0.2
     assert int(ours.metrics["top1"][0]) == 325 and float(ours.metrics["probability"][0]) > 0.9
@@ -392,11 +393,12 @@ def test_a_class_its_rival_outgrows_is_finished_with_its_log_probability_and_met
         with torch.no_grad():
             return rep(rep.to_paper_units(result.images.float()))[0]
 
-    given = maximize(rep, "class:0", size=16, iters=256, stats=stats)  # the style's count, given: no finish
+    # One candidate each (the style's candidates are tested in test_candidates.py).
+    given = maximize(rep, "class:0", size=16, iters=256, stats=stats, candidates=1)  # the style's count: no finish
     assert given.info["rivals"] == 1.0 and "finished" not in given.info
     assert given.metrics["top1"].tolist() == [1] and "class 0 (top-1 1" in given.info["missed"]
     assert float(logits(given)[1]) / 1.5 > 1.2  # f = z1 / 1.5 climbed past 1, where class 1 wins
-    r = maximize(rep, "class:0", size=16, stats=stats)
+    r = maximize(rep, "class:0", size=16, stats=stats, candidates=1)
     assert r.metrics["top1"].tolist() == [0] and "missed" not in r.info
     assert r.info["finished"].startswith("short of their goal after 256 iterations, continued for 256 more from "
                                          "where they stopped (a class's log-probability lowers its rivals): "

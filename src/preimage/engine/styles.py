@@ -82,7 +82,7 @@ STYLES = {
     "paper": Style("paper"),
     "natural": Style("natural", param=Fourier(),
                      transforms=(Jitter(17), Scale(0.8, 1.2), Rotate(10), Jitter(9), Crops(8, 0.4, 1.0)),
-                     prior=BNPrior(1e-4, required=False), iters=64, C=100.0),
+                     prior=BNPrior(1e-4, required=False), iters=64, C=100.0, candidates=3),
     "fast": Style("fast", param=Fourier(), transforms=(), iters=120,
                   schedule=(Stage(10, 0.25, False, "adam"), Stage(110, 1.0, False, "lbfgs"))),
 }
