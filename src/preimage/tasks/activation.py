@@ -613,8 +613,7 @@ def _maximize(rep0: Representation, targets: list[Objective], restarts: int, sty
                     jobs, attribution=None if trace.attribution is None else trace.attribution.float().cpu())
     if judge:
         classes = [_unit(t) for t in targets]
-        if any(c is None for c in classes) or not all(isinstance(t.atoms()[0], Class) or _is_logit_layer(t, spec)
-                                                      for t in targets):
+        if not all(_is_class(t, spec) for t in targets):
             raise PreimageError("a judge needs class targets: maximize class logits (e.g. 'class:25' or "
                                 "'classifier:25')", param="judge")
         result.info["transfer"] = judge_pictures(judge, result, targets=[c for c in classes for _ in range(restarts)])
@@ -726,8 +725,9 @@ def continue_short(binding: Binding, targets: list[Objective], restarts: int, tr
 
 
 def _is_class(t: Objective, spec: ModelSpec) -> bool:
-    """Whether the target is one class's logit or log-probability (what a style's ``candidates`` applies to)."""
-    return _unit(t) is not None and (isinstance(t.atoms()[0], (Class, LogProb)) or _is_logit_layer(t, spec))
+    """Whether the target is one class's logit or log-probability (``LogProb`` is a ``Class``): what a judge reads
+    and a style's ``candidates`` applies to."""
+    return _unit(t) is not None and (isinstance(t.atoms()[0], Class) or _is_logit_layer(t, spec))
 
 
 def _is_logit_layer(t: Objective, spec: ModelSpec) -> bool:
