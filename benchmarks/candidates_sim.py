@@ -50,6 +50,7 @@ def main() -> None:
     a = ap.parse_args()
     from preimage.errors import PreimageError
     from preimage.measures.judge import Judge
+    from preimage.measures.metrics import log_odds
 
     torch.set_num_threads(1)
     dirs = [variant_folder(pathlib.Path(f), a.variant) for f in a.folders]
@@ -63,8 +64,9 @@ def main() -> None:
         verdict = judge.classes(files, classes)
         with torch.no_grad():
             z = own.rep(own.rep.to_paper_units(own.read(files))).double()
+        odds_of = log_odds(z, torch.tensor(classes))
         for i, c in enumerate(classes):
-            odds = float(z[i, c] - torch.cat([z[i, :c], z[i, c + 1:]]).logsumexp(0))
+            odds = float(odds_of[i])
             per[c].append({"log_odds": odds, "judge_p": verdict["probability"][i], "top1": verdict["top1"][i]})
     rows = []
     for k in range(1, len(dirs) + 1):

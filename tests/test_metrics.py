@@ -17,6 +17,7 @@ from preimage.measures.metrics import (
     gradient_histogram,
     image_error,
     label_agreement,
+    log_odds,
     mean_ci,
     mean_pairwise_distance,
     naturalness,
@@ -108,3 +109,15 @@ def test_label_agreement_with_lite0() -> None:
 def test_classifier_for_without_logits() -> None:
     rep = load(nn.Sequential(nn.Conv2d(3, 4, 3)), "0")
     assert classifier_for(rep) is None
+
+
+def test_log_odds_is_log_p_over_1_minus_p_and_finite_where_p_rounds_to_1() -> None:
+    z = torch.randn(5, 7, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    c = torch.tensor([0, 3, 6, 2, 2])
+    p = z.softmax(1)[torch.arange(5), c]
+    assert torch.allclose(log_odds(z, c), (p / (1 - p)).log(), atol=1e-12)
+    assert torch.allclose(log_odds(z, 4), log_odds(z, torch.full((5,), 4)))  # one class for every row
+    big = torch.tensor([[60.0, 0.0, 10.0], [70.0, 0.0, 10.0]])  # p(class 0) is 1.0 in float32 for both
+    assert bool((big.softmax(1)[:, 0] == 1).all())
+    lo = log_odds(big, 0)
+    assert torch.allclose(lo, torch.tensor([60.0, 70.0]) - torch.tensor([0.0, 10.0]).logsumexp(0)) and lo[1] > lo[0]

@@ -5,6 +5,7 @@ All functions take batches: images N×C×H×W in 0–255 units, features N×...,
 * ``feature_error``: the IJCV error ‖M⊙(Φ(x)−Φ0)‖/‖M⊙Φ0‖ (a fraction; tables show ×100).
 * ``image_error``: ‖x−x0‖ / (mean distance between two different images of the set) (Dosovitskiy & Brox 2016).
 * ``label_agreement``: does the network give the pre-image the same top-1 class as the original?
+* ``log_odds``: a class's log p/(1−p), read from the logits.
 * ``naturalness``: intersection of the 18-bin gradient-orientation histograms of pre-image and original.
 * ``restart_spread``: standard deviation of a metric across random restarts.
 * ``mean_ci``: mean and half-width of the 95% confidence interval 1.96·std/√n, as the paper's error bars.
@@ -96,6 +97,13 @@ def top1(classifier: Representation, images: torch.Tensor, size: int | tuple[int
         logits = classifier(classifier.to_paper_units(x.to(dev)))
         out.append(logits.flatten(1).argmax(1).cpu())
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
+
+
+def log_odds(logits: torch.Tensor, classes: torch.Tensor | int) -> torch.Tensor:
+    """logits: N×K; classes: (N,) or one class for all → (N,) log p/(1−p) of each row's class, in the logits'
+    dtype. Read from the logits, not from p: it still orders pictures where p rounds to 1."""
+    c = torch.as_tensor(classes, device=logits.device).expand(logits.shape[0])[:, None]
+    return logits.gather(1, c)[:, 0] - logits.scatter(1, c, float("-inf")).logsumexp(1)
 
 
 def label_agreement(classifier: Representation, x: torch.Tensor, x0: torch.Tensor,

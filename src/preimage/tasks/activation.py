@@ -43,6 +43,7 @@ from ..engine.targets import (
 )
 from ..engine.transforms import Transform
 from ..errors import PreimageError
+from ..measures.metrics import log_odds as class_log_odds
 from ..measures.stats import NeuronStats, images_id, load_stats, warn
 from ..report.result import Result
 from ..report.store import job_config
@@ -765,8 +766,7 @@ def _metrics(binding: Binding, targets: list[Objective], restarts: int, out: tor
                 p = phi[rows].float().softmax(1)
                 prob[rows] = p[:, u].cpu()
                 top1[rows] = p.argmax(1).cpu()
-                z = phi[rows].double()  # log p/(1-p) from the logits: it still orders pictures where p rounds to 1
-                log_odds[rows] = (z[:, u] - torch.cat([z[:, :u], z[:, u + 1:]], 1).logsumexp(1)).cpu()
+                log_odds[rows] = class_log_odds(phi[rows].double(), u).cpu()
     # A multiple of a maximum that is not positive (a unit the reference images never excite) means nothing.
     ratio = torch.where(reference > 0, activation / reference, torch.full_like(activation, float("nan")))
     metrics = {"activation": activation.float(), "reference_max": reference.float(), "ratio": ratio.float()}
