@@ -48,6 +48,12 @@ def views(x: torch.Tensor, n: int = VIEWS, seed: int = 0) -> list[torch.Tensor]:
     return out
 
 
+def fail(message: str) -> None:
+    """Bad input: one line on stderr, exit status 2."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 @torch.no_grad()
 def scores(rep, x: torch.Tensor, classes: torch.Tensor) -> dict[str, torch.Tensor]:
     """x: (N, 3, 224, 224) pictures in 0–255, classes: (N,) → each scorer's (N,) scores on ``rep`` (class logits)."""
@@ -63,14 +69,14 @@ def scores(rep, x: torch.Tensor, classes: torch.Tensor) -> dict[str, torch.Tenso
 
 def load_draws(dirs: list[pathlib.Path], variant: str) -> list[tuple[int, torch.Tensor, int]]:
     """(class, (k, 3, 224, 224) candidates, −1) from one-candidate runs: each run's picture of the class."""
+    from candidates_sim import variant_folder
+
     from preimage.images import load_image
 
-    files = sorted((dirs[0] / variant).glob("class*.png"), key=lambda f: int(f.stem[5:]))
-    out = []
-    for f in files:
-        c = int(f.stem[5:])
-        out.append((c, torch.cat([load_image(str(d / variant / f.name), (224, 224)) for d in dirs]), -1))
-    return out
+    folders = [variant_folder(d, variant) for d in dirs]
+    files = sorted(folders[0].glob("class*.png"), key=lambda f: int(f.stem[5:]))
+    return [(int(f.stem[5:]), torch.cat([load_image(str(d / f.name), (224, 224)) for d in folders]), -1)
+            for f in files]
 
 
 def load_stash(folder: pathlib.Path) -> list[tuple[int, torch.Tensor, int]]:
@@ -95,9 +101,17 @@ def main() -> None:
     ap.add_argument("--out", type=pathlib.Path)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    from preimage.errors import PreimageError
     from preimage.measures.judge import Judge
 
-    sets = load_draws(a.draws, a.variant) if a.draws else load_stash(a.stash)
+    try:
+        sets = load_draws(a.draws, a.variant) if a.draws else load_stash(a.stash)
+    except PreimageError as e:
+        fail(f"{e}")
+    if a.out and not a.out.parent.is_dir():
+        fail(f"--out {a.out}: no folder {a.out.parent}")
+    if not sets:
+        fail(f"no candidates in {a.stash or a.draws[0]}")
     own, judge = Judge("efficientnet_lite0"), Judge("efficientnet_lite1")
     rows = []
     for c, cand, kept in sets:
@@ -122,9 +136,11 @@ def main() -> None:
     for name, v in summary.items():
         print(f"{name:12s} {v['top1']}/{len(rows)}  mean p {v['mean_p']:.3f}")
     if a.out:
-        a.out.write_text(json.dumps({"classes": [r["class"] for r in rows], "rows": rows, "summary": summary},
-                                    indent=1))
-    sys.exit(0)
+        try:
+            a.out.write_text(json.dumps({"classes": [r["class"] for r in rows], "rows": rows, "summary": summary},
+                                        indent=1))
+        except OSError as e:
+            fail(f"--out {a.out}: {e.strerror}")
 
 
 if __name__ == "__main__":

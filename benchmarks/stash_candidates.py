@@ -24,8 +24,15 @@ ROOT = pathlib.Path(__file__).resolve().parent
 def main() -> None:
     import preimage.tasks.activation as act
 
+    if not os.environ.get("STASH"):
+        print("error: set STASH to the folder for the candidates (see the docstring)", file=sys.stderr)
+        sys.exit(2)
     stash = pathlib.Path(os.environ["STASH"])
-    stash.mkdir(parents=True, exist_ok=True)
+    try:
+        stash.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"error: STASH={stash}: {e.strerror}", file=sys.stderr)
+        sys.exit(2)
     seen: dict = {}
     problems_of, pictures_of, keep_rows_of, scores_of = (act.candidate_problems, act.pictures, act.keep_rows,
                                                          act.candidate_scores)
