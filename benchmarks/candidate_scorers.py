@@ -55,12 +55,12 @@ def fail(message: str) -> None:
 
 
 @torch.no_grad()
-def scores(rep, x: torch.Tensor, classes: torch.Tensor) -> dict[str, torch.Tensor]:
-    """x: (N, 3, 224, 224) pictures in 0–255, classes: (N,) → each scorer's (N,) scores on ``rep`` (class logits)."""
+def scores(rep, x: torch.Tensor, c: int) -> dict[str, torch.Tensor]:
+    """x: (N, 3, 224, 224) candidates of class c in 0–255 → each scorer's (N,) scores on ``rep`` (class logits)."""
     from preimage.measures.metrics import log_odds
 
     def lo(img: torch.Tensor) -> torch.Tensor:
-        return log_odds(torch.cat([rep(rep.to_paper_units(c)) for c in img.split(16)]).float(), classes)
+        return log_odds(torch.cat([rep(rep.to_paper_units(b)) for b in img.split(16)]).float(), c)
 
     half = F.interpolate(x, scale_factor=0.5, mode="bilinear", antialias=True, align_corners=False)
     return {"clean": lo(x), "views": torch.stack([lo(v) for v in views(x)]).mean(0),
@@ -81,14 +81,19 @@ def load_draws(dirs: list[pathlib.Path], variant: str) -> list[tuple[int, torch.
 
 def load_stash(folder: pathlib.Path) -> list[tuple[int, torch.Tensor, int]]:
     """(class, (k, 3, H, W) candidates, the candidate the run kept) from a run's stashed candidates."""
+    from preimage.errors import PreimageError
+
     out = []
     for f in sorted(folder.glob("cands_*.pt"), key=lambda f: int(f.stem[6:])):
-        d = torch.load(f)
-        k, pics = d["k"], d["pictures"].float()
-        targets = [int(t.split(":")[1]) for t in d["targets"]]  # one per picture; its k candidates adjacent
+        try:
+            d = torch.load(f)
+            k, pics = d["k"], d["pictures"].float()
+            targets = [int(t.split(":")[1]) for t in d["targets"]]  # one per picture; its k candidates adjacent
+        except Exception as e:  # noqa: BLE001 (any unreadable file: say which)
+            raise PreimageError(f"{f}: not a stash_candidates.py file ({type(e).__name__})") from None
         for i, c in enumerate(targets):
             out.append((c, pics[i * k:(i + 1) * k], int(d["rows"][i]) % k))
-    return sorted(out)
+    return sorted(out, key=lambda t: t[0])
 
 
 def main() -> None:
@@ -100,6 +105,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=pathlib.Path)
     a = ap.parse_args()
+    if a.threads < 1:
+        fail(f"--threads is at least 1, got {a.threads}")
     torch.set_num_threads(a.threads)
     from preimage.errors import PreimageError
     from preimage.measures.judge import Judge
@@ -115,8 +122,7 @@ def main() -> None:
     own, judge = Judge("efficientnet_lite0"), Judge("efficientnet_lite1")
     rows = []
     for c, cand, kept in sets:
-        cls = torch.full((len(cand),), c)
-        s = scores(own.rep, own.read(cand), cls)
+        s = scores(own.rep, own.read(cand), c)
         p = judge.probabilities(judge.read(cand))
         rows.append({"class": c, "kept": kept, "judge_p": p[:, c].tolist(),
                      "judge_top1": (p.argmax(1) == c).tolist(), **{n: v.tolist() for n, v in s.items()}})
