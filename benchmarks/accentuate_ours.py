@@ -9,7 +9,9 @@ Each seed is the 224 px scikit-image sample as ``accentuation_eval.py prepare`` 
 missing); one call per image accentuates its classes at every weight (images × classes × weights problems; on the
 CPU each runs on its own), and a picture's seconds are the call's wall time divided by its pictures. The model
 is efficientnet_lite0 as ``preimage`` loads it; its defaults apart from ``--param``, ``--transforms``, ``--steps``,
-``--reg-layer``.
+``--reg-layer``, ``--max-rmse``. With ``--max-rmse R1,R2,…`` (pixel-RMSE budgets, one weight) the sweep runs over
+the budgets: each log line's ``weight``, the evaluation's sweep knob, is then the budget (``reg_weight`` and
+``max_rmse`` are recorded too).
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ def main() -> None:
     ap.add_argument("--transforms", default=None, help="transforms (default: accentuate's)")
     ap.add_argument("--reg-layer", default=None, help="where the seed distance is measured (default: accentuate's)")
     ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--max-rmse", default="", help="comma-separated pixel-RMSE budgets (one --weights value): the "
+                    "sweep runs over them")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
@@ -53,6 +57,13 @@ def main() -> None:
         weights = [float(w) for w in a.weights.split(",") if w.strip()]
     except ValueError:
         fail(f"--weights takes numbers separated by commas, got {a.weights!r}")
+    try:
+        budgets = [float(b) for b in a.max_rmse.split(",") if b.strip()]
+    except ValueError:
+        fail(f"--max-rmse takes numbers separated by commas, got {a.max_rmse!r}")
+    if budgets and len(weights) != 1:
+        fail(f"--max-rmse sweeps the budgets at one weight; --weights gives {len(weights)}")
+    knobs = budgets or weights  # the sweep: one picture per knob and class
     pairs = [p for p in read_json(a.pairs, "--pairs")["pairs"] if a.half in ("all", p["half"])
              and (not a.images or p["image"] in a.images.split(","))]
     if not pairs:
@@ -68,22 +79,26 @@ def main() -> None:
         seed = seeds / f"{image}.png"
         if not seed.is_file():
             save_png(load_image(f"sample:{image}", 224)[0], seed)
-        pngs = {(p["class"], w): out / image / f"c{p['class']}_w{w:g}.png" for p in ps for w in weights}
+        tag = "r" if budgets else "w"
+        pngs = {(p["class"], k): out / image / f"c{p['class']}_{tag}{k:g}.png" for p in ps for k in knobs}
         if all(f.is_file() for f in pngs.values()):
             continue
         load0 = os.getloadavg()[0]
         t0 = time.perf_counter()
         r = preimage.accentuate("efficientnet_lite0", str(seed), [f"class:{p['class']}" for p in ps],
-                                reg_weight=weights, param=a.param, transforms=a.transforms, steps=a.steps,
+                                reg_weight=weights, max_rmse=budgets or None, param=a.param,
+                                transforms=a.transforms, steps=a.steps,
                                 **({"reg_layer": a.reg_layer} if a.reg_layer else {}))
         secs = (time.perf_counter() - t0) / len(r)
         (out / image).mkdir(exist_ok=True)
         with open(out / "log.jsonl", "a") as log:
             for i, pr in enumerate(r.problems):
                 c, w = int(pr["target"].split(":")[-1]), pr["reg_weight"]
-                png = pngs[(c, w)]
+                k = pr["max_rmse"] if budgets else w
+                png = pngs[(c, k)]
                 save_png(r.images[i], png)
-                line = {"method": "ours", "image": image, "class": c, "weight": w, "half": ps[0]["half"],
+                line = {"method": "ours", "image": image, "class": c, "weight": k, "half": ps[0]["half"],
+                        "reg_weight": w, **({"max_rmse": k} if budgets else {}),
                         "seconds": round(secs, 2), "steps": r.iterations, "png": str(png),
                         "param": r.info["param"], "transforms": r.info.get("transforms"),
                         "reg_layer": r.info["reg_layer"], "threads": a.threads,

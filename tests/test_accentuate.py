@@ -11,6 +11,7 @@ from torch import nn
 
 import preimage
 from preimage.cli import main
+from preimage.engine.budget import ROUNDING, into_ball
 from preimage.errors import PreimageError
 from preimage.tasks.accentuate import accentuate, default_reg_layer
 from tests.conftest import lite0_spec
@@ -82,6 +83,39 @@ def test_a_weight_list_gives_the_pictures_of_each_weight_alone() -> None:
         both.metrics["layer_error"][0])
 
 
+def rmse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a.double() - b.double()).flatten(1).pow(2).mean(1).sqrt()
+
+
+def test_into_ball_scales_the_change_to_the_budget_and_its_gradient_is_exact() -> None:
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(3, 3, 6, 6, generator=g, dtype=torch.float64) * 255
+    spread = torch.tensor([40.0, 5.0, 40.0], dtype=torch.float64).view(3, 1, 1, 1)
+    x = x0 + torch.randn(3, 3, 6, 6, generator=g, dtype=torch.float64) * spread
+    r = torch.tensor([10.0, 10.0, math.inf], dtype=torch.float64)
+    y = into_ball(x, x0, r)
+    assert torch.allclose(rmse(y, x0)[0], torch.tensor(10.0, dtype=torch.float64))
+    assert torch.equal(y[1:], x[1:])  # inside the ball, or no budget: unchanged
+    d = (x - x0)[0]  # the change keeps its direction
+    assert torch.allclose((y - x0)[0] / d, torch.full_like(d, 10.0 / float(rmse(x, x0)[0])))
+    assert torch.autograd.gradcheck(lambda t: into_ball(t, x0, r), (x.clone().requires_grad_(True),))
+
+
+def test_a_budget_holds_on_the_saved_picture_and_is_used() -> None:
+    x0 = seed_image()
+    r = accentuate(tiny(), x0, "2:1", reg_layer="none", max_rmse=[4.0, 12.0], steps=12, param="pixel")
+    assert r.metrics["max_rmse"].tolist() == [4.0, 12.0] and [p["max_rmse"] for p in r.problems] == [4.0, 12.0]
+    d = rmse(r.images.round(), x0.expand_as(r.images))
+    assert bool((d <= r.metrics["max_rmse"].double()).all())  # the 8-bit picture too
+    # with nothing pulling back, the target spends the whole budget (less the rounding margin)
+    assert torch.allclose(r.metrics["rmse"].double(), torch.tensor([4.0, 12.0], dtype=torch.float64) - ROUNDING,
+                          atol=0.05)
+    act = r.metrics["activation"]
+    assert float(act[0]) < float(act[1])  # a larger budget reaches further
+    free = accentuate(tiny(), x0, "2:1", reg_layer="none", steps=12, param="pixel")
+    assert float(free.metrics["rmse"][0]) > 12 and "max_rmse" not in free.metrics
+
+
 def test_no_regularization_and_every_parameterization() -> None:
     x0 = seed_image()
     free = accentuate(tiny(), x0, "2:1", reg_layer="none", reg_weight=[1.0, 100.0], steps=4, param="pixel")
@@ -112,7 +146,8 @@ def test_auto_reg_layer_is_the_first_block_of_stride_8() -> None:
     ({"reg_weight": [1.0, 1.0]}, "reg_weight"), ({"reg_weight": float("nan")}, "reg_weight"),
     ({"reg_layer": "nosuch"}, "reg_layer"), ({"reg_layer": ""}, "reg_layer"),
     ({"steps": 0}, "steps"), ({"target": "2:99"}, "target"), ({"target": "2:1 + diversity"}, "target"),
-    ({"attribution": "yes"}, "attribution")])
+    ({"attribution": "yes"}, "attribution"), ({"max_rmse": 0.5}, "max_rmse"), ({"max_rmse": []}, "max_rmse"),
+    ({"max_rmse": [8.0, 8.0]}, "max_rmse"), ({"max_rmse": float("inf")}, "max_rmse")])
 def test_bad_arguments_name_their_parameter(kw: dict, param: str) -> None:
     args = {"target": "2:1", **kw}
     with pytest.raises(PreimageError) as e:
@@ -135,6 +170,18 @@ def test_cli_writes_pictures_overlays_and_a_summary(tmp_path, capsys) -> None:
     assert json.loads(capsys.readouterr().out)["jobs"]["cached"] == 1
 
 
+def test_cli_budgets_name_their_pictures_and_hold(tmp_path, capsys) -> None:
+    out = tmp_path / "o"
+    assert main(["accentuate", "sample:chelsea", "--target", "class:1", "--max-rmse", "6,10", "--reg-weight", "0",
+                 "--steps", "3", "--size", "64", "--out", str(out), "--json", "--no-attribution"]) == 0
+    rs = json.loads(capsys.readouterr().out)["results"]
+    assert [r["max_rmse"] for r in rs] == [6.0, 10.0]
+    seed = preimage.load_image("sample:chelsea", 64)
+    for r in rs:
+        assert r["image"].endswith(f"-w0-rmse{r['max_rmse']:g}.png")
+        assert float(rmse(preimage.load_image(r["image"]), seed)[0]) <= r["max_rmse"]
+
+
 @pytest.mark.parametrize("args, word", [
     ([], "--target"), (["--target", "class:1", "--reg-weight", "abc"], "--reg-weight"),
     (["--target", "class:1", "--reg-weight", "-1"], "--reg-weight"),
@@ -142,7 +189,9 @@ def test_cli_writes_pictures_overlays_and_a_summary(tmp_path, capsys) -> None:
     (["--target", "class:5000"], "unit 5000"), (["--target", "class:1", "--reg-layer", "nosuch"], "--reg-layer"),
     (["--target", "class:1", "--steps", "0"], "--steps"), (["--target", "class:1", "--param", "bogus"], "bogus"),
     (["--target", "class:1", "--judge", "bogus"], "bogus"), (["--target", "nonsense::"], "nonsense"),
-    (["--target", "class:1", "--size", "3"], "--size")])
+    (["--target", "class:1", "--size", "3"], "--size"), (["--target", "class:1", "--max-rmse", "0"], "--max-rmse"),
+    (["--target", "class:1", "--max-rmse", "8,x"], "--max-rmse"),
+    (["--target", "class:1", "--max-rmse", "8,8"], "--max-rmse")])
 def test_cli_bad_input_is_one_line_exit_2_nothing_written(tmp_path, capsys, args: list, word: str) -> None:
     out = tmp_path / "o"
     assert main(["accentuate", "sample:chelsea", *args, "--out", str(out)]) == 2

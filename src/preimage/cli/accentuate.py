@@ -43,6 +43,23 @@ def parse_weights(s: str) -> list[float]:
     return check_weights(vals)
 
 
+def parse_budgets(s: str | None) -> list[float] | None:
+    """``"16,24"`` → [16.0, 24.0] (pixel-RMSE budgets in [1, 255], each once); None for none; one clear line naming
+    --max-rmse otherwise."""
+    from ..tasks.accentuate import check_budgets
+
+    if s is None:
+        return None
+    try:
+        vals = [float(v) for v in s.split(",") if v.strip()]
+    except ValueError:
+        raise PreimageError(f"--max-rmse takes numbers in [1, 255] separated by commas, got '{s}'") from None
+    try:
+        return check_budgets(vals)  # type: ignore[return-value]
+    except PreimageError as e:
+        raise PreimageError(f"--max-rmse: {e}") from None
+
+
 @app.command()
 def accentuate(image: Annotated[str, typer.Argument(help="the seed image: a path or sample:NAME")],
                target: Annotated[str | None, typer.Option("--target", "-t", help="what to see more of: LAYER:UNIT "
@@ -57,6 +74,9 @@ def accentuate(image: Annotated[str, typer.Argument(help="the seed image: a path
                reg_weight: Annotated[str, typer.Option("--reg-weight", help="weight of the distance to the seed "
                                                        "(≥ 0), or a list '1,3,10': one picture per weight (the "
                                                        "path from the accentuated image to the seed)")] = "3",
+               max_rmse: Annotated[str | None, typer.Option("--max-rmse", help="a budget: no picture goes further "
+                                                           "than this pixel RMSE (0–255) from the seed, or a list "
+                                                           "'8,16,24': one picture per budget")] = None,
                steps: ItersOpt = None, model: ModelOpt = "efficientnet_lite0",
                size: Annotated[int | None, typer.Option(help="input size in pixels (default: the model's)",
                                                         **SIZE)] = None,
@@ -83,6 +103,7 @@ def accentuate(image: Annotated[str, typer.Argument(help="the seed image: a path
     if target is None:
         raise PreimageError("--target is required: what the network should see more of (e.g. class:1)")
     ws = parse_weights(reg_weight)
+    budgets = parse_budgets(max_rmse)
     rep = load_rep(model, "output", weights, random_weights, device, threads, channels)
     try:
         targets = parse_target(target)
@@ -102,7 +123,9 @@ def accentuate(image: Annotated[str, typer.Argument(help="the seed image: a path
             raise PreimageError(f"--reg-layer: {e}") from None
     if judge:
         load_judges(judge, device)  # an unknown judge fails before any work
-    kwargs = {"reg_layer": reg_layer, "reg_weight": ws if len(ws) > 1 else ws[0], "steps": steps, "param": param,
+    kwargs = {"reg_layer": reg_layer, "reg_weight": ws if len(ws) > 1 else ws[0],
+              "max_rmse": budgets if budgets is None or len(budgets) > 1 else budgets[0], "steps": steps,
+              "param": param,
               "transforms": transforms, "optimizer": optimizer, "size": size, "seed": seed,
               "attribution": not no_attribution, "judge": judge}
     options = call_options(run_accentuate, kwargs, ("model", "images", "target", "stats", "progress", "device")) | {
@@ -118,7 +141,8 @@ def accentuate(image: Annotated[str, typer.Argument(help="the seed image: a path
             p = (f", p {r['probability_start']:.3f} → {r['probability']:.3f}"
                  f"{' (top-1)' if r.get('top1') == _class(r) else ''}" if r.get("probability") is not None else "")
             err = f", {r['reg_layer']} error {r['layer_error']:.2f}" if r.get("layer_error") is not None else ""
-            out_console.print(f"{r['label']} w={r['reg_weight']:g}: activation {r['activation_start']:.3g} → "
+            budget = f" RMSE ≤ {r['max_rmse']:g}" if r.get("max_rmse") is not None else ""
+            out_console.print(f"{r['label']} w={r['reg_weight']:g}{budget}: activation {r['activation_start']:.3g} → "
                               f"{r['activation']:.3g}{p}; RMSE {r['rmse']:.1f}{err}  → {r['image']}", markup=False)
             if r.get("attribution"):
                 out_console.print(f"  attribution → {r['attribution']}", markup=False)

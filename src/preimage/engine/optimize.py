@@ -32,6 +32,7 @@ import torch
 from ..errors import PreimageError
 from ..representations.base import Representation
 from . import transforms
+from .budget import SeedBall
 from .lbfgs import LBFGSStep, image_buffers
 from .objectives import Objective, Term, views_of
 from .param import ADAM_LR, Parameterization, ParamImage, Pixel, parse_param
@@ -296,8 +297,10 @@ class AutogradPath:
     def __init__(self, rep: Representation, data: DataTerm, objective: Objective, param: ParamImage, n: int,
                  size: tuple[int, int], energy: Energy, optimizer: str | None, jitter: int | None,
                  transforms: Sequence[Transform] | None, prior: BNStats | None, rng: ProblemRNG,
-                 image_prior: ImagePrior | None = None, attribution: bool = False) -> None:
+                 image_prior: ImagePrior | None = None, attribution: bool = False,
+                 image_map: SeedBall | None = None) -> None:
         self.rep, self.data, self.objective, self.param, self.n = rep, data, objective, param, n
+        self.image_map = image_map
         self.size, self.energy, self.rng, self.prior = size, energy, rng, prior
         self.optimizer, self.jitter, self.transforms = optimizer, jitter, transforms
         self.image_prior = image_prior
@@ -341,7 +344,7 @@ class AutogradPath:
 
     def iterate(self, out: torch.Tensor) -> None:
         with torch.enable_grad():
-            img = self.param()
+            img = self.picture()
             views = transforms.compose(self.stage_transforms, img, self.rng)
             with self.prior.watching(self.rep) if self.prior else contextlib.nullcontext():
                 phi = self.data.phi(views)
@@ -369,9 +372,14 @@ class AutogradPath:
         if self.lbfgs:
             self.lbfgs.restore([t.data for t in self.param.params()])
 
+    def picture(self) -> torch.Tensor:
+        """The parameterization's image, through the image map (a distance budget) where there is one."""
+        img = self.param()
+        return img if self.image_map is None else self.image_map(img)
+
     def image(self) -> torch.Tensor:
         with torch.no_grad():
-            return self.param().detach()
+            return self.picture().detach()
 
 
 def problem_units(objective: Objective, n: int) -> list[list[int]]:
@@ -396,7 +404,7 @@ def optimize(rep: Representation, objective: Objective, n: int, size: tuple[int,
              compile: bool = False, param: str | Parameterization = "pixel",
              transforms: Sequence[Transform] | None = None, prior: BNStats | None = None,
              image_prior: ImagePrior | None = None, attribution: bool = False,
-             bound: float | None = None) -> Trace:
+             bound: float | None = None, image_map: SeedBall | None = None) -> Trace:
     """Minimize the energy for N problems.
 
     rep: Φ; objective: features → N data terms; size: (H, W) of the network input; init: N×C×H×W in paper
@@ -413,7 +421,9 @@ def optimize(rep: Representation, objective: Objective, n: int, size: tuple[int,
     "bf16": bfloat16 autocast; "fp16": float16, with a fixed loss scale on the fast path); the data term, the
     priors, the image and the optimizer state stay float32. compile: run Φ through ``torch.compile`` (start-up
     cost; for GPUs). image_prior: a term on the untransformed image (``ImagePrior``; takes the autograd path).
-    bound: a style's pixel bound B+ (``Style.bound``; None: the energy's).
+    bound: a style's pixel bound B+ (``Style.bound``; None: the energy's). image_map: a map applied to the
+    parameterization's image before everything else (``budget.SeedBall``: a distance budget around a seed; takes
+    the autograd path); the pictures returned are its output.
     attribution: also sum, over the steps, |∂ data term / ∂ image| per pixel (summed over colour channels; MaCo's
     transparency map) into ``Trace.attribution`` (N×1×H×W); one more backward pass per step on the autograd path,
     none on the paper's; the pictures are the same with or without it. Raises PreimageError if the energy becomes
@@ -430,7 +440,8 @@ def optimize(rep: Representation, objective: Objective, n: int, size: tuple[int,
         units = problem_units(objective, n) if per_problem(rep.device_dtype()[0]) else [list(range(n))]
         if len(units) == 1:
             return _optimize(rep, objective, n, size, schedule, init, ProblemRNG(seeds), optimizer, energy, jitter,
-                             progress, check_every, amp, compile, param, transforms, prior, image_prior, attribution)
+                             progress, check_every, amp, compile, param, transforms, prior, image_prior, attribution,
+                             image_map)
         total = n * sum(st.iters for st in schedule)
         traces = []
         done = 0
@@ -444,7 +455,8 @@ def optimize(rep: Representation, objective: Objective, n: int, size: tuple[int,
             traces.append(_optimize(rep, objective.select(rows), len(idx), size, schedule,
                                     None if init is None else init[rows], ProblemRNG([seeds[i] for i in idx]),
                                     optimizer, energy, jitter, sub, check_every, amp, compile, param, transforms,
-                                    prior, None if image_prior is None else image_prior.select(rows), attribution))
+                                    prior, None if image_prior is None else image_prior.select(rows), attribution,
+                                    None if image_map is None else image_map.select(rows)))
             done += len(idx) * sum(st.iters for st in schedule)
         order = torch.argsort(torch.tensor([i for idx in units for i in idx]))
         x = torch.cat([t.x for t in traces])[order.to(traces[0].x.device)]
@@ -465,7 +477,8 @@ def _optimize(rep: Representation, objective: Objective, n: int, size: tuple[int
               init: torch.Tensor | None, rng: ProblemRNG, optimizer: str | None, energy: Energy, jitter: int | None,
               progress: Progress | None, check_every: int, amp: bool | str | None, compile: bool,
               param: Parameterization, transforms: Sequence[Transform] | None, prior: BNStats | None,
-              image_prior: ImagePrior | None = None, attribution: bool = False) -> Trace:
+              image_prior: ImagePrior | None = None, attribution: bool = False,
+              image_map: SeedBall | None = None) -> Trace:
     """One batch of problems through the loop (``optimize``)."""
     device, dtype = rep.device_dtype()
     keep_freed_memory()
@@ -478,13 +491,13 @@ def _optimize(rep: Representation, objective: Objective, n: int, size: tuple[int
         jitter = rep.geometry().jitter
     data = DataTerm(rep, objective, amp, compile)
     if isinstance(param, Pixel) and transforms is None and prior is None and image_prior is None and \
-            not uses_lbfgs(schedule, optimizer):
+            image_map is None and not uses_lbfgs(schedule, optimizer):
         path: PixelPath | AutogradPath = PixelPath(rep, data, x, size, energy, optimizer, jitter, rng, attribution)
     else:
         p = param.build(n, rep.channels, size, rep.mean.cpu(), energy.bound, rng,
                         init=None if x is None else x).to(device, dtype)
         path = AutogradPath(rep, data, objective, p, n, size, energy, optimizer, jitter, transforms, prior, rng,
-                            image_prior, attribution)
+                            image_prior, attribution, image_map)
     for stage in schedule:
         path.optimizer_for(stage)
     total = sum(s.iters for s in schedule)

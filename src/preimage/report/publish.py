@@ -25,6 +25,12 @@ from .writers import check_folder, save_grid, write_json
 PREFIX = {"maximize": "max", "caricature": "car", "accentuate": "acc", "invert": "inv"}
 
 
+def path_names(weights: Sequence[float], budgets: Sequence[float | None] = (None,)) -> list[str]:
+    """The names that tell an accentuation's pictures apart, weight-major: ``w3`` per weight, ``w3-rmse24`` per
+    weight and distance budget (where there are budgets)."""
+    return [f"w{w:g}" + ("" if b is None else f"-rmse{b:g}") for w in weights for b in budgets]
+
+
 def picture_names(task: str, config: dict[str, Any], subject: str) -> list[str]:
     """Readable file names (no suffix) for a job's pictures: task, subject (the target, or the input image's name),
     model, layer, then what tells its problems apart (C, restart), in the order the task makes them."""
@@ -33,8 +39,10 @@ def picture_names(task: str, config: dict[str, Any], subject: str) -> list[str]:
     base = [PREFIX.get(task, task), safe_name(subject), model, safe_name(config.get("layer") or "output")]
     cs = opts.get("C") if isinstance(opts.get("C"), list) else [None]
     restarts = int(opts.get("restarts", 1) or 1)
-    if isinstance(opts.get("reg_weight"), list) and len(opts["reg_weight"]) > 1:  # accentuate: one per weight
-        return ["-".join([*base, f"w{w:g}"]) for w in opts["reg_weight"]]
+    ws, bs = opts.get("reg_weight"), opts.get("max_rmse")
+    if isinstance(ws, list) and len(ws) > 1 or isinstance(bs, list) and len(bs) > 1:  # accentuate: one per pair
+        names = path_names(ws if isinstance(ws, list) else [ws], bs if isinstance(bs, list) else [bs])
+        return ["-".join([*base, n]) for n in names]
     return ["-".join(base + ([f"C{c:g}"] if len(cs) > 1 else []) + ([f"r{r}"] if restarts > 1 else []))
             for c in cs for r in range(restarts)]
 

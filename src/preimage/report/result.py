@@ -96,7 +96,8 @@ class Result:
                 parts.append(f"act {r['activation']:.3g}" + (f" ({ratio:.1f}× natural max)" if ratio is not None
                                                               else ""))
             if r.get("reg_weight") is not None:  # accentuation: its weight and how far it went from the seed
-                parts.append(f"w {r['reg_weight']:g}" + (f" RMSE {r['rmse']:.1f}" if r.get("rmse") is not None else ""))
+                parts.append(f"w {r['reg_weight']:g}" + (f" RMSE {r['rmse']:.1f}" if r.get("rmse") is not None else "")
+                             + (f" (≤ {r['max_rmse']:g})" if r.get("max_rmse") is not None else ""))
             if r.get("probability") is not None:
                 parts.append(f"p {r['probability']:.2f}")
             if r.get("top1") is not None and r.get("unit") is not None and r["top1"] >= 0 and r["top1"] != r["unit"]:

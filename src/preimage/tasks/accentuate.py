@@ -13,6 +13,10 @@ the seed:
 * in pixels (Horama's): mean((x − x0)²) / 32², 0–255 units (D = 1 at an RMSE of 32);
 * or none (w is then ignored).
 
+``max_rmse`` adds a hard budget: each picture stays within that pixel RMSE of its seed (``engine.budget``: the
+image is pulled back onto the ball, so the target uses the whole budget where a weight would land short of it or
+past it); a list gives one picture per budget.
+
 ``reg_weight`` may be a list: one picture per weight, all in one call, the path from the seed (large w) to the
 accentuated image (small w). The paper's α-norm and TV priors and its colour ball are off by default (``energy``):
 a real image lies outside the ball (RMSE 14 on astronaut from the projection alone), and the distance to the seed
@@ -28,6 +32,7 @@ from typing import Any
 
 import torch
 
+from ..engine.budget import SeedBall
 from ..engine.memory import check_memory
 from ..engine.optimize import Energy, ImagePrior, Progress, extra_buffers, optimize
 from ..engine.param import Fourier, Parameterization
@@ -39,6 +44,7 @@ from ..engine.targets import Diversity, Objective, parse_target
 from ..engine.transforms import Crops, Jitter, Rotate, Scale, Transform
 from ..errors import PreimageError
 from ..measures.stats import NeuronStats, images_id, load_stats
+from ..report.publish import path_names
 from ..report.result import Result
 from ..report.store import job_config
 from ..representations import ModelLike, Representation, model_spec
@@ -155,8 +161,24 @@ def check_weights(reg_weight: Any) -> list[float]:
     return out
 
 
+def check_budgets(max_rmse: Any) -> list[float | None]:
+    """max_rmse as a list of budgets: [None] for none, else numbers in [1, 255] (pixel RMSE, 0–255), each once."""
+    if max_rmse is None:
+        return [None]
+    bs = list(max_rmse) if isinstance(max_rmse, (list, tuple)) else [max_rmse]
+    if not bs:
+        raise PreimageError("max_rmse must be a number in [1, 255] or a list of them, got an empty list",
+                            param="max_rmse")
+    out = [check_number(b, "max_rmse", 1.0, 255.0) for b in bs]
+    if len(set(out)) != len(out):
+        raise PreimageError(f"max_rmse lists a budget twice ({max_rmse!r}): each would give the same picture",
+                            param="max_rmse")
+    return out
+
+
 def accentuate(model: ModelLike, images: Images, target: str | Objective | Sequence[str | Objective], *,
                reg_layer: str | None = REG_LAYER, reg_weight: float | Sequence[float] = REG_WEIGHT,
+               max_rmse: float | Sequence[float] | None = None,
                steps: int | None = None, style: str | Style = ACCENTUATE_STYLE,
                param: str | Parameterization | None = None,
                transforms: str | Transform | Sequence[Transform | str] | None = None,
@@ -173,37 +195,40 @@ def accentuate(model: ModelLike, images: Images, target: str | Objective | Seque
     ``"direction:blocks.4:cav.npy"``, ``Class(1) - 0.5 * Class(2)``), or a list of them. reg_layer: where the
     distance to the seed is measured: ``"pixels"`` (Horama's; the default, measured best), a layer name (faccent's;
     ``"auto"``: the first layer of stride 8) or ``"none"``/None. reg_weight: its weight w (≥ 0), or a list: one
-    picture per weight. steps: iterations (default: the style's, 64). style/param/transforms/prior/optimizer: as for
-    ``maximize`` (default: a Fourier parameterization started from the seed, light jitter, scale and rotation, 8
-    crops of 40–100 % of the side, Adam, no feature prior). size: the input side (default: the model's; a tensor's
+    picture per weight. max_rmse: a pixel-RMSE budget (0–255 units, 1–255): no picture goes further from its
+    seed (the 8-bit picture included), or a list: one picture per budget and weight. steps: iterations (default:
+    the style's, 64). style/param/transforms/prior/optimizer: as for ``maximize`` (default: a Fourier
+    parameterization started from the seed, light jitter, scale and rotation, 16 crops of 40–100 % of the side,
+    Adam, no feature prior). size: the input side (default: the model's; a tensor's
     own). attribution: also return the summed |∂target/∂image| (one more backward pass per step).
     images_stats/stats: reference images for M_c (as ``maximize``'s ``images``). judge: classifier name(s) whose
     p(class) on each picture of a class target is reported (``info["transfer"]``).
 
-    Returns a Result: ``images`` N×C×H×W in 0–255, N = images × targets × weights (in that order), metrics per
-    picture: ``activation`` and ``activation_start`` (the target's raw value on the picture and on the seed),
-    ``reg_weight``, ``rmse`` (pixel RMSE to the seed, 0–255), ``layer_error`` (the IJCV error at reg_layer, NaN
-    without a layer), and for class targets ``probability``, ``probability_start`` and ``top1`` (the model's own);
-    ``attribution`` N×1×H×W.
+    Returns a Result: ``images`` N×C×H×W in 0–255, N = images × targets × weights × budgets (in that order),
+    metrics per picture: ``activation`` and ``activation_start`` (the target's raw value on the picture and on the
+    seed), ``reg_weight``, ``max_rmse`` (with budgets), ``rmse`` (pixel RMSE to the seed, 0–255), ``layer_error``
+    (the IJCV error at reg_layer, NaN without a layer), and for class targets ``probability``,
+    ``probability_start`` and ``top1`` (the model's own); ``attribution`` N×1×H×W.
     """
     call = call_options(accentuate, locals(), ("model", "images", "target", "stats", "progress"))
     targets = parse_target(target)
     spec = model_spec(model)
     rep0 = as_representation(model, _atom_layer(targets[0].atoms()[0], spec)[0] or "output", device=device)
     with borrowed(rep0):
-        return _accentuate(rep0, images, targets, reg_layer, reg_weight, steps, style, param, transforms, prior,
-                           optimizer, size, seed, attribution, images_stats, stats, judge, energy, amp, compile,
-                           progress, call)
+        return _accentuate(rep0, images, targets, reg_layer, reg_weight, max_rmse, steps, style, param, transforms,
+                           prior, optimizer, size, seed, attribution, images_stats, stats, judge, energy, amp,
+                           compile, progress, call)
 
 
 def _accentuate(rep0: Representation, images: Images, targets: list[Objective], reg_layer: str | None,
-                reg_weight: Any, steps: int | None, style: Any, param: Any, transforms: Any, prior: Any,
+                reg_weight: Any, max_rmse: Any, steps: int | None, style: Any, param: Any, transforms: Any, prior: Any,
                 optimizer: str | None, size: Any, seed: int, attribution: bool, images_stats: Any,
                 stats: NeuronStats | None, judge: Any, energy: Energy | dict, amp: Any, compile: bool,
                 progress: Progress | None, call: dict[str, Any]) -> Result:
     spec = rep0.spec
     device = rep0.device_dtype()
     weights = check_weights(reg_weight)
+    budgets = check_budgets(max_rmse)
     seed = check_count(seed, "seed", 0, 2**63 - 1)
     if steps is not None:
         check_count(steps, "steps", 1, 1_000_000)
@@ -222,7 +247,8 @@ def _accentuate(rep0: Representation, images: Images, targets: list[Objective], 
     sty, opt_kw = resolve(first.rep, style, param=param, transforms=transforms, prior=prior, optimizer=optimizer)
     sched = scale_schedule(SINGLE_STAGE, steps if steps is not None else (sty.iters or 64))
     n_img = image_count(images)
-    n = n_img * len(targets) * len(weights)
+    per = len(weights) * len(budgets)  # pictures per image and target
+    n = n_img * len(targets) * per
     hw0 = check_size(size)
     check_memory(first.rep, n, hw0 or spec.input_size, extra_buffers=extra_buffers(sched, opt_kw["optimizer"]))
     specs = image_specs(images)
@@ -254,10 +280,11 @@ def _accentuate(rep0: Representation, images: Images, targets: list[Objective], 
         stats = load_stats(spec, images=images_stats)
     binding = bind(spec, targets, 1, hw, stats, device)
     rep = binding.rep
-    # Problem p: image p // (T·W), target (p // W) % T, weight p % W.
-    t_of = torch.arange(n) // len(weights) % len(targets)
-    i_of = torch.arange(n) // (len(weights) * len(targets))
-    w_of = torch.tensor(weights, dtype=torch.float64).repeat(n // len(weights))
+    # Problem p: image p // (T·W·B), target (p // (W·B)) % T, weight (p // B) % W, budget p % B.
+    t_of = torch.arange(n) // per % len(targets)
+    i_of = torch.arange(n) // (per * len(targets))
+    w_of = torch.tensor(weights, dtype=torch.float64).repeat_interleave(len(budgets)).repeat(n // per)
+    b_of = [budgets[p % len(budgets)] for p in range(n)]
     term = binding.term.select(t_of)
     kappa = torch.tensor([_kappa(binding, ti, hw) for ti in range(len(targets))], dtype=torch.float64)[t_of]
     if sty.C != 1.0:
@@ -268,21 +295,27 @@ def _accentuate(rep0: Representation, images: Images, targets: list[Objective], 
                                   ref=None if reg_rep is None else ref[i_of.to(ref.device)])
     if sty.prior is not None and rep is not first.rep:
         opt_kw["prior"] = sty.prior.build(rep)
+    ball = None
+    if budgets != [None]:
+        ball = SeedBall(x0[i_of.to(x0.device)], torch.tensor(b_of, dtype=torch.float64))
     options = {**describe(sty, sched), "schedule": schedule_record(sched), "size": list(hw), "reg_layer": where,
                "energy": vars(energy), "stats_id": images_id(stats.images), "attribution": attribution}
     problems = [{"target": targets[int(t_of[p])].spec(), "label": targets[int(t_of[p])].label,
                  "input": specs[int(i_of[p])] if specs else names[int(i_of[p])], "input_name": names[int(i_of[p])],
-                 "reg_weight": float(w_of[p]), "reg_layer": where} for p in range(n)]
-    # A problem's seed leaves its weight out: every weight of a path draws the same transforms, so the pictures
-    # differ by the weight alone (and without a distance they are the same).
+                 "reg_weight": float(w_of[p]), "reg_layer": where, **({} if b_of[p] is None else {"max_rmse": b_of[p]})}
+                for p in range(n)]
+    # A problem's seed leaves its weight and budget out: every picture of a path draws the same transforms, so the
+    # pictures differ by the weight and budget alone (and without a distance or budget they are the same).
     prob_seeds = seeds("accentuate", rep, [{"target": pr["target"], "image": prints[int(i_of[p])]}
                                            for p, pr in enumerate(problems)], options, seed)
     trace = optimize(rep, term, n, hw, sched, init=x0[i_of.to(x0.device)], seed=prob_seeds, energy=energy,
                      progress=progress, amp=amp, compile=compile, image_prior=prior_term, attribution=attribution,
-                     **opt_kw)
+                     image_map=ball, **opt_kw)
     out = pictures(rep, trace.x)
     metrics = _metrics(binding, targets, t_of, out, img[i_of.to(img.device)], prior_term, reg_rep, where)
     metrics["reg_weight"] = w_of.float()
+    if ball is not None:
+        metrics["max_rmse"] = torch.tensor(b_of, dtype=torch.float32)
     mid = model_id(spec)
     jobs = []
     for ii in range(n_img):
@@ -290,7 +323,7 @@ def _accentuate(rep0: Representation, images: Images, targets: list[Objective], 
             rows = [p for p in range(n) if int(i_of[p]) == ii and int(t_of[p]) == ti]
             jobs.append({"config": job_config("accentuate", mid, target_layer(t, spec), [t.spec()],
                                               [specs[ii] if specs else prints[ii]], call),
-                         "rows": rows, "names": [f"w{w:g}" for w in weights], "subject": f"{names[ii]}-{t.label}"})
+                         "rows": rows, "names": path_names(weights, budgets), "subject": f"{names[ii]}-{t.label}"})
     info = {"task": "accentuate", **options, "seed": seed, "stages": trace.stages, "display": display_scale(sty.name),
             "model_id": mid, "reference": img}
     result = Result(out, problems, metrics, spec.name, rep.layer, trace.iterations, trace.seconds, trace.energy, info,
