@@ -490,4 +490,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from preimage.errors import PreimageError
+
+    try:
+        main()
+    except PreimageError as e:  # a seed or picture that cannot be read (e.g. --raw without `prepare`): one line
+        fail(f"{e} (run `accentuation_eval.py prepare --raw` with the same folder first, or check --runs)")

@@ -112,8 +112,12 @@ def test_a_budget_holds_on_the_saved_picture_and_is_used() -> None:
                           atol=0.05)
     act = r.metrics["activation"]
     assert float(act[0]) < float(act[1])  # a larger budget reaches further
-    free = accentuate(tiny(), x0, "2:1", reg_layer="none", steps=12, param="pixel")
+    free = accentuate(tiny(), x0, "2:1", reg_layer="none", max_rmse=None, steps=12, param="pixel")
     assert float(free.metrics["rmse"][0]) > 12 and "max_rmse" not in free.metrics
+    # "no budget" is recorded as such, not left out (a rerun from the record would get the default budget)
+    assert free.jobs[0]["config"]["options"]["max_rmse"] == "none"
+    default = accentuate(tiny(), x0, "2:1", reg_layer="none", steps=2, param="pixel", attribution=False)
+    assert default.metrics["max_rmse"].tolist() == [24.0] and default.problems[0]["reg_weight"] == 0.3
 
 
 def test_no_regularization_and_every_parameterization() -> None:

@@ -43,13 +43,13 @@ def parse_weights(s: str) -> list[float]:
     return check_weights(vals)
 
 
-def parse_budgets(s: str | None) -> list[float] | None:
-    """``"16,24"`` → [16.0, 24.0] (pixel-RMSE budgets in [1, 255], each once); None for none; one clear line naming
-    --max-rmse otherwise."""
-    from ..tasks.accentuate import check_budgets
+def parse_budgets(s: str) -> list[float] | str:
+    """``"16,24"`` → [16.0, 24.0] (pixel-RMSE budgets in [1, 255], each once); ``"none"`` for none; one clear line
+    naming --max-rmse otherwise."""
+    from ..tasks.accentuate import NONE, check_budgets
 
-    if s is None:
-        return None
+    if s.strip().lower() == NONE:
+        return NONE
     try:
         vals = [float(v) for v in s.split(",") if v.strip()]
     except ValueError:
@@ -73,10 +73,10 @@ def accentuate(image: Annotated[str, typer.Argument(help="the seed image: a path
                                                       "none")] = "pixels",
                reg_weight: Annotated[str, typer.Option("--reg-weight", help="weight of the distance to the seed "
                                                        "(≥ 0), or a list '1,3,10': one picture per weight (the "
-                                                       "path from the accentuated image to the seed)")] = "3",
-               max_rmse: Annotated[str | None, typer.Option("--max-rmse", help="a budget: no picture goes further "
-                                                           "than this pixel RMSE (0–255) from the seed, or a list "
-                                                           "'8,16,24': one picture per budget")] = None,
+                                                       "path from the accentuated image to the seed)")] = "0.3",
+               max_rmse: Annotated[str, typer.Option("--max-rmse", help="a budget: no picture goes further than "
+                                                     "this pixel RMSE (0–255) from the seed, or a list '8,16,24': "
+                                                     "one picture per budget; none: no budget")] = "24",
                steps: ItersOpt = None, model: ModelOpt = "efficientnet_lite0",
                size: Annotated[int | None, typer.Option(help="input size in pixels (default: the model's)",
                                                         **SIZE)] = None,
@@ -87,9 +87,9 @@ def accentuate(image: Annotated[str, typer.Argument(help="the seed image: a path
                png_scale: PngScaleOpt = None, weights: WeightsOpt = None, random_weights: RandomOpt = False,
                channels: ChannelsOpt = None, force: ForceOpt = False, device: DeviceOpt = "cpu",
                threads: ThreadsOpt = None, as_json: JsonOpt = False) -> None:
-    """Feature accentuation: change IMAGE just enough for the network to see more of --target (one picture per
-    --reg-weight, each with an attribution overlay beside it). The paper's caricature exaggerates everything a
-    layer sees; this exaggerates one chosen feature."""
+    """Feature accentuation: change IMAGE just enough for the network to see more of --target, never further than
+    --max-rmse from it (one picture per --reg-weight and --max-rmse, each with an attribution overlay beside it).
+    The paper's caricature exaggerates everything a layer sees; this exaggerates one chosen feature."""
     from ..engine.styles import resolve
     from ..engine.targets import parse_target
     from ..images import check_scale, image_name, load_image
@@ -124,7 +124,7 @@ def accentuate(image: Annotated[str, typer.Argument(help="the seed image: a path
     if judge:
         load_judges(judge, device)  # an unknown judge fails before any work
     kwargs = {"reg_layer": reg_layer, "reg_weight": ws if len(ws) > 1 else ws[0],
-              "max_rmse": budgets if budgets is None or len(budgets) > 1 else budgets[0], "steps": steps,
+              "max_rmse": budgets if isinstance(budgets, str) or len(budgets) > 1 else budgets[0], "steps": steps,
               "param": param,
               "transforms": transforms, "optimizer": optimizer, "size": size, "seed": seed,
               "attribution": not no_attribution, "judge": judge}

@@ -27,8 +27,8 @@ PREFIX = {"maximize": "max", "caricature": "car", "accentuate": "acc", "invert":
 
 def path_names(weights: Sequence[float], budgets: Sequence[float | None] = (None,)) -> list[str]:
     """The names that tell an accentuation's pictures apart, weight-major: ``w3`` per weight, ``w3-rmse24`` per
-    weight and distance budget (where there are budgets)."""
-    return [f"w{w:g}" + ("" if b is None else f"-rmse{b:g}") for w in weights for b in budgets]
+    weight and distance budget where there are several budgets."""
+    return [f"w{w:g}" + ("" if b is None or len(budgets) == 1 else f"-rmse{b:g}") for w in weights for b in budgets]
 
 
 def picture_names(task: str, config: dict[str, Any], subject: str) -> list[str]:
