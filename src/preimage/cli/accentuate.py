@@ -32,32 +32,28 @@ from .common import (
 )
 
 
+def parse_numbers(s: str, option: str) -> list[float]:
+    """``"0.3,1,3"`` → [0.3, 1.0, 3.0]; one clear line naming ``option`` where a part is not a number."""
+    try:
+        return [float(v) for v in s.split(",") if v.strip()]
+    except ValueError:
+        raise PreimageError(f"{option} takes numbers separated by commas, got '{s}'") from None
+
+
 def parse_weights(s: str) -> list[float]:
-    """``"0.3,1,3"`` → [0.3, 1.0, 3.0] (numbers ≥ 0, each once); one clear line naming --reg-weight otherwise."""
+    """--reg-weight's list (numbers ≥ 0, each once)."""
     from ..tasks.accentuate import check_weights
 
-    try:
-        vals = [float(v) for v in s.split(",") if v.strip()]
-    except ValueError:
-        raise PreimageError(f"--reg-weight takes numbers ≥ 0 separated by commas, got '{s}'") from None
-    return check_weights(vals)
+    return check_weights(parse_numbers(s, "--reg-weight"))
 
 
 def parse_budgets(s: str) -> list[float] | str:
-    """``"16,24"`` → [16.0, 24.0] (pixel-RMSE budgets in [1, 255], each once); ``"none"`` for none; one clear line
-    naming --max-rmse otherwise."""
+    """--max-rmse's list (pixel-RMSE budgets in [1, 255], each once), or ``"none"``."""
     from ..tasks.accentuate import NONE, check_budgets
 
     if s.strip().lower() == NONE:
         return NONE
-    try:
-        vals = [float(v) for v in s.split(",") if v.strip()]
-    except ValueError:
-        raise PreimageError(f"--max-rmse takes numbers in [1, 255] separated by commas, got '{s}'") from None
-    try:
-        return check_budgets(vals)  # type: ignore[return-value]
-    except PreimageError as e:
-        raise PreimageError(f"--max-rmse: {e}") from None
+    return check_budgets(parse_numbers(s, "--max-rmse"))  # type: ignore[return-value]
 
 
 @app.command()

@@ -153,16 +153,22 @@ def default_reg_layer(spec: Any, hw: tuple[int, int] = (224, 224)) -> str | None
     return found
 
 
+def distinct_numbers(value: Any, name: str, low: float, high: float, noun: str) -> list[float]:
+    """value (a number or a non-empty list of them) as a list of finite numbers in [low, high], each once; one clear
+    line naming ``name`` otherwise."""
+    vs = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not vs:
+        raise PreimageError(f"{name} must be a number in [{low:g}, {high:g}] or a list of them, got an empty list",
+                            param=name)
+    out = [check_number(v, name, low, high) for v in vs]
+    if len(set(out)) != len(out):
+        raise PreimageError(f"{name} lists a {noun} twice ({value!r}): each would give the same picture", param=name)
+    return out
+
+
 def check_weights(reg_weight: Any) -> list[float]:
     """reg_weight as a list of finite numbers ≥ 0 (a number or a non-empty list of them), each once."""
-    ws = list(reg_weight) if isinstance(reg_weight, (list, tuple)) else [reg_weight]
-    if not ws:
-        raise PreimageError("reg_weight must be a number ≥ 0 or a list of them, got an empty list", param="reg_weight")
-    out = [check_number(w, "reg_weight", 0.0, 1e12) for w in ws]
-    if len(set(out)) != len(out):
-        raise PreimageError(f"reg_weight lists a weight twice ({reg_weight!r}): each would give the same picture",
-                            param="reg_weight")
-    return out
+    return distinct_numbers(reg_weight, "reg_weight", 0.0, 1e12, "weight")
 
 
 def check_budgets(max_rmse: Any) -> list[float | None]:
@@ -170,15 +176,7 @@ def check_budgets(max_rmse: Any) -> list[float | None]:
     0–255), each once."""
     if max_rmse is None or isinstance(max_rmse, str) and max_rmse.strip().lower() == NONE:
         return [None]
-    bs = list(max_rmse) if isinstance(max_rmse, (list, tuple)) else [max_rmse]
-    if not bs:
-        raise PreimageError("max_rmse must be a number in [1, 255] or a list of them, got an empty list",
-                            param="max_rmse")
-    out = [check_number(b, "max_rmse", 1.0, 255.0) for b in bs]
-    if len(set(out)) != len(out):
-        raise PreimageError(f"max_rmse lists a budget twice ({max_rmse!r}): each would give the same picture",
-                            param="max_rmse")
-    return out
+    return list(distinct_numbers(max_rmse, "max_rmse", 1.0, 255.0, "budget"))
 
 
 def accentuate(model: ModelLike, images: Images, target: str | Objective | Sequence[str | Objective], *,
@@ -202,11 +200,11 @@ def accentuate(model: ModelLike, images: Images, target: str | Objective | Seque
     ``"auto"``: the first layer of stride 8) or ``"none"``/None. reg_weight: its weight w (≥ 0), or a list: one
     picture per weight. max_rmse: a pixel-RMSE budget (0–255 units, 1–255; default 24, measured best with w 0.3):
     no picture goes further from its seed (the 8-bit picture included), or a list: one picture per budget and
-    weight; None or ``"none"``: no budget. steps: iterations (default:
-    the style's, 64). style/param/transforms/prior/optimizer: as for ``maximize`` (default: a Fourier
-    parameterization started from the seed, light jitter, scale and rotation, 16 crops of 40–100 % of the side,
-    Adam, no feature prior). size: the input side (default: the model's; a tensor's
-    own). attribution: also return the summed |∂target/∂image| (one more backward pass per step).
+    weight; None or ``"none"``: no budget. steps: iterations (default: the style's, 64).
+    style/param/transforms/prior/optimizer: as for ``maximize`` (default: a Fourier parameterization started from
+    the seed, light jitter, scale and rotation, 16 crops of 40–100 % of the side, Adam, no feature prior). size:
+    the input side (default: the model's; a tensor's own). attribution: also return the summed |∂target/∂image|
+    (one more backward pass per step).
     images_stats/stats: reference images for M_c (as ``maximize``'s ``images``). judge: classifier name(s) whose
     p(class) on each picture of a class target is reported (``info["transfer"]``).
 
