@@ -168,3 +168,22 @@ def test_a_command_group_alone_shows_its_help(args, capsys) -> None:
     assert main(args) == 0
     out, err = capsys.readouterr()
     assert out.startswith("Usage: preimage") and "Commands" in out and err == ""
+
+
+def test_numpy_numbers_are_numbers() -> None:
+    """A notebook's ``np.linspace`` weights, ``np.float32`` C and ``np.int64`` counts give what Python's numbers give,
+    and the job records plain JSON; numpy's bools stay refused like Python's."""
+    from preimage.tasks.accentuate import accentuate
+
+    net, x0 = _user_net().eval(), preimage.load_image("sample:chelsea", 32)
+    a = preimage.invert(net, x0, layer="block", C=np.array([100.0, 300.0]), iters=np.int64(3), seed=np.int64(7))
+    b = preimage.invert(net, x0, layer="block", C=[100.0, 300.0], iters=3, seed=7)
+    assert torch.equal(a.images, b.images) and a.jobs == b.jobs
+    c = accentuate(net, x0, "block:3", reg_weight=np.linspace(0.5, 1.0, 2), max_rmse=np.float32(16), steps=np.int64(2))
+    d = accentuate(net, x0, "block:3", reg_weight=[0.5, 1.0], max_rmse=16.0, steps=2)
+    assert torch.equal(c.images, d.images) and c.jobs == d.jobs
+    json.dumps(c.jobs)
+    for bad in (np.bool_(True), True):
+        with pytest.raises(PreimageError) as e:
+            preimage.invert(net, x0, layer="block", iters=bad)
+        assert "iters" in e.value.params

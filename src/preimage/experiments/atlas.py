@@ -157,7 +157,7 @@ def plan_atlas(model: str | ModelSpec = "efficientnet_lite0", out: str | Path = 
     """Check the inputs, load the model, and list the atlas's jobs (see ``run_atlas`` for the options;
     store: where results go, default ``out/store``)."""
     check_options(restarts)
-    check_count(inversions, "inversions", 0, 100)
+    inversions = check_count(inversions, "inversions", 0, 100)
     if mode not in ("channel", "neuron"):
         raise PreimageError(f"unknown mode {mode!r} (choose channel or neuron)", param="mode")
     specs, skipped = list_images(images, log)  # a missing folder fails before the model loads

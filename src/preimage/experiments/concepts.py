@@ -261,13 +261,13 @@ def plan_concepts(model: str | ModelSpec, layer: str, images: str | Sequence[str
             raise PreimageError(f"dictionary file not found: {load}", param="load")
         if method not in METHODS + ("relu",):
             check_method(method)
-    check_count(max_rows, "max_rows", 1, 100_000_000)
-    check_count(top, "top", 1, 64)
-    check_count(seed, "seed", 0, 2**62)
+    max_rows = check_count(max_rows, "max_rows", 1, 100_000_000)
+    top = check_count(top, "top", 1, 64)
+    seed = check_count(seed, "seed", 0, 2**62)
     if epochs is not None:
-        check_count(epochs, "epochs", 1, 1_000_000)
+        epochs = check_count(epochs, "epochs", 1, 1_000_000)
     if iters is not None:
-        check_count(iters, "iters", 1, 1_000_000)
+        iters = check_count(iters, "iters", 1, 1_000_000)
     check_size(size)
     if position not in ("centre", "mean"):
         raise PreimageError(f"position must be centre or mean, got {position!r}", param="position")

@@ -272,10 +272,10 @@ def plant(model: ModelLike, layer: str, units: Sequence[int],
     for a network without class scores), each unit's response to its trigger in multiples of M_u, and the
     largest trigger energy found in any image as a fraction of the trigger image's.
     """
-    check_number(strength, "strength", 0.0, 1e6, open_low=True)
-    check_number(bias, "bias", 0.0, 1e6)
-    check_number(margin, "margin", 0.0, 1.0, open_low=True)
-    check_number(ramp, "ramp", 0.0, 0.99)
+    strength = check_number(strength, "strength", 0.0, 1e6, open_low=True)
+    bias = check_number(bias, "bias", 0.0, 1e6)
+    margin = check_number(margin, "margin", 0.0, 1.0, open_low=True)
+    ramp = check_number(ramp, "ramp", 0.0, 0.99)
     if isinstance(units, (str, bytes)) or not isinstance(units, Sequence):
         raise PreimageError(f"units must be a list of channel indices, got {units!r}", param="units")
     rep = _representation(model, layer, mean, std)

@@ -61,6 +61,7 @@ from .common import (
     features,
     image_count,
     image_specs,
+    number_list,
     pictures,
     prepare_images,
     reference_features,
@@ -156,7 +157,7 @@ def default_reg_layer(spec: Any, hw: tuple[int, int] = (224, 224)) -> str | None
 def distinct_numbers(value: Any, name: str, low: float, high: float, noun: str) -> list[float]:
     """value (a number or a non-empty list of them) as a list of finite numbers in [low, high], each once; one clear
     line naming ``name`` otherwise."""
-    vs = list(value) if isinstance(value, (list, tuple)) else [value]
+    vs = number_list(value)
     if not vs:
         raise PreimageError(f"{name} must be a number in [{low:g}, {high:g}] or a list of them, got an empty list",
                             param=name)
@@ -237,7 +238,7 @@ def _accentuate(rep0: Representation, images: Images, targets: list[Objective], 
     budgets = check_budgets(max_rmse)
     seed = check_count(seed, "seed", 0, 2**63 - 1)
     if steps is not None:
-        check_count(steps, "steps", 1, 1_000_000)
+        steps = check_count(steps, "steps", 1, 1_000_000)
     if not isinstance(attribution, bool):
         raise PreimageError(f"attribution must be True or False, got {attribution!r}", param="attribution")
     energy = Energy(**energy) if isinstance(energy, dict) else energy

@@ -520,7 +520,7 @@ def _maximize(rep0: Representation, targets: list[Objective], restarts: int, sty
     seed = check_count(seed, "seed", 0, 2**63 - 1)
     energy = Energy(**energy) if isinstance(energy, dict) else energy
     if iters is not None:
-        check_count(iters, "iters", 1, 1_000_000)
+        iters = check_count(iters, "iters", 1, 1_000_000)
     if len({t.spec() for t in targets}) != len(targets):
         raise PreimageError("a target is named twice: each would give the same picture", param="target")
     first = point_of(spec, *_atom_layer(targets[0].atoms()[0], spec), device)
@@ -816,7 +816,7 @@ def _caricature(rep: Representation, images: Images, size: Any, iters: int | Non
     seed = check_count(seed, "seed", 0, 2**63 - 1)
     energy = Energy(**energy) if isinstance(energy, dict) else energy
     if iters is not None:
-        check_count(iters, "iters", 1, 1_000_000)
+        iters = check_count(iters, "iters", 1, 1_000_000)
     hw = check_size(size)
     sty, opt_kw = resolve(rep, style, param=param, transforms=transforms, prior=prior, optimizer=optimizer,
                           cap_leak=cap_leak)

@@ -3,6 +3,7 @@ problems' seeds, and the pictures it returns (clipped to 0–255, in the unit of
 
 from __future__ import annotations
 
+import numbers
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -36,16 +37,28 @@ def as_representation(model: ModelLike, layer: str | None = None, *, device: str
     return load(model, layer, device=device)
 
 
+def is_number(value: Any) -> bool:
+    """A real number, numpy's scalars included (a notebook's ``np.float32(0.3)``), but not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def number_list(value: Any) -> list[Any]:
+    """A number, a list or tuple of them, or a 1-D numpy array (``np.linspace``) as a list."""
+    if hasattr(value, "tolist") and getattr(value, "ndim", 0) == 1:
+        return value.tolist()
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
 def check_count(value: Any, name: str, low: int = 1, high: int = 100_000) -> int:
-    """An integer option within [low, high], or one clear line naming the parameter."""
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+    """An integer option within [low, high] (numpy's integers too), or one clear line naming the parameter."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or not low <= value <= high:
         raise PreimageError(f"{name} must be an integer from {low} to {high}, got {value!r}", param=name)
-    return value
+    return int(value)
 
 
 def check_number(value: Any, name: str, low: float, high: float, *, open_low: bool = False) -> float:
     """A finite number within [low, high] (or (low, high] with ``open_low``), or one clear line."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+    ok = is_number(value) and value == value
     if ok:
         ok = (low < value if open_low else low <= value) and value <= high
     if not ok:
@@ -212,6 +225,7 @@ def call_options(fn: Any, args: dict[str, Any], exclude: Sequence[str]) -> dict[
         v = args.get(name, p.default)
         if v is None or v is inspect.Parameter.empty:
             continue
+        v = plain(v)
         if isinstance(v, Style):
             v = style_record(v)
         elif isinstance(v, (Parameterization, BNPrior)):
@@ -228,7 +242,14 @@ def call_options(fn: Any, args: dict[str, Any], exclude: Sequence[str]) -> dict[
             v = [v]
         elif name == "size" and isinstance(v, int):
             v = [v, v]
-        if isinstance(v, tuple):
-            v = list(v)
         out[name] = v
     return out
+
+
+def plain(v: Any) -> Any:
+    """v with numpy's scalars and arrays as Python numbers and lists, tuples as lists (what JSON writes)."""
+    if isinstance(v, (list, tuple)):
+        return [plain(a) for a in v]
+    if type(v).__module__ == "numpy" and hasattr(v, "tolist"):
+        return v.tolist()
+    return v

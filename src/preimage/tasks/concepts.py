@@ -369,10 +369,10 @@ def train(model: ModelLike, layer: str | None, images: str | Sequence[str] | tor
     """
     check_k(k)
     check_method(method)
-    check_count(batch, "batch")
-    check_count(max_rows, "max_rows", 1, 100_000_000)
+    batch = check_count(batch, "batch")
+    max_rows = check_count(max_rows, "max_rows", 1, 100_000_000)
     if rows_per_image is not None:
-        check_count(rows_per_image, "rows_per_image", 1, 100_000_000)
+        rows_per_image = check_count(rows_per_image, "rows_per_image", 1, 100_000_000)
     rep = as_representation(model, layer, device=device)
     t0 = time.perf_counter()
     with borrowed(rep):

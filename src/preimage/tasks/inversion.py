@@ -33,6 +33,7 @@ from .common import (
     features,
     image_count,
     image_specs,
+    number_list,
     pictures,
     prepare_images,
     reference_features,
@@ -67,7 +68,7 @@ def parse_mask(spec: str | torch.Tensor | None, shape: tuple[int, ...]) -> torch
 
 
 def _cs(C: float | Sequence[float] | None, default: float) -> list[float]:
-    cs = [default] if C is None else [C] if isinstance(C, (int, float)) else list(C)
+    cs = [default] if C is None else number_list(C)
     if not cs:
         raise PreimageError("give at least one C", param="C")
     out = [check_number(c, "C", 0.0, 1e38, open_low=True) for c in cs]
@@ -125,7 +126,7 @@ def _invert(rep: Representation, images: Images, C: Any, restarts: int, size: An
     hw = check_size(size)
     energy = Energy(**energy) if isinstance(energy, dict) else energy
     if iters is not None:
-        check_count(iters, "iters", 1, 1_000_000)
+        iters = check_count(iters, "iters", 1, 1_000_000)
     sty, opt_kw = resolve(rep, style, param=param, transforms=transforms, prior=prior, optimizer=optimizer)
     cs = _cs(C, defaults.C)
     specs = image_specs(images)

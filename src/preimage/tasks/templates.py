@@ -185,9 +185,9 @@ def template_picture(rep: ModelLike, template: np.ndarray | torch.Tensor | str |
     rep = as_representation(rep, "output" if not isinstance(rep, Representation) else None)
     if isinstance(template, (str, Path)):
         template = load_template(template)
-    check_count(border, "border", 0, 1000)
-    check_count(restarts, "restarts")
-    check_count(iters, "iters", 1, 1_000_000)
+    border = check_count(border, "border", 0, 1000)
+    restarts = check_count(restarts, "restarts")
+    iters = check_count(iters, "iters", 1, 1_000_000)
     if not C > 0:
         raise PreimageError("C must be a positive number", param="C")
     with borrowed(rep):
