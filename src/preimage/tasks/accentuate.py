@@ -80,7 +80,8 @@ PIXELS, NONE, AUTO = "pixels", "none", "auto"
 #: the reporting half the gain did not hold: level with 8 crops, 11 of 16 pairs top-1 at RMSE ≤ 24 against 13.
 #: Its spectrum falls as 1/f^1.5, not Lucid's 1/f: Adam's steps are coarser, so the budget goes into larger parts
 #: rather than a fine texture that only the optimized network reads (tuning half, round 6, budget 24: 16 of 16 pairs
-#: top-1 on the judge, mean p 0.88, against 14 of 16 and 0.79 at decay 1).
+#: top-1 on the judge, mean p 0.88, against 14 of 16 and 0.79 at decay 1; reporting half: 14 of 16 and 0.75,
+#: against 12 of 16 and 0.62).
 ACCENTUATE_STYLE = Style("accentuate", param=Fourier(decay=1.5),
                          transforms=(Jitter(9), Scale(0.95, 1.05), Rotate(5), Crops(16, 0.4, 1.0)),
                          prior=None, iters=64, C=100.0)
