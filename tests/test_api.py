@@ -183,6 +183,9 @@ def test_numpy_numbers_are_numbers() -> None:
     d = accentuate(net, x0, "block:3", reg_weight=[0.5, 1.0], max_rmse=16.0, steps=2)
     assert torch.equal(c.images, d.images) and c.jobs == d.jobs
     json.dumps(c.jobs)
+    e = preimage.maximize(net, "block:3", size=32, iters=np.int64(2), restarts=np.int64(2), relu_leak=np.float64(0.1))
+    f = preimage.maximize(net, "block:3", size=32, iters=2, restarts=2, relu_leak=0.1)
+    assert torch.equal(e.images, f.images) and e.jobs == f.jobs
     for bad in (np.bool_(True), True):
         with pytest.raises(PreimageError) as e:
             preimage.invert(net, x0, layer="block", iters=bad)

@@ -162,14 +162,12 @@ def unit_image_size(rep: Representation) -> int:
 
 
 def check_options(restarts: int = 1, relu_leak: float = 0.0, cap_leak: float | None = None,
-                  candidates: int | None = None) -> None:
-    """A clear error for a bad restart count, ReLU leak, cap leak or candidate count (None: the style's)."""
-    check_count(restarts, "restarts")
-    if candidates is not None:
-        check_count(candidates, "candidates", 1, 64)
-    check_number(relu_leak, "relu_leak", 0.0, 0.999999)
-    if cap_leak is not None:
-        check_number(cap_leak, "cap_leak", 0.0, 0.999999)
+                  candidates: int | None = None) -> tuple[int, float, float | None, int | None]:
+    """(restarts, relu_leak, cap_leak, candidates) as Python numbers, or a clear error for a bad restart count,
+    ReLU leak, cap leak or candidate count (None: the style's)."""
+    return (check_count(restarts, "restarts"), check_number(relu_leak, "relu_leak", 0.0, 0.999999),
+            None if cap_leak is None else check_number(cap_leak, "cap_leak", 0.0, 0.999999),
+            None if candidates is None else check_count(candidates, "candidates", 1, 64))
 
 
 # --- binding targets to the network ----------------------------------------------------------------------------
@@ -516,7 +514,7 @@ def _maximize(rep0: Representation, targets: list[Objective], restarts: int, sty
               call: dict[str, Any], attribution: bool = False, candidates: int | None = None) -> Result:
     spec = rep0.spec
     device = rep0.device_dtype()
-    check_options(restarts, relu_leak, cap_leak, candidates)
+    restarts, relu_leak, cap_leak, candidates = check_options(restarts, relu_leak, cap_leak, candidates)
     seed = check_count(seed, "seed", 0, 2**63 - 1)
     energy = Energy(**energy) if isinstance(energy, dict) else energy
     if iters is not None:
@@ -812,7 +810,7 @@ def _caricature(rep: Representation, images: Images, size: Any, iters: int | Non
                 limit: bool,
                 energy: Energy | dict, amp: Any, compile: bool, progress: Progress | None,
                 call: dict[str, Any]) -> Result:
-    check_options(relu_leak=relu_leak, cap_leak=cap_leak)
+    _, relu_leak, cap_leak, _ = check_options(relu_leak=relu_leak, cap_leak=cap_leak)
     seed = check_count(seed, "seed", 0, 2**63 - 1)
     energy = Energy(**energy) if isinstance(energy, dict) else energy
     if iters is not None:
