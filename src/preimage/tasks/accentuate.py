@@ -55,13 +55,12 @@ from .common import (
     as_representation,
     call_options,
     check_count,
-    check_number,
     check_size,
     display_scale,
+    distinct_numbers,
     features,
     image_count,
     image_specs,
-    number_list,
     pictures,
     prepare_images,
     reference_features,
@@ -156,19 +155,6 @@ def default_reg_layer(spec: Any, hw: tuple[int, int] = (224, 224)) -> str | None
         if first.get(name) == first[found]:
             return name
     return found
-
-
-def distinct_numbers(value: Any, name: str, low: float, high: float, noun: str) -> list[float]:
-    """value (a number or a non-empty list of them) as a list of finite numbers in [low, high], each once; one clear
-    line naming ``name`` otherwise."""
-    vs = number_list(value)
-    if not vs:
-        raise PreimageError(f"{name} must be a number in [{low:g}, {high:g}] or a list of them, got an empty list",
-                            param=name)
-    out = [check_number(v, name, low, high) for v in vs]
-    if len(set(out)) != len(out):
-        raise PreimageError(f"{name} lists a {noun} twice ({value!r}): each would give the same picture", param=name)
-    return out
 
 
 def check_weights(reg_weight: Any) -> list[float]:

@@ -67,6 +67,20 @@ def check_number(value: Any, name: str, low: float, high: float, *, open_low: bo
     return float(value)
 
 
+def distinct_numbers(value: Any, name: str, low: float, high: float, noun: str, *,
+                     open_low: bool = False) -> list[float]:
+    """value (a number or a non-empty list of them) as a list of finite numbers in [low, high] (or (low, high] with
+    ``open_low``), each once; one clear line naming ``name`` otherwise."""
+    vs = number_list(value)
+    if not vs:
+        rng = f"{'(' if open_low else '['}{low:g}, {high:g}]"
+        raise PreimageError(f"{name} must be a number in {rng} or a list of them, got an empty list", param=name)
+    out = [check_number(v, name, low, high, open_low=open_low) for v in vs]
+    if len(set(out)) != len(out):
+        raise PreimageError(f"{name} lists a {noun} twice ({value!r}): each would give the same picture", param=name)
+    return out
+
+
 def check_size(size: Any) -> tuple[int, int] | None:
     """An input size: None, a side, or (H, W), each 8 to 8192 pixels; one clear line otherwise."""
     if size is None:

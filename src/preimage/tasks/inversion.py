@@ -27,13 +27,12 @@ from .common import (
     as_representation,
     call_options,
     check_count,
-    check_number,
     check_size,
     display_scale,
+    distinct_numbers,
     features,
     image_count,
     image_specs,
-    number_list,
     pictures,
     prepare_images,
     reference_features,
@@ -68,13 +67,7 @@ def parse_mask(spec: str | torch.Tensor | None, shape: tuple[int, ...]) -> torch
 
 
 def _cs(C: float | Sequence[float] | None, default: float) -> list[float]:
-    cs = [default] if C is None else number_list(C)
-    if not cs:
-        raise PreimageError("give at least one C", param="C")
-    out = [check_number(c, "C", 0.0, 1e38, open_low=True) for c in cs]
-    if len(set(out)) != len(out):
-        raise PreimageError(f"C names the same value twice ({', '.join(f'{c:g}' for c in cs)})", param="C")
-    return out
+    return [default] if C is None else distinct_numbers(C, "C", 0.0, 1e38, "value", open_low=True)
 
 
 def invert(model: ModelLike, images: Images, *, layer: str | None = None, C: float | Sequence[float] | None = None,
