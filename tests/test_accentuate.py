@@ -129,6 +129,9 @@ def test_no_regularization_and_every_parameterization() -> None:
         r = accentuate(tiny(), x0, "2:1 + 0.5*2:2", reg_layer="pixels", steps=3, param=p, attribution=False)
         assert r.images.shape == (1, 3, SIDE, SIDE) and bool(torch.isfinite(r.images).all())
         assert r.attribution is None and r.info["param"].startswith(p)
+    # the stages record the parameterization with its options, as the job does
+    steep = accentuate(tiny(), x0, "2:1", reg_layer="pixels", steps=2, attribution=False)
+    assert steep.info["param"] == "fourier(decay=1.5)" == steep.info["stages"][0]["param"]
 
 
 def test_class_target_on_lite0_reaches_the_class() -> None:

@@ -190,3 +190,10 @@ def test_numpy_numbers_are_numbers() -> None:
         with pytest.raises(PreimageError) as e:
             preimage.invert(net, x0, layer="block", iters=bad)
         assert "iters" in e.value.params
+    # an array where a number belongs is named by its shape, on one line (numpy's repr spans several)
+    for bad, shown in ((np.ones((2, 2)), "got an array of shape (2, 2)"), (np.float64("nan"), "got nan")):
+        with pytest.raises(PreimageError) as e:
+            accentuate(net, x0, "block:3", reg_weight=bad, steps=1)
+        assert str(e.value).endswith(shown) and "\n" not in str(e.value)
+    with pytest.raises(PreimageError, match=r"twice \(\[0.5, 0.5\]\)"):
+        accentuate(net, x0, "block:3", reg_weight=np.array([0.5, 0.5]), steps=1)

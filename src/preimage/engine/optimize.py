@@ -298,8 +298,9 @@ class AutogradPath:
                  size: tuple[int, int], energy: Energy, optimizer: str | None, jitter: int | None,
                  transforms: Sequence[Transform] | None, prior: BNStats | None, rng: ProblemRNG,
                  image_prior: ImagePrior | None = None, attribution: bool = False,
-                 image_map: SeedBall | None = None) -> None:
+                 image_map: SeedBall | None = None, param_spec: str | None = None) -> None:
         self.rep, self.data, self.objective, self.param, self.n = rep, data, objective, param, n
+        self.param_spec = param_spec or param.name  # the stages record the parameterization with its options
         self.image_map = image_map
         self.size, self.energy, self.rng, self.prior = size, energy, rng, prior
         self.optimizer, self.jitter, self.transforms = optimizer, jitter, transforms
@@ -339,7 +340,7 @@ class AutogradPath:
             make_step(step, t, self.size, self.energy, stage.lr_scale)
             for t, step in zip(params, self.param.step_names(name), strict=True)]
         return {"iters": stage.iters, "lr": stage.lr_scale, "jitter": self.jitter if stage.jitter else 1,
-                "param": self.param.name, "transforms": len(self.stage_transforms), "optimizer": name,
+                "param": self.param_spec, "transforms": len(self.stage_transforms), "optimizer": name,
                 "prior": self.prior.weight if self.prior else None}
 
     def iterate(self, out: torch.Tensor) -> None:
@@ -497,7 +498,7 @@ def _optimize(rep: Representation, objective: Objective, n: int, size: tuple[int
         p = param.build(n, rep.channels, size, rep.mean.cpu(), energy.bound, rng,
                         init=None if x is None else x).to(device, dtype)
         path = AutogradPath(rep, data, objective, p, n, size, energy, optimizer, jitter, transforms, prior, rng,
-                            image_prior, attribution, image_map)
+                            image_prior, attribution, image_map, param.spec())
     for stage in schedule:
         path.optimizer_for(stage)
     total = sum(s.iters for s in schedule)

@@ -49,10 +49,18 @@ def number_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
+def shown(value: Any) -> str:
+    """A value as an error message names it: repr, but an array as its shape (a numpy repr runs over lines)."""
+    shape = getattr(value, "shape", None)
+    if shape is not None and len(shape) > 0:
+        return f"an array of shape {tuple(shape)}"
+    return repr(value.item() if shape is not None and hasattr(value, "item") else value)
+
+
 def check_count(value: Any, name: str, low: int = 1, high: int = 100_000) -> int:
     """An integer option within [low, high] (numpy's integers too), or one clear line naming the parameter."""
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or not low <= value <= high:
-        raise PreimageError(f"{name} must be an integer from {low} to {high}, got {value!r}", param=name)
+        raise PreimageError(f"{name} must be an integer from {low} to {high}, got {shown(value)}", param=name)
     return int(value)
 
 
@@ -63,7 +71,7 @@ def check_number(value: Any, name: str, low: float, high: float, *, open_low: bo
         ok = (low < value if open_low else low <= value) and value <= high
     if not ok:
         rng = f"{'(' if open_low else '['}{low:g}, {high:g}]"
-        raise PreimageError(f"{name} must be a number in {rng}, got {value!r}", param=name)
+        raise PreimageError(f"{name} must be a number in {rng}, got {shown(value)}", param=name)
     return float(value)
 
 
@@ -77,7 +85,7 @@ def distinct_numbers(value: Any, name: str, low: float, high: float, noun: str, 
         raise PreimageError(f"{name} must be a number in {rng} or a list of them, got an empty list", param=name)
     out = [check_number(v, name, low, high, open_low=open_low) for v in vs]
     if len(set(out)) != len(out):
-        raise PreimageError(f"{name} lists a {noun} twice ({value!r}): each would give the same picture", param=name)
+        raise PreimageError(f"{name} lists a {noun} twice ({vs}): each would give the same picture", param=name)
     return out
 
 
