@@ -121,6 +121,10 @@ def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
                  min=1, max=64, help="pictures optimized per unit and restart, of which the one the network itself "
                  "scores highest is kept (p(class) for a class, else the activation); default: the style's for "
                  f"classes (natural: {STYLES['natural'].candidates}), else 1")] = None,
+             skip_grad: Annotated[float | None, typer.Option(
+                 min=0.0, max=1.0, help="factor on the gradient through each residual branch, the forward exact "
+                 "(the skip gradient; 1: the exact gradient); default: the style's for classes (natural: "
+                 f"{STYLES['natural'].skip_grad:g}), else 1")] = None,
              relu_leak: LeakOpt = 0.0, cap_leak: CapLeakOpt = None, size: SizeOpt = None, iters: ItersOpt = None,
              seed: SeedOpt = 0, optimizer: OptimizerOpt = None, out: OutOpt = Path("preimage-out"),
              png_scale: PngScaleOpt = None, weights: WeightsOpt = None, random_weights: RandomOpt = False,
@@ -175,7 +179,8 @@ def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
         list_images(images)  # a missing or empty folder fails before any work
     hw = check_size(size) or ((unit_image_size(rep),) * 2)
     target_points(rep.spec, targets, hw, rep.device_dtype())  # every unit checked against its layer, now
-    kwargs = {"restarts": restarts, "candidates": candidates, "style": style, "param": param, "transforms": transforms,
+    kwargs = {"restarts": restarts, "candidates": candidates, "skip_grad": skip_grad, "style": style, "param": param,
+              "transforms": transforms,
               "prior": prior_option(sty, prior, prior_weight), "optimizer": optimizer, "size": size, "iters": iters,
               "seed": seed, "images": images, "judge": judge, "relu_leak": relu_leak, "cap_leak": cap_leak,
               "amp": amp, "compile": compile, "attribution": attribution or None}

@@ -79,8 +79,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
                              "transforms": "jitter:25,scale:0.8-1.2,rotate:10,jitter:13,crops:8:0.4-1"},
     # round 8: the shipped natural style with a backward slope where ReLU6 is flat (what a 32 px image takes)
     "natural/cap-leak-0.05": {"style": "natural", "cap_leak": 0.05},
-    # round 9: the natural style shipped from round 4 to round 8, one candidate per class (round 9 keeps the best of 3)
+    # round 9: the natural style with one candidate per class (round 9 keeps the best of 3)
     "natural/candidates-1": {"style": "natural", "candidates": 1},
+    # round 11: the skip gradient (half the gradient through residual branches) was adopted; without it, the style
+    # of rounds 9-10, and one candidate without it, the style of rounds 4-8
+    "natural/exact-grad": {"style": "natural", "skip_grad": 1.0},
+    "natural/candidates-1/exact-grad": {"style": "natural", "candidates": 1, "skip_grad": 1.0},
 }
 #: Variants whose targets are not the class logits: ``logprob:C``, the class's log-probability, or a template.
 CLASS_TERMS = {"natural/logprob": "logprob", "natural/lead": "class:{c} + logprob:{c}"}

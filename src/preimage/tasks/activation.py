@@ -71,6 +71,7 @@ from .common import (
     seeds,
 )
 from .judging import judge_pictures
+from .skip_gradient import skip_gradient
 
 #: ``maximize``'s default style: the one that measured better on the judge (benchmarks/README.md, transfer).
 MAXIMIZE_STYLE = "natural"
@@ -469,7 +470,7 @@ def maximize(model: ModelLike, target: str | Objective | Sequence[str | Objectiv
              judge: str | Sequence[str] | None = None, relu_leak: float = 0.0, cap_leak: float | None = None,
              energy: Energy | dict = Energy(), device: str | None = None, amp: bool | str | None = None,
              compile: bool = False, progress: Progress | None = None, attribution: bool = False,
-             candidates: int | None = None) -> Result:
+             candidates: int | None = None, skip_grad: float | None = None) -> Result:
     """Images that excite a target most: one problem per target and restart.
 
     model: a name, any nn.Module, or a representation. target: an objective (``Channel("blocks.4", 5)``,
@@ -493,7 +494,9 @@ def maximize(model: ModelLike, target: str | Objective | Sequence[str | Objectiv
     ∂ image| over the steps (MaCo's transparency; the pictures are unchanged). candidates: pictures optimized for
     each target and restart, of which the one the network itself scores highest is kept (p(class) for a class, else
     the activation; ``problems[i]["candidate"]`` says which); None: the style's where every target is a class
-    (``Style.candidates``), else 1.
+    (``Style.candidates``), else 1. skip_grad: the factor on the optimizer's gradient through each residual branch,
+    the forward exact (``tasks/skip_gradient.py``; 1: the exact gradient); None: the style's where every target is
+    a class (``Style.skip_grad``), else 1.
     """
     call = call_options(maximize, locals(), ("model", "target", "stats", "progress"))
     if not attribution:
@@ -504,18 +507,21 @@ def maximize(model: ModelLike, target: str | Objective | Sequence[str | Objectiv
     with borrowed(rep0):
         return _maximize(rep0, targets, restarts, style, param, transforms, prior, optimizer, size, iters, seed,
                          images, stats, judge, relu_leak, cap_leak, energy, amp, compile, progress, call, attribution,
-                         candidates)
+                         candidates, skip_grad)
 
 
 def _maximize(rep0: Representation, targets: list[Objective], restarts: int, style: Any, param: Any,
               transforms: Any, prior: Any, optimizer: str | None, size: Any, iters: int | None, seed: int,
               images: Any, stats: NeuronStats | None, judge: Any, relu_leak: float, cap_leak: float | None,
               energy: Energy | dict, amp: Any, compile: bool, progress: Progress | None,
-              call: dict[str, Any], attribution: bool = False, candidates: int | None = None) -> Result:
+              call: dict[str, Any], attribution: bool = False, candidates: int | None = None,
+              skip_grad: float | None = None) -> Result:
     spec = rep0.spec
     device = rep0.device_dtype()
     restarts, relu_leak, cap_leak, candidates = check_options(restarts, relu_leak, cap_leak, candidates)
     seed = check_count(seed, "seed", 0, 2**63 - 1)
+    if skip_grad is not None:
+        skip_grad = check_number(skip_grad, "skip_grad", 0.0, 1.0)
     energy = Energy(**energy) if isinstance(energy, dict) else energy
     if iters is not None:
         iters = check_count(iters, "iters", 1, 1_000_000)
@@ -535,7 +541,10 @@ def _maximize(rep0: Representation, targets: list[Objective], restarts: int, sty
         opt_kw["transforms"] = None if sty.transforms is None else list(sty.transforms)
         opt_kw["bound"] = sty.bound
     sched = scale_schedule(SINGLE_STAGE, iters if iters is not None else sty.iters)
-    k = candidates if candidates is not None else sty.candidates if all(_is_class(t, spec) for t in targets) else 1
+    classes_only = all(_is_class(t, spec) for t in targets)
+    k = candidates if candidates is not None else sty.candidates if classes_only else 1
+    if skip_grad is None:  # the style's was chosen on class pictures (benchmarks/results/transfer.md, round 11)
+        skip_grad = sty.skip_grad if classes_only else 1.0
     per_target = restarts * k  # each target's problems while optimizing: its restarts' candidates, adjacent
     n = len(targets) * per_target
     check_memory(first.rep, n, hw, extra_buffers=extra_buffers(sched, opt_kw["optimizer"]))
@@ -556,7 +565,7 @@ def _maximize(rep0: Representation, targets: list[Objective], restarts: int, sty
         opt_kw["prior"] = sty.prior.build(rep)
     options = {**describe(sty, sched), "schedule": schedule_record(sched), "size": list(hw),
                "relu_leak": relu_leak, "cap_leak": sty.cap_leak, "energy": vars(energy),
-               "stats_id": images_id(stats.images)}
+               "stats_id": images_id(stats.images), **({"skip_grad": skip_grad} if skip_grad != 1 else {})}
     problems = [{"target": t.spec(), "label": t.label, "restart": r, "restarts": restarts,
                  **({"unit": _unit(t)} if _unit(t) is not None else {})}
                 for t in targets for r in range(restarts)]
@@ -564,7 +573,8 @@ def _maximize(rep0: Representation, targets: list[Objective], restarts: int, sty
         [{"target": t.spec(), "restart": r} for t in targets for r in range(restarts)], k), options, seed)
 
     def run(term: Term, k: int, init: torch.Tensor | None, problem_seeds: list[int]) -> Trace:
-        with leaky_relus(rep.net, relu_leak), leaky_backward(rep.net, sty.cap_leak):
+        with leaky_relus(rep.net, relu_leak), leaky_backward(rep.net, sty.cap_leak), \
+                skip_gradient(rep.net, skip_grad):
             return optimize(rep, term, k, hw, sched, init=init, seed=problem_seeds, energy=energy,
                             progress=progress, amp=amp, compile=compile, attribution=bool(attribution), **opt_kw)
 
