@@ -2,9 +2,9 @@
 
 * ``paper``: exactly the paper's method (pixels, jitter canvas, momentum + AdaGrad, no feature prior);
 * ``natural``: the combination chosen on a judge network that never saw the optimization, on the 20 tuning
-  classes (benchmarks/transfer.py; scale 0.8–1.2 and 8 crops of 40–100 % of the side per step, the best of 3
-  candidates of a class picture, and half the gradient through residual branches: benchmarks/results/transfer.md,
-  rounds 3–11, with the 20 reporting classes never chosen on);
+  classes (benchmarks/transfer.py; scale 0.8–1.2 and 8 crops of 40–100 % of the side per step, and half the
+  gradient through residual branches for a class picture: benchmarks/results/transfer.md, rounds 3–11, with the
+  20 reporting classes never chosen on);
 * ``fast``: inversion in 120 evaluations (the paper takes 350): the Fourier parameterization without jitter,
   10 short steps of Adam (a quarter of its rate), then 110 of L-BFGS (one evaluation each). Chosen on the bundled
   samples and the first held-out photographs; on 12 photographs no choice saw, with efficientnet_lite0, its median
@@ -88,7 +88,7 @@ STYLES = {
     "paper": Style("paper"),
     "natural": Style("natural", param=Fourier(),
                      transforms=(Jitter(17), Scale(0.8, 1.2), Rotate(10), Jitter(9), Crops(8, 0.4, 1.0)),
-                     prior=BNPrior(1e-4, required=False), iters=64, C=100.0, candidates=3, skip_grad=0.5),
+                     prior=BNPrior(1e-4, required=False), iters=64, C=100.0, skip_grad=0.5),
     "fast": Style("fast", param=Fourier(), transforms=(), iters=120,
                   schedule=(Stage(10, 0.25, False, "adam"), Stage(110, 1.0, False, "lbfgs"))),
 }

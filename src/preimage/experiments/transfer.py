@@ -81,10 +81,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "natural/cap-leak-0.05": {"style": "natural", "cap_leak": 0.05},
     # round 9: the natural style with one candidate per class (round 9 keeps the best of 3)
     "natural/candidates-1": {"style": "natural", "candidates": 1},
-    # round 11: the skip gradient (half the gradient through residual branches) was adopted; without it, the style
-    # of rounds 9-10, and one candidate without it, the style of rounds 4-8
+    # round 11: the skip gradient (half the gradient through residual branches) was adopted, and one candidate again;
+    # the style of rounds 4-8 (one candidate, the exact gradient) and of rounds 9-10 (the best of 3)
     "natural/exact-grad": {"style": "natural", "skip_grad": 1.0},
-    "natural/candidates-1/exact-grad": {"style": "natural", "candidates": 1, "skip_grad": 1.0},
+    "natural/best-of-3/exact-grad": {"style": "natural", "candidates": 3, "skip_grad": 1.0},
+    "natural/best-of-3": {"style": "natural", "candidates": 3},
 }
 #: Variants whose targets are not the class logits: ``logprob:C``, the class's log-probability, or a template.
 CLASS_TERMS = {"natural/logprob": "logprob", "natural/lead": "class:{c} + logprob:{c}"}
