@@ -44,6 +44,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--max-rmse", default="", help="comma-separated pixel-RMSE budgets (one --weights value): the "
                     "sweep runs over them")
+    ap.add_argument("--skip-grad", type=float, default=None, help="factor on the gradient through residual "
+                    "branches (default: accentuate's)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
@@ -87,7 +89,7 @@ def main() -> None:
         t0 = time.perf_counter()
         r = preimage.accentuate("efficientnet_lite0", str(seed), [f"class:{p['class']}" for p in ps],
                                 reg_weight=weights, max_rmse=budgets or None, param=a.param,
-                                transforms=a.transforms, steps=a.steps,
+                                transforms=a.transforms, steps=a.steps, skip_grad=a.skip_grad,
                                 **({"reg_layer": a.reg_layer} if a.reg_layer else {}))
         secs = (time.perf_counter() - t0) / len(r)
         (out / image).mkdir(exist_ok=True)
@@ -102,6 +104,7 @@ def main() -> None:
                         "seconds": round(secs, 2), "steps": r.iterations, "png": str(png),
                         "param": r.info["param"], "transforms": r.info.get("transforms"),
                         "reg_layer": r.info["reg_layer"], "threads": a.threads,
+                        **({"skip_grad": r.info["skip_grad"]} if "skip_grad" in r.info else {}),
                         "load": [round(load0, 2), round(os.getloadavg()[0], 2)],
                         "lite0_probability": float(r.metrics["probability"][i]), "rmse": float(r.metrics["rmse"][i])}
                 log.write(json.dumps(line) + "\n")

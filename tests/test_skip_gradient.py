@@ -129,3 +129,18 @@ def test_the_cli_takes_skip_grad_and_refuses_a_bad_one(tmp_path, capsys) -> None
         err = capsys.readouterr().err
         assert code == 2 and len(err.strip().splitlines()) == 1 and "--skip-grad" in err, err
     assert not (tmp_path / "b").exists()
+
+
+def test_accentuate_takes_skip_grad() -> None:
+    from preimage import load_image
+    from preimage.tasks.accentuate import accentuate
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    net, x0 = ResidualClassifier().eval(), load_image("sample:chelsea", 48)
+    exact = accentuate(net, x0, "class:1", steps=3, attribution=False)
+    scaled = accentuate(net, x0, "class:1", steps=3, attribution=False, skip_grad=0.5)
+    assert "skip_grad" not in exact.info and scaled.info["skip_grad"] == 0.5
+    assert not torch.equal(exact.images, scaled.images)
+    with pytest.raises(PreimageError, match="skip_grad"):
+        accentuate(net, x0, "class:1", steps=1, skip_grad=2.0)

@@ -79,6 +79,9 @@ def accentuate(image: Annotated[str, typer.Argument(help="the seed image: a path
                param: ParamOpt = None, transforms: TransformsOpt = None, optimizer: OptimizerOpt = None,
                no_attribution: Annotated[bool, typer.Option("--no-attribution", help="skip the attribution map "
                                                             "(one backward pass per step less)")] = False,
+               skip_grad: Annotated[float | None, typer.Option(
+                   min=0.0, max=1.0, help="factor on the gradient through each residual branch, the forward exact "
+                   "(the skip gradient; default: the style's, 1: the exact gradient)")] = None,
                judge: JudgeOpt = None, seed: SeedOpt = 0, out: OutOpt = Path("preimage-out"),
                png_scale: PngScaleOpt = None, weights: WeightsOpt = None, random_weights: RandomOpt = False,
                channels: ChannelsOpt = None, force: ForceOpt = False, device: DeviceOpt = "cpu",
@@ -123,7 +126,7 @@ def accentuate(image: Annotated[str, typer.Argument(help="the seed image: a path
               "max_rmse": budgets if isinstance(budgets, str) or len(budgets) > 1 else budgets[0], "steps": steps,
               "param": param,
               "transforms": transforms, "optimizer": optimizer, "size": size, "seed": seed,
-              "attribution": not no_attribution, "judge": judge}
+              "attribution": not no_attribution, "judge": judge, "skip_grad": skip_grad}
     options = call_options(run_accentuate, kwargs, ("model", "images", "target", "stats", "progress", "device")) | {
         "png_scale": scale}
     m = Model(rep.spec, device)

@@ -95,9 +95,7 @@ def run_demo(out: str | Path, image: str = "sample:chelsea", layers: Sequence[st
            for r in reps]
     style = best_style()
     cls = Job("maximize", m.id, spec.classifier_layer, tuple(f"class:{c}" for c in classes),
-              # one candidate: the tour stays under 3 minutes (the natural style's best of 3 triples this job, for a
-              # transfer gain not shown on held-out classes: benchmarks/results/transfer.md, round 9)
-              options={"restarts": 1, "seed": seed, "candidates": 1} | extra | style) if spec.classifier_layer else None
+              options={"restarts": 1, "seed": seed} | extra | style) if spec.classifier_layer else None
     car = Job("caricature", m.id, caricature_layer, images=(image,), options={"size": size, "seed": seed} | extra)
     jobs = [*inv, *([cls] if cls else []), car, *atlas.all_jobs()]
     result = run_sweep(jobs, {m.id: m}, store, backend, 16, progress)

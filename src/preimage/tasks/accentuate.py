@@ -55,6 +55,7 @@ from .common import (
     as_representation,
     call_options,
     check_count,
+    check_number,
     check_size,
     display_scale,
     distinct_numbers,
@@ -67,6 +68,7 @@ from .common import (
     seeds,
 )
 from .judging import judge_pictures
+from .skip_gradient import skip_gradient
 
 #: The pixel distance's scale: D = 1 at this RMSE (0–255 units).
 PIXEL_SCALE = 32.0
@@ -181,7 +183,7 @@ def accentuate(model: ModelLike, images: Images, target: str | Objective | Seque
                images_stats: str | Sequence[str] | None = None, stats: NeuronStats | None = None,
                judge: str | Sequence[str] | None = None, energy: Energy | dict = Energy(regularize=False),
                device: str | None = None, amp: bool | str | None = None, compile: bool = False,
-               progress: Progress | None = None) -> Result:
+               progress: Progress | None = None, skip_grad: float | None = None) -> Result:
     """Accentuate a target in real images: change each image just enough for the network to see more of it.
 
     model: a name, any nn.Module, or a representation. images: a path, ``sample:NAME``, a list, or N×C×H×W in 0–255
@@ -197,7 +199,9 @@ def accentuate(model: ModelLike, images: Images, target: str | Objective | Seque
     the input side (default: the model's; a tensor's own). attribution: also return the summed |∂target/∂image|
     (one more backward pass per step).
     images_stats/stats: reference images for M_c (as ``maximize``'s ``images``). judge: classifier name(s) whose
-    p(class) on each picture of a class target is reported (``info["transfer"]``).
+    p(class) on each picture of a class target is reported (``info["transfer"]``). skip_grad: the factor on the
+    optimizer's gradient through each residual branch, the forward exact (``tasks/skip_gradient.py``; None: the
+    style's, 1 for the accentuate style: the exact gradient).
 
     Returns a Result: ``images`` N×C×H×W in 0–255, N = images × targets × weights × budgets (in that order),
     metrics per picture: ``activation`` and ``activation_start`` (the target's raw value on the picture and on the
@@ -214,14 +218,14 @@ def accentuate(model: ModelLike, images: Images, target: str | Objective | Seque
     with borrowed(rep0):
         return _accentuate(rep0, images, targets, reg_layer, reg_weight, max_rmse, steps, style, param, transforms,
                            prior, optimizer, size, seed, attribution, images_stats, stats, judge, energy, amp,
-                           compile, progress, call)
+                           compile, progress, call, skip_grad)
 
 
 def _accentuate(rep0: Representation, images: Images, targets: list[Objective], reg_layer: str | None,
                 reg_weight: Any, max_rmse: Any, steps: int | None, style: Any, param: Any, transforms: Any, prior: Any,
                 optimizer: str | None, size: Any, seed: int, attribution: bool, images_stats: Any,
                 stats: NeuronStats | None, judge: Any, energy: Energy | dict, amp: Any, compile: bool,
-                progress: Progress | None, call: dict[str, Any]) -> Result:
+                progress: Progress | None, call: dict[str, Any], skip_grad: float | None = None) -> Result:
     spec = rep0.spec
     device = rep0.device_dtype()
     weights = check_weights(reg_weight)
@@ -229,6 +233,8 @@ def _accentuate(rep0: Representation, images: Images, targets: list[Objective], 
     seed = check_count(seed, "seed", 0, 2**63 - 1)
     if steps is not None:
         steps = check_count(steps, "steps", 1, 1_000_000)
+    if skip_grad is not None:
+        skip_grad = check_number(skip_grad, "skip_grad", 0.0, 1.0)
     if not isinstance(attribution, bool):
         raise PreimageError(f"attribution must be True or False, got {attribution!r}", param="attribution")
     energy = Energy(**energy) if isinstance(energy, dict) else energy
@@ -243,6 +249,7 @@ def _accentuate(rep0: Representation, images: Images, targets: list[Objective], 
     first = point_of(spec, *_atom_layer(targets[0].atoms()[0], spec), device)
     sty, opt_kw = resolve(first.rep, style, param=param, transforms=transforms, prior=prior, optimizer=optimizer)
     sched = scale_schedule(SINGLE_STAGE, steps if steps is not None else (sty.iters or 64))
+    skip_grad = sty.skip_grad if skip_grad is None else skip_grad
     n_img = image_count(images)
     per = len(weights) * len(budgets)  # pictures per image and target
     n = n_img * len(targets) * per
@@ -296,7 +303,8 @@ def _accentuate(rep0: Representation, images: Images, targets: list[Objective], 
     if budgets != [None]:
         ball = SeedBall(x0[i_of.to(x0.device)], torch.tensor(b_of, dtype=torch.float64))
     options = {**describe(sty, sched), "schedule": schedule_record(sched), "size": list(hw), "reg_layer": where,
-               "energy": vars(energy), "stats_id": images_id(stats.images), "attribution": attribution}
+               "energy": vars(energy), "stats_id": images_id(stats.images), "attribution": attribution,
+               **({"skip_grad": skip_grad} if skip_grad != 1 else {})}
     problems = [{"target": targets[int(t_of[p])].spec(), "label": targets[int(t_of[p])].label,
                  "input": specs[int(i_of[p])] if specs else names[int(i_of[p])], "input_name": names[int(i_of[p])],
                  "reg_weight": float(w_of[p]), "reg_layer": where, **({} if b_of[p] is None else {"max_rmse": b_of[p]})}
@@ -305,9 +313,10 @@ def _accentuate(rep0: Representation, images: Images, targets: list[Objective], 
     # pictures differ by the weight and budget alone (and without a distance or budget they are the same).
     prob_seeds = seeds("accentuate", rep, [{"target": pr["target"], "image": prints[int(i_of[p])]}
                                            for p, pr in enumerate(problems)], options, seed)
-    trace = optimize(rep, term, n, hw, sched, init=x0[i_of.to(x0.device)], seed=prob_seeds, energy=energy,
-                     progress=progress, amp=amp, compile=compile, image_prior=prior_term, attribution=attribution,
-                     image_map=ball, **opt_kw)
+    with skip_gradient(rep.net, skip_grad):
+        trace = optimize(rep, term, n, hw, sched, init=x0[i_of.to(x0.device)], seed=prob_seeds, energy=energy,
+                         progress=progress, amp=amp, compile=compile, image_prior=prior_term,
+                         attribution=attribution, image_map=ball, **opt_kw)
     out = pictures(rep, trace.x)
     metrics = _metrics(binding, targets, t_of, out, img[i_of.to(img.device)], prior_term, reg_rep, where)
     metrics["reg_weight"] = w_of.float()
