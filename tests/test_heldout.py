@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from preimage.engine.styles import STYLES
 from preimage.errors import PreimageError
 from preimage.experiments import heldout, smallnet
 from preimage.images import resize
@@ -444,3 +446,24 @@ def test_the_console_says_the_notes_of_every_picture_including_those_found_in_th
     assert summary["jobs"]["cached"] == 1 and summary["jobs"]["done"] == 1
     assert "class 25 (top-1" in summary["missed"] and "class 75 (top-1" in summary["missed"]
     assert summary["adapted"].count("at 32 px") == 1  # the same note from both records, said once
+
+
+def test_a_class_missed_at_a_full_size_is_finished_too() -> None:
+    """Not only on a small image: at a size where the style keeps its transforms and the logit alone, a class
+    picture its rival wins is continued with the log-probability alone and met; given iterations are used as
+    given; a neuron there is not continued (``continue_short``'s ``units``)."""
+    from preimage.measures.stats import compute_stats
+    from preimage.representations import load
+    from preimage.tasks.activation import maximize
+
+    torch.set_num_threads(1)
+    rep = load(_SharedRival(), None, channels=1, mean=(0.5,), std=(0.25,))
+    stats = compute_stats(rep, size=96)
+    style = dataclasses.replace(STYLES["natural"], iters=256)  # long enough for the rival to outgrow the class
+    given = maximize(rep, "class:0", size=96, iters=256, stats=stats, style=style)
+    assert "rivals" not in given.info and "crops" in given.info["transforms"]  # the full-size style: logit, crops
+    assert given.metrics["top1"].tolist() == [1] and "finished" not in given.info
+    r = maximize(rep, "class:0", size=96, stats=stats, style=style)
+    assert r.metrics["top1"].tolist() == [0] and "missed" not in r.info
+    assert r.info["finished"].startswith("short of their goal after 256 iterations, continued for 256 more")
+    assert float(r.metrics["probability"][0]) > float(given.metrics["probability"][0])

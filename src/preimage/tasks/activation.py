@@ -582,9 +582,9 @@ def _maximize(rep0: Representation, targets: list[Objective], restarts: int, sty
     out = pictures(rep, trace.x)
     metrics = _metrics(binding, targets, per_target, out, stats)
     finished = None
-    if sty.rivals and iters is None:  # adapted to a small image or network (fit_to_small): meet the goal
+    if iters is None and (sty.rivals or classes_only):  # meet the goal: a small image's (fit_to_small) or a class's
         trace, metrics, finished = continue_short(binding, targets, per_target, trace, metrics, stats, sty.C, run,
-                                                  prob_seeds, k)
+                                                  prob_seeds, k, units=bool(sty.rivals))
         if finished:
             out = pictures(rep, trace.x)
     if k > 1:
@@ -667,7 +667,8 @@ def missed_classes(classes: Sequence[int | None], metrics: dict[str, torch.Tenso
 def continue_short(binding: Binding, targets: list[Objective], restarts: int, trace: Trace,
                    metrics: dict[str, torch.Tensor], stats: NeuronStats, C: float,
                    run: Callable[[Term, int, torch.Tensor | None, list[int]], Trace],
-                   problem_seeds: list[int], candidates: int = 1) -> tuple[Trace, dict[str, torch.Tensor], str | None]:
+                   problem_seeds: list[int], candidates: int = 1,
+                   units: bool = True) -> tuple[Trace, dict[str, torch.Tensor], str | None]:
     """Continue, for as many iterations again and from where they stopped, the pictures short of their goal: a class
     that another class wins on the network itself (with the class's log-probability alone), and a neuron under its
     natural maximum (with its own objective); keep whichever picture scores higher (p(class), the activation).
@@ -676,7 +677,8 @@ def continue_short(binding: Binding, targets: list[Objective], restarts: int, tr
 
     binding, targets, restarts: the run's (``bind``; restarts: each target's rows, its restarts' ``candidates``
     adjacent); metrics: its ``_metrics``; run: ``run(term, k, init, seeds)``
-    optimizes k problems as the run did. Why: the logit plus the log-probability (``Style.rivals``) can stay stuck
+    optimizes k problems as the run did; units: also continue neurons (``maximize`` does where ``fit_to_small``
+    applies; classes it continues at any size). Why: the logit plus the log-probability (``Style.rivals``) can stay stuck
     where a rival rises faster than the class (a linear head whose rival shares the class's features: the gradient
     2∇z_c − ∇z_rival keeps raising both), while the log-probability alone moves along ∇z_c − ∇z_rival; and a neuron
     that needs more steps than the style's (benchmarks/results/objective_sizes.md, round 9)."""
@@ -689,7 +691,7 @@ def continue_short(binding: Binding, targets: list[Objective], restarts: int, tr
         if type(a) is Class and top1 is not None and int(top1[i]) not in (-1, a.index):
             rows.append(i)
             specs.append(LogProb(a.index, a.layer).spec())
-        elif type(a) is Neuron and float(ref[i]) > 0 and float(act[i]) < float(ref[i]):
+        elif units and type(a) is Neuron and float(ref[i]) > 0 and float(act[i]) < float(ref[i]):
             rows.append(i)
             specs.append(t.spec())
     if not rows:
