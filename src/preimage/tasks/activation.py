@@ -678,9 +678,10 @@ def continue_short(binding: Binding, targets: list[Objective], restarts: int, tr
     binding, targets, restarts: the run's (``bind``; restarts: each target's rows, its restarts' ``candidates``
     adjacent); metrics: its ``_metrics``; run: ``run(term, k, init, seeds)``
     optimizes k problems as the run did; units: also continue neurons (``maximize`` does where ``fit_to_small``
-    applies; classes it continues at any size). Why: the logit plus the log-probability (``Style.rivals``) can stay stuck
-    where a rival rises faster than the class (a linear head whose rival shares the class's features: the gradient
-    2∇z_c − ∇z_rival keeps raising both), while the log-probability alone moves along ∇z_c − ∇z_rival; and a neuron
+    applies; classes it continues at any size). Why: the logit plus the log-probability (``Style.rivals``), or the
+    logit alone, can stay stuck where a rival rises faster than the class (a linear head whose rival shares the
+    class's features: the gradient 2∇z_c − ∇z_rival keeps raising both), while the log-probability alone moves
+    along ∇z_c − ∇z_rival (efficientnet_lite0's class 999 at 224 px: objective_sizes.md, round 11); and a neuron
     that needs more steps than the style's (benchmarks/results/objective_sizes.md, round 9)."""
     top1, prob = metrics.get("top1"), metrics.get("probability")
     act, ref = metrics["activation"], metrics["reference_max"]
