@@ -107,6 +107,11 @@ def test_a_style_applies_it_to_class_pictures_and_records_it() -> None:
     for bad in (1.5, -1, "x", float("nan")):
         with pytest.raises(PreimageError, match="skip_grad"):
             maximize(net, "class:1", size=96, style=base, skip_grad=bad)
+    # a network without marked residual branches keeps (and records) the exact gradient
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5)).eval()
+    a = maximize(plain, "class:1", size=64, style=half, prior="none")
+    b = maximize(plain, "class:1", size=64, style=base, prior="none")
+    assert "skip_grad" not in a.info and torch.equal(a.images, b.images)
 
 
 def test_skip_grad_is_checked_and_recorded_with_the_style() -> None:

@@ -156,8 +156,7 @@ def fit_to_small(style: Style, hw: tuple[int, int], native: int | None,
     rivals = ", adds a class's log-probability to its logit (it lowers the other classes)" if has_class else ""
     note = (f"{where}, under {SMALL_FRACTION:g} of the {TRANSFORM_SIDE} px its transforms were chosen at, the "
             f"{style.name} style leaves its transforms ({transforms_spec(style.transforms)}) out{rivals} and lets "
-            "pixels take their whole 0-255 range" + (", with the exact gradient through residual branches"
-                                                      if style.skip_grad != 1 else ""))
+            "pixels take their whole 0-255 range")
     # skip_grad was chosen for transfer at 224 px; here the goal is the network's own objective
     return replace(style, transforms=(), rivals=SMALL_RIVALS, bound=math.inf, skip_grad=1.0), note
 

@@ -68,7 +68,7 @@ from .common import (
     seeds,
 )
 from .judging import judge_pictures
-from .skip_gradient import skip_gradient
+from .skip_gradient import residual_branches, skip_gradient
 
 #: The pixel distance's scale: D = 1 at this RMSE (0–255 units).
 PIXEL_SCALE = 32.0
@@ -250,6 +250,8 @@ def _accentuate(rep0: Representation, images: Images, targets: list[Objective], 
     sty, opt_kw = resolve(first.rep, style, param=param, transforms=transforms, prior=prior, optimizer=optimizer)
     sched = scale_schedule(SINGLE_STAGE, steps if steps is not None else (sty.iters or 64))
     skip_grad = sty.skip_grad if skip_grad is None else skip_grad
+    if not residual_branches(rep0.net):
+        skip_grad = 1.0  # nothing to scale: recorded as the exact gradient it is
     n_img = image_count(images)
     per = len(weights) * len(budgets)  # pictures per image and target
     n = n_img * len(targets) * per

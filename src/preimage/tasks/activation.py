@@ -71,7 +71,7 @@ from .common import (
     seeds,
 )
 from .judging import judge_pictures
-from .skip_gradient import skip_gradient
+from .skip_gradient import residual_branches, skip_gradient
 
 #: ``maximize``'s default style: the one that measured better on the judge (benchmarks/README.md, transfer).
 MAXIMIZE_STYLE = "natural"
@@ -545,6 +545,8 @@ def _maximize(rep0: Representation, targets: list[Objective], restarts: int, sty
     k = candidates if candidates is not None else sty.candidates if classes_only else 1
     if skip_grad is None:  # the style's was chosen on class pictures (benchmarks/results/transfer.md, round 11)
         skip_grad = sty.skip_grad if classes_only else 1.0
+    if not residual_branches(rep0.net):
+        skip_grad = 1.0  # nothing to scale: recorded as the exact gradient it is
     per_target = restarts * k  # each target's problems while optimizing: its restarts' candidates, adjacent
     n = len(targets) * per_target
     check_memory(first.rep, n, hw, extra_buffers=extra_buffers(sched, opt_kw["optimizer"]))

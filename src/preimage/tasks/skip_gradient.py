@@ -21,6 +21,8 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from ..representations.surrogate import straight_through
+
 #: The attribute names under which blocks keep the module applied to their branch just before the shortcut adds.
 BRANCH_NAMES = ("drop_path", "drop_path1", "drop_path2", "stochastic_depth")
 
@@ -34,7 +36,7 @@ class ScaledBackward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.inner(x)
-        return y.detach() + self.factor * (y - y.detach())
+        return straight_through(y, self.factor * y)
 
 
 def residual_branches(net: nn.Module) -> list[tuple[nn.Module, str]]:
