@@ -55,7 +55,6 @@ from .common import (
     as_representation,
     call_options,
     check_count,
-    check_number,
     check_size,
     display_scale,
     distinct_numbers,
@@ -68,7 +67,7 @@ from .common import (
     seeds,
 )
 from .judging import judge_pictures
-from .skip_gradient import residual_branches, skip_gradient
+from .skip_gradient import branch_factor, skip_gradient
 
 #: The pixel distance's scale: D = 1 at this RMSE (0–255 units).
 PIXEL_SCALE = 32.0
@@ -233,8 +232,6 @@ def _accentuate(rep0: Representation, images: Images, targets: list[Objective], 
     seed = check_count(seed, "seed", 0, 2**63 - 1)
     if steps is not None:
         steps = check_count(steps, "steps", 1, 1_000_000)
-    if skip_grad is not None:
-        skip_grad = check_number(skip_grad, "skip_grad", 0.0, 1.0)
     if not isinstance(attribution, bool):
         raise PreimageError(f"attribution must be True or False, got {attribution!r}", param="attribution")
     energy = Energy(**energy) if isinstance(energy, dict) else energy
@@ -249,9 +246,7 @@ def _accentuate(rep0: Representation, images: Images, targets: list[Objective], 
     first = point_of(spec, *_atom_layer(targets[0].atoms()[0], spec), device)
     sty, opt_kw = resolve(first.rep, style, param=param, transforms=transforms, prior=prior, optimizer=optimizer)
     sched = scale_schedule(SINGLE_STAGE, steps if steps is not None else (sty.iters or 64))
-    skip_grad = sty.skip_grad if skip_grad is None else skip_grad
-    if not residual_branches(rep0.net):
-        skip_grad = 1.0  # nothing to scale: recorded as the exact gradient it is
+    skip_grad = branch_factor(rep0.net, skip_grad, sty.skip_grad)
     n_img = image_count(images)
     per = len(weights) * len(budgets)  # pictures per image and target
     n = n_img * len(targets) * per

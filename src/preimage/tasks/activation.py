@@ -71,7 +71,7 @@ from .common import (
     seeds,
 )
 from .judging import judge_pictures
-from .skip_gradient import residual_branches, skip_gradient
+from .skip_gradient import branch_factor, skip_gradient
 
 #: ``maximize``'s default style: the one that measured better on the judge (benchmarks/README.md, transfer).
 MAXIMIZE_STYLE = "natural"
@@ -520,8 +520,6 @@ def _maximize(rep0: Representation, targets: list[Objective], restarts: int, sty
     device = rep0.device_dtype()
     restarts, relu_leak, cap_leak, candidates = check_options(restarts, relu_leak, cap_leak, candidates)
     seed = check_count(seed, "seed", 0, 2**63 - 1)
-    if skip_grad is not None:
-        skip_grad = check_number(skip_grad, "skip_grad", 0.0, 1.0)
     energy = Energy(**energy) if isinstance(energy, dict) else energy
     if iters is not None:
         iters = check_count(iters, "iters", 1, 1_000_000)
@@ -543,10 +541,8 @@ def _maximize(rep0: Representation, targets: list[Objective], restarts: int, sty
     sched = scale_schedule(SINGLE_STAGE, iters if iters is not None else sty.iters)
     classes_only = all(_is_class(t, spec) for t in targets)
     k = candidates if candidates is not None else sty.candidates if classes_only else 1
-    if skip_grad is None:  # the style's was chosen on class pictures (benchmarks/results/transfer.md, round 11)
-        skip_grad = sty.skip_grad if classes_only else 1.0
-    if not residual_branches(rep0.net):
-        skip_grad = 1.0  # nothing to scale: recorded as the exact gradient it is
+    # the style's factor was chosen on class pictures (benchmarks/results/transfer.md, round 11)
+    skip_grad = branch_factor(rep0.net, skip_grad, sty.skip_grad if classes_only else 1.0)
     per_target = restarts * k  # each target's problems while optimizing: its restarts' candidates, adjacent
     n = len(targets) * per_target
     check_memory(first.rep, n, hw, extra_buffers=extra_buffers(sched, opt_kw["optimizer"]))

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..representations.surrogate import straight_through
+from .common import check_number
 
 #: The attribute names under which blocks keep the module applied to their branch just before the shortcut adds.
 BRANCH_NAMES = ("drop_path", "drop_path1", "drop_path2", "stochastic_depth")
@@ -50,6 +51,14 @@ def residual_branches(net: nn.Module) -> list[tuple[nn.Module, str]]:
                     getattr(block, "has_skip", getattr(block, "use_res_connect", True)):
                 found.append((block, name))
     return found
+
+
+def branch_factor(net: nn.Module, asked: float | None, default: float) -> float:
+    """The factor a task runs with: ``asked`` (checked: a number in [0, 1]; one clear line naming ``skip_grad``
+    otherwise), else ``default`` (the style's); 1 where ``net`` marks no residual branch, so that the record says
+    the exact gradient it gets."""
+    factor = default if asked is None else check_number(asked, "skip_grad", 0.0, 1.0)
+    return factor if residual_branches(net) else 1.0
 
 
 @contextlib.contextmanager
