@@ -210,7 +210,8 @@ def test_fast_style_starts_hog_off_its_flat_saddle() -> None:
 
 # --- transforms ----------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("spec", ["jitter:3", "scale:0.8-1.2", "rotate:20", "flip:1", "crops:3:0.5-0.9"])
+@pytest.mark.parametrize("spec", ["jitter:3", "scale:0.8-1.2", "rotate:20", "flip:1", "crops:3:0.5-0.9",
+                                  "noise:7"])
 def test_gradients_through_every_transform(spec: str) -> None:
     (t,) = T.parse_transforms(spec)
     x = torch.randn(2, 3, 7, 9, dtype=torch.float64, requires_grad=True)
@@ -239,6 +240,23 @@ def test_transforms_shapes_and_order() -> None:
     assert torch.equal(two.view(2, 2, *x.shape[1:])[:, 1], one)
     for bad in ("jitter:0", "scale:2-1", "crops:0", "crops:2:0.5-1.5", "warp:3", "rotate:x"):
         with pytest.raises(PreimageError, match="bad transform"):
+            T.parse_transforms(bad)
+
+
+def test_noise_adds_its_level_per_view_and_draws_per_problem() -> None:
+    x = torch.zeros(2, 3, 64, 64)
+    v = T.compose(T.parse_transforms("crops:2,noise:16"), x, rng(2))
+    assert v.shape == (4, 3, 64, 64)
+    d = v.flatten(1)
+    assert d.mean(1).abs().max() < 0.5 and torch.allclose(d.std(1), torch.full((4,), 16.0), rtol=0.03)
+    # Every view its own draw; a problem's noise is the same alone as in a batch.
+    assert (d[0] - d[1]).abs().mean() > 10 and (d[0] - d[2]).abs().mean() > 10
+    one = T.Noise(16)(x[1:], ProblemRNG([7]))
+    two = T.Noise(16)(x, ProblemRNG([3, 7]))
+    assert torch.equal(two[1:], one) and torch.equal(T.Noise(0)(x, rng(2)), x)
+    assert T.transforms_spec(T.parse_transforms("noise:16")) == "noise:16"
+    for bad in ("noise", "noise:-1", "noise:300", "noise:x"):
+        with pytest.raises(PreimageError, match="bad transform|noise level"):
             T.parse_transforms(bad)
 
 

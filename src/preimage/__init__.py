@@ -24,7 +24,7 @@ from .engine.priors import BNPrior
 from .engine.schedules import Stage
 from .engine.styles import STYLES, Style
 from .engine.targets import Channel, Class, Concept, Direction, Diversity, LogProb, Neuron, Objective
-from .engine.transforms import Crops, Flip, Jitter, Rotate, Scale
+from .engine.transforms import Crops, Flip, Jitter, Noise, Rotate, Scale
 from .errors import PreimageError
 from .images import load_image
 from .report.result import Result
@@ -37,9 +37,10 @@ from .tasks.check import CheckResult, check
 from .tasks.inversion import invert
 
 __all__ = ["STYLES", "BNPrior", "Channel", "CheckResult", "Class", "Concept", "Crops", "Direction", "Diversity",
-           "Energy", "Flip", "Fourier", "Jitter", "LogProb", "Maco", "Neuron", "Objective", "Pixel", "PreimageError",
-           "Pyramid", "Representation", "Result", "Rotate", "Scale", "Stage", "Style", "accentuate", "caricature",
-           "check", "concepts", "invert", "layers", "list_models", "load", "load_image", "maximize", "optimize"]
+           "Energy", "Flip", "Fourier", "Jitter", "LogProb", "Maco", "Neuron", "Noise", "Objective", "Pixel",
+           "PreimageError", "Pyramid", "Representation", "Result", "Rotate", "Scale", "Stage", "Style",
+           "accentuate", "caricature", "check", "concepts", "invert", "layers", "list_models", "load",
+           "load_image", "maximize", "optimize"]
 __version__ = "0.1.0"
 
 

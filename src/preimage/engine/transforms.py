@@ -2,8 +2,8 @@
 
 The paper's jitter canvas (docs/paper-notes.md §1.1, §1.6): the image lives on a canvas J−1 pixels larger than
 the network input; each step the network sees a random H×W window of it (the pixel fast path). And transformation
-robustness as Lucid/Lucent do it, a list of random differentiable transforms (jitter, scale, rotate, flip, several
-crops per step batched into one network call) for every other path."""
+robustness as Lucid/Lucent do it, a list of random differentiable transforms (jitter, scale, rotate, flip, pixel
+noise, several crops per step batched into one network call) for every other path."""
 
 from __future__ import annotations
 
@@ -216,6 +216,24 @@ class Crops(Transform):
         return f"crops:{self.k}:{self.lo:g}-{self.hi:g}"
 
 
+class Noise(Transform):
+    """Add independent Gaussian noise of standard deviation ``sigma`` (0–255 units) to every pixel of each view: a
+    pattern that only survives noise-free viewing (a fine texture read by one network) earns nothing."""
+
+    def __init__(self, sigma: float) -> None:
+        if not 0 <= sigma <= 255:
+            raise PreimageError(f"a noise level is 0 to 255 (0–255 units), got {sigma}", param="transforms")
+        self.sigma = float(sigma)
+
+    def __call__(self, x: torch.Tensor, rng: ProblemRNG) -> torch.Tensor:
+        if self.sigma == 0:
+            return x
+        return x + self.sigma * rng.randn(*x.shape[1:], rows=x.shape[0]).to(x)
+
+    def spec(self) -> str:
+        return f"noise:{self.sigma:g}"
+
+
 def compose(transforms: Sequence[Transform], x: torch.Tensor, rng: ProblemRNG) -> torch.Tensor:
     """Apply a list of transforms in order: N×C×H×W → M×C×H×W (M a multiple of N, crop-major)."""
     for t in transforms:
@@ -226,6 +244,7 @@ def compose(transforms: Sequence[Transform], x: torch.Tensor, rng: ProblemRNG) -
 #: Names users type (``--transforms``), each with its parameters after ':' (',' separates transforms).
 TRANSFORMS = {"jitter": "jitter:D (shift by up to D−1 px)", "scale": "scale:LO-HI (zoom factor)",
               "rotate": "rotate:DEG (±degrees)", "flip": "flip (left–right, p=0.5)",
+              "noise": "noise:S (Gaussian pixel noise, S in 0–255 units)",
               "crops": "crops:K or crops:K:LO-HI (K crops of LO–HI of the side per step)"}
 
 
@@ -253,6 +272,8 @@ def _parse_one(part: str) -> list[Transform]:
         return [Rotate(float(arg))]
     if name == "flip":
         return [Flip(float(arg) if arg else 0.5)]
+    if name == "noise":
+        return [Noise(float(arg))]
     if name == "crops":
         k, _, rng = arg.partition(":")
         return [Crops(int(k), *(_range(rng) if rng else (0.5, 1.0)))]
