@@ -90,7 +90,7 @@ def distinct_numbers(value: Any, name: str, low: float, high: float, noun: str, 
 
 
 def check_size(size: Any) -> tuple[int, int] | None:
-    """An input size: None, a side, or (H, W), each 8 to 8192 pixels; one clear line otherwise."""
+    """An input size: None, a side, or (H, W), each 1 to 8192 pixels; one clear line otherwise."""
     if size is None:
         return None
     sides = (size, size) if isinstance(size, int) and not isinstance(size, bool) else tuple(size) \
