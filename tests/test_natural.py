@@ -258,6 +258,11 @@ def test_noise_adds_its_level_per_view_and_draws_per_problem() -> None:
     for bad in ("noise", "noise:-1", "noise:300", "noise:x"):
         with pytest.raises(PreimageError, match="bad transform|noise level"):
             T.parse_transforms(bad)
+    # Objects built in Python refuse a non-number with the same one line, not a TypeError.
+    for make in (lambda: T.Noise(None), lambda: T.Rotate("5"), lambda: T.Scale("a"), lambda: T.Flip(True),
+                 lambda: T.Crops(2, "a")):
+        with pytest.raises(PreimageError, match=r"is 0 to|range is|probability is|crops are"):
+            make()
 
 
 # --- BatchNorm prior -----------------------------------------------------------------------------------------
