@@ -162,7 +162,7 @@ class Rotate(Transform):
 
     def __init__(self, degrees: float) -> None:
         if not _real(degrees) or not 0 <= degrees <= 180:
-            raise PreimageError(f"a rotation is 0 to 180 degrees, got {degrees}", param="transforms")
+            raise PreimageError(f"a rotation is 0 to 180 degrees, got {degrees!r}", param="transforms")
         self.degrees = float(degrees)
 
     def __call__(self, x: torch.Tensor, rng: ProblemRNG) -> torch.Tensor:
@@ -184,7 +184,7 @@ class Flip(Transform):
 
     def __init__(self, p: float = 0.5) -> None:
         if not _real(p) or not 0 <= p <= 1:
-            raise PreimageError(f"a flip probability is 0 to 1, got {p}", param="transforms")
+            raise PreimageError(f"a flip probability is 0 to 1, got {p!r}", param="transforms")
         self.p = float(p)
 
     def __call__(self, x: torch.Tensor, rng: ProblemRNG) -> torch.Tensor:
@@ -229,7 +229,7 @@ class Noise(Transform):
 
     def __init__(self, sigma: float) -> None:
         if not _real(sigma) or not 0 <= sigma <= 255:
-            raise PreimageError(f"a noise level is 0 to 255 (0–255 units), got {sigma}", param="transforms")
+            raise PreimageError(f"a noise level is 0 to 255 (0–255 units), got {sigma!r}", param="transforms")
         self.sigma = float(sigma)
 
     def __call__(self, x: torch.Tensor, rng: ProblemRNG) -> torch.Tensor:
