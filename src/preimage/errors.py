@@ -6,8 +6,16 @@ so that the command line can say the same with its flags (``--restarts must be a
 
 from __future__ import annotations
 
+import numbers
 import re
 from collections.abc import Callable
+from typing import Any
+
+
+def is_number(value: Any) -> bool:
+    """A real number, numpy's scalars included (a notebook's ``np.float32(0.3)``), but not a bool: what the input
+    checks compare against a range."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 class PreimageError(ValueError):

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from numbers import Real
 
 import torch
 import torch.nn.functional as F
 
-from ..errors import PreimageError
+from ..errors import PreimageError, is_number
 from .rng import ProblemRNG
 
 
@@ -89,11 +88,6 @@ def _warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def _real(*values: object) -> bool:
-    """Whether every value is a real number (not a bool, a string or None): the ranges below compare them."""
-    return all(isinstance(v, Real) and not isinstance(v, bool) for v in values)
-
-
 class Transform:
     """A random differentiable map of a batch of images: ``t(x, rng)`` → k·N images (k = ``copies``). ``spec``
     is its name as users type it (``--transforms``), the shorthand that parses back to the same object."""
@@ -143,7 +137,7 @@ class Scale(Transform):
 
     def __init__(self, lo: float, hi: float | None = None) -> None:
         hi = lo if hi is None else hi
-        if not _real(lo, hi) or not 0 < lo <= hi <= 16:
+        if not (is_number(lo) and is_number(hi)) or not 0 < lo <= hi <= 16:
             raise PreimageError(f"a scale range is 0 < LO ≤ HI ≤ 16, got {lo}-{hi}", param="transforms")
         self.lo, self.hi = float(lo), float(hi)
 
@@ -161,7 +155,7 @@ class Rotate(Transform):
     """Rotate each image by an angle drawn uniformly in [−degrees, degrees] about its centre."""
 
     def __init__(self, degrees: float) -> None:
-        if not _real(degrees) or not 0 <= degrees <= 180:
+        if not is_number(degrees) or not 0 <= degrees <= 180:
             raise PreimageError(f"a rotation is 0 to 180 degrees, got {degrees!r}", param="transforms")
         self.degrees = float(degrees)
 
@@ -183,7 +177,7 @@ class Flip(Transform):
     """Mirror each image left–right with probability p (DeepInversion's ``--do_flip``)."""
 
     def __init__(self, p: float = 0.5) -> None:
-        if not _real(p) or not 0 <= p <= 1:
+        if not is_number(p) or not 0 <= p <= 1:
             raise PreimageError(f"a flip probability is 0 to 1, got {p!r}", param="transforms")
         self.p = float(p)
 
@@ -200,8 +194,8 @@ class Crops(Transform):
     inside it, resampled to the image's size: N → k·N images (crop-major), all seen in one network call."""
 
     def __init__(self, k: int, lo: float = 0.5, hi: float = 1.0) -> None:
-        if not isinstance(k, int) or isinstance(k, bool) or not _real(lo, hi) or not 1 <= k <= 64 \
-                or not 0 < lo <= hi <= 1:
+        if not isinstance(k, int) or isinstance(k, bool) or not (is_number(lo) and is_number(hi)) \
+                or not 1 <= k <= 64 or not 0 < lo <= hi <= 1:
             raise PreimageError(f"crops are 1 to 64 per step, of 0 < LO ≤ HI ≤ 1 of the side, got {k}:{lo}-{hi}",
                                 param="transforms")
         self.k, self.lo, self.hi = k, float(lo), float(hi)
@@ -228,7 +222,7 @@ class Noise(Transform):
     pattern that only survives noise-free viewing (a fine texture read by one network) earns nothing."""
 
     def __init__(self, sigma: float) -> None:
-        if not _real(sigma) or not 0 <= sigma <= 255:
+        if not is_number(sigma) or not 0 <= sigma <= 255:
             raise PreimageError(f"a noise level is 0 to 255 (0–255 units), got {sigma!r}", param="transforms")
         self.sigma = float(sigma)
 

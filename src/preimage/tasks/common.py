@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from ..engine.rng import problem_seed
-from ..errors import PreimageError
+from ..errors import PreimageError, is_number
 from ..images import fingerprint, image_name, load_image, minmax, resize, rgb_to_grey, tensor_fingerprint
 from ..representations import ModelLike, Representation, load
 from ..representations.base import model_id
@@ -35,11 +35,6 @@ def as_representation(model: ModelLike, layer: str | None = None, *, device: str
         layer = resolve_layer(spec, None) or "output"  # an error for a model without a default layer
         model = spec
     return load(model, layer, device=device)
-
-
-def is_number(value: Any) -> bool:
-    """A real number, numpy's scalars included (a notebook's ``np.float32(0.3)``), but not a bool."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def number_list(value: Any) -> list[Any]:
