@@ -46,6 +46,9 @@ def main() -> None:
                     "sweep runs over them")
     ap.add_argument("--skip-grad", type=float, default=None, help="factor on the gradient through residual "
                     "branches (default: accentuate's)")
+    ap.add_argument("--target-form", default="class", choices=("class", "logprob"),
+                    help="each pair's target: its logit (class:C) or its log-probability (logprob:C)")
+    ap.add_argument("--seed", type=int, default=0, help="accentuate's seed (its transforms' draws)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
@@ -87,9 +90,9 @@ def main() -> None:
             continue
         load0 = os.getloadavg()[0]
         t0 = time.perf_counter()
-        r = preimage.accentuate("efficientnet_lite0", str(seed), [f"class:{p['class']}" for p in ps],
+        r = preimage.accentuate("efficientnet_lite0", str(seed), [f"{a.target_form}:{p['class']}" for p in ps],
                                 reg_weight=weights, max_rmse=budgets or None, param=a.param,
-                                transforms=a.transforms, steps=a.steps, skip_grad=a.skip_grad,
+                                transforms=a.transforms, steps=a.steps, skip_grad=a.skip_grad, seed=a.seed,
                                 **({"reg_layer": a.reg_layer} if a.reg_layer else {}))
         secs = (time.perf_counter() - t0) / len(r)
         (out / image).mkdir(exist_ok=True)
@@ -103,7 +106,8 @@ def main() -> None:
                         "reg_weight": w, **({"max_rmse": k} if budgets else {}),
                         "seconds": round(secs, 2), "steps": r.iterations, "png": str(png),
                         "param": r.info["param"], "transforms": r.info.get("transforms"),
-                        "reg_layer": r.info["reg_layer"], "threads": a.threads,
+                        "reg_layer": r.info["reg_layer"], "threads": a.threads, "target": pr["target"],
+                        "seed": a.seed,
                         **({"skip_grad": r.info["skip_grad"]} if "skip_grad" in r.info else {}),
                         "load": [round(load0, 2), round(os.getloadavg()[0], 2)],
                         "lite0_probability": float(r.metrics["probability"][i]), "rmse": float(r.metrics["rmse"][i])}
