@@ -51,6 +51,8 @@ def main() -> None:
     ap.add_argument("--target-form", default="class", choices=("class", "logprob"),
                     help="each pair's target: its logit (class:C) or its log-probability (logprob:C)")
     ap.add_argument("--seed", type=int, default=0, help="accentuate's seed (its transforms' draws)")
+    ap.add_argument("--size", type=int, default=None, help="the canvas in pixels (default: the model's, 224); "
+                    "with a larger canvas give the crops the network's side (crops:K:LO-HI:224)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
@@ -94,7 +96,7 @@ def main() -> None:
         t0 = time.perf_counter()
         r = preimage.accentuate("efficientnet_lite0", str(seed), [f"{a.target_form}:{p['class']}" for p in ps],
                                 reg_weight=weights, max_rmse=budgets or None, param=a.param,
-                                transforms=a.transforms, steps=a.steps, skip_grad=a.skip_grad, seed=a.seed,
+                                transforms=a.transforms, steps=a.steps, skip_grad=a.skip_grad, seed=a.seed, size=a.size,
                                 **({"reg_layer": a.reg_layer} if a.reg_layer else {}))
         secs = (time.perf_counter() - t0) / len(r)
         (out / image).mkdir(exist_ok=True)
@@ -108,8 +110,8 @@ def main() -> None:
                         "reg_weight": w, **({"max_rmse": k} if budgets else {}),
                         "seconds": round(secs, 2), "steps": r.iterations, "png": str(png),
                         "param": r.info["param"], "transforms": r.info.get("transforms"),
-                        "reg_layer": r.info["reg_layer"], "threads": a.threads, "target": pr["target"],
-                        "seed": a.seed,
+                        "reg_layer": r.info["reg_layer"], "size": r.info["size"], "threads": a.threads,
+                        "target": pr["target"], "seed": a.seed,
                         **({"skip_grad": r.info["skip_grad"]} if "skip_grad" in r.info else {}),
                         "load": [round(load0, 2), round(os.getloadavg()[0], 2)],
                         "lite0_probability": float(r.metrics["probability"][i]), "rmse": float(r.metrics["rmse"][i])}

@@ -81,10 +81,11 @@ def windows(canvas: torch.Tensor, top: torch.Tensor, left: torch.Tensor, size: t
 # views do not depend on the batch it shares. Crop-major order: view j of problem i sits at row j·N + i.
 
 
-def _warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+def _warp(x: torch.Tensor, theta: torch.Tensor, out: tuple[int, int] | None = None) -> torch.Tensor:
     """Resample N×C×H×W through per-image affine maps theta (N×2×3, normalized coordinates), zero (= the mean
-    colour) outside, bilinear."""
-    grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=False)
+    colour) outside, bilinear; to N×C×out[0]×out[1] when out is given, else to H×W."""
+    shape = list(x.shape) if out is None else [*x.shape[:2], *out]
+    grid = F.affine_grid(theta.to(x), shape, align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
@@ -191,14 +192,20 @@ class Flip(Transform):
 
 class Crops(Transform):
     """k random square-ish crops per image, each side a fraction in [lo, hi] of the image's at a random place
-    inside it, resampled to the image's size: N → k·N images (crop-major), all seen in one network call."""
+    inside it, resampled to the image's size, or to ``out`` = (H, W) pixels (a canvas larger than the network's
+    input, as faccent and Horama optimize, seen at the network's size): N → k·N images (crop-major), all seen in
+    one network call."""
 
-    def __init__(self, k: int, lo: float = 0.5, hi: float = 1.0) -> None:
+    def __init__(self, k: int, lo: float = 0.5, hi: float = 1.0, out: int | tuple[int, int] | None = None) -> None:
         if not isinstance(k, int) or isinstance(k, bool) or not (is_number(lo) and is_number(hi)) \
                 or not 1 <= k <= 64 or not 0 < lo <= hi <= 1:
             raise PreimageError(f"crops are 1 to 64 per step, of 0 < LO ≤ HI ≤ 1 of the side, got {k}:{lo}-{hi}",
                                 param="transforms")
-        self.k, self.lo, self.hi = k, float(lo), float(hi)
+        hw = (out, out) if isinstance(out, int) and not isinstance(out, bool) else out
+        if hw is not None and not (isinstance(hw, tuple) and len(hw) == 2 and all(
+                isinstance(v, int) and not isinstance(v, bool) and 8 <= v <= 4096 for v in hw)):
+            raise PreimageError(f"a crop's size is 8 to 4096 pixels a side, got {out!r}", param="transforms")
+        self.k, self.lo, self.hi, self.out = k, float(lo), float(hi), hw
 
     @property
     def copies(self) -> int:  # type: ignore[override]
@@ -211,10 +218,13 @@ class Crops(Transform):
         theta = torch.zeros(m, 2, 3)
         theta[:, 0, 0] = theta[:, 1, 1] = s
         theta[:, 0, 2], theta[:, 1, 2] = c[:, 0] * (1 - s), c[:, 1] * (1 - s)
-        return _warp(x.repeat(self.k, 1, 1, 1), theta)
+        return _warp(x.repeat(self.k, 1, 1, 1), theta, self.out)
 
     def spec(self) -> str:
-        return f"crops:{self.k}:{self.lo:g}-{self.hi:g}"
+        if self.out is None:
+            return f"crops:{self.k}:{self.lo:g}-{self.hi:g}"
+        h, w = self.out
+        return f"crops:{self.k}:{self.lo:g}-{self.hi:g}:{h}" + ("" if h == w else f"x{w}")
 
 
 class Noise(Transform):
@@ -246,7 +256,7 @@ def compose(transforms: Sequence[Transform], x: torch.Tensor, rng: ProblemRNG) -
 TRANSFORMS = {"jitter": "jitter:D (shift by up to D−1 px)", "scale": "scale:LO-HI (zoom factor)",
               "rotate": "rotate:DEG (±degrees)", "flip": "flip (left–right, p=0.5)",
               "noise": "noise:S (Gaussian pixel noise, S in 0–255 units)",
-              "crops": "crops:K or crops:K:LO-HI (K crops of LO–HI of the side per step)"}
+              "crops": "crops:K or crops:K:LO-HI[:S or :HxW] (K crops of LO–HI of the side per step[, seen at S×S px])"}
 
 
 def standard() -> list[Transform]:
@@ -276,8 +286,10 @@ def _parse_one(part: str) -> list[Transform]:
     if name == "noise":
         return [Noise(float(arg))]
     if name == "crops":
-        k, _, rng = arg.partition(":")
-        return [Crops(int(k), *(_range(rng) if rng else (0.5, 1.0)))]
+        k, _, rest = arg.partition(":")
+        rng, _, out = rest.partition(":")
+        h, _, w = out.partition("x")
+        return [Crops(int(k), *(_range(rng) if rng else (0.5, 1.0)), (int(h), int(w or h)) if out else None)]
     raise ValueError(name)
 
 
