@@ -14,6 +14,7 @@ from preimage.cli import main
 from preimage.engine.budget import ROUNDING, into_ball
 from preimage.errors import PreimageError
 from preimage.tasks.accentuate import accentuate, default_reg_layer
+from preimage.tasks.supersample import map_to_picture
 from tests.conftest import lite0_spec
 
 SIDE = 32
@@ -120,6 +121,29 @@ def test_a_budget_holds_on_the_saved_picture_and_is_used() -> None:
     assert default.metrics["max_rmse"].tolist() == [24.0] and default.problems[0]["reg_weight"] == 0.3
 
 
+def test_a_canvas_is_seen_at_the_picture_size_and_returned_at_it() -> None:
+    x0 = seed_image()
+    net = tiny()
+    seen: list[tuple[int, ...]] = []  # the sizes shown the network with a gradient (also geometry's probes at 56)
+    net[0].register_forward_pre_hook(lambda _m, a: seen.append(tuple(a[0].shape[-2:])) if a[0].requires_grad else None)
+    for transforms in (None, "none", "jitter:3"):
+        seen.clear()
+        r = accentuate(net, x0, "2:1", reg_layer="none", max_rmse=[4.0, 12.0], steps=6, param="pixel", canvas=2,
+                       transforms=transforms)
+        assert r.images.shape == (2, 3, SIDE, SIDE) and r.attribution.shape == (2, 1, SIDE, SIDE)
+        assert r.info["canvas"] == 2.0 and r.jobs[0]["config"]["options"]["canvas"] == 2
+        # the optimization's views are the picture's size (crops of the 64 px canvas resampled to 32)
+        assert (SIDE, SIDE) in seen and (2 * SIDE, 2 * SIDE) not in seen
+        d = rmse(r.images.round(), x0.expand_as(r.images))
+        assert bool((d <= r.metrics["max_rmse"].double()).all()) and float(d[1]) > 8  # held and used
+        assert torch.allclose(r.metrics["rmse"].double(), rmse(r.images, x0.expand_as(r.images)), atol=1e-3)
+    a = torch.rand(2, 1, 8, 12)
+    down = map_to_picture(a, (4, 6))
+    assert torch.allclose(down.sum((1, 2, 3)), a.sum((1, 2, 3)))
+    assert torch.allclose(down[0, 0, 0, 0], a[0, 0, :2, :2].sum())
+    assert "canvas" not in accentuate(net, x0, "2:1", steps=1, attribution=False).info
+
+
 def test_no_regularization_and_every_parameterization() -> None:
     x0 = seed_image()
     free = accentuate(tiny(), x0, "2:1", reg_layer="none", reg_weight=[1.0, 100.0], steps=4, param="pixel")
@@ -154,7 +178,8 @@ def test_auto_reg_layer_is_the_first_block_of_stride_8() -> None:
     ({"reg_layer": "nosuch"}, "reg_layer"), ({"reg_layer": ""}, "reg_layer"),
     ({"steps": 0}, "steps"), ({"target": "2:99"}, "target"), ({"target": "2:1 + diversity"}, "target"),
     ({"attribution": "yes"}, "attribution"), ({"max_rmse": 0.5}, "max_rmse"), ({"max_rmse": []}, "max_rmse"),
-    ({"max_rmse": [8.0, 8.0]}, "max_rmse"), ({"max_rmse": float("inf")}, "max_rmse")])
+    ({"max_rmse": [8.0, 8.0]}, "max_rmse"), ({"max_rmse": float("inf")}, "max_rmse"), ({"canvas": 0.5}, "canvas"),
+    ({"canvas": 5}, "canvas"), ({"canvas": float("nan")}, "canvas"), ({"canvas": "2"}, "canvas")])
 def test_bad_arguments_name_their_parameter(kw: dict, param: str) -> None:
     args = {"target": "2:1", **kw}
     with pytest.raises(PreimageError) as e:
@@ -198,7 +223,9 @@ def test_cli_budgets_name_their_pictures_and_hold(tmp_path, capsys) -> None:
     (["--target", "class:1", "--judge", "bogus"], "bogus"), (["--target", "nonsense::"], "nonsense"),
     (["--target", "class:1", "--size", "3"], "--size"), (["--target", "class:1", "--max-rmse", "0"], "--max-rmse"),
     (["--target", "class:1", "--max-rmse", "8,x"], "--max-rmse"),
-    (["--target", "class:1", "--max-rmse", "8,8"], "--max-rmse")])
+    (["--target", "class:1", "--max-rmse", "8,8"], "--max-rmse"),
+    (["--target", "class:1", "--canvas", "9"], "--canvas"),
+    (["--target", "class:1", "--canvas", "nan"], "--canvas")])
 def test_cli_bad_input_is_one_line_exit_2_nothing_written(tmp_path, capsys, args: list, word: str) -> None:
     out = tmp_path / "o"
     assert main(["accentuate", "sample:chelsea", *args, "--out", str(out)]) == 2

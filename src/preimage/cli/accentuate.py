@@ -82,6 +82,9 @@ def accentuate(image: Annotated[str, typer.Argument(help="the seed image: a path
                skip_grad: Annotated[float | None, typer.Option(
                    min=0.0, max=1.0, help="factor on the gradient through each residual branch, the forward exact "
                    "(the skip gradient; default: the style's, 1: the exact gradient)")] = None,
+               canvas: Annotated[float | None, typer.Option(
+                   help="optimize a canvas this many times the picture's side (1–4), seen by the network in crops "
+                   "at the picture's size and saved downsampled to it (default: accentuate's)")] = None,
                judge: JudgeOpt = None, seed: SeedOpt = 0, out: OutOpt = Path("preimage-out"),
                png_scale: PngScaleOpt = None, weights: WeightsOpt = None, random_weights: RandomOpt = False,
                channels: ChannelsOpt = None, force: ForceOpt = False, device: DeviceOpt = "cpu",
@@ -94,14 +97,15 @@ def accentuate(image: Annotated[str, typer.Argument(help="the seed image: a path
     from ..images import check_scale, image_name, load_image
     from ..measures.judge import judges as load_judges
     from ..sweep import Job, Model
-    from ..tasks.accentuate import ACCENTUATE_STYLE, AUTO, NONE, PIXELS
+    from ..tasks.accentuate import ACCENTUATE_STYLE, AUTO, CANVAS, NONE, PIXELS
     from ..tasks.accentuate import accentuate as run_accentuate
     from ..tasks.activation import target_layer, target_points
-    from ..tasks.common import as_representation, call_options, check_size
+    from ..tasks.common import as_representation, call_options, check_number, check_size
 
     if target is None:
         raise PreimageError("--target is required: what the network should see more of (e.g. class:1)")
     ws = parse_weights(reg_weight)
+    canvas = CANVAS if canvas is None else check_number(canvas, "--canvas", 1.0, 4.0)
     budgets = parse_budgets(max_rmse)
     rep = load_rep(model, "output", weights, random_weights, device, threads, channels)
     try:
@@ -126,7 +130,8 @@ def accentuate(image: Annotated[str, typer.Argument(help="the seed image: a path
               "max_rmse": budgets if isinstance(budgets, str) or len(budgets) > 1 else budgets[0], "steps": steps,
               "param": param,
               "transforms": transforms, "optimizer": optimizer, "size": size, "seed": seed,
-              "attribution": not no_attribution, "judge": judge, "skip_grad": skip_grad}
+              "attribution": not no_attribution, "judge": judge, "skip_grad": skip_grad,
+              "canvas": canvas}
     options = call_options(run_accentuate, kwargs, ("model", "images", "target", "stats", "progress", "device")) | {
         "png_scale": scale}
     m = Model(rep.spec, device)

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from ..engine.budget import SeedBall
+from ..engine.budget import SeedBall, into_ball
 from ..engine.memory import check_memory
 from ..engine.optimize import Energy, ImagePrior, Progress, extra_buffers, optimize
 from ..engine.param import Fourier, Parameterization
@@ -55,6 +55,7 @@ from .common import (
     as_representation,
     call_options,
     check_count,
+    check_number,
     check_size,
     display_scale,
     distinct_numbers,
@@ -68,6 +69,7 @@ from .common import (
 )
 from .judging import judge_pictures
 from .skip_gradient import branch_factor, skip_gradient
+from .supersample import canvas_of, map_to_picture, seen_at, to_picture
 
 #: The pixel distance's scale: D = 1 at this RMSE (0–255 units).
 PIXEL_SCALE = 32.0
@@ -93,6 +95,8 @@ REG_LAYER = PIXELS
 #: for w = 3 and 0.3 without a budget; benchmarks/README.md, accentuation).
 REG_WEIGHT = 0.3
 MAX_RMSE = 24.0
+#: The optimized canvas's side as a multiple of the picture's (``tasks/supersample.py``; 1: the picture itself).
+CANVAS = 1.0
 
 
 class SeedDistance(ImagePrior):
@@ -182,7 +186,7 @@ def accentuate(model: ModelLike, images: Images, target: str | Objective | Seque
                images_stats: str | Sequence[str] | None = None, stats: NeuronStats | None = None,
                judge: str | Sequence[str] | None = None, energy: Energy | dict = Energy(regularize=False),
                device: str | None = None, amp: bool | str | None = None, compile: bool = False,
-               progress: Progress | None = None, skip_grad: float | None = None) -> Result:
+               progress: Progress | None = None, skip_grad: float | None = None, canvas: float = CANVAS) -> Result:
     """Accentuate a target in real images: change each image just enough for the network to see more of it.
 
     model: a name, any nn.Module, or a representation. images: a path, ``sample:NAME``, a list, or N×C×H×W in 0–255
@@ -200,7 +204,9 @@ def accentuate(model: ModelLike, images: Images, target: str | Objective | Seque
     images_stats/stats: reference images for M_c (as ``maximize``'s ``images``). judge: classifier name(s) whose
     p(class) on each picture of a class target is reported (``info["transfer"]``). skip_grad: the factor on the
     optimizer's gradient through each residual branch, the forward exact (``tasks/skip_gradient.py``; None: the
-    style's, 1 for the accentuate style: the exact gradient).
+    style's, 1 for the accentuate style: the exact gradient). canvas: optimize a canvas this many times the
+    picture's side (1–4), shown to the network as crops at the picture's size and returned downsampled to it
+    (``tasks/supersample.py``; the budget still holds on the returned picture).
 
     Returns a Result: ``images`` N×C×H×W in 0–255, N = images × targets × weights × budgets (in that order),
     metrics per picture: ``activation`` and ``activation_start`` (the target's raw value on the picture and on the
@@ -217,19 +223,21 @@ def accentuate(model: ModelLike, images: Images, target: str | Objective | Seque
     with borrowed(rep0):
         return _accentuate(rep0, images, targets, reg_layer, reg_weight, max_rmse, steps, style, param, transforms,
                            prior, optimizer, size, seed, attribution, images_stats, stats, judge, energy, amp,
-                           compile, progress, call, skip_grad)
+                           compile, progress, call, skip_grad, canvas)
 
 
 def _accentuate(rep0: Representation, images: Images, targets: list[Objective], reg_layer: str | None,
                 reg_weight: Any, max_rmse: Any, steps: int | None, style: Any, param: Any, transforms: Any, prior: Any,
                 optimizer: str | None, size: Any, seed: int, attribution: bool, images_stats: Any,
                 stats: NeuronStats | None, judge: Any, energy: Energy | dict, amp: Any, compile: bool,
-                progress: Progress | None, call: dict[str, Any], skip_grad: float | None = None) -> Result:
+                progress: Progress | None, call: dict[str, Any], skip_grad: float | None = None,
+                canvas: float = CANVAS) -> Result:
     spec = rep0.spec
     device = rep0.device_dtype()
     weights = check_weights(reg_weight)
     budgets = check_budgets(max_rmse)
     seed = check_count(seed, "seed", 0, 2**63 - 1)
+    canvas = check_number(canvas, "canvas", 1.0, 4.0)
     if steps is not None:
         steps = check_count(steps, "steps", 1, 1_000_000)
     if not isinstance(attribution, bool):
@@ -257,6 +265,9 @@ def _accentuate(rep0: Representation, images: Images, targets: list[Objective], 
         hw0 = tuple(images.shape[-2:])  # a tensor seed keeps its size
     img, names, prints = prepare_images(first.rep, images, hw0)
     hw = (int(img.shape[-2]), int(img.shape[-1]))
+    hwc = canvas_of(hw, canvas)
+    if hwc != hw:
+        opt_kw["transforms"] = seen_at(opt_kw["transforms"], hw)
     # The regularization's place, checked before any work.
     where = NONE if reg_layer is None or reg_layer.strip().lower() == NONE else reg_layer.strip()
     if where.lower() == PIXELS:
@@ -272,8 +283,9 @@ def _accentuate(rep0: Representation, images: Images, targets: list[Objective], 
         where = reg_rep.layer or where
     target_points(spec, targets, hw, device)  # every unit checked before the statistics are read
     x0 = first.rep.to_paper_units(img)
+    x0c = x0 if hwc == hw else first.rep.to_paper_units(to_picture(img, hwc))  # the seed on the canvas
     if reg_rep is not None:
-        ref = reference_features(reg_rep, x0)
+        ref = reference_features(reg_rep, x0c)
         if not bool((ref.flatten(1).pow(2).sum(1) > 0).all()):
             raise PreimageError(f"layer '{where}' of {spec.name} is all zeros on the image: the distance to the seed "
                                 "there is undefined; choose another reg_layer", param="reg_layer")
@@ -292,14 +304,15 @@ def _accentuate(rep0: Representation, images: Images, targets: list[Objective], 
         term = sty.C * term
     prior_term = None
     if where != NONE:
-        prior_term = SeedDistance(x0[i_of.to(x0.device)], (sty.C * w_of * kappa).to(device[0], device[1]), reg_rep,
+        prior_term = SeedDistance(x0c[i_of.to(x0.device)], (sty.C * w_of * kappa).to(device[0], device[1]), reg_rep,
                                   ref=None if reg_rep is None else ref[i_of.to(ref.device)])
     if sty.prior is not None and rep is not first.rep:
         opt_kw["prior"] = sty.prior.build(rep)
     ball = None
     if budgets != [None]:
-        ball = SeedBall(x0[i_of.to(x0.device)], torch.tensor(b_of, dtype=torch.float64))
+        ball = SeedBall(x0c[i_of.to(x0.device)], torch.tensor(b_of, dtype=torch.float64))
     options = {**describe(sty, sched), "schedule": schedule_record(sched), "size": list(hw), "reg_layer": where,
+               **({"canvas": canvas} if hwc != hw else {}),
                "energy": vars(energy), "stats_id": images_id(stats.images), "attribution": attribution,
                **({"skip_grad": skip_grad} if skip_grad != 1 else {})}
     problems = [{"target": targets[int(t_of[p])].spec(), "label": targets[int(t_of[p])].label,
@@ -311,11 +324,16 @@ def _accentuate(rep0: Representation, images: Images, targets: list[Objective], 
     prob_seeds = seeds("accentuate", rep, [{"target": pr["target"], "image": prints[int(i_of[p])]}
                                            for p, pr in enumerate(problems)], options, seed)
     with skip_gradient(rep.net, skip_grad):
-        trace = optimize(rep, term, n, hw, sched, init=x0[i_of.to(x0.device)], seed=prob_seeds, energy=energy,
+        trace = optimize(rep, term, n, hwc, sched, init=x0c[i_of.to(x0.device)], seed=prob_seeds, energy=energy,
                          progress=progress, amp=amp, compile=compile, image_prior=prior_term,
                          attribution=attribution, image_map=ball, **opt_kw)
-    out = pictures(rep, trace.x)
-    metrics = _metrics(binding, targets, t_of, out, img[i_of.to(img.device)], prior_term, reg_rep, where)
+    out = to_picture(pictures(rep, trace.x), hw)
+    seeds_img = img[i_of.to(img.device)]
+    if hwc != hw and ball is not None:  # the downsampled picture held to the budget too (it moves it seldom)
+        out = into_ball(out, seeds_img.to(out), ball.radius.to(out.device))
+    if hwc != hw and prior_term is not None:  # the distance measured on the picture, against the seed itself
+        prior_term = SeedDistance(x0[i_of.to(x0.device)], prior_term.weight, reg_rep)
+    metrics = _metrics(binding, targets, t_of, out, seeds_img, prior_term, reg_rep, where)
     metrics["reg_weight"] = w_of.float()
     if ball is not None:
         metrics["max_rmse"] = torch.tensor(b_of, dtype=torch.float32)
@@ -330,7 +348,8 @@ def _accentuate(rep0: Representation, images: Images, targets: list[Objective], 
     info = {"task": "accentuate", **options, "seed": seed, "stages": trace.stages, "display": display_scale(sty.name),
             "model_id": mid, "reference": img}
     result = Result(out, problems, metrics, spec.name, rep.layer, trace.iterations, trace.seconds, trace.energy, info,
-                    jobs, attribution=None if trace.attribution is None else trace.attribution.float().cpu())
+                    jobs, attribution=None if trace.attribution is None else
+                    map_to_picture(trace.attribution.float().cpu(), hw))
     if judge:
         classes = [_unit(targets[int(t)]) for t in t_of]
         if "probability" not in metrics or any(c is None for c in classes):
