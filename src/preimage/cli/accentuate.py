@@ -153,7 +153,8 @@ def accentuate(image: Annotated[str, typer.Argument(help="the seed image: a path
         for name, t in summary.get("transfer", {}).items():
             out_console.print(f"judge {name}: p(class) {', '.join(f'{v:.3f}' for v in t['probability'])}; top-1 for "
                               f"{sum(t['top1'])}/{len(t['top1'])}", markup=False)
-        out_console.print(f"{summary['iterations']} steps at {summary['size'][0]}×{summary['size'][1]} in "
+        on = f" (a canvas {canvas:g}× the side)" if canvas != 1 else ""
+        out_console.print(f"{summary['iterations']} steps at {summary['size'][0]}×{summary['size'][1]}{on} in "
                           f"{summary['seconds']:.1f} s")
 
     emit(summary, as_json, human)
