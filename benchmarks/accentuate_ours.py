@@ -7,13 +7,13 @@ the peers' runner format (one PNG and one JSON line per picture in ``OUT/log.jso
 
 Each seed is the 224 px scikit-image sample as ``accentuation_eval.py prepare`` writes it (written here too when
 missing); one call per image accentuates its classes at every weight (images × classes × weights problems; on the
-CPU each runs on its own), and a picture's seconds are the call's wall time divided by its pictures. The model
-is efficientnet_lite0 as ``preimage`` loads it; its defaults apart from ``--param``, ``--transforms``, ``--steps``,
-``--reg-layer``, ``--max-rmse``, ``--skip-grad``, ``--seed``, ``--size`` and ``--canvas``; each pair's target is ``class:C`` (its logit) or,
-with ``--target-form logprob``, ``logprob:C``. Pictures of another ``--seed`` go to an ``--out`` of their own (a
-picture already there is not made again). With ``--max-rmse R1,R2,…`` (pixel-RMSE budgets, one weight) the sweep
-runs over the budgets: each log line's ``weight``, the evaluation's sweep knob, is then the budget (``reg_weight``
-and ``max_rmse`` are recorded too).
+CPU each runs on its own), and a picture's seconds are the call's wall time divided by its pictures. The model is
+efficientnet_lite0 as ``preimage`` loads it; its defaults apart from ``--param``, ``--transforms``, ``--steps``,
+``--reg-layer``, ``--max-rmse``, ``--skip-grad``, ``--seed``, ``--size`` and ``--canvas``; each pair's target is
+``class:C`` (its logit) or, with ``--target-form logprob``, ``logprob:C``. Pictures of another ``--seed`` go to an
+``--out`` of their own (a picture already there is not made again). With ``--max-rmse R1,R2,…`` (pixel-RMSE budgets,
+one weight) the sweep runs over the budgets: each log line's ``weight``, the evaluation's sweep knob, is then the
+budget (``reg_weight`` and ``max_rmse`` are recorded too).
 """
 
 from __future__ import annotations
