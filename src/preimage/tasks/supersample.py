@@ -1,7 +1,8 @@
 """A canvas larger than the picture: optimize an image `factor` times the picture's side, show the network crops of
 it resampled to the picture's size, and hand back the canvas downsampled to that size (antialiased), as faccent
-(512 px) and Horama (1280 px) optimize for a 224 px network. A pattern finer than the picture's pixels is averaged
-away in the result, so it earns nothing there; the views see the canvas at 0.5–1.25× the picture's scale."""
+(512 px) and Horama (1280 px) optimize for a 224 px network. The views show the picture at the same scales as
+without a canvas (a crop of a fraction s of the side at 1/s), each sampled down from finer pixels rather than up
+from the picture's; a pattern finer than the picture's pixels is averaged away in the result."""
 
 from __future__ import annotations
 
