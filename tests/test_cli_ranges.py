@@ -71,6 +71,8 @@ def test_numeric_option_has_a_range_and_refuses_values_outside(path, required, p
         assert code == 2, (p.opts[0], value, err)
         assert len(lines) == 1 and lines[0].startswith("error:") and p.opts[0] in lines[0], (value, err)
         assert "Traceback" not in err and out == ""
+        if value == "nan":  # said as such, not as a value too large
+            assert "nan is not a number" in lines[0] and "less than" not in lines[0], err
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 

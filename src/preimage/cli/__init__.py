@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
             except BrokenPipeError:
                 sys.stdout = None
             return _exit(0, argv)
-        err_console.print(f"error: {e.format_message()}", markup=False, highlight=False, soft_wrap=True)
+        message = _nan_message(e, sys.argv[1:] if argv is None else argv) or e.format_message()
+        err_console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
         return _exit(2, argv)
     except click.exceptions.Abort:
         err_console.print("aborted", markup=False)
@@ -124,6 +125,22 @@ def _flags(command: Any, argv: list[str]) -> dict[str, str]:
     if "images" not in out and "image" in out:
         out["images"] = out["image"]
     return out
+
+
+def _nan_message(e: Exception, argv: list[str]) -> str | None:
+    """For a ranged number option given NaN, a message that says so: the range check's own reads as if the value
+    were too large ("Input should be less than or equal to 1")."""
+    param = getattr(e, "param", None)
+    lo, hi, opts = getattr(param, "min", None), getattr(param, "max", None), getattr(param, "opts", None) or []
+    if lo is None or hi is None:
+        return None
+    for i, a in enumerate(argv):
+        name, eq, value = a.partition("=")
+        if name in opts and (eq or i + 1 < len(argv)):
+            value = value if eq else argv[i + 1]
+            if value.strip().lower() in ("nan", "+nan", "-nan"):
+                return f"Invalid value for '{opts[0]}': {value} is not a number; give one from {lo:g} to {hi:g}"
+    return None
 
 
 def _exit(code: int, argv: list[str] | None) -> int:

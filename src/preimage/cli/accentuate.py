@@ -83,8 +83,9 @@ def accentuate(image: Annotated[str, typer.Argument(help="the seed image: a path
                    min=0.0, max=1.0, help="factor on the gradient through each residual branch, the forward exact "
                    "(the skip gradient; default: the style's, 1: the exact gradient)")] = None,
                canvas: Annotated[float | None, typer.Option(
-                   help="optimize a canvas this many times the picture's side (1–4), seen by the network in crops "
-                   "at the picture's size and saved downsampled to it (default: accentuate's)")] = None,
+                   min=1.0, max=4.0, help="optimize a canvas this many times the picture's side (1–4), seen by "
+                   "the network in crops at the picture's size and saved downsampled to it (default: accentuate's)")
+               ] = None,
                judge: JudgeOpt = None, seed: SeedOpt = 0, out: OutOpt = Path("preimage-out"),
                png_scale: PngScaleOpt = None, weights: WeightsOpt = None, random_weights: RandomOpt = False,
                channels: ChannelsOpt = None, force: ForceOpt = False, device: DeviceOpt = "cpu",
