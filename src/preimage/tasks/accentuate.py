@@ -334,7 +334,9 @@ def _accentuate(rep0: Representation, images: Images, targets: list[Objective], 
     if hwc != hw and ball is not None:  # the downsampled picture held to the budget too (it moves it seldom)
         out = into_ball(out, seeds_img.to(out), ball.radius.to(out.device))
     if hwc != hw and prior_term is not None:  # the distance measured on the picture, against the seed itself
-        prior_term = SeedDistance(x0[i_of.to(x0.device)], prior_term.weight, reg_rep)
+        ref0 = None if reg_rep is None else reference_features(reg_rep, x0)  # once per image, as on the canvas
+        prior_term = SeedDistance(x0[i_of.to(x0.device)], prior_term.weight, reg_rep,
+                                  ref=None if ref0 is None else ref0[i_of.to(ref0.device)])
     metrics = _metrics(binding, targets, t_of, out, seeds_img, prior_term, reg_rep, where)
     metrics["reg_weight"] = w_of.float()
     if ball is not None:
