@@ -142,6 +142,12 @@ def test_a_canvas_is_seen_at_the_picture_size_and_returned_at_it() -> None:
     assert torch.allclose(down.sum((1, 2, 3)), a.sum((1, 2, 3)))
     assert torch.allclose(down[0, 0, 0, 0], a[0, 0, :2, :2].sum())
     assert "canvas" not in accentuate(net, x0, "2:1", steps=1, attribution=False).info
+    # a layer distance is reported on the picture against the seed, as without a canvas
+    r = accentuate(tiny(), x0, "2:1", reg_layer="0", max_rmse=None, steps=3, param="pixel", canvas=2,
+                   attribution=False)
+    phi = preimage.load(tiny(), "0")
+    f, f0 = phi(phi.to_paper_units(r.images)), phi(phi.to_paper_units(x0))
+    assert torch.allclose(r.metrics["layer_error"], ((f - f0).norm() / f0.norm()).reshape(1), rtol=1e-4)
 
 
 def test_no_regularization_and_every_parameterization() -> None:
