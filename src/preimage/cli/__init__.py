@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             except BrokenPipeError:
                 sys.stdout = None
             return _exit(0, argv)
-        message = _nan_message(e, sys.argv[1:] if argv is None else argv) or e.format_message()
+        message = _nan_message(command, e, sys.argv[1:] if argv is None else argv) or e.format_message()
         err_console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
         return _exit(2, argv)
     except click.exceptions.Abort:
@@ -91,23 +92,27 @@ def _repeated(command: Any, argv: list[str]) -> str | None:
     takes = {o: prm for prm in getattr(cmd, "params", []) if getattr(prm, "param_type_name", "") == "option"
              and not getattr(prm, "is_flag", False) and not getattr(prm, "count", False) for o in prm.opts}
     seen: dict[str, tuple[str, str]] = {}
-    it = iter(args)
-    for arg in it:
-        if arg == "--":
-            break
-        flag, eq, value = arg.partition("=")
-        prm = takes.get(flag if flag.startswith("--") else arg)
-        if prm is None:
-            continue
-        if not eq:
-            value = next(it, "")
+    for prm, flag, value in _option_values(args, takes):
         if prm.multiple:
             continue
         if prm.name in seen:
             first, before = seen[prm.name]
             return f"{first} is given twice: '{value}' is used, '{before}' is not (the last one wins)"
-        seen[prm.name] = (flag if eq else arg, value)
+        seen[prm.name] = (flag, value)
     return None
+
+
+def _option_values(args: list[str], takes: dict[str, Any]) -> Iterator[tuple[Any, str, str]]:
+    """(option, the flag as typed, its value) for each use in ``args`` of an option of ``takes`` (flag → option,
+    options that take one value), ``--flag value`` and ``--flag=value`` alike, up to ``--``."""
+    it = iter(args)
+    for arg in it:
+        if arg == "--":
+            return
+        flag, eq, value = arg.partition("=")
+        prm = takes.get(flag if flag.startswith("--") else arg)
+        if prm is not None:
+            yield prm, flag if eq else arg, value if eq else next(it, "")
 
 
 def _flags(command: Any, argv: list[str]) -> dict[str, str]:
@@ -127,19 +132,17 @@ def _flags(command: Any, argv: list[str]) -> dict[str, str]:
     return out
 
 
-def _nan_message(e: Exception, argv: list[str]) -> str | None:
+def _nan_message(command: Any, e: Exception, argv: list[str]) -> str | None:
     """For a ranged number option given NaN, a message that says so: the range check's own reads as if the value
     were too large ("Input should be less than or equal to 1")."""
     param = getattr(e, "param", None)
-    lo, hi, opts = getattr(param, "min", None), getattr(param, "max", None), getattr(param, "opts", None) or []
+    lo, hi = getattr(param, "min", None), getattr(param, "max", None)
     if lo is None or hi is None:
         return None
-    for i, a in enumerate(argv):
-        name, eq, value = a.partition("=")
-        if name in opts and (eq or i + 1 < len(argv)):
-            value = value if eq else argv[i + 1]
-            if value.strip().lower() in ("nan", "+nan", "-nan"):
-                return f"Invalid value for '{opts[0]}': {value} is not a number; give one from {lo:g} to {hi:g}"
+    _, args = _command_of(command, argv)
+    for _, _, value in _option_values(args, dict.fromkeys(param.opts, param)):
+        if value.strip().lower() in ("nan", "+nan", "-nan"):
+            return f"Invalid value for '{param.opts[0]}': {value} is not a number; give one from {lo} to {hi}"
     return None
 
 

@@ -43,6 +43,7 @@ from ..engine.styles import Style, describe, resolve
 from ..engine.targets import Diversity, Objective, parse_target
 from ..engine.transforms import Crops, Jitter, Rotate, Scale, Transform
 from ..errors import PreimageError
+from ..images import resize
 from ..measures.stats import NeuronStats, images_id, load_stats
 from ..report.publish import path_names
 from ..report.result import Result
@@ -69,7 +70,7 @@ from .common import (
 )
 from .judging import judge_pictures
 from .skip_gradient import branch_factor, skip_gradient
-from .supersample import canvas_of, map_to_picture, seen_at, to_picture
+from .supersample import canvas_of, map_to_picture, seen_at
 
 #: The pixel distance's scale: D = 1 at this RMSE (0–255 units).
 PIXEL_SCALE = 32.0
@@ -285,7 +286,7 @@ def _accentuate(rep0: Representation, images: Images, targets: list[Objective], 
         where = reg_rep.layer or where
     target_points(spec, targets, hw, device)  # every unit checked before the statistics are read
     x0 = first.rep.to_paper_units(img)
-    x0c = x0 if hwc == hw else first.rep.to_paper_units(to_picture(img, hwc))  # the seed on the canvas
+    x0c = x0 if hwc == hw else first.rep.to_paper_units(resize(img, hwc))  # the seed on the canvas
     if reg_rep is not None:
         ref = reference_features(reg_rep, x0c)
         if not bool((ref.flatten(1).pow(2).sum(1) > 0).all()):
@@ -329,7 +330,7 @@ def _accentuate(rep0: Representation, images: Images, targets: list[Objective], 
         trace = optimize(rep, term, n, hwc, sched, init=x0c[i_of.to(x0.device)], seed=prob_seeds, energy=energy,
                          progress=progress, amp=amp, compile=compile, image_prior=prior_term,
                          attribution=attribution, image_map=ball, **opt_kw)
-    out = to_picture(pictures(rep, trace.x), hw)
+    out = resize(pictures(rep, trace.x), hw)
     seeds_img = img[i_of.to(img.device)]
     if hwc != hw and ball is not None:  # the downsampled picture held to the budget too (it moves it seldom)
         out = into_ball(out, seeds_img.to(out), ball.radius.to(out.device))

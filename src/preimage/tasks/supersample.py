@@ -1,8 +1,9 @@
-"""A canvas larger than the picture: optimize an image `factor` times the picture's side, show the network crops of
-it resampled to the picture's size, and hand back the canvas downsampled to that size (antialiased), as faccent
-(512 px) and Horama (1280 px) optimize for a 224 px network. The views show the picture at the same scales as
-without a canvas (a crop of a fraction s of the side at 1/s), each sampled down from finer pixels rather than up
-from the picture's; a pattern finer than the picture's pixels is averaged away in the result."""
+"""A canvas larger than the picture: optimize an image `factor` times the picture's side, show the network crops of it
+resampled to the picture's size, and hand back the canvas downsampled to that size (``images.resize``: bicubic,
+antialiased, as a user's loader), as faccent (512 px) and Horama (1280 px) optimize for a 224 px network. The views
+show the picture at the same scales as without a canvas (a crop of a fraction s of the side at 1/s), each sampled
+down from finer pixels rather than up from the picture's; a pattern finer than the picture's pixels is averaged away
+in the result."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import torch
 import torch.nn.functional as F
 
 from ..engine.transforms import Crops, Transform
-from ..images import resize
 
 
 def canvas_of(hw: tuple[int, int], factor: float) -> tuple[int, int]:
@@ -25,11 +25,6 @@ def seen_at(transforms: Sequence[Transform] | None, hw: tuple[int, int]) -> list
     no crop is (so the network never sees the canvas at its own size)."""
     out = [Crops(t.k, t.lo, t.hi, hw) if isinstance(t, Crops) and t.out is None else t for t in transforms or ()]
     return out if any(isinstance(t, Crops) for t in out) else [*out, Crops(1, 1.0, 1.0, hw)]
-
-
-def to_picture(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-    """Canvas pictures N×C×H'×W' (0–255) → N×C×H×W, bicubic antialiased (as a user's loader resizes)."""
-    return x if tuple(x.shape[-2:]) == tuple(hw) else resize(x, hw)
 
 
 def map_to_picture(a: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
