@@ -51,8 +51,8 @@ def main() -> None:
     ap.add_argument("--target-form", default="class", choices=("class", "logprob"),
                     help="each pair's target: its logit (class:C) or its log-probability (logprob:C)")
     ap.add_argument("--seed", type=int, default=0, help="accentuate's seed (its transforms' draws)")
-    ap.add_argument("--size", type=int, default=None, help="the canvas in pixels (default: the model's, 224); "
-                    "with a larger canvas give the crops the network's side (crops:K:LO-HI:224)")
+    ap.add_argument("--size", type=int, default=None, help="the picture's side in pixels (default: the model's, "
+                    "224)")
     ap.add_argument("--canvas", type=float, default=None, help="the canvas's side as a multiple of the picture's "
                     "(default: accentuate's)")
     ap.add_argument("--threads", type=int, default=1)

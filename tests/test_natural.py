@@ -211,7 +211,7 @@ def test_fast_style_starts_hog_off_its_flat_saddle() -> None:
 # --- transforms ----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("spec", ["jitter:3", "scale:0.8-1.2", "rotate:20", "flip:1", "crops:3:0.5-0.9",
-                                  "crops:2:0.5-1:8x10", "noise:7"])
+                                  "noise:7"])
 def test_gradients_through_every_transform(spec: str) -> None:
     (t,) = T.parse_transforms(spec)
     x = torch.randn(2, 3, 7, 9, dtype=torch.float64, requires_grad=True)
@@ -266,20 +266,28 @@ def test_noise_adds_its_level_per_view_and_draws_per_problem() -> None:
 
 
 def test_crops_seen_at_another_size() -> None:
-    """A canvas larger than the network's input: crops resampled to the network's size; a whole-canvas crop at
-    half the side is the 2×2 mean."""
+    """A canvas larger than the network's input (accentuate's canvas): crops resampled to the network's size; a
+    whole-canvas crop at half the side is the 2×2 mean. Users cannot set the size: a task binds its target at the
+    image's."""
     x = torch.randn(2, 3, 32, 48)
-    (t,) = T.parse_transforms("crops:3:1-1:16x24")
+    t = T.Crops(3, 1, 1, (16, 24))
     v = t(x, rng(2))
     assert v.shape == (6, 3, 16, 24) and t.spec() == "crops:3:1-1:16x24"
     assert torch.allclose(v[:2], F.avg_pool2d(x, 2), atol=1e-5)
     assert T.Crops(2, 0.5, 1, 16).out == (16, 16) and T.Crops(2, 0.5, 1, 16).spec() == "crops:2:0.5-1:16"
-    assert T.parse_transforms("crops:2:0.5-1:16") == [T.Crops(2, 0.5, 1, (16, 16))]
-    for bad in ("crops:2:0.5-1:x", "crops:2:0.5-1:4", "crops:2:0.5-1:16x4"):
-        with pytest.raises(PreimageError, match="bad transform|crop's size"):
+    xd = torch.randn(2, 3, 7, 9, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda y: T.Crops(2, 0.5, 1, (8, 10))(y, rng(2, 3)).sum(), (xd,), eps=1e-6,
+                                    atol=1e-5)
+    for bad in ("crops:2:0.5-1:16", "crops:2:0.5-1:x"):
+        with pytest.raises(PreimageError, match="bad transform"):
+            T.parse_transforms(bad)
+    for bad in (T.Crops(2, 0.5, 1, 16), [T.Jitter(3), T.Crops(2, 0.5, 1, 16)]):
+        with pytest.raises(PreimageError, match="canvas"):
             T.parse_transforms(bad)
     with pytest.raises(PreimageError, match="crop's size"):
         T.Crops(2, 0.5, 1, (16, True))
+    with pytest.raises(PreimageError, match="crop's size"):
+        T.Crops(2, 0.5, 1, 4)
 
 
 # --- BatchNorm prior -----------------------------------------------------------------------------------------

@@ -192,9 +192,9 @@ class Flip(Transform):
 
 class Crops(Transform):
     """k random square-ish crops per image, each side a fraction in [lo, hi] of the image's at a random place
-    inside it, resampled to the image's size, or to ``out`` = (H, W) pixels (a canvas larger than the network's
-    input, as faccent and Horama optimize, seen at the network's size): N → k·N images (crop-major), all seen in
-    one network call."""
+    inside it, resampled to the image's size, or to ``out`` = (H, W) pixels (set by accentuate's canvas: a canvas
+    larger than the network's input seen at the network's size; ``parse_transforms`` refuses it from users): N →
+    k·N images (crop-major), all seen in one network call."""
 
     def __init__(self, k: int, lo: float = 0.5, hi: float = 1.0, out: int | tuple[int, int] | None = None) -> None:
         if not isinstance(k, int) or isinstance(k, bool) or not (is_number(lo) and is_number(hi)) \
@@ -256,7 +256,7 @@ def compose(transforms: Sequence[Transform], x: torch.Tensor, rng: ProblemRNG) -
 TRANSFORMS = {"jitter": "jitter:D (shift by up to D−1 px)", "scale": "scale:LO-HI (zoom factor)",
               "rotate": "rotate:DEG (±degrees)", "flip": "flip (left–right, p=0.5)",
               "noise": "noise:S (Gaussian pixel noise, S in 0–255 units)",
-              "crops": "crops:K or crops:K:LO-HI[:S or :HxW] (K crops of LO–HI of the side per step[, seen at S×S px])"}
+              "crops": "crops:K or crops:K:LO-HI (K crops of LO–HI of the side per step)"}
 
 
 def standard() -> list[Transform]:
@@ -286,10 +286,8 @@ def _parse_one(part: str) -> list[Transform]:
     if name == "noise":
         return [Noise(float(arg))]
     if name == "crops":
-        k, _, rest = arg.partition(":")
-        rng, _, out = rest.partition(":")
-        h, _, w = out.partition("x")
-        return [Crops(int(k), *(_range(rng) if rng else (0.5, 1.0)), (int(h), int(w or h)) if out else None)]
+        k, _, rng = arg.partition(":")
+        return [Crops(int(k), *(_range(rng) if rng else (0.5, 1.0)))]
     raise ValueError(name)
 
 
@@ -300,6 +298,10 @@ def parse_transforms(spec: str | Transform | Sequence[Transform | str] | None) -
     if spec is None:
         return None
     if isinstance(spec, Transform):
+        if isinstance(spec, Crops) and spec.out is not None:
+            # A task binds its target at the image's size; views of another size are accentuate's canvas alone.
+            raise PreimageError("a crop's output size is set by accentuate's canvas=, not given: the network sees "
+                                "crops at the image's size (use Crops(k, lo, hi))", param="transforms")
         return [spec]
     if not isinstance(spec, str):
         try:
