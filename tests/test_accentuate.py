@@ -150,6 +150,26 @@ def test_a_canvas_is_seen_at_the_picture_size_and_returned_at_it() -> None:
     assert torch.allclose(r.metrics["layer_error"], ((f - f0).norm() / f0.norm()).reshape(1), rtol=1e-4)
 
 
+def test_candidates_keep_the_highest_target_value_and_candidate_0_is_the_single_run() -> None:
+    x0 = seed_image()
+    kw = {"reg_layer": "pixels", "max_rmse": [6.0, 12.0], "steps": 6, "param": "pixel", "transforms": "jitter:3"}
+    r = accentuate(tiny(), x0, ["2:1", "2:3"], candidates=3, **kw)
+    one = accentuate(tiny(), x0, ["2:1", "2:3"], **kw)
+    assert r.images.shape == one.images.shape == (4, 3, SIDE, SIDE) and r.attribution.shape == (4, 1, SIDE, SIDE)
+    assert r.info["candidates"] == 3 and "candidates" not in one.info
+    for i, p in enumerate(r.problems):
+        scores = p["candidate_scores"]
+        assert p["candidates"] == 3 and len(set(scores)) == 3  # each candidate its own draw
+        assert scores[p["candidate"]] == max(scores)
+        assert float(r.metrics["activation"][i]) == pytest.approx(max(scores), rel=1e-6)
+        # candidate 0 is the picture a run without candidates makes
+        assert scores[0] == pytest.approx(float(one.metrics["activation"][i]), rel=1e-6)
+        assert float(r.metrics["activation"][i]) >= float(one.metrics["activation"][i]) - 1e-4
+    assert bool((rmse(r.images.round(), x0.expand_as(r.images)) <= r.metrics["max_rmse"].double()).all())
+    assert r.metrics["max_rmse"].tolist() == [6.0, 12.0, 6.0, 12.0]
+    assert [p["target"] for p in r.problems] == ["channel:2:1", "channel:2:1", "channel:2:3", "channel:2:3"]
+
+
 def test_no_regularization_and_every_parameterization() -> None:
     x0 = seed_image()
     free = accentuate(tiny(), x0, "2:1", reg_layer="none", reg_weight=[1.0, 100.0], steps=4, param="pixel")
@@ -185,7 +205,9 @@ def test_auto_reg_layer_is_the_first_block_of_stride_8() -> None:
     ({"steps": 0}, "steps"), ({"target": "2:99"}, "target"), ({"target": "2:1 + diversity"}, "target"),
     ({"attribution": "yes"}, "attribution"), ({"max_rmse": 0.5}, "max_rmse"), ({"max_rmse": []}, "max_rmse"),
     ({"max_rmse": [8.0, 8.0]}, "max_rmse"), ({"max_rmse": float("inf")}, "max_rmse"), ({"canvas": 0.5}, "canvas"),
-    ({"canvas": 5}, "canvas"), ({"canvas": float("nan")}, "canvas"), ({"canvas": "2"}, "canvas")])
+    ({"canvas": 5}, "canvas"), ({"canvas": float("nan")}, "canvas"), ({"canvas": "2"}, "canvas"),
+    ({"candidates": 0}, "candidates"), ({"candidates": 65}, "candidates"), ({"candidates": True}, "candidates"),
+    ({"candidates": 1.5}, "candidates")])
 def test_bad_arguments_name_their_parameter(kw: dict, param: str) -> None:
     args = {"target": "2:1", **kw}
     with pytest.raises(PreimageError) as e:
@@ -220,6 +242,17 @@ def test_cli_budgets_name_their_pictures_and_hold(tmp_path, capsys) -> None:
         assert float(rmse(preimage.load_image(r["image"]), seed)[0]) <= r["max_rmse"]
 
 
+def test_cli_candidates_are_recorded_and_named(tmp_path, capsys) -> None:
+    args = ["accentuate", "sample:chelsea", "--target", "class:1", "--candidates", "2", "--steps", "2", "--size", "64",
+            "--no-attribution"]
+    assert main([*args, "--out", str(tmp_path / "o"), "--json"]) == 0
+    (r,) = json.loads(capsys.readouterr().out)["results"]
+    assert r["candidates"] == 2 and r["candidate_scores"][r["candidate"]] == max(r["candidate_scores"])
+    assert r["activation"] == pytest.approx(max(r["candidate_scores"]), rel=1e-5)
+    assert main([*args, "--out", str(tmp_path / "h")]) == 0
+    assert f"(best of 2: candidate {r['candidate']})" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("args, word", [
     ([], "--target"), (["--target", "class:1", "--reg-weight", "abc"], "--reg-weight"),
     (["--target", "class:1", "--reg-weight", "-1"], "--reg-weight"),
@@ -231,7 +264,9 @@ def test_cli_budgets_name_their_pictures_and_hold(tmp_path, capsys) -> None:
     (["--target", "class:1", "--max-rmse", "8,x"], "--max-rmse"),
     (["--target", "class:1", "--max-rmse", "8,8"], "--max-rmse"),
     (["--target", "class:1", "--canvas", "9"], "--canvas"),
-    (["--target", "class:1", "--canvas", "nan"], "--canvas")])
+    (["--target", "class:1", "--canvas", "nan"], "--canvas"),
+    (["--target", "class:1", "--candidates", "0"], "--candidates"),
+    (["--target", "class:1", "--candidates", "two"], "--candidates")])
 def test_cli_bad_input_is_one_line_exit_2_nothing_written(tmp_path, capsys, args: list, word: str) -> None:
     out = tmp_path / "o"
     assert main(["accentuate", "sample:chelsea", *args, "--out", str(out)]) == 2

@@ -86,6 +86,10 @@ def accentuate(image: Annotated[str, typer.Argument(help="the seed image: a path
                    min=1.0, max=4.0, help="optimize a canvas this many times the picture's side (1–4), seen by "
                    "the network in crops at the picture's size and saved downsampled to it (default: accentuate's)")
                ] = None,
+               candidates: Annotated[int | None, typer.Option(
+                   min=1, max=64, help="pictures optimized for each one saved, each from its own draw of the "
+                   "transforms, of which the one with the highest target value (the logit for a class) is kept "
+                   "(default: accentuate's)")] = None,
                judge: JudgeOpt = None, seed: SeedOpt = 0, out: OutOpt = Path("preimage-out"),
                png_scale: PngScaleOpt = None, weights: WeightsOpt = None, random_weights: RandomOpt = False,
                channels: ChannelsOpt = None, force: ForceOpt = False, device: DeviceOpt = "cpu",
@@ -101,12 +105,14 @@ def accentuate(image: Annotated[str, typer.Argument(help="the seed image: a path
     from ..tasks.accentuate import ACCENTUATE_STYLE, AUTO, CANVAS, NONE, PIXELS
     from ..tasks.accentuate import accentuate as run_accentuate
     from ..tasks.activation import target_layer, target_points
-    from ..tasks.common import as_representation, call_options, check_number, check_size
+    from ..tasks.common import as_representation, call_options, check_count, check_number, check_size
 
     if target is None:
         raise PreimageError("--target is required: what the network should see more of (e.g. class:1)")
     ws = parse_weights(reg_weight)
     canvas = CANVAS if canvas is None else check_number(canvas, "--canvas", 1.0, 4.0)
+    if candidates is not None:
+        check_count(candidates, "--candidates", 1, 64)
     budgets = parse_budgets(max_rmse)
     rep = load_rep(model, "output", weights, random_weights, device, threads, channels)
     try:
@@ -132,7 +138,7 @@ def accentuate(image: Annotated[str, typer.Argument(help="the seed image: a path
               "param": param,
               "transforms": transforms, "optimizer": optimizer, "size": size, "seed": seed,
               "attribution": not no_attribution, "judge": judge, "skip_grad": skip_grad,
-              "canvas": canvas}
+              "canvas": canvas, "candidates": candidates}
     options = call_options(run_accentuate, kwargs, ("model", "images", "target", "stats", "progress", "device")) | {
         "png_scale": scale}
     m = Model(rep.spec, device)
@@ -147,8 +153,10 @@ def accentuate(image: Annotated[str, typer.Argument(help="the seed image: a path
                  f"{' (top-1)' if r.get('top1') == _class(r) else ''}" if r.get("probability") is not None else "")
             err = f", {r['reg_layer']} error {r['layer_error']:.2f}" if r.get("layer_error") is not None else ""
             budget = f" RMSE ≤ {r['max_rmse']:g}" if r.get("max_rmse") is not None else ""
+            best = f" (best of {r['candidates']}: candidate {r['candidate']})" if r.get("candidates") else ""
             out_console.print(f"{r['label']} w={r['reg_weight']:g}{budget}: activation {r['activation_start']:.3g} → "
-                              f"{r['activation']:.3g}{p}; RMSE {r['rmse']:.1f}{err}  → {r['image']}", markup=False)
+                              f"{r['activation']:.3g}{p}; RMSE {r['rmse']:.1f}{err}{best}  → {r['image']}",
+                              markup=False)
             if r.get("attribution"):
                 out_console.print(f"  attribution → {r['attribution']}", markup=False)
         for name, t in summary.get("transfer", {}).items():

@@ -4,7 +4,8 @@ Why: how well a class pre-image transfers to a network that never saw the optimi
 random draw to the next than between any two natural styles we measured (one reseeded run moves the judge's mean
 p(class) by up to 0.09 on 20 classes: benchmarks/results/transfer.md, round 8), and the optimized network's own
 p(class) on the finished picture tells which draw transfers (round 9). The candidates of a picture share its
-target and restart; candidate 0 is the picture a run without candidates makes.
+target and restart; candidate 0 is the picture a run without candidates makes. ``accentuate`` keeps the candidate
+with the highest target value instead (the logit for a class): its pictures' p(class) is 1 to float precision.
 """
 
 from __future__ import annotations
