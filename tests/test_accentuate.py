@@ -364,3 +364,27 @@ def test_atlas_unit_pages_show_attribution_maps(tmp_path) -> None:
     page = (out / "layers" / "blocks.1" / "0.html").read_text()
     src = [s for s in page.split("'") + page.split('"') if s.endswith("-attribution.png")]
     assert src and (out / "layers" / "blocks.1" / src[0]).resolve().is_file()
+
+
+def test_best_of_subsets_keeps_each_pairs_highest_score() -> None:
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "accentuation_best_of.py"
+    spec = importlib.util.spec_from_file_location("accentuation_best_of", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    best_of_subsets = mod.best_of_subsets
+
+    def draw(logits: list[float], ps: list[float]) -> dict:
+        return {("im", c, 24.0): {"logit": z, "probability": p, "top1": p > 0.5}
+                for c, z, p in zip((1, 2), logits, ps, strict=True)}
+
+    draws = [draw([3, 1], [0.2, 0.9]), draw([2, 5], [0.6, 0.4]), draw([1, 4], [0.8, 0.7])]
+    keys = [("im", 1, 24.0), ("im", 2, 24.0)]
+    # pairs (0,1), (0,2), (1,2): class 1 keeps draw 0, 0, 1; class 2 keeps draw 1, 2, 1
+    assert best_of_subsets(draws, keys, 2) == [(pytest.approx(0.3), 0), (pytest.approx(0.45), 1),
+                                               (pytest.approx(0.5), 1)]
+    assert best_of_subsets(draws, keys, 3) == [(pytest.approx(0.3), 0)]
+    assert best_of_subsets(draws, keys, 1) == [(pytest.approx(0.55), 1), (pytest.approx(0.5), 1),
+                                               (pytest.approx(0.75), 2)]
