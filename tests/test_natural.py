@@ -36,6 +36,7 @@ from preimage.engine.rng import ProblemRNG
 from preimage.engine.schedules import Stage
 from preimage.engine.styles import Style, get_style, resolve, style_record
 from preimage.engine.targets import Channel, Combination, Direction, parse_target
+from preimage.engine.transforms import Crops, Jitter
 from preimage.errors import PreimageError
 from preimage.images import COLOR_SAMPLES, load_image, save_png
 from preimage.measures.judge import Judge
@@ -111,6 +112,20 @@ def test_a_parameterizations_spec_reads_back_and_a_style_with_options_round_trip
             parse_param(bad)
     with pytest.raises(PreimageError, match="decay is a number"):
         Fourier(decay=-1.0)  # the object checks itself: the Python API and the shorthand alike
+
+
+def test_a_style_takes_the_shorthand_the_tasks_take_and_checks_it() -> None:
+    s = Style("mine", param="fourier(decay=1.5)", transforms="jitter:3,crops:2", prior="bn:0.001", iters=np.int64(5))
+    assert s == Style("mine", param=Fourier(decay=1.5), transforms=(Jitter(3), Crops(2, 0.5, 1.0)),
+                      prior=BNPrior(0.001), iters=5)
+    assert isinstance(s.iters, int) and get_style(json.loads(json.dumps(style_record(s)))) == s
+    assert Style("none", transforms="none").transforms == () and Style("d").transforms is None
+    for kw, says in (({"param": 3}, "unknown parameterization"), ({"transforms": "bogus"}, "bad transform"),
+                     ({"transforms": (Crops(2, 0.5, 1.0, out=(8, 8)),)}, "output size"),
+                     ({"prior": "xx"}, "unknown prior"), ({"optimizer": "sgd9"}, "unknown optimizer"),
+                     ({"iters": 0}, "iters"), ({"iters": 2.5}, "iters"), ({"name": " "}, "name")):
+        with pytest.raises(PreimageError, match=says):
+            Style(**{"name": "x", **kw})
 
 
 def test_a_bad_parameterization_option_is_one_line_before_any_work(tmp_path, capsys) -> None:

@@ -18,6 +18,7 @@ A style is an object (``Style``) users may build themselves; ``param``, ``transf
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -65,6 +66,24 @@ class Style:
     skip_grad: float = 1.0
 
     def __post_init__(self) -> None:
+        # Strings as shorthand, as the tasks take them: Style("mine", param="fourier", transforms="jitter:3").
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise PreimageError(f"a style's name is a non-empty string, got {self.name!r}", param="style")
+        object.__setattr__(self, "param", parse_param(self.param))
+        if self.transforms is not None:  # objects too: parse_transforms refuses what users may not set
+            t = self.transforms
+            object.__setattr__(self, "transforms", tuple(parse_transforms(list(t) if isinstance(t, tuple) else t)
+                                                         or ()))
+        if self.prior is not None and not isinstance(self.prior, BNPrior):
+            object.__setattr__(self, "prior", parse_prior(self.prior))
+        if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
+            raise PreimageError(f"unknown optimizer {self.optimizer!r} (choose {', '.join(OPTIMIZERS)})",
+                                param="style")
+        if self.iters is not None:
+            if isinstance(self.iters, bool) or not isinstance(self.iters, numbers.Integral) or self.iters < 1:
+                raise PreimageError(f"a style's iters is a whole number ≥ 1 (None: the paper's), got {self.iters!r}",
+                                    param="style")
+            object.__setattr__(self, "iters", int(self.iters))
         if isinstance(self.candidates, bool) or not isinstance(self.candidates, int) or not 1 <= self.candidates <= 64:
             raise PreimageError(f"a style's candidates is a whole number from 1 to 64, got {self.candidates!r}",
                                 param="style")
