@@ -9,11 +9,11 @@ Each seed is the 224 px scikit-image sample as ``accentuation_eval.py prepare`` 
 missing); one call per image accentuates its classes at every weight (images × classes × weights problems; on the
 CPU each runs on its own), and a picture's seconds are the call's wall time divided by its pictures. The model is
 efficientnet_lite0 as ``preimage`` loads it; its defaults apart from ``--param``, ``--transforms``, ``--steps``,
-``--reg-layer``, ``--max-rmse``, ``--skip-grad``, ``--seed``, ``--size``, ``--canvas`` and ``--candidates``; each
-pair's target is ``class:C`` (its logit) or, with ``--target-form logprob``, ``logprob:C``. Pictures of another
-``--seed`` go to an ``--out`` of their own (a picture already there is not made again). With ``--max-rmse R1,R2,…``
-(pixel-RMSE budgets, one weight) the sweep runs over the budgets: each log line's ``weight``, the evaluation's sweep
-knob, is then the budget (``reg_weight`` and ``max_rmse`` are recorded too).
+``--reg-layer``, ``--max-rmse``, ``--skip-grad``, ``--seed``, ``--size``, ``--canvas``, ``--candidates`` and
+``--cap-leak``; each pair's target is ``class:C`` (its logit) or, with ``--target-form logprob``, ``logprob:C``.
+Pictures of another ``--seed`` go to an ``--out`` of their own (a picture already there is not made again). With
+``--max-rmse R1,R2,…`` (pixel-RMSE budgets, one weight) the sweep runs over the budgets: each log line's ``weight``,
+the evaluation's sweep knob, is then the budget (``reg_weight`` and ``max_rmse`` are recorded too).
 """
 
 from __future__ import annotations
@@ -57,6 +57,8 @@ def main() -> None:
                     "(default: accentuate's)")
     ap.add_argument("--candidates", type=int, default=None, help="pictures optimized per picture saved, the one "
                     "with the highest target value kept (default: accentuate's)")
+    ap.add_argument("--cap-leak", type=float, default=None, help="the backward slope where ReLU6 is flat (default: "
+                    "accentuate's, 0)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
@@ -103,6 +105,7 @@ def main() -> None:
                                 transforms=a.transforms, steps=a.steps, skip_grad=a.skip_grad, seed=a.seed, size=a.size,
                                 **({"canvas": a.canvas} if a.canvas is not None else {}),
                                 **({"candidates": a.candidates} if a.candidates is not None else {}),
+                                **({"cap_leak": a.cap_leak} if a.cap_leak is not None else {}),
                                 **({"reg_layer": a.reg_layer} if a.reg_layer else {}))
         secs = (time.perf_counter() - t0) / len(r)
         (out / image).mkdir(exist_ok=True)
@@ -117,7 +120,7 @@ def main() -> None:
                         "seconds": round(secs, 2), "steps": r.iterations, "png": str(png),
                         "param": r.info["param"], "transforms": r.info.get("transforms"),
                         "reg_layer": r.info["reg_layer"], "size": r.info["size"], "canvas": r.info.get("canvas", 1.0),
-                        "candidates": r.info.get("candidates", 1),
+                        "candidates": r.info.get("candidates", 1), "cap_leak": r.info.get("cap_leak", 0.0),
                         "threads": a.threads,
                         "target": pr["target"], "seed": a.seed,
                         **({"skip_grad": r.info["skip_grad"]} if "skip_grad" in r.info else {}),

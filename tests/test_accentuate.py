@@ -170,6 +170,26 @@ def test_candidates_keep_the_highest_target_value_and_candidate_0_is_the_single_
     assert [p["target"] for p in r.problems] == ["channel:2:1", "channel:2:1", "channel:2:3", "channel:2:3"]
 
 
+def test_cap_leak_changes_the_gradient_only_and_leaves_the_network_as_it_was() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 5, padding=2), nn.ReLU6(), nn.Conv2d(4, 4, 5, padding=2)).eval()
+    with torch.no_grad():
+        net[0].bias.fill_(8.0)  # every unit above the cap: flat for the exact gradient
+    x0 = seed_image()
+    kw = {"reg_layer": "none", "max_rmse": 12.0, "steps": 6, "param": "pixel", "transforms": "none",
+          "attribution": False}
+    exact = accentuate(net, x0, "2:1", **kw)
+    leak = accentuate(net, x0, "2:1", cap_leak=0.5, **kw)
+    assert leak.info["cap_leak"] == 0.5 and "cap_leak" not in exact.info
+    assert [type(m) for m in net] == [nn.Conv2d, nn.ReLU6, nn.Conv2d]  # the network is as it was
+    # the reported value is the real network's on the picture: read again as a seed, with no slope anywhere
+    again = accentuate(net, leak.images.round(), "2:1", steps=1, reg_layer="none", attribution=False)
+    assert float(again.metrics["activation_start"][0]) == pytest.approx(float(leak.metrics["activation"][0]),
+                                                                         rel=1e-3)
+    # every unit is capped: the exact gradient is 0 and the picture stays the seed; the slope moves it
+    assert float(exact.metrics["rmse"][0]) < 0.5 and float(leak.metrics["rmse"][0]) > 5.0
+
+
 def test_no_regularization_and_every_parameterization() -> None:
     x0 = seed_image()
     free = accentuate(tiny(), x0, "2:1", reg_layer="none", reg_weight=[1.0, 100.0], steps=4, param="pixel")
@@ -207,7 +227,8 @@ def test_auto_reg_layer_is_the_first_block_of_stride_8() -> None:
     ({"max_rmse": [8.0, 8.0]}, "max_rmse"), ({"max_rmse": float("inf")}, "max_rmse"), ({"canvas": 0.5}, "canvas"),
     ({"canvas": 5}, "canvas"), ({"canvas": float("nan")}, "canvas"), ({"canvas": "2"}, "canvas"),
     ({"candidates": 0}, "candidates"), ({"candidates": 65}, "candidates"), ({"candidates": True}, "candidates"),
-    ({"candidates": 1.5}, "candidates")])
+    ({"candidates": 1.5}, "candidates"), ({"cap_leak": -0.1}, "cap_leak"), ({"cap_leak": 1.0}, "cap_leak"),
+    ({"cap_leak": float("nan")}, "cap_leak"), ({"cap_leak": "0.1"}, "cap_leak")])
 def test_bad_arguments_name_their_parameter(kw: dict, param: str) -> None:
     args = {"target": "2:1", **kw}
     with pytest.raises(PreimageError) as e:
@@ -266,7 +287,9 @@ def test_cli_candidates_are_recorded_and_named(tmp_path, capsys) -> None:
     (["--target", "class:1", "--canvas", "9"], "--canvas"),
     (["--target", "class:1", "--canvas", "nan"], "--canvas"),
     (["--target", "class:1", "--candidates", "0"], "--candidates"),
-    (["--target", "class:1", "--candidates", "two"], "--candidates")])
+    (["--target", "class:1", "--candidates", "two"], "--candidates"),
+    (["--target", "class:1", "--cap-leak", "2"], "--cap-leak"),
+    (["--target", "class:1", "--cap-leak", "1"], "--cap-leak")])
 def test_cli_bad_input_is_one_line_exit_2_nothing_written(tmp_path, capsys, args: list, word: str) -> None:
     out = tmp_path / "o"
     assert main(["accentuate", "sample:chelsea", *args, "--out", str(out)]) == 2

@@ -90,6 +90,9 @@ def accentuate(image: Annotated[str, typer.Argument(help="the seed image: a path
                    min=1, max=64, help="pictures optimized for each one saved, each from its own draw of the "
                    "transforms, of which the one with the highest target value (the logit for a class) is kept "
                    "(default: accentuate's)")] = None,
+               cap_leak: Annotated[float | None, typer.Option(
+                   "--cap-leak", min=0.0, max=1.0, help="backward slope where ReLU6 is flat; the forward and the "
+                   "scores stay exact (default: accentuate's, 0: the exact gradient)")] = None,
                judge: JudgeOpt = None, seed: SeedOpt = 0, out: OutOpt = Path("preimage-out"),
                png_scale: PngScaleOpt = None, weights: WeightsOpt = None, random_weights: RandomOpt = False,
                channels: ChannelsOpt = None, force: ForceOpt = False, device: DeviceOpt = "cpu",
@@ -113,6 +116,8 @@ def accentuate(image: Annotated[str, typer.Argument(help="the seed image: a path
     canvas = CANVAS if canvas is None else check_number(canvas, "--canvas", 1.0, 4.0)
     if candidates is not None:
         check_count(candidates, "--candidates", 1, 64)
+    if cap_leak is not None:
+        check_number(cap_leak, "--cap-leak", 0.0, 0.999999)
     budgets = parse_budgets(max_rmse)
     rep = load_rep(model, "output", weights, random_weights, device, threads, channels)
     try:
@@ -138,7 +143,7 @@ def accentuate(image: Annotated[str, typer.Argument(help="the seed image: a path
               "param": param,
               "transforms": transforms, "optimizer": optimizer, "size": size, "seed": seed,
               "attribution": not no_attribution, "judge": judge, "skip_grad": skip_grad,
-              "canvas": canvas, "candidates": candidates}
+              "canvas": canvas, "candidates": candidates, "cap_leak": cap_leak}
     options = call_options(run_accentuate, kwargs, ("model", "images", "target", "stats", "progress", "device")) | {
         "png_scale": scale}
     m = Model(rep.spec, device)

@@ -52,6 +52,7 @@ from ..representations import ModelLike, Representation, model_spec
 from ..representations.base import model_id
 from .activation import _atom_layer, _unit, atom_value, bind, point_of, read_points, target_layer, target_points
 from .candidates import best_of, candidate_problems, keep_rows
+from .capped import leaky_backward
 from .common import (
     Images,
     as_representation,
@@ -194,7 +195,7 @@ def accentuate(model: ModelLike, images: Images, target: str | Objective | Seque
                judge: str | Sequence[str] | None = None, energy: Energy | dict = Energy(regularize=False),
                device: str | None = None, amp: bool | str | None = None, compile: bool = False,
                progress: Progress | None = None, skip_grad: float | None = None, canvas: float = CANVAS,
-               candidates: int | None = None) -> Result:
+               candidates: int | None = None, cap_leak: float | None = None) -> Result:
     """Accentuate a target in real images: change each image just enough for the network to see more of it.
 
     model: a name, any nn.Module, or a representation. images: a path, ``sample:NAME``, a list, or N×C×H×W in 0–255
@@ -216,7 +217,8 @@ def accentuate(model: ModelLike, images: Images, target: str | Objective | Seque
     picture's side (1–4), shown to the network as crops at the picture's size and returned downsampled to it
     (``tasks/supersample.py``; the budget still holds on the returned picture). candidates: pictures optimized
     for each one returned, each from its own draw of the transforms, of which the one with the highest target value
-    (the logit for a class) is kept (``tasks/candidates.py``; None: the style's).
+    (the logit for a class) is kept (``tasks/candidates.py``; None: the style's). cap_leak: the backward slope
+    where ReLU6 is flat, in the optimizer's gradient only (``tasks/capped.py``; None: the style's, 0).
 
     Returns a Result: ``images`` N×C×H×W in 0–255, N = images × targets × weights × budgets (in that order),
     metrics per picture: ``activation`` and ``activation_start`` (the target's raw value on the picture and on the
@@ -233,7 +235,7 @@ def accentuate(model: ModelLike, images: Images, target: str | Objective | Seque
     with borrowed(rep0):
         return _accentuate(rep0, images, targets, reg_layer, reg_weight, max_rmse, steps, style, param, transforms,
                            prior, optimizer, size, seed, attribution, images_stats, stats, judge, energy, amp,
-                           compile, progress, call, skip_grad, canvas, candidates)
+                           compile, progress, call, skip_grad, canvas, candidates, cap_leak)
 
 
 def _accentuate(rep0: Representation, images: Images, targets: list[Objective], reg_layer: str | None,
@@ -241,7 +243,7 @@ def _accentuate(rep0: Representation, images: Images, targets: list[Objective], 
                 optimizer: str | None, size: Any, seed: int, attribution: bool, images_stats: Any,
                 stats: NeuronStats | None, judge: Any, energy: Energy | dict, amp: Any, compile: bool,
                 progress: Progress | None, call: dict[str, Any], skip_grad: float | None = None,
-                canvas: float = CANVAS, candidates: int | None = None) -> Result:
+                canvas: float = CANVAS, candidates: int | None = None, cap_leak: float | None = None) -> Result:
     spec = rep0.spec
     device = rep0.device_dtype()
     weights = check_weights(reg_weight)
@@ -250,6 +252,8 @@ def _accentuate(rep0: Representation, images: Images, targets: list[Objective], 
     canvas = check_number(canvas, "canvas", 1.0, 4.0)
     if candidates is not None:
         candidates = check_count(candidates, "candidates", 1, 64)
+    if cap_leak is not None:
+        cap_leak = check_number(cap_leak, "cap_leak", 0.0, 0.999999)
     if steps is not None:
         steps = check_count(steps, "steps", 1, 1_000_000)
     if not isinstance(attribution, bool):
@@ -264,7 +268,8 @@ def _accentuate(rep0: Representation, images: Images, targets: list[Objective], 
         raise PreimageError(f"reg_layer must be a layer name, 'auto', 'pixels' or 'none', got {reg_layer!r}",
                             param="reg_layer")
     first = point_of(spec, *_atom_layer(targets[0].atoms()[0], spec), device)
-    sty, opt_kw = resolve(first.rep, style, param=param, transforms=transforms, prior=prior, optimizer=optimizer)
+    sty, opt_kw = resolve(first.rep, style, param=param, transforms=transforms, prior=prior, optimizer=optimizer,
+                          cap_leak=cap_leak)
     sched = scale_schedule(SINGLE_STAGE, steps if steps is not None else (sty.iters or 64))
     skip_grad = branch_factor(rep0.net, skip_grad, sty.skip_grad)
     k = sty.candidates if candidates is None else candidates
@@ -339,7 +344,7 @@ def _accentuate(rep0: Representation, images: Images, targets: list[Objective], 
     ball = None
     if budgets != [None]:
         ball = SeedBall(x0c[i_of.to(x0.device)], torch.tensor(b_of, dtype=torch.float64))
-    with skip_gradient(rep.net, skip_grad):
+    with skip_gradient(rep.net, skip_grad), leaky_backward(rep.net, sty.cap_leak):
         trace = optimize(rep, term, n * k, hwc, sched, init=x0c[i_of.to(x0.device)], seed=prob_seeds,
                          energy=energy, progress=progress, amp=amp, compile=compile, image_prior=prior_term,
                          attribution=attribution, image_map=ball, **opt_kw)
