@@ -142,7 +142,9 @@ def _nan_message(command: Any, e: Exception, argv: list[str]) -> str | None:
     _, args = _command_of(command, argv)
     for _, _, value in _option_values(args, dict.fromkeys(param.opts, param)):
         if value.strip().lower() in ("nan", "+nan", "-nan"):
-            return f"Invalid value for '{param.opts[0]}': {value} is not a number; give one from {lo} to {hi}"
+            whole = getattr(getattr(param, "type_descriptor", None), "annotation", None) is int
+            kind = "a whole number" if whole else "a number"
+            return f"Invalid value for '{param.opts[0]}': {value} is not {kind}; give one from {lo} to {hi}"
     return None
 
 
