@@ -187,6 +187,11 @@ def test_api_bad_input() -> None:
         maximize(rep, preimage.Channel("blocks.3", -1))
     with pytest.raises(PreimageError, match="cannot read the target"):
         maximize(rep, "blocks.3")
+    with pytest.raises(PreimageError, match=r"join terms with ' \+ ' or ' - ', spaces around") as e:
+        maximize(rep, "blocks.3:1+class:5")  # read before, as a layer named 'blocks.3:1+class'
+    assert e.value.params == ("target",)
+    # a '+' in a weight's exponent is still a number
+    assert preimage.engine.targets.parse_target("1e+1*blocks.3:1 + class:5")[0].terms()[0][0] == 10.0
     with pytest.raises(PreimageError, match="restarts must be an integer from 1") as e:
         maximize(rep, "blocks.3:1", restarts=0)
     assert e.value.params == ("restarts",)

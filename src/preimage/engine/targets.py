@@ -388,6 +388,10 @@ def parse_target(spec: str | Objective | Sequence[str | Objective], *, kind: str
     if not text:
         raise PreimageError("the target is empty; give one such as 'blocks.4:5' or 'class:25'", param="target")
     pieces = re.split(r"\s+([+-])\s+", text)
+    # 'a+b' reads as one layer named 'a+b': say how to join terms ('+' may be in an exponent or a file name)
+    if any(re.search(r"(?<![eE])\+", p.lstrip("+")) and "direction:" not in p for p in pieces):
+        raise PreimageError(f"cannot read the target {spec!r}: join terms with ' + ' or ' - ', spaces around the "
+                            "sign (e.g. 'blocks.4:3 + class:5')", param="target")
     groups: list[list[tuple[float, Atom]]] = []
     for sign, piece in zip(["+"] + pieces[1::2], pieces[0::2], strict=True):
         if piece.startswith("-"):
