@@ -9,8 +9,9 @@ Each seed is the 224 px scikit-image sample as ``accentuation_eval.py prepare`` 
 missing); one call per image accentuates its classes at every weight (images × classes × weights problems; on the
 CPU each runs on its own), and a picture's seconds are the call's wall time divided by its pictures. The model is
 efficientnet_lite0 as ``preimage`` loads it; its defaults apart from ``--param``, ``--transforms``, ``--steps``,
-``--reg-layer``, ``--max-rmse``, ``--skip-grad``, ``--seed``, ``--size``, ``--canvas``, ``--candidates`` and
-``--cap-leak``; each pair's target is ``class:C`` (its logit) or, with ``--target-form logprob``, ``logprob:C``.
+``--reg-layer``, ``--max-rmse``, ``--skip-grad``, ``--seed``, ``--size``, ``--canvas``, ``--candidates``,
+``--cap-leak`` and ``--ghost`` (a benchmark-only variant); each pair's target is ``class:C`` (its logit) or, with
+``--target-form logprob``, ``logprob:C``.
 Pictures of another ``--seed`` go to an ``--out`` of their own (a picture already there is not made again). With
 ``--max-rmse R1,R2,…`` (pixel-RMSE budgets, one weight) the sweep runs over the budgets: each log line's ``weight``,
 the evaluation's sweep knob, is then the budget (``reg_weight`` and ``max_rmse`` are recorded too).
@@ -30,6 +31,28 @@ from accent_runner import fail, read_json  # noqa: E402
 
 HERE = pathlib.Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "accentuation"
+
+
+def ghost_model(rate: float, seed: int):
+    """efficientnet_lite0 whose ReLU6 outputs are dropped at ``rate`` whenever gradients are on (the optimizer's
+    forward passes; the scores, read without gradients, stay the real network's): a new ghost network per view."""
+    import torch
+
+    import preimage
+
+    rep = preimage.load("efficientnet_lite0", "output")
+    gen = torch.Generator().manual_seed(seed)
+
+    def erode(module: torch.nn.Module, inputs: tuple, out: torch.Tensor) -> torch.Tensor | None:
+        if not torch.is_grad_enabled():
+            return None
+        keep = torch.rand(out.shape, generator=gen) >= rate
+        return out * keep.to(out.dtype) / (1 - rate)
+
+    for m in rep.net.modules():
+        if isinstance(m, torch.nn.ReLU6):
+            m.register_forward_hook(erode)
+    return rep
 
 
 def main() -> None:
@@ -59,6 +82,9 @@ def main() -> None:
                     "with the highest target value kept (default: accentuate's)")
     ap.add_argument("--cap-leak", type=float, default=None, help="the backward slope where ReLU6 is flat (default: "
                     "accentuate's, 0)")
+    ap.add_argument("--ghost", type=float, default=0.0, help="dropout erosion (Ghost Networks, Li et al. 2020): "
+                    "each ReLU6 output element zeroed with this probability (the rest scaled by 1/(1-p)) in the "
+                    "optimizer's forward passes only, a new mask per view and step; scores stay exact (default 0)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
@@ -79,6 +105,9 @@ def main() -> None:
     if budgets and len(weights) != 1:
         fail(f"--max-rmse sweeps the budgets at one weight; --weights gives {len(weights)}")
     knobs = budgets or weights  # the sweep: one picture per knob and class
+    if not 0 <= a.ghost < 1:
+        fail(f"--ghost takes a probability in [0, 1), got {a.ghost}")
+    model = ghost_model(a.ghost, a.seed) if a.ghost else "efficientnet_lite0"
     pairs = [p for p in read_json(a.pairs, "--pairs")["pairs"] if a.half in ("all", p["half"])
              and (not a.images or p["image"] in a.images.split(","))]
     if not pairs:
@@ -100,7 +129,7 @@ def main() -> None:
             continue
         load0 = os.getloadavg()[0]
         t0 = time.perf_counter()
-        r = preimage.accentuate("efficientnet_lite0", str(seed), [f"{a.target_form}:{p['class']}" for p in ps],
+        r = preimage.accentuate(model, str(seed), [f"{a.target_form}:{p['class']}" for p in ps],
                                 reg_weight=weights, max_rmse=budgets or None, param=a.param,
                                 transforms=a.transforms, steps=a.steps, skip_grad=a.skip_grad, seed=a.seed, size=a.size,
                                 **({"canvas": a.canvas} if a.canvas is not None else {}),
@@ -121,6 +150,7 @@ def main() -> None:
                         "param": r.info["param"], "transforms": r.info.get("transforms"),
                         "reg_layer": r.info["reg_layer"], "size": r.info["size"], "canvas": r.info.get("canvas", 1.0),
                         "candidates": r.info.get("candidates", 1), "cap_leak": r.info.get("cap_leak", 0.0),
+                        **({"ghost": a.ghost} if a.ghost else {}),
                         "threads": a.threads,
                         "target": pr["target"], "seed": a.seed,
                         **({"skip_grad": r.info["skip_grad"]} if "skip_grad" in r.info else {}),
