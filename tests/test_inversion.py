@@ -116,6 +116,17 @@ def test_cli_layers_lists_measured_geometry(capsys) -> None:
     assert rows["classifier"]["stride"] is None
 
 
+def test_cli_layers_lists_the_output_of_a_network_without_submodules(tmp_path, capsys) -> None:
+    # HOG is one module: its one layer is its output (listed empty before), a name --layer takes.
+    code, data, _ = _run(["layers", "--model", "hog", "--json"], capsys)
+    assert code == 0 and [r["name"] for r in data["layers"]] == ["output"]
+    (row,) = data["layers"]
+    assert row["type"] == "HOG" and row["shape"] == [27, 28, 28] and row["stride"] == 8  # 8-pixel cells at 224
+    code, out, _ = _run(["invert", "sample:chelsea", "--model", "hog", "--layer", "output", "--size", "32",
+                         "--iters", "2", "--out", str(tmp_path), "--json"], capsys)
+    assert code == 0 and out["model"] == "hog" and out["layer"] is None  # None: the whole network's output
+
+
 def _write(path, arr: np.ndarray, mode: str | None = None) -> str:
     Image.fromarray(arr, mode=mode).save(path) if mode else Image.fromarray(arr).save(path)
     return str(path)

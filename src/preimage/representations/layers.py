@@ -39,8 +39,9 @@ def layer_rows(spec: ModelSpec, size: tuple[int, int] | None = None) -> list[dic
     """
     mods = named_layers(spec.module)
     hw = size or spec.input_size or (224, 224)
+    whole = not mods  # a network without submodules (HOG, DSIFT): its one layer is its output
     try:
-        geo = measure_geometry(spec.module, mods, spec.channels, hw)
+        geo = measure_geometry(spec.module, {"output": None} if whole else mods, spec.channels, hw)
     except PreimageError as e:
         native = spec.input_size
         hint = f"; it was built for {native[0]}×{native[1]}" if native and tuple(native) != tuple(hw) else ""
@@ -53,7 +54,7 @@ def layer_rows(spec: ModelSpec, size: tuple[int, int] | None = None) -> list[dic
         if not g.shape:
             continue
         lay = g.tokens
-        rows.append({"name": n, "type": type(mods[n]).__name__, "shape": list(g.shape),
+        rows.append({"name": n, "type": type(spec.module if whole else mods[n]).__name__, "shape": list(g.shape),
                      "stride": _pair(g.stride), "receptive_field": _pair(g.receptive_field),
                      "global_field": g.global_field, "fixed_size": g.fixed_size, "aliases": aliases.get(n, []),
                      "layout": lay.kind if lay else None,
