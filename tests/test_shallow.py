@@ -81,6 +81,8 @@ def test_template_layouts_and_bad_templates() -> None:
     assert torch.equal(a.images, b.images) and a.images.shape == (1, 1, 40, 56)
     with pytest.raises(PreimageError, match="dims"):
         template_as_dhw(np.ones((3, 5, 9)), 27, layout="hwd")
+    with pytest.raises(PreimageError, match=r"shape \(6, 5, 13\) has no axis of 27 or more dims per cell"):
+        template_as_dhw(np.ones((6, 5, 13)), 27)  # read as 6 dims per cell before
     with pytest.raises(PreimageError, match="zeros"):
         template_as_dhw(np.zeros((3, 5, 31)), 27)
     with pytest.raises(PreimageError, match="3-d"):

@@ -45,6 +45,9 @@ def template_as_dhw(template: np.ndarray | torch.Tensor, dim: int,
         raise PreimageError(f"a template must be a 3-d array of numbers (h×w×D or D×h×w), got shape "
                             f"{tuple(t.shape)}")
     t = t.detach().to("cpu", torch.float64)
+    if layout == "auto" and max(t.shape[0], t.shape[-1]) < dim:  # neither reading fits: say so, not guess one
+        raise PreimageError(f"the template's shape {tuple(t.shape)} has no axis of {dim} or more dims per cell: "
+                            f"give h×w×D or D×h×w with D ≥ {dim}")
     if layout == "auto":
         layout = "hwd" if t.shape[-1] >= dim else "dhw"
     if layout == "hwd":
