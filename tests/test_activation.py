@@ -279,6 +279,19 @@ def test_cli_maximize_class_logits_report_probability(tmp_path, capsys) -> None:
     assert info["results"][0]["top1"] in range(10) and len(info["activation"]) == len(info["reference_max"]) == 1
 
 
+def test_cli_maximize_a_network_of_one_module(tmp_path, capsys) -> None:
+    # HOG has no layer inside: --unit reads its output's channels, the same objective as the API's 'output:U'.
+    code, out, err = _run(capsys, ["maximize", "--model", "hog", "--unit", "0,5", "--size", "32", "--iters", "4",
+                                   "--out", str(tmp_path), "--json"])
+    assert code == 0, err
+    info = json.loads(out)
+    api = maximize("hog", ["output:0", "output:5"], size=32, iters=4)
+    assert info["units"] == [0, 5] and info["activation"] == pytest.approx(api.metrics["activation"].tolist(),
+                                                                          rel=1e-5)
+    code, _, err = _run(capsys, ["maximize", "--model", "hog", "--unit", "27", "--out", str(tmp_path / "b")])
+    assert code == 2 and "unit 27 is out of range for layer 'output' of hog" in err
+
+
 @pytest.mark.parametrize("args, message", [
     (["--layer", "features.2", "--unit", "16"], "unit 16 is out of range"),
     (["--layer", "features.2", "--unit", "two"], "--unit takes"),

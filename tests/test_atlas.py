@@ -141,3 +141,11 @@ def test_cli_bad_input(args: list[str], message: str, tmp_path: Path, capsys: py
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and err[0].startswith("error:") and message in err[0], err
     assert not (tmp_path / "o").exists()
+
+
+def test_cli_refuses_a_network_of_one_module(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["atlas", "--model", "hog", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err == ["error: hog is one module, with no layers inside to lay out; see its output's units "
+                               "with 'preimage maximize --model hog --unit 0-26'"]
+    assert not (tmp_path / "o").exists()

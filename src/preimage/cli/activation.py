@@ -165,7 +165,7 @@ def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
     validate(check, images, mode, token, objective)
     rep = load_rep(model, layer, weights, random_weights, device, threads, channels,
                    layer_for=objective_layer(objective, mode, token), **gradient_options(model, exact_gradient))
-    targets = targets_of(rep.layer, unit, mode, token, objective)
+    targets = targets_of(rep.layer or "output", unit, mode, token, objective)  # None: a network of one module (HOG)
     if len({t.spec() for t in targets}) != len(targets):
         raise PreimageError("--unit names a unit twice: each would give the same picture")
     sty, _ = resolve(rep, style, param=param, transforms=transforms, prior=prior, prior_weight=prior_weight,

@@ -75,6 +75,10 @@ def plan_layers(spec: ModelSpec, layers: Sequence[str] | None, units: Sequence[i
     the model's default size, as ``Representation.geometry``) and units (default: all; units past a layer's
     width are left out of that layer). Clear errors for unknown layers,
     a named layer without channels, or units that no layer has."""
+    if not any(name for name, _ in spec.module.named_modules()):  # HOG, DSIFT
+        out = measure_geometry(spec.module, {"output": None}, spec.channels, spec.input_size or (224, 224))["output"]
+        raise PreimageError(f"{spec.name} is one module, with no layers inside to lay out; see its output's units "
+                            f"with 'preimage maximize --model {spec.name} --unit 0-{out.shape[0] - 1}'", param="model")
     explicit = bool(layers)
     names = list(layers) if layers else main_layers(spec)
     if any(not isinstance(n, str) or not n.strip() for n in names):
