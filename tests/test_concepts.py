@@ -374,6 +374,7 @@ def test_command_trains_pages_resumes_and_loads(tmp_path: Path) -> None:
     (("--load", str(DATA / "overcomplete_topk.pt")), "K×D = 6×4, the layer has D=80 channels"),
     (("--load", str(DATA / "overcomplete_topk.pt"), "--concepts", "4"), "--concepts=4 does not match"),
     (("--concepts", "4", "--images", "EMPTY"), "no readable images"),
+    (("--concepts", "4", "--model", "hog", "--layer", "output"), "hog is one module, with no layers inside"),
 ])
 def test_command_bad_input(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
     (tmp_path / "empty").mkdir()

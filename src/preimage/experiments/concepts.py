@@ -274,6 +274,9 @@ def plan_concepts(model: str | ModelSpec, layer: str, images: str | Sequence[str
     specs, skipped = list_images(images, log)
     spec = model_spec(model, weights=weights, random_weights=random_weights)
     rep = Representation(spec, layer)  # an unknown layer: one clear line
+    if rep.layer is None and not any(name for name, _ in spec.module.named_modules()):  # HOG, DSIFT
+        raise PreimageError(f"{spec.name} is one module, with no layers inside: a dictionary reads a layer of a "
+                            "network", param="model")
     if rep.layer is None:
         raise PreimageError("give the layer whose activations the dictionary reads (see 'preimage layers')",
                             param="layer")
