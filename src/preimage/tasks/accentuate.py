@@ -65,7 +65,6 @@ from .common import (
     features,
     image_count,
     image_specs,
-    pictures,
     prepare_images,
     reference_features,
     seeds,
@@ -348,7 +347,9 @@ def _accentuate(rep0: Representation, images: Images, targets: list[Objective], 
         trace = optimize(rep, term, n * k, hwc, sched, init=x0c[i_of.to(x0.device)], seed=prob_seeds,
                          energy=energy, progress=progress, amp=amp, compile=compile, image_prior=prior_term,
                          attribution=attribution, image_map=ball, **opt_kw)
-    out = resize(pictures(rep, trace.x), hw)
+    # In the seed's units, clipped: not min–max stretched as HOG's pictures elsewhere (``pictures``), which would
+    # move a picture off its seed and past its budget.
+    out = resize(rep.to_image(trace.x).clamp(0, 255), hw)
     seeds_img = img[i_of.to(img.device)]
     if hwc != hw and ball is not None:  # the downsampled picture held to the budget too (it moves it seldom)
         out = into_ball(out, seeds_img.to(out), ball.radius.to(out.device))
