@@ -29,6 +29,7 @@ from ..report.store import Store
 from ..representations import ModelSpec, Representation, model_spec
 from ..representations.base import model_id
 from ..representations.geometry import Geometry, measure_geometry
+from ..representations.hooks import one_module
 from ..representations.layers import main_layers
 from ..representations.points import response_point
 from ..sweep import Job, LocalBackend, Model, RayBackend, SweepResult, run_sweep
@@ -75,7 +76,7 @@ def plan_layers(spec: ModelSpec, layers: Sequence[str] | None, units: Sequence[i
     the model's default size, as ``Representation.geometry``) and units (default: all; units past a layer's
     width are left out of that layer). Clear errors for unknown layers,
     a named layer without channels, or units that no layer has."""
-    if not any(name for name, _ in spec.module.named_modules()):  # HOG, DSIFT
+    if one_module(spec.module):
         out = measure_geometry(spec.module, {"output": None}, spec.channels, spec.input_size or (224, 224))["output"]
         raise PreimageError(f"{spec.name} is one module, with no layers inside to lay out; see its output's units "
                             f"with 'preimage maximize --model {spec.name} --unit 0-{out.shape[0] - 1}'", param="model")

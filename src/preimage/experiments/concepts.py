@@ -41,6 +41,7 @@ from ..report.store import Output, Store
 from ..representations import ModelSpec, Representation, model_spec
 from ..representations.base import model_id
 from ..representations.dictionary import Dictionary, load_dictionary
+from ..representations.hooks import one_module
 from ..representations.points import response_point, unit_view
 from ..sweep import Job, LocalBackend, Model, RayBackend, run_sweep
 from ..sweep.run import SweepProgress, SweepResult
@@ -274,7 +275,7 @@ def plan_concepts(model: str | ModelSpec, layer: str, images: str | Sequence[str
     specs, skipped = list_images(images, log)
     spec = model_spec(model, weights=weights, random_weights=random_weights)
     rep = Representation(spec, layer)  # an unknown layer: one clear line
-    if rep.layer is None and not any(name for name, _ in spec.module.named_modules()):  # HOG, DSIFT
+    if rep.layer is None and one_module(spec.module):
         raise PreimageError(f"{spec.name} is one module, with no layers inside: a dictionary reads a layer of a "
                             "network", param="model")
     if rep.layer is None:

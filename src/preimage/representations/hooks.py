@@ -21,6 +21,11 @@ def named_layers(net: nn.Module) -> dict[str, nn.Module]:
     return {name: m for name, m in net.named_modules() if name}
 
 
+def one_module(net: nn.Module) -> bool:
+    """Whether ``net`` has no submodules (HOG, DSIFT): its one layer is its output."""
+    return not named_layers(net)
+
+
 def capture(net: nn.Module, x: torch.Tensor, points: Mapping[str, tuple[nn.Module | None, bool]]
             ) -> dict[str, torch.Tensor]:
     """Run ``net`` on ``x`` and return what passes through several points, stopping once all are seen.

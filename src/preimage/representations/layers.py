@@ -8,7 +8,7 @@ from torch import nn
 from ..errors import PreimageError
 from .base import ModelSpec
 from .geometry import measure_geometry
-from .hooks import named_layers
+from .hooks import named_layers, one_module
 
 #: Modules whose output equals their input's: not worth a layer of their own.
 PASS_THROUGH = (nn.Dropout, nn.Dropout2d, nn.Identity, nn.Flatten, nn.Softmax, nn.LogSoftmax)
@@ -39,7 +39,7 @@ def layer_rows(spec: ModelSpec, size: tuple[int, int] | None = None) -> list[dic
     """
     mods = named_layers(spec.module)
     hw = size or spec.input_size or (224, 224)
-    whole = not mods  # a network without submodules (HOG, DSIFT): its one layer is its output
+    whole = one_module(spec.module)
     try:
         geo = measure_geometry(spec.module, {"output": None} if whole else mods, spec.channels, hw)
     except PreimageError as e:
