@@ -35,7 +35,8 @@ RESULTS = HERE / "results" / "accentuation"
 
 def ghost_model(rate: float, seed: int):
     """efficientnet_lite0 whose ReLU6 outputs are dropped at ``rate`` whenever gradients are on (the optimizer's
-    forward passes; the scores, read without gradients, stay the real network's): a new ghost network per view."""
+    forward passes; the scores, read without gradients, stay the real network's): a new ghost network per step,
+    shared by the step's views (as Ghost Networks sample one per iteration; a mask per view doubled the cost)."""
     import torch
 
     import preimage
@@ -46,7 +47,7 @@ def ghost_model(rate: float, seed: int):
     def erode(module: torch.nn.Module, inputs: tuple, out: torch.Tensor) -> torch.Tensor | None:
         if not torch.is_grad_enabled():
             return None
-        keep = torch.rand(out.shape, generator=gen) >= rate
+        keep = torch.rand(out.shape[1:], generator=gen) >= rate  # one ghost per pass, shared by its views
         return out * keep.to(out.dtype) / (1 - rate)
 
     for m in rep.net.modules():
@@ -84,7 +85,7 @@ def main() -> None:
                     "accentuate's, 0)")
     ap.add_argument("--ghost", type=float, default=0.0, help="dropout erosion (Ghost Networks, Li et al. 2020): "
                     "each ReLU6 output element zeroed with this probability (the rest scaled by 1/(1-p)) in the "
-                    "optimizer's forward passes only, a new mask per view and step; scores stay exact (default 0)")
+                    "optimizer's forward passes only, a new mask per step; scores stay exact (default 0)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
