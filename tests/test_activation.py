@@ -100,8 +100,9 @@ def test_a_caricature_raises_its_score() -> None:
 
 
 def test_a_caricature_of_the_class_scores_at_least_doubles_its_score() -> None:
-    # The paper's fc8 caricatures: at the logits no ReLU6 caps the response.
-    res = caricature(rep_at("classifier"), "sample:chelsea", size=160, iters=150)
+    # The paper's fc8 caricatures: at the logits no ReLU6 caps the response. 200 iterations: at 150 the same code
+    # ended at 2.0+ in one environment and 1.97 in a rebuilt one (numpy 2.4.6, timm 1.0.31; there 2.43 at 200).
+    res = caricature(rep_at("classifier"), "sample:chelsea", size=160, iters=200)
     assert float(res.metrics["score_end"][0]) >= 2.0, res.metrics
 
 
