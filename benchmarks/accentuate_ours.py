@@ -149,7 +149,7 @@ def main() -> None:
                         "reg_weight": w, **({"max_rmse": k} if budgets else {}),
                         "seconds": round(secs, 2), "steps": r.iterations, "png": str(png),
                         "param": r.info["param"], "transforms": r.info.get("transforms"),
-                        "reg_layer": r.info["reg_layer"], "size": r.info["size"], "canvas": r.info.get("canvas", 1.0),
+                        "reg_layer": r.info["reg_layer"], "size": r.info["size"], "canvas": pr.get("canvas", 1.0),
                         "candidates": r.info.get("candidates", 1), "cap_leak": r.info.get("cap_leak", 0.0),
                         **({"ghost": a.ghost} if a.ghost else {}),
                         "threads": a.threads,

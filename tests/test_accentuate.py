@@ -162,6 +162,30 @@ def test_a_canvas_is_seen_at_the_picture_size_and_returned_at_it() -> None:
     assert torch.allclose(r.metrics["layer_error"], ((f - f0).norm() / f0.norm()).reshape(1), rtol=1e-4)
 
 
+def test_the_default_canvas_follows_the_budget_and_a_mixed_list_runs_in_groups() -> None:
+    x0 = seed_image()
+    kw = {"reg_layer": "pixels", "steps": 4, "param": "pixel", "transforms": "jitter:3"}
+    # images × targets × weights × budgets, the budgets unsorted and straddling 32
+    r = accentuate(tiny(), x0, ["2:1", "2:3"], reg_weight=[0.3, 3.0], max_rmse=[40.0, 8.0, 32.0], **kw)
+    assert r.images.shape == (12, 3, SIDE, SIDE) and r.attribution.shape == (12, 1, SIDE, SIDE)
+    assert [p["max_rmse"] for p in r.problems] == [40.0, 8.0, 32.0] * 4
+    assert [p.get("canvas") for p in r.problems] == [2.0, None, 2.0] * 4
+    assert [p["target"] for p in r.problems] == ["channel:2:1"] * 6 + ["channel:2:3"] * 6
+    assert r.metrics["max_rmse"].tolist() == [40.0, 8.0, 32.0] * 4
+    assert r.metrics["reg_weight"].tolist() == pytest.approx([0.3] * 3 + [3.0] * 3 + [0.3] * 3 + [3.0] * 3)
+    assert [j["rows"] for j in r.jobs] == [list(range(6)), list(range(6, 12))] and len(r.jobs[0]["names"]) == 6
+    assert r.energy.shape[1] == 12
+    # each picture is the one its budget gives alone: the canvas by budget, the draw the problem's own
+    for b, rows in ((8.0, [1, 4, 7, 10]), (40.0, [0, 3, 6, 9])):
+        alone = accentuate(tiny(), x0, ["2:1", "2:3"], reg_weight=[0.3, 3.0], max_rmse=b, **kw)
+        assert torch.equal(alone.images, r.images[rows]) and torch.equal(alone.attribution, r.attribution[rows])
+        assert torch.equal(alone.metrics["activation"], r.metrics["activation"][rows])
+        assert ("canvas" in alone.info) == (b >= 32)
+    # an explicit canvas holds for every budget, in one run
+    one = accentuate(tiny(), x0, "2:1", max_rmse=[8.0, 40.0], canvas=1, **kw)
+    assert "canvas" not in one.info and all("canvas" not in p for p in one.problems)
+
+
 def test_candidates_keep_the_highest_target_value_and_candidate_0_is_the_single_run() -> None:
     x0 = seed_image()
     kw = {"reg_layer": "pixels", "max_rmse": [6.0, 12.0], "steps": 6, "param": "pixel", "transforms": "jitter:3"}

@@ -84,7 +84,8 @@ def accentuate(image: Annotated[str, typer.Argument(help="the seed image: a path
                    "(the skip gradient; default: the style's, 1: the exact gradient)")] = None,
                canvas: Annotated[float | None, typer.Option(
                    min=1.0, max=4.0, help="optimize a canvas this many times the picture's side (1–4), seen by "
-                   "the network in crops at the picture's size and saved downsampled to it (default: accentuate's)")
+                   "the network in crops at the picture's size and saved downsampled to it (default: 2 for a budget of "
+                   "32 or more, else 1)")
                ] = None,
                candidates: Annotated[int | None, typer.Option(
                    min=1, max=64, help="pictures optimized for each one saved, each from its own draw of the "
@@ -105,7 +106,7 @@ def accentuate(image: Annotated[str, typer.Argument(help="the seed image: a path
     from ..images import check_scale, image_name, load_image
     from ..measures.judge import judges as load_judges
     from ..sweep import Job, Model
-    from ..tasks.accentuate import ACCENTUATE_STYLE, AUTO, CANVAS, NONE, PIXELS
+    from ..tasks.accentuate import ACCENTUATE_STYLE, AUTO, NONE, PIXELS
     from ..tasks.accentuate import accentuate as run_accentuate
     from ..tasks.activation import target_layer, target_points
     from ..tasks.common import as_representation, call_options, check_count, check_number, check_size
@@ -113,7 +114,7 @@ def accentuate(image: Annotated[str, typer.Argument(help="the seed image: a path
     if target is None:
         raise PreimageError("--target is required: what the network should see more of (e.g. class:1)")
     ws = parse_weights(reg_weight)
-    canvas = CANVAS if canvas is None else check_number(canvas, "--canvas", 1.0, 4.0)
+    canvas = None if canvas is None else check_number(canvas, "--canvas", 1.0, 4.0)
     if candidates is not None:
         check_count(candidates, "--candidates", 1, 64)
     if cap_leak is not None:
@@ -158,6 +159,7 @@ def accentuate(image: Annotated[str, typer.Argument(help="the seed image: a path
                  f"{' (top-1)' if r.get('top1') == _class(r) else ''}" if r.get("probability") is not None else "")
             err = f", {r['reg_layer']} error {r['layer_error']:.2f}" if r.get("layer_error") is not None else ""
             budget = f" RMSE ≤ {r['max_rmse']:g}" if r.get("max_rmse") is not None else ""
+            budget += f" (a canvas {r['canvas']:g}× the side)" if r.get("canvas") else ""
             best = f" (best of {r['candidates']}: candidate {r['candidate']})" if r.get("candidates") else ""
             out_console.print(f"{r['label']} w={r['reg_weight']:g}{budget}: activation {r['activation_start']:.3g} → "
                               f"{r['activation']:.3g}{p}; RMSE {r['rmse']:.1f}{err}{best}  → {r['image']}",
@@ -167,8 +169,7 @@ def accentuate(image: Annotated[str, typer.Argument(help="the seed image: a path
         for name, t in summary.get("transfer", {}).items():
             out_console.print(f"judge {name}: p(class) {', '.join(f'{v:.3f}' for v in t['probability'])}; top-1 for "
                               f"{sum(t['top1'])}/{len(t['top1'])}", markup=False)
-        on = f" (a canvas {canvas:g}× the side)" if canvas != 1 else ""
-        out_console.print(f"{summary['iterations']} steps at {summary['size'][0]}×{summary['size'][1]}{on} in "
+        out_console.print(f"{summary['iterations']} steps at {summary['size'][0]}×{summary['size'][1]} in "
                           f"{summary['seconds']:.1f} s")
 
     emit(summary, as_json, human)
