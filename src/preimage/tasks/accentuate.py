@@ -104,14 +104,14 @@ MAX_RMSE = 24.0
 #: 0.84; FAR_BUDGET lies halfway, no budget between was run). On the reporting half at budget 40 it did not hold on
 #: one draw: 0.81 against 0.83, 15 of 16 pairs top-1 both (round 19, benchmarks/README.md).
 CANVAS, FAR_CANVAS, FAR_BUDGET = 1.0, 2.0, 32.0
+#: One picture optimized per picture returned (the style's ``candidates``): the best of 2 or 3 draws by the
+#: target's value was not adopted (tuning half, round 16, over 4 draws: budget 24 mean judge p 0.842 and 0.844
+#: against one draw's 0.839; benchmarks/README.md). ``candidates=`` runs it.
 
 
 def default_canvas(budget: float | None) -> float:
     """The default canvas for a budget (pixel RMSE, 0–255; None: no budget)."""
     return FAR_CANVAS if budget is not None and budget >= FAR_BUDGET else CANVAS
-#: One picture optimized per picture returned (the style's ``candidates``): the best of 2 or 3 draws by the
-#: target's value was not adopted (tuning half, round 16, over 4 draws: budget 24 mean judge p 0.842 and 0.844
-#: against one draw's 0.839; benchmarks/README.md). ``candidates=`` runs it.
 
 
 class SeedDistance(ImagePrior):
