@@ -240,8 +240,9 @@ def accentuate(model: ModelLike, images: Images, target: str | Objective | Seque
     targets = parse_target(target)
     spec = model_spec(model)
     rep0 = as_representation(model, _atom_layer(targets[0].atoms()[0], spec)[0] or "output", device=device)
+    budgets = check_budgets(max_rmse)
     groups = [(canvas, max_rmse)] if canvas is not None else [
-        (c, b if b != [None] else NONE) for c, b in budget_groups(check_budgets(max_rmse), default_canvas)]
+        (c, b if b != [None] else NONE) for c, b in budget_groups(budgets, default_canvas)]
     with borrowed(rep0):
         results = [_accentuate(rep0, images, targets, reg_layer, reg_weight, b, steps, style, param, transforms,
                                prior, optimizer, size, seed, attribution, images_stats, stats,
@@ -249,7 +250,6 @@ def accentuate(model: ModelLike, images: Images, target: str | Objective | Seque
                                c, candidates, cap_leak) for c, b in groups]
     if len(results) == 1:
         return results[0]
-    budgets = check_budgets(max_rmse)
     result = interleave(results, [b for _, b in groups], budgets, path_names(check_weights(reg_weight), budgets))
     per = len(result) // (image_count(images) * len(targets))
     return _judged(result, judge, [targets[p // per % len(targets)] for p in range(len(result))])
