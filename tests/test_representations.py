@@ -140,3 +140,27 @@ def test_piped_layer_table_keeps_one_line_per_layer() -> None:
     bad = subprocess.run([sys.executable, "-c", "from preimage.cli import main; main()", "layers", "--size", "64"],
                          capture_output=True, text=True, env={**env, "COLUMNS": "abc"})
     assert bad.returncode == 0 and "Traceback" not in bad.stderr  # a malformed COLUMNS falls back to 160
+
+
+def test_model_id_never_carries_over_to_a_new_module_or_a_replaced_tensor() -> None:
+    from preimage.representations.base import ModelSpec, model_id
+
+    # Modules with no tensors, built and freed one after another: CPython hands a freed object's id to the next
+    # one, which once made HOGb and DSIFT share a key (and read each other's stored inversions).
+    digest = model_id(ModelSpec("x", torch.nn.Identity(), (0.5,), (0.5,))).split("@")[1]
+    for i in range(20):
+        spec = ModelSpec(f"m{i}", torch.nn.Identity(), (0.5,), (0.5,))
+        assert model_id(spec) == f"m{i}@{digest}"
+        del spec
+    same = torch.nn.Identity()
+    assert model_id(ModelSpec("a", same, (0.5,), (0.5,))) != model_id(ModelSpec("a", same, (0.4,), (0.5,)))
+    net = torch.nn.Linear(2, 2)
+    spec = ModelSpec("lin", net, (0.5,), (0.5,))
+    before = model_id(spec)
+    assert model_id(spec) == before  # cached, unchanged
+    net.weight = torch.nn.Parameter(net.weight.detach() + 1)  # a new tensor: a new digest
+    assert model_id(spec) != before
+    with torch.no_grad():
+        net.bias.zero_()  # in place: the version counter moves
+    after = model_id(spec)
+    assert after != before and model_id(spec) == after

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import weakref
 from dataclasses import dataclass, field
 
 import torch
@@ -43,25 +44,35 @@ class ModelSpec:
 
 def model_id(spec: ModelSpec) -> str:
     """``name@digest``: the model's name and 16 hex digits of its parameters and buffers (names, shapes, values), so
-    that results of different weights never share a key or a seed, whatever ``weights_id`` says. Cached until a
-    tensor of the network changes (its version counter moves)."""
+    that results of different weights never share a key or a seed, whatever ``weights_id`` says. Cached per live
+    module until a tensor of the network is replaced or changes (its version counter moves)."""
+    head = f"{spec.weights_id}|{spec.family}|{spec.mean}|{spec.std}|{spec.channels}"  # what the tensors do not show
     state = spec.module.state_dict(keep_vars=True)
-    stamp = tuple((id(t), t._version) for t in state.values())
-    cached = _IDS.get(id(spec.module))
-    if cached is not None and cached[0] == stamp:
+    # The tensors themselves, not their id(): a freed tensor's id can come back on a new one.
+    stamp = (spec.name, head, tuple((t, t._version) for t in state.values()))
+    cached = _IDS.get(spec.module)
+    if cached is not None and _same_stamp(cached[0], stamp):
         return cached[1]
-    h = hashlib.sha256(f"{spec.weights_id}|{spec.family}".encode())  # builder options the tensors do not show
+    h = hashlib.sha256(head.encode())
     for name, t in state.items():
         h.update(name.encode())
         h.update(str(tuple(t.shape)).encode())
         t = t.detach().cpu().contiguous()
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     ident = f"{spec.name}@{h.hexdigest()[:16]}"
-    _IDS[id(spec.module)] = (stamp, ident)
+    _IDS[spec.module] = (stamp, ident)
     return ident
 
 
-_IDS: dict[int, tuple[tuple, str]] = {}
+def _same_stamp(a: tuple, b: tuple) -> bool:
+    return a[:2] == b[:2] and len(a[2]) == len(b[2]) and all(
+        ta is tb and va == vb for (ta, va), (tb, vb) in zip(a[2], b[2], strict=True))
+
+
+# Keyed by the module object itself (weakly), never by id(): a freed module's id is reused by the next one, and
+# an id-keyed cache then hands the new module the old one's name and digest (two HOG-family networks with no
+# tensors shared one key, and one read the other's stored results).
+_IDS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, str]] = weakref.WeakKeyDictionary()
 
 
 def resolve_layer(spec: ModelSpec, layer: str | None, strict: bool = True) -> str | None:
