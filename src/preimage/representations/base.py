@@ -46,7 +46,7 @@ def model_id(spec: ModelSpec) -> str:
     """``name@digest``: the model's name and 16 hex digits of its parameters and buffers (names, shapes, values), so
     that results of different weights never share a key or a seed, whatever ``weights_id`` says. Cached per live
     module until a tensor of the network is replaced or changes (its version counter moves)."""
-    head = f"{spec.weights_id}|{spec.family}|{spec.mean}|{spec.std}|{spec.channels}"  # what the tensors do not show
+    head = f"{spec.weights_id}|{spec.family}"  # builder options the tensors do not show
     state = spec.module.state_dict(keep_vars=True)
     # The tensors themselves, not their id(): a freed tensor's id can come back on a new one.
     stamp = (spec.name, head, tuple((t, t._version) for t in state.values()))
