@@ -40,13 +40,15 @@ def seed_image() -> torch.Tensor:
 
 def test_attribution_of_a_neuron_lies_in_its_receptive_field() -> None:
     # Known answer: the centre neuron of the second 5×5 convolution sees only the 9×9 pixels around it, so
-    # the summed |∂objective/∂x| is exactly 0 outside them, and positive inside.
+    # the summed |∂objective/∂x| is exactly 0 outside them, and positive inside: on all of its centre, which
+    # every first-layer unit of the field sees, and on nearly all of it (a corner pixel reaches the neuron through
+    # one first-layer position only, whose ReLUs can all be off: 80 of 81 on some seeds).
     r = preimage.maximize(tiny(), "neuron:2:1", size=SIDE, iters=6, style="paper", transforms="none",
                           attribution=True)
     a = r.attribution
     assert a.shape == (1, 1, SIDE, SIDE)
     assert float(outside(a).abs().max()) == 0.0
-    assert float(a[..., RF, RF].min()) > 0
+    assert float(a[..., 13:18, 13:18].min()) > 0 and int((a[..., RF, RF] > 0).sum()) >= 77
     # The same on the paper's fast path (jitter canvas), where the window moves: the mass stays in the field ± J.
     r2 = preimage.maximize(tiny(), "neuron:2:1", size=SIDE, iters=6, style="paper", attribution=True)
     inside = r2.attribution[..., 8:23, 8:23].sum()

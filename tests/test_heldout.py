@@ -211,17 +211,21 @@ def test_a_small_image_gives_flat_relu6_units_a_slope_and_a_stalled_class_is_met
     # The caller's slope wins over the style's; the style's 256 iterations, given, leave out continue_short's
     # continuation (which would make 325 top-1 at p 0.05 without the slope).
     # One candidate each: the slope, not the choice among the style's candidates, is what is measured.
-    exact = maximize(rep, "class:325", size=32, cap_leak=0.0, iters=256, candidates=1)
-    ours = maximize(rep, "class:325", size=32, candidates=1)
-    assert exact.info["cap_leak"] == 0.0 and ours.info["cap_leak"] == 0.05
-    assert int(exact.metrics["top1"][0]) != 325 and float(exact.metrics["probability"][0]) < 0.2
-    assert int(ours.metrics["top1"][0]) == 325 and float(ours.metrics["probability"][0]) > 0.9
+    # Whether the exact gradient stalls depends on the draw (seeds 0-5: p 0.04, 0.16, 1.0, 0.11, 0.05, 0.18; three
+    # draws of another seeding: 0.27, 0.99, 0.99; the slope: ≥ 0.999 on all six): three draws, the slope meets the
+    # class (p > 0.9) on each, and the exact gradient misses it on at least one.
+    exact = [maximize(rep, "class:325", size=32, cap_leak=0.0, iters=256, candidates=1, seed=s) for s in range(3)]
+    runs = [maximize(rep, "class:325", size=32, candidates=1, seed=s) for s in range(3)]
+    ours = runs[0]
+    assert exact[0].info["cap_leak"] == 0.0 and ours.info["cap_leak"] == 0.05
+    assert min(float(e.metrics["probability"][0]) for e in exact) < 0.9
+    assert all(int(r.metrics["top1"][0]) == 325 and float(r.metrics["probability"][0]) > 0.9 for r in runs)
     with torch.no_grad():  # the reported p is the real network's, on the returned picture
         p = rep(rep.to_paper_units(ours.images)).softmax(1)[0, 325]
     assert float(p) == pytest.approx(float(ours.metrics["probability"][0]), abs=1e-4)
     big = maximize(rep, "class:325", size=224, iters=1)
     assert big.info["cap_leak"] == 0.0  # at 224 px the exact gradient stays
-    assert "backward slope" in ours.info["adapted"] and "backward slope" not in exact.info["adapted"]
+    assert "backward slope" in ours.info["adapted"] and "backward slope" not in exact[0].info["adapted"]
     relu = maximize(smallnet.smallnet_rep(), "class:3", size=32, iters=1, stats=smallnet.smallnet_stats())
     assert relu.info["cap_leak"] == 0.0 and "backward slope" not in relu.info["adapted"]  # no ReLU6: no slope
 
