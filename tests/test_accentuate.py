@@ -164,7 +164,7 @@ def test_a_canvas_is_seen_at_the_picture_size_and_returned_at_it() -> None:
     assert torch.allclose(r.metrics["layer_error"], ((f - f0).norm() / f0.norm()).reshape(1), rtol=1e-4)
 
 
-def test_the_default_canvas_follows_the_budget_and_a_mixed_list_runs_in_groups() -> None:
+def test_the_default_canvas_and_steps_follow_the_budget_and_a_mixed_list_runs_in_groups() -> None:
     x0 = seed_image()
     kw = {"reg_layer": "pixels", "steps": 4, "param": "pixel", "transforms": "jitter:3"}
     # images × targets × weights × budgets, the budgets unsorted and straddling 32
@@ -186,6 +186,16 @@ def test_the_default_canvas_follows_the_budget_and_a_mixed_list_runs_in_groups()
     # an explicit canvas holds for every budget, in one run
     one = accentuate(tiny(), x0, "2:1", max_rmse=[8.0, 40.0], canvas=1, **kw)
     assert "canvas" not in one.info and all("canvas" not in p for p in one.problems)
+    assert len(one.energy) == one.iterations == 4 and [p["steps"] for p in one.problems] == [4, 4]
+    # without the caller's steps, a far budget runs 1.5× the style's (64): a group of its own on the same canvas,
+    # the shorter group's energy history NaN after its end, each picture the one its budget and steps give alone
+    nosteps = {k: v for k, v in kw.items() if k != "steps"}
+    m = accentuate(tiny(), x0, "2:1", max_rmse=[8.0, 40.0], canvas=1, **nosteps)
+    assert [p["steps"] for p in m.problems] == [64, 96] and m.iterations == 96 and m.energy.shape == (96, 2)
+    assert bool(m.energy[64:, 0].isnan().all()) and not bool(m.energy[:64].isnan().any())
+    assert not bool(m.energy[:, 1].isnan().any()) and "schedule" not in m.info
+    far = accentuate(tiny(), x0, "2:1", max_rmse=40.0, canvas=1, steps=96, **nosteps)
+    assert torch.equal(far.images, m.images[1:]) and far.problems[0]["steps"] == 96
 
 
 def test_candidates_keep_the_highest_target_value_and_candidate_0_is_the_single_run() -> None:

@@ -9,8 +9,9 @@ from typing import Annotated
 import typer
 
 from ..errors import PreimageError
-from .activation import ItersOpt, OptimizerOpt, OutOpt, PngScaleOpt
+from .activation import OptimizerOpt, OutOpt, PngScaleOpt
 from .common import (
+    ITERS,
     SIZE,
     ChannelsOpt,
     DeviceOpt,
@@ -73,7 +74,9 @@ def accentuate(image: Annotated[str, typer.Argument(help="the seed image: a path
                max_rmse: Annotated[str, typer.Option("--max-rmse", help="a budget: no picture goes further than "
                                                      "this pixel RMSE (0–255) from the seed, or a list '8,16,24': "
                                                      "one picture per budget; none: no budget")] = "24",
-               steps: ItersOpt = None, model: ModelOpt = "efficientnet_lite0",
+               steps: Annotated[int | None, typer.Option(help="optimizer steps (default: 64, and 96 for a budget of 32 "
+                                                         "or more)", **ITERS)] = None,
+               model: ModelOpt = "efficientnet_lite0",
                size: Annotated[int | None, typer.Option(help="input size in pixels (default: the model's)",
                                                         **SIZE)] = None,
                param: ParamOpt = None, transforms: TransformsOpt = None, optimizer: OptimizerOpt = None,
@@ -154,12 +157,15 @@ def accentuate(image: Annotated[str, typer.Argument(help="the seed image: a path
                             label=f"accentuate {image_name(image)}")
 
     def human() -> None:
+        counts = sorted({r.get("steps", summary["iterations"]) for r in summary["results"]})
         for r in summary["results"]:
             p = (f", p {r['probability_start']:.3f} → {r['probability']:.3f}"
                  f"{' (top-1)' if r.get('top1') == _class(r) else ''}" if r.get("probability") is not None else "")
             err = f", {r['reg_layer']} error {r['layer_error']:.2f}" if r.get("layer_error") is not None else ""
             budget = f" RMSE ≤ {r['max_rmse']:g}" if r.get("max_rmse") is not None else ""
-            budget += f" (a canvas {r['canvas']:g}× the side)" if r.get("canvas") else ""
+            notes = [f"a canvas {r['canvas']:g}× the side"] if r.get("canvas") else []
+            notes += [f"{r['steps']} steps"] if len(counts) > 1 else []
+            budget += f" ({', '.join(notes)})" if notes else ""
             best = f" (best of {r['candidates']}: candidate {r['candidate']})" if r.get("candidates") else ""
             out_console.print(f"{r['label']} w={r['reg_weight']:g}{budget}: activation {r['activation_start']:.3g} → "
                               f"{r['activation']:.3g}{p}; RMSE {r['rmse']:.1f}{err}{best}  → {r['image']}",
@@ -169,7 +175,8 @@ def accentuate(image: Annotated[str, typer.Argument(help="the seed image: a path
         for name, t in summary.get("transfer", {}).items():
             out_console.print(f"judge {name}: p(class) {', '.join(f'{v:.3f}' for v in t['probability'])}; top-1 for "
                               f"{sum(t['top1'])}/{len(t['top1'])}", markup=False)
-        out_console.print(f"{summary['iterations']} steps at {summary['size'][0]}×{summary['size'][1]} in "
+        span = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+        out_console.print(f"{span} steps at {summary['size'][0]}×{summary['size'][1]} in "
                           f"{summary['seconds']:.1f} s")
 
     emit(summary, as_json, human)

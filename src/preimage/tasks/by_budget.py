@@ -4,6 +4,8 @@ pictures back in the call's order (images × targets × weights × budgets, the 
 Why: a setting that helps far from the seed can hurt near it (a canvas twice the picture's side: tuning half,
 round 15, judge p up at budget 40 and down at 24; benchmarks/README.md). A picture depends on its own problem only
 (its seed leaves the budget out), so a budget's picture is the same whether it runs alone or in a list.
+Groups may run different numbers of steps: the merged energy history is as long as the longest, NaN after a
+shorter group's end, and ``iterations`` is the longest's (each problem records its own ``steps``).
 """
 
 from __future__ import annotations
@@ -12,8 +14,13 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from ..report.result import Result
+
+#: What a group's run records for itself alone: left out of the merged ``info`` (the problems record their own
+#: canvas and steps).
+PER_GROUP = ("canvas", "schedule", "stages")
 
 
 def budget_groups(budgets: Sequence[float | None], setting: Callable[[float | None], Hashable]
@@ -46,7 +53,10 @@ def interleave(results: Sequence[Result], groups: Sequence[Sequence[float | None
     attribution = None if first.attribution is None else torch.cat([r.attribution for r in results])[rows]
     per = n // len(first.jobs)
     jobs = [{**job, "rows": list(range(i * per, (i + 1) * per)), "names": names} for i, job in enumerate(first.jobs)]
-    info: dict[str, Any] = {k: v for k, v in first.info.items() if k != "canvas"}
+    info: dict[str, Any] = {k: v for k, v in first.info.items() if k not in PER_GROUP}
+    steps = max(r.energy.shape[0] for r in results)
+    energy = torch.cat([F.pad(r.energy, (0, 0, 0, steps - r.energy.shape[0]), value=float("nan")) for r in results],
+                       1)
     return Result(torch.cat([r.images for r in results])[rows], [problems[s] for s in src], metrics, first.model,
-                  first.layer, first.iterations, sum(r.seconds for r in results),
-                  torch.cat([r.energy for r in results], 1)[:, rows], info, jobs, attribution=attribution)
+                  first.layer, max(r.iterations for r in results), sum(r.seconds for r in results),
+                  energy[:, rows], info, jobs, attribution=attribution)
