@@ -459,3 +459,37 @@ def test_best_of_subsets_keeps_each_pairs_highest_score() -> None:
     assert best_of_subsets(draws, keys, 3) == [(pytest.approx(0.3), 0)]
     assert best_of_subsets(draws, keys, 1) == [(pytest.approx(0.55), 1), (pytest.approx(0.5), 1),
                                                (pytest.approx(0.75), 2)]
+
+
+def test_a_bad_judge_is_refused_before_any_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    import preimage.tasks.accentuate as acc
+    import preimage.tasks.activation as act
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("optimized before the judge was checked")
+
+    monkeypatch.setattr(acc, "optimize", never)
+    monkeypatch.setattr(act, "optimize", never)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(4, 10)).eval()
+    x0 = seed_image()
+    for judge, target, message in ((3, "class:3", "a judge is a classifier's name"),
+                                   (["efficientnet_lite1", 5], "class:3", "got 5"),
+                                   ("no_such_net", "class:3", "unknown model 'no_such_net'"),
+                                   ("efficientnet_lite1", "0:1", "a judge needs class targets")):
+        with pytest.raises(PreimageError, match=message):
+            accentuate(net, x0, target, judge=judge, max_rmse=[8.0, 40.0], steps=2)
+        with pytest.raises(PreimageError, match=message):
+            preimage.maximize(net, target, judge=judge, iters=2, size=32)
+
+
+def test_a_class_target_on_a_network_without_classes_is_refused() -> None:
+    x0 = seed_image()
+    for target in ("class:3", "logprob:3"):
+        with pytest.raises(PreimageError, match="hog has no classifier.*'output:3'"):
+            accentuate("hog", x0, target, steps=2)
+        with pytest.raises(PreimageError, match="hog has no classifier"):
+            preimage.maximize("hog", target, iters=2, size=32)
+    r = accentuate("hog", x0, "output:3", steps=2, max_rmse=8.0)
+    assert r.problems[0]["target"] == "channel:output:3" and float(r.metrics["rmse"][0]) <= 8.0

@@ -107,7 +107,6 @@ def accentuate(image: Annotated[str, typer.Argument(help="the seed image: a path
     from ..engine.styles import resolve
     from ..engine.targets import parse_target
     from ..images import check_scale, image_name, load_image
-    from ..measures.judge import judges as load_judges
     from ..sweep import Job, Model
     from ..tasks.accentuate import ACCENTUATE_STYLE, AUTO, NONE, PIXELS
     from ..tasks.accentuate import accentuate as run_accentuate
@@ -140,8 +139,6 @@ def accentuate(image: Annotated[str, typer.Argument(help="the seed image: a path
             as_representation(rep.spec, reg_layer.strip())
         except PreimageError as e:
             raise PreimageError(f"--reg-layer: {e}") from None
-    if judge:
-        load_judges(judge, device)  # an unknown judge fails before any work
     kwargs = {"reg_layer": reg_layer, "reg_weight": ws if len(ws) > 1 else ws[0],
               "max_rmse": budgets if isinstance(budgets, str) or len(budgets) > 1 else budgets[0], "steps": steps,
               "param": param,

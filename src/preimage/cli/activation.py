@@ -154,7 +154,6 @@ def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
     plus a mosaic). Normalized by each unit's maximum response over reference images (--images)."""
     from ..engine.styles import resolve
     from ..images import check_scale
-    from ..measures.judge import judges as load_judges
     from ..sweep import Job, Model
     from ..tasks.activation import check_options, target_layer, target_points, unit_image_size
     from ..tasks.activation import maximize as run_maximize
@@ -171,8 +170,6 @@ def maximize(model: ModelOpt = "efficientnet_lite0", layer: LayerOpt = None,
     sty, _ = resolve(rep, style, param=param, transforms=transforms, prior=prior, prior_weight=prior_weight,
                      optimizer=optimizer)
     scale = check_scale(png_scale or display_scale(sty.name))
-    if judge:
-        load_judges(judge, device)  # an unknown judge fails before any work
     if images is not None:
         from ..images import list_images
 

@@ -89,7 +89,13 @@ class Judge:
 
 def judges(names: str | Judge | Sequence[str | Judge], device: str | torch.device = "cpu") -> list[Judge]:
     """Judges by name (or as they are), each loaded once (a repeated name is judged once)."""
-    items = [names] if isinstance(names, (str, Judge)) else list(names)
+    if isinstance(names, (str, Judge)):
+        items: list[Any] = [names]
+    elif isinstance(names, Sequence):
+        items = list(names)
+    else:
+        raise PreimageError(f"a judge is a classifier's name such as 'efficientnet_lite1', got {names!r}",
+                            param="judge")
     out: dict[str, Judge] = {}
     for j in items:
         if isinstance(j, Judge):

@@ -50,7 +50,17 @@ from ..report.result import Result
 from ..report.store import job_config
 from ..representations import ModelLike, Representation, model_spec
 from ..representations.base import model_id
-from .activation import _atom_layer, _unit, atom_value, bind, point_of, read_points, target_layer, target_points
+from .activation import (
+    _atom_layer,
+    _unit,
+    atom_value,
+    bind,
+    loaded_judges,
+    point_of,
+    read_points,
+    target_layer,
+    target_points,
+)
 from .by_budget import budget_groups, interleave
 from .candidates import best_of, candidate_problems, keep_rows
 from .capped import leaky_backward
@@ -255,6 +265,7 @@ def accentuate(model: ModelLike, images: Images, target: str | Objective | Seque
     spec = model_spec(model)
     rep0 = as_representation(model, _atom_layer(targets[0].atoms()[0], spec)[0] or "output", device=device)
     budgets = check_budgets(max_rmse)
+    judge = loaded_judges(judge, targets, spec, rep0.device_dtype()[0])
     # Far budgets get their own canvas and steps, unless the caller set them.
     groups = budget_groups(budgets, lambda b: (default_canvas(b) if canvas is None else canvas,
                                                steps is None and _far(b)))
@@ -422,11 +433,8 @@ def _accentuate(rep0: Representation, images: Images, targets: list[Objective], 
 
 def _judged(result: Result, judge: Any, targets: list[Objective]) -> Result:
     """The result with each judge's p(class) on its pictures (``info["transfer"]``); targets: one per picture."""
-    if judge:
-        classes = [_unit(t) for t in targets]
-        if "probability" not in result.metrics or any(c is None for c in classes):
-            raise PreimageError("a judge needs class targets (e.g. 'class:25')", param="judge")
-        result.info["transfer"] = judge_pictures(judge, result, targets=classes)
+    if judge:  # loaded_judges has checked that every target is a class
+        result.info["transfer"] = judge_pictures(judge, result, targets=[_unit(t) for t in targets])
     return result
 
 

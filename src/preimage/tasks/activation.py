@@ -43,6 +43,7 @@ from ..engine.targets import (
 )
 from ..engine.transforms import Transform
 from ..errors import PreimageError
+from ..measures.judge import Judge, judges
 from ..measures.metrics import log_odds as class_log_odds
 from ..measures.stats import NeuronStats, images_id, load_stats, warn
 from ..report.result import Result
@@ -308,6 +309,11 @@ def target_points(spec: ModelSpec, targets: Sequence[Objective], hw: tuple[int, 
                                         f"{info.shape[0]} channels", param="target")
             else:
                 u = a.unit if isinstance(a, (Channel, Neuron)) else a.index
+                if isinstance(a, Class) and a.layer is None and spec.classifier_layer is None \
+                        and len(info.shape) != 1:
+                    raise PreimageError(f"{a.spec()} reads class scores (N×C), and {spec.name} has no classifier: its "
+                                        f"output is a {'×'.join(map(str, info.shape))} map; name a channel instead "
+                                        f"(e.g. 'output:{u}')", param="target")
                 if isinstance(a, LogProb) and len(info.shape) != 1:
                     raise PreimageError(f"{a.spec()}: a log-probability needs class scores (N×C), and layer "
                                         f"'{info.rep.layer}' of {spec.name} gives a {'×'.join(map(str, info.shape))} "
@@ -504,6 +510,7 @@ def maximize(model: ModelLike, target: str | Objective | Sequence[str | Objectiv
     targets = parse_target(target)
     spec = model_spec(model)
     rep0 = as_representation(model, _atom_layer(targets[0].atoms()[0], spec)[0] or "output", device=device)
+    judge = loaded_judges(judge, targets, spec, rep0.device_dtype()[0])
     with borrowed(rep0):
         return _maximize(rep0, targets, restarts, style, param, transforms, prior, optimizer, size, iters, seed,
                          images, stats, judge, relu_leak, cap_leak, energy, amp, compile, progress, call, attribution,
@@ -620,9 +627,6 @@ def _maximize(rep0: Representation, targets: list[Objective], restarts: int, sty
                     jobs, attribution=None if trace.attribution is None else trace.attribution.float().cpu())
     if judge:
         classes = [_unit(t) for t in targets]
-        if not all(_is_class(t, spec) for t in targets):
-            raise PreimageError("a judge needs class targets: maximize class logits (e.g. 'class:25' or "
-                                "'classifier:25')", param="judge")
         result.info["transfer"] = judge_pictures(judge, result, targets=[c for c in classes for _ in range(restarts)])
     return result
 
@@ -732,6 +736,16 @@ def continue_short(binding: Binding, targets: list[Objective], restarts: int, tr
             f"where they stopped{why}: " + "; ".join(map(said, rows)))
     return (Trace(x, trace.energy, trace.iterations, trace.seconds + more.seconds, trace.stages, attribution), kept,
             note)
+
+
+def loaded_judges(judge: str | Judge | Sequence[str | Judge] | None, targets: Sequence[Objective], spec: ModelSpec,
+                  device: torch.device) -> list[Judge] | None:
+    """The judges loaded, and the targets checked, before any work: a judge reads one class's logit per picture."""
+    if judge is None or isinstance(judge, (str, Sequence)) and len(judge) == 0:
+        return None
+    if not all(_is_class(t, spec) for t in targets):
+        raise PreimageError("a judge needs class targets (e.g. 'class:25' or 'classifier:25')", param="judge")
+    return judges(judge, device)
 
 
 def _is_class(t: Objective, spec: ModelSpec) -> bool:
