@@ -190,7 +190,12 @@ def test_the_default_canvas_and_steps_follow_the_budget_and_a_mixed_list_runs_in
     # without the caller's steps, a far budget runs 1.5× the style's (64): a group of its own on the same canvas,
     # the shorter group's energy history NaN after its end, each picture the one its budget and steps give alone
     nosteps = {k: v for k, v in kw.items() if k != "steps"}
-    m = accentuate(tiny(), x0, "2:1", max_rmse=[8.0, 40.0], canvas=1, **nosteps)
+    seen: list[tuple[int, int]] = []
+    m = accentuate(tiny(), x0, "2:1", max_rmse=[8.0, 40.0], canvas=1, progress=lambda d, t: seen.append((d, t)),
+                   **nosteps)
+    # one bar over both groups: steps done over all of them, of their total
+    assert {t for _, t in seen} == {160} and seen[-1] == (160, 160) and (64, 160) in seen
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
     assert [p["steps"] for p in m.problems] == [64, 96] and m.iterations == 96 and m.energy.shape == (96, 2)
     assert bool(m.energy[64:, 0].isnan().all()) and not bool(m.energy[:64].isnan().any())
     assert not bool(m.energy[:, 1].isnan().any()) and "schedule" not in m.info

@@ -39,7 +39,7 @@ from ..engine.param import Fourier, Parameterization
 from ..engine.priors import BNPrior
 from ..engine.runtime import borrowed
 from ..engine.schedules import SINGLE_STAGE, scale_schedule, schedule_record
-from ..engine.styles import Style, describe, resolve
+from ..engine.styles import Style, describe, get_style, resolve
 from ..engine.targets import Diversity, Objective, parse_target
 from ..engine.transforms import Crops, Jitter, Rotate, Scale, Transform
 from ..errors import PreimageError
@@ -61,7 +61,7 @@ from .activation import (
     target_layer,
     target_points,
 )
-from .by_budget import budget_groups, interleave
+from .by_budget import budget_groups, group_progress, interleave
 from .candidates import best_of, candidate_problems, keep_rows
 from .capped import leaky_backward
 from .common import (
@@ -269,11 +269,14 @@ def accentuate(model: ModelLike, images: Images, target: str | Objective | Seque
     # Far budgets get their own canvas and steps, unless the caller set them.
     groups = budget_groups(budgets, lambda b: (default_canvas(b) if canvas is None else canvas,
                                                steps is None and _far(b)))
+    style_steps = get_style(style).iters or 64
+    bars = group_progress(progress, [steps if isinstance(steps, int) and steps > 0 else
+                                     default_steps(b[0], style_steps) for _, b in groups])
     with borrowed(rep0):
         results = [_accentuate(rep0, images, targets, reg_layer, reg_weight, b if b != [None] else NONE, steps, style,
                                param, transforms, prior, optimizer, size, seed, attribution, images_stats, stats,
-                               judge if len(groups) == 1 else None, energy, amp, compile, progress, call, skip_grad,
-                               c, candidates, cap_leak) for (c, _), b in groups]
+                               judge if len(groups) == 1 else None, energy, amp, compile, bar, call, skip_grad,
+                               c, candidates, cap_leak) for ((c, _), b), bar in zip(groups, bars, strict=True)]
     if len(results) == 1:
         return results[0]
     result = interleave(results, [b for _, b in groups], budgets, path_names(check_weights(reg_weight), budgets))

@@ -6,6 +6,7 @@ round 15, judge p up at budget 40 and down at 24; benchmarks/README.md). A pictu
 (its seed leaves the budget out), so a budget's picture is the same whether it runs alone or in a list.
 Groups may run different numbers of steps: the merged energy history is as long as the longest, NaN after a
 shorter group's end, and ``iterations`` is the longest's (each problem records its own ``steps``).
+One progress bar covers the call: each group reports its steps offset by the groups before it (``group_progress``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,15 @@ def budget_groups(budgets: Sequence[float | None], setting: Callable[[float | No
     for b in budgets:
         groups.setdefault(setting(b), []).append(b)
     return list(groups.items())
+
+
+def group_progress(progress: Callable[[int, int], None] | None, steps: Sequence[int]
+                   ) -> list[Callable[[int, int], None] | None]:
+    """One callback per group, reporting (steps done over all groups, their total): one bar for the call."""
+    if progress is None:
+        return [None] * len(steps)
+    total, starts = sum(steps), [sum(steps[:i]) for i in range(len(steps))]
+    return [lambda done, _n, s=s: progress(s + done, total) for s in starts]
 
 
 def interleave(results: Sequence[Result], groups: Sequence[Sequence[float | None]],
