@@ -269,14 +269,17 @@ def accentuate(model: ModelLike, images: Images, target: str | Objective | Seque
     # Far budgets get their own canvas and steps, unless the caller set them.
     groups = budget_groups(budgets, lambda b: (default_canvas(b) if canvas is None else canvas,
                                                steps is None and _far(b)))
-    style_steps = get_style(style).iters or 64
-    bars = group_progress(progress, [steps if isinstance(steps, int) and steps > 0 else
-                                     default_steps(b[0], style_steps) for _, b in groups])
+    if steps is not None:
+        steps = check_count(steps, "steps", 1, 1_000_000)
+    # Each group's steps: the caller's, else by its budgets (all far or all near within a group).
+    counts = [steps or default_steps(b[0], get_style(style).iters or 64) for _, b in groups]
+    bars = group_progress(progress, counts)
     with borrowed(rep0):
-        results = [_accentuate(rep0, images, targets, reg_layer, reg_weight, b if b != [None] else NONE, steps, style,
+        results = [_accentuate(rep0, images, targets, reg_layer, reg_weight, b if b != [None] else NONE, n, style,
                                param, transforms, prior, optimizer, size, seed, attribution, images_stats, stats,
                                judge if len(groups) == 1 else None, energy, amp, compile, bar, call, skip_grad,
-                               c, candidates, cap_leak) for ((c, _), b), bar in zip(groups, bars, strict=True)]
+                               c, candidates, cap_leak)
+                   for ((c, _), b), n, bar in zip(groups, counts, bars, strict=True)]
     if len(results) == 1:
         return results[0]
     result = interleave(results, [b for _, b in groups], budgets, path_names(check_weights(reg_weight), budgets))
@@ -285,7 +288,7 @@ def accentuate(model: ModelLike, images: Images, target: str | Objective | Seque
 
 
 def _accentuate(rep0: Representation, images: Images, targets: list[Objective], reg_layer: str | None,
-                reg_weight: Any, max_rmse: Any, steps: int | None, style: Any, param: Any, transforms: Any, prior: Any,
+                reg_weight: Any, max_rmse: Any, steps: int, style: Any, param: Any, transforms: Any, prior: Any,
                 optimizer: str | None, size: Any, seed: int, attribution: bool, images_stats: Any,
                 stats: NeuronStats | None, judge: Any, energy: Energy | dict, amp: Any, compile: bool,
                 progress: Progress | None, call: dict[str, Any], skip_grad: float | None = None,
@@ -300,8 +303,6 @@ def _accentuate(rep0: Representation, images: Images, targets: list[Objective], 
         candidates = check_count(candidates, "candidates", 1, 64)
     if cap_leak is not None:
         cap_leak = check_number(cap_leak, "cap_leak", 0.0, 0.999999)
-    if steps is not None:
-        steps = check_count(steps, "steps", 1, 1_000_000)
     if not isinstance(attribution, bool):
         raise PreimageError(f"attribution must be True or False, got {attribution!r}", param="attribution")
     energy = Energy(**energy) if isinstance(energy, dict) else energy
@@ -316,9 +317,7 @@ def _accentuate(rep0: Representation, images: Images, targets: list[Objective], 
     first = point_of(spec, *_atom_layer(targets[0].atoms()[0], spec), device)
     sty, opt_kw = resolve(first.rep, style, param=param, transforms=transforms, prior=prior, optimizer=optimizer,
                           cap_leak=cap_leak)
-    # Without the caller's steps, the budgets of one call here are all far or all near (accentuate's groups).
-    n_steps = steps if steps is not None else default_steps(budgets[0], sty.iters or 64)
-    sched = scale_schedule(SINGLE_STAGE, n_steps)
+    sched = scale_schedule(SINGLE_STAGE, steps)
     skip_grad = branch_factor(rep0.net, skip_grad, sty.skip_grad)
     k = sty.candidates if candidates is None else candidates
     n_img = image_count(images)
@@ -371,7 +370,7 @@ def _accentuate(rep0: Representation, images: Images, targets: list[Objective], 
     problems = [{"target": targets[int(t_of[p])].spec(), "label": targets[int(t_of[p])].label,
                  "input": specs[int(i_of[p])] if specs else names[int(i_of[p])], "input_name": names[int(i_of[p])],
                  "reg_weight": float(w_of[p]), "reg_layer": where, **({} if b_of[p] is None else {"max_rmse": b_of[p]}),
-                 **({"canvas": canvas} if hwc != hw else {}), "steps": n_steps}
+                 **({"canvas": canvas} if hwc != hw else {}), "steps": steps}
                 for p in range(n)]
     # A problem's seed leaves its weight and budget out: every picture of a path draws the same transforms, so the
     # pictures differ by the weight and budget alone (and without a distance or budget they are the same).

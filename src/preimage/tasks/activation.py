@@ -741,7 +741,7 @@ def continue_short(binding: Binding, targets: list[Objective], restarts: int, tr
 def loaded_judges(judge: str | Judge | Sequence[str | Judge] | None, targets: Sequence[Objective], spec: ModelSpec,
                   device: torch.device) -> list[Judge] | None:
     """The judges loaded, and the targets checked, before any work: a judge reads one class's logit per picture."""
-    if judge is None or isinstance(judge, (str, Sequence)) and len(judge) == 0:
+    if judge is None or isinstance(judge, Sequence) and len(judge) == 0:
         return None
     if not all(_is_class(t, spec) for t in targets):
         raise PreimageError("a judge needs class targets (e.g. 'class:25' or 'classifier:25')", param="judge")
